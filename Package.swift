@@ -1,0 +1,66 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let strict: [SwiftSetting] = [.enableUpcomingFeature("ExistentialAny")]
+
+let package = Package(
+    name: "InferOps",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "inferops", targets: ["inferops"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", exact: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-crypto", exact: "3.12.3"),
+        .package(url: "https://github.com/groue/GRDB.swift", exact: "7.10.0"),
+        .package(url: "https://github.com/jpsim/Yams", exact: "5.0.1"),
+    ],
+    targets: [
+        // The domain: commands, policy, plans, operations, replies and the ports. No I/O.
+        .target(
+            name: "InferOpsCore",
+            dependencies: [
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .systemLibrary(
+            name: "CCurl",
+            pkgConfig: "libcurl",
+            providers: [.apt(["libcurl4-openssl-dev"])]
+        ),
+        .target(name: "InferOpsHTTP", dependencies: ["CCurl"], swiftSettings: strict),
+        .target(name: "InferOpsKube", dependencies: ["InferOpsCore", "InferOpsHTTP", "Yams"], swiftSettings: strict),
+        .target(name: "InferOpsHelm", dependencies: ["InferOpsCore"], swiftSettings: strict),
+        .target(
+            name: "InferOpsStore",
+            dependencies: ["InferOpsCore", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: strict
+        ),
+        .target(name: "InferOpsConsole", dependencies: ["InferOpsCore"], swiftSettings: strict),
+        .target(
+            name: "InferOpsApp",
+            dependencies: [
+                "InferOpsCore", "InferOpsHTTP", "InferOpsKube", "InferOpsHelm", "InferOpsStore", "InferOpsConsole",
+                "Yams", .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "inferops",
+            dependencies: ["InferOpsApp", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: strict
+        ),
+        .target(name: "InferOpsTesting", dependencies: ["InferOpsCore"], swiftSettings: strict),
+        .testTarget(name: "InferOpsCoreTests", dependencies: ["InferOpsCore", "InferOpsTesting"]),
+        .testTarget(name: "InferOpsStoreTests", dependencies: ["InferOpsStore", "InferOpsCore"]),
+        .testTarget(name: "InferOpsHelmTests", dependencies: ["InferOpsHelm", "InferOpsCore"]),
+        .testTarget(name: "InferOpsKubeTests", dependencies: ["InferOpsKube", "InferOpsHTTP", "InferOpsCore"]),
+        .testTarget(
+            name: "InferOpsEndToEndTests",
+            dependencies: ["InferOpsApp", "InferOpsCore", "InferOpsTesting"]
+        ),
+    ]
+)

@@ -1,0 +1,173 @@
+import Foundation
+
+/// What an operation does.
+public enum OperationKind: String, Hashable, Sendable, Codable, CaseIterable {
+    case deploy, rollback, lock, unlock, cancel
+}
+
+/// The life of an operation (DESIGN §3). Every change is recorded before its side effect.
+public enum OperationState: String, Hashable, Sendable, Codable, CaseIterable {
+    case requested, planned
+    case queued, prechecking, applying
+    case waitingReady = "waiting_ready"
+    case warming, verifying
+    case rollingBack = "rolling_back"
+    case succeeded, failed
+    case rolledBack = "rolled_back"
+    case cancelled
+
+    public var isFinished: Bool {
+        switch self {
+        case .succeeded, .failed, .rolledBack, .cancelled: true
+        default: false
+        }
+    }
+
+    /// The states each state may move to. Anything unfinished may fail or be cancelled.
+    public var successors: Set<OperationState> {
+        let ending: Set<OperationState> = [.failed, .cancelled]
+        switch self {
+        case .requested: return ending.union([.planned])
+        case .planned: return ending.union([.queued, .succeeded])
+        case .queued: return ending.union([.prechecking])
+        case .prechecking: return ending.union([.applying])
+        case .applying: return ending.union([.waitingReady, .rollingBack])
+        case .waitingReady: return ending.union([.warming, .verifying, .rollingBack])
+        case .warming: return ending.union([.verifying, .rollingBack])
+        case .verifying: return ending.union([.succeeded, .rollingBack])
+        case .rollingBack: return [.rolledBack, .failed]
+        case .succeeded, .failed, .rolledBack, .cancelled: return []
+        }
+    }
+
+    public func canMove(to next: OperationState) -> Bool { successors.contains(next) }
+}
+
+/// A durable record of one command that changes something.
+public struct Operation: Hashable, Sendable, Codable, Identifiable {
+    public var id: OperationID
+    public var kind: OperationKind
+    public var requester: UserID
+    public var environment: String
+    /// The model, for deploy and rollback.
+    public var model: String?
+    /// The release target, for deploy and rollback.
+    public var target: ReleaseTarget?
+    public var state: OperationState
+    /// The canonical plan as JSON, when there is one.
+    public var plan: JSONValue?
+    public var planDigest: String?
+    /// The command as typed, after parsing (never containing secrets).
+    public var command: String
+    /// The chat thread the operation reports into.
+    public var thread: String?
+    /// The last user-facing outcome message.
+    public var outcome: String?
+    public var createdAt: Date
+    public var updatedAt: Date
+
+    public init(
+        id: OperationID, kind: OperationKind, requester: UserID, environment: String, model: String? = nil,
+        target: ReleaseTarget? = nil, state: OperationState = .requested, plan: JSONValue? = nil,
+        planDigest: String? = nil, command: String, thread: String? = nil, outcome: String? = nil,
+        createdAt: Date, updatedAt: Date? = nil
+    ) {
+        self.id = id
+        self.kind = kind
+        self.requester = requester
+        self.environment = environment
+        self.model = model
+        self.target = target
+        self.state = state
+        self.plan = plan
+        self.planDigest = planDigest
+        self.command = command
+        self.thread = thread
+        self.outcome = outcome
+        self.createdAt = createdAt
+        self.updatedAt = updatedAt ?? createdAt
+    }
+}
+
+/// One step in an operation's journal.
+public struct JournalEntry: Hashable, Sendable, Codable {
+    public var operation: OperationID
+    public var at: Date
+    /// The state the operation was in when this was written.
+    public var state: OperationState
+    public var message: String
+    /// How long the step took, when it is the end of a step.
+    public var duration: Duration?
+
+    public init(operation: OperationID, at: Date, state: OperationState, message: String, duration: Duration? = nil) {
+        self.operation = operation
+        self.at = at
+        self.state = state
+        self.message = message
+        self.duration = duration
+    }
+}
+
+/// One line of the append-only audit log: who did what where, and how it ended.
+public struct AuditEntry: Hashable, Sendable, Codable {
+    public var at: Date
+    public var actor: UserID
+    /// The verb as declared in `commands/`.
+    public var action: String
+    public var environment: String?
+    /// What it acted on: a model, a release, an operation id.
+    public var subject: String?
+    /// `accepted`, `denied`, `refused`, `succeeded`, `failed`, `rolled_back`, `cancelled`.
+    public var outcome: String
+    public var operation: OperationID?
+    public var detail: String?
+
+    public init(
+        at: Date, actor: UserID, action: String, environment: String? = nil, subject: String? = nil,
+        outcome: String, operation: OperationID? = nil, detail: String? = nil
+    ) {
+        self.at = at
+        self.actor = actor
+        self.action = action
+        self.environment = environment
+        self.subject = subject
+        self.outcome = outcome
+        self.operation = operation
+        self.detail = detail
+    }
+}
+
+/// The last successful test completion against a model in an environment.
+public struct Verification: Hashable, Sendable, Codable {
+    public var model: String
+    public var environment: String
+    public var operation: OperationID
+    public var at: Date
+    public var latency: Duration
+    /// The Helm revision that was verified.
+    public var revision: Int?
+
+    public init(model: String, environment: String, operation: OperationID, at: Date, latency: Duration, revision: Int?) {
+        self.model = model
+        self.environment = environment
+        self.operation = operation
+        self.at = at
+        self.latency = latency
+        self.revision = revision
+    }
+}
+
+/// An environment lock: while held, nobody else may change the environment.
+public struct EnvironmentLock: Hashable, Sendable, Codable {
+    public var environment: String
+    public var holder: UserID
+    public var reason: String?
+    public var since: Date
+
+    public init(environment: String, holder: UserID, reason: String?, since: Date) {
+        self.environment = environment
+        self.holder = holder
+        self.reason = reason
+        self.since = since
+    }
+}

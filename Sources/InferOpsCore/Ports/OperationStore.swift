@@ -1,0 +1,31 @@
+/// Durable records: operations and their journals, the audit log, verifications and locks.
+///
+/// Intent-level methods only; adapters own the schema and its migrations.
+public protocol OperationStore: Sendable {
+    /// Records a new operation.
+    func insert(_ operation: Operation) async throws
+    /// Replaces the stored operation with `operation` (same id); used for state, plan, thread and outcome.
+    func update(_ operation: Operation) async throws
+    func operation(_ id: OperationID) async throws -> Operation?
+    /// Operations not yet finished, oldest first.
+    func unfinishedOperations() async throws -> [Operation]
+    /// The newest operations, newest first, optionally for one model and/or environment.
+    func recentOperations(model: String?, environment: String?, limit: Int) async throws -> [Operation]
+
+    func appendJournal(_ entry: JournalEntry) async throws
+    /// The journal of one operation, in order.
+    func journal(of operation: OperationID) async throws -> [JournalEntry]
+
+    func appendAudit(_ entry: AuditEntry) async throws
+    /// The whole audit log, oldest first.
+    func auditLog() async throws -> [AuditEntry]
+
+    func recordVerification(_ verification: Verification) async throws
+    func lastVerification(model: String, environment: String) async throws -> Verification?
+
+    /// Takes the lock; returns the existing lock instead when someone already holds it.
+    func acquireLock(_ lock: EnvironmentLock) async throws -> EnvironmentLock?
+    /// Releases the lock and returns it, or `nil` when the environment was not locked.
+    func releaseLock(environment: String) async throws -> EnvironmentLock?
+    func locks() async throws -> [EnvironmentLock]
+}
