@@ -74,9 +74,23 @@ public struct HTTPHeaders: Sendable, Hashable, Sequence, ExpressibleByDictionary
 
 /// PEM material for TLS: a path that libcurl reads itself, or the bytes (kubeconfig `*-data`
 /// fields), handed to libcurl as a blob so no key is ever written to disk.
-public enum TLSMaterial: Sendable, Hashable {
+///
+/// Printing or dumping one shows the path or the size, never the bytes: a client key is a secret.
+public enum TLSMaterial: Sendable, Hashable, CustomStringConvertible, CustomDebugStringConvertible,
+    CustomReflectable
+{
     case file(String)
     case pem([UInt8])
+
+    public var description: String {
+        switch self {
+        case .file(let path): "file \(path)"
+        case .pem(let bytes): "PEM (\(bytes.count) bytes)"
+        }
+    }
+
+    public var debugDescription: String { description }
+    public var customMirror: Mirror { Mirror(self, children: ["value": description], displayStyle: .enum) }
 }
 
 /// How to trust the server and how to prove who we are.
