@@ -2,11 +2,11 @@ import CCurl
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// An HTTP client on libcurl's multi interface: one `CURLM` handle, driven by one dedicated thread.
@@ -34,8 +34,11 @@ public final class CurlHTTPClient: HTTPClient {
         public var userAgent: String
 
         public init(
-            maxConnectionsPerHost: Int = 8, maxTotalConnections: Int = 0, connectTimeout: Duration = .seconds(10),
-            maxResponseBytes: Int = 64 << 20, userAgent: String = "inferops"
+            maxConnectionsPerHost: Int = 8,
+            maxTotalConnections: Int = 0,
+            connectTimeout: Duration = .seconds(10),
+            maxResponseBytes: Int = 64 << 20,
+            userAgent: String = "inferops"
         ) {
             self.maxConnectionsPerHost = maxConnectionsPerHost
             self.maxTotalConnections = maxTotalConnections
@@ -151,19 +154,22 @@ final class CurlLoop: Sendable {
     func start() throws {
         let context = Unmanaged.passRetained(self).toOpaque()
         #if canImport(Darwin)
-        var thread: pthread_t?
+            var thread: pthread_t?
         #else
-        var thread = pthread_t()
+            var thread = pthread_t()
         #endif
         let rc = pthread_create(
-            &thread, nil,
+            &thread,
+            nil,
             { argument in
                 let context: UnsafeMutableRawPointer? = argument
                 if let context {
                     Unmanaged<CurlLoop>.fromOpaque(context).takeRetainedValue().run()
                 }
                 return nil
-            }, context)
+            },
+            context
+        )
         guard rc == 0 else {
             Unmanaged<CurlLoop>.fromOpaque(context).release()
             if let multi = state.withLock({ $0.multi }) { curl_multi_cleanup(multi.raw) }
@@ -171,9 +177,9 @@ final class CurlLoop: Sendable {
         }
         // Nobody joins the loop thread; shutdown waits on a continuation instead.
         #if canImport(Darwin)
-        if let thread { pthread_detach(thread) }
+            if let thread { pthread_detach(thread) }
         #else
-        pthread_detach(thread)
+            pthread_detach(thread)
         #endif
     }
 
@@ -257,8 +263,11 @@ struct CurlTransfers: ~Copyable {
     private var byID: [UInt64: CurlTransfer] = [:]
 
     mutating func start(
-        id: UInt64, request: HTTPRequest, continuation: CheckedContinuation<HTTPResponse, any Error>,
-        multi: UnsafeMutableRawPointer, loop: CurlLoop
+        id: UInt64,
+        request: HTTPRequest,
+        continuation: CheckedContinuation<HTTPResponse, any Error>,
+        multi: UnsafeMutableRawPointer,
+        loop: CurlLoop
     ) {
         let transfer: CurlTransfer
         do {
@@ -271,7 +280,8 @@ struct CurlTransfers: ~Copyable {
         guard added == CURLM_OK else {
             let message = String(cString: curl_multi_strerror(added))
             continuation.resume(
-                throwing: HTTPTransportError(code: Int(added.rawValue), message: message, request: request.description))
+                throwing: HTTPTransportError(code: Int(added.rawValue), message: message, request: request.description)
+            )
             return
         }
         transfer.continuation = continuation
@@ -380,7 +390,8 @@ final class CurlTransfer {
         try check(ccurl_setopt_str(easy, CURLOPT_USERAGENT, configuration.userAgent), "user agent")
         try check(
             ccurl_setopt_long(easy, CURLOPT_CONNECTTIMEOUT_MS, milliseconds(configuration.connectTimeout)),
-            "connect timeout")
+            "connect timeout"
+        )
         if let timeout = request.timeout {
             try check(ccurl_setopt_long(easy, CURLOPT_TIMEOUT_MS, milliseconds(timeout)), "timeout")
         }
@@ -401,7 +412,9 @@ final class CurlTransfer {
                 if let base = buffer.baseAddress, buffer.count > 0 {
                     try check(ccurl_setopt_ptr(easy, CURLOPT_COPYPOSTFIELDS, base), "body")
                 } else {
-                    try empty.withUnsafeBytes { try check(ccurl_setopt_ptr(easy, CURLOPT_COPYPOSTFIELDS, $0.baseAddress), "body") }
+                    try empty.withUnsafeBytes {
+                        try check(ccurl_setopt_ptr(easy, CURLOPT_COPYPOSTFIELDS, $0.baseAddress), "body")
+                    }
                 }
             }
         }
@@ -484,7 +497,10 @@ private func milliseconds(_ duration: Duration) -> Int {
 }
 
 private func curlReceiveBody(
-    _ data: UnsafeMutablePointer<CChar>?, _ size: Int, _ count: Int, _ context: UnsafeMutableRawPointer?
+    _ data: UnsafeMutablePointer<CChar>?,
+    _ size: Int,
+    _ count: Int,
+    _ context: UnsafeMutableRawPointer?
 ) -> Int {
     guard let context else { return 0 }
     let transfer = Unmanaged<CurlTransfer>.fromOpaque(context).takeUnretainedValue()
@@ -493,7 +509,10 @@ private func curlReceiveBody(
 }
 
 private func curlReceiveHeader(
-    _ data: UnsafeMutablePointer<CChar>?, _ size: Int, _ count: Int, _ context: UnsafeMutableRawPointer?
+    _ data: UnsafeMutablePointer<CChar>?,
+    _ size: Int,
+    _ count: Int,
+    _ context: UnsafeMutableRawPointer?
 ) -> Int {
     guard let context else { return 0 }
     let transfer = Unmanaged<CurlTransfer>.fromOpaque(context).takeUnretainedValue()

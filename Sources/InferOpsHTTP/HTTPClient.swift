@@ -1,7 +1,7 @@
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+    import FoundationEssentials
 #else
-import Foundation
+    import Foundation
 #endif
 
 /// Sends one HTTP request and returns the whole response.
@@ -105,8 +105,10 @@ public struct TLSOptions: Sendable, Hashable {
     public var insecureSkipVerify: Bool
 
     public init(
-        certificateAuthority: TLSMaterial? = nil, clientCertificate: TLSMaterial? = nil,
-        clientKey: TLSMaterial? = nil, insecureSkipVerify: Bool = false
+        certificateAuthority: TLSMaterial? = nil,
+        clientCertificate: TLSMaterial? = nil,
+        clientKey: TLSMaterial? = nil,
+        insecureSkipVerify: Bool = false
     ) {
         self.certificateAuthority = certificateAuthority
         self.clientCertificate = clientCertificate
@@ -126,8 +128,12 @@ public struct HTTPRequest: Sendable, Hashable, CustomStringConvertible {
     public var tls: TLSOptions?
 
     public init(
-        method: HTTPMethod = .get, url: String, headers: HTTPHeaders = [:], body: [UInt8]? = nil,
-        timeout: Duration? = .seconds(30), tls: TLSOptions? = nil
+        method: HTTPMethod = .get,
+        url: String,
+        headers: HTTPHeaders = [:],
+        body: [UInt8]? = nil,
+        timeout: Duration? = .seconds(30),
+        tls: TLSOptions? = nil
     ) {
         self.method = method
         self.url = url

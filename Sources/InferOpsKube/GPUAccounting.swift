@@ -29,8 +29,11 @@ enum GPUAccounting {
             guard allocatable > 0 else { continue }
             result.append(
                 NodeGPUs(
-                    node: node.metadata.name, allocatable: acceptsPods(node) ? allocatable : 0,
-                    requested: requestedOnNode[node.metadata.name] ?? 0))
+                    node: node.metadata.name,
+                    allocatable: acceptsPods(node) ? allocatable : 0,
+                    requested: requestedOnNode[node.metadata.name] ?? 0
+                )
+            )
         }
         result.sort { $0.node < $1.node }
         return GPUCapacity(nodes: result, requestedByRelease: requestedByRelease)
@@ -88,8 +91,12 @@ enum PodDiagnosis {
         let ready = pod.status?.conditions?.contains { $0.type == "Ready" && $0.status == "True" } ?? false
         let node = pod.spec?.nodeName.flatMap { $0.isEmpty ? nil : $0 }
         return PodSnapshot(
-            name: pod.metadata.name, phase: phase, ready: ready, node: node,
-            reason: ready ? nil : reason(pod, phase: phase))
+            name: pod.metadata.name,
+            phase: phase,
+            ready: ready,
+            node: node,
+            reason: ready ? nil : reason(pod, phase: phase)
+        )
     }
 
     /// The most useful single explanation, in the order a person would look:
@@ -98,7 +105,8 @@ enum PodDiagnosis {
     static func reason(_ pod: KubePod, phase: String) -> String? {
         if pod.metadata.deletionTimestamp != nil { return "terminating" }
         let status = pod.status
-        if let scheduled = status?.conditions?.first(where: { $0.type == "PodScheduled" }), scheduled.status == "False" {
+        if let scheduled = status?.conditions?.first(where: { $0.type == "PodScheduled" }), scheduled.status == "False"
+        {
             return scheduled.message ?? scheduled.reason ?? "waiting to be scheduled"
         }
         let statuses = (status?.initContainerStatuses ?? []) + (status?.containerStatuses ?? [])
@@ -119,7 +127,8 @@ enum PodDiagnosis {
             }
             for container in statuses {
                 if let terminated = container.state?.terminated, terminated.exitCode != 0 {
-                    return "\(container.name) exited: \(terminated.reason ?? "Error") (code \(terminated.exitCode ?? -1))"
+                    return
+                        "\(container.name) exited: \(terminated.reason ?? "Error") (code \(terminated.exitCode ?? -1))"
                 }
             }
             return "failed"

@@ -27,12 +27,20 @@ public struct KubeContext: Sendable, CustomStringConvertible {
     /// - Throws: `KubeAPIError.unreachable`/`.tls` when there was no answer, `.credentials` when the
     ///   token file cannot be read, `CancellationError` when cancelled. Statuses are not checked.
     public func send(
-        _ method: HTTPMethod, _ path: String, body: [UInt8]? = nil, contentType: String? = nil,
-        accept: String? = "application/json", timeout: Duration? = nil
+        _ method: HTTPMethod,
+        _ path: String,
+        body: [UInt8]? = nil,
+        contentType: String? = nil,
+        accept: String? = "application/json",
+        timeout: Duration? = nil
     ) async throws -> HTTPResponse {
         var request = HTTPRequest(
-            method: method, url: connection.server + path, body: body, timeout: timeout ?? self.timeout,
-            tls: connection.tls)
+            method: method,
+            url: connection.server + path,
+            body: body,
+            timeout: timeout ?? self.timeout,
+            tls: connection.tls
+        )
         if let accept { request.headers.add("Accept", accept) }
         if let contentType { request.headers.add("Content-Type", contentType) }
         if let credential = connection.credential {
@@ -180,7 +188,8 @@ public actor KubeContexts {
             }
             if environment["KUBERNETES_SERVICE_HOST"] != nil {
                 return .inCluster(
-                    try ClusterConnection.inCluster(environment: environment, directory: serviceAccountDirectory))
+                    try ClusterConnection.inCluster(environment: environment, directory: serviceAccountDirectory)
+                )
             }
             throw KubeconfigError.notInCluster
         }
@@ -213,7 +222,10 @@ public actor KubeContexts {
         case .inCluster(let inCluster):
             guard name == nil || name == inCluster.contextName else {
                 throw KubeconfigError.contextNotFound(
-                    name ?? "", source: "the in-cluster service account", available: [inCluster.contextName])
+                    name ?? "",
+                    source: "the in-cluster service account",
+                    available: [inCluster.contextName]
+                )
             }
             connection = inCluster
         }

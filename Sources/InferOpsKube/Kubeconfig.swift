@@ -30,7 +30,9 @@ public struct Kubeconfig: Sendable, Hashable {
         public var unsupportedMethod: String?
 
         public init(
-            credential: BearerCredential? = nil, clientCertificate: TLSMaterial? = nil, clientKey: TLSMaterial? = nil,
+            credential: BearerCredential? = nil,
+            clientCertificate: TLSMaterial? = nil,
+            clientKey: TLSMaterial? = nil,
             unsupportedMethod: String? = nil
         ) {
             self.credential = credential
@@ -60,8 +62,11 @@ public struct Kubeconfig: Sendable, Hashable {
     public var source: String
 
     public init(
-        currentContext: String? = nil, clusters: [String: Cluster] = [:], users: [String: User] = [:],
-        contexts: [String: Context] = [:], source: String = "kubeconfig"
+        currentContext: String? = nil,
+        clusters: [String: Cluster] = [:],
+        users: [String: User] = [:],
+        contexts: [String: Context] = [:],
+        source: String = "kubeconfig"
     ) {
         self.currentContext = currentContext
         self.clusters = clusters
@@ -110,16 +115,23 @@ public struct Kubeconfig: Sendable, Hashable {
             config.clusters[entry.name] = Cluster(
                 server: cluster.server ?? "",
                 certificateAuthority: try material(
-                    data: cluster.certificateAuthorityData, file: cluster.certificateAuthority,
-                    field: "certificate-authority"),
-                insecureSkipTLSVerify: cluster.insecureSkipTLSVerify ?? false)
+                    data: cluster.certificateAuthorityData,
+                    file: cluster.certificateAuthority,
+                    field: "certificate-authority"
+                ),
+                insecureSkipTLSVerify: cluster.insecureSkipTLSVerify ?? false
+            )
         }
         for entry in raw.users ?? [] {
             let user = entry.user ?? RawKubeconfig.RawUser()
             var parsed = User(
                 clientCertificate: try material(
-                    data: user.clientCertificateData, file: user.clientCertificate, field: "client-certificate"),
-                clientKey: try material(data: user.clientKeyData, file: user.clientKey, field: "client-key"))
+                    data: user.clientCertificateData,
+                    file: user.clientCertificate,
+                    field: "client-certificate"
+                ),
+                clientKey: try material(data: user.clientKeyData, file: user.clientKey, field: "client-key")
+            )
             if let token = user.token, !token.isEmpty {
                 parsed.credential = .token(Secret(token))
             } else if let file = user.tokenFile, !file.isEmpty {
@@ -136,8 +148,10 @@ public struct Kubeconfig: Sendable, Hashable {
         }
         for entry in raw.contexts ?? [] {
             config.contexts[entry.name] = Context(
-                cluster: entry.context.cluster, user: entry.context.user,
-                namespace: entry.context.namespace.flatMap { $0.isEmpty ? nil : $0 })
+                cluster: entry.context.cluster,
+                user: entry.context.user,
+                namespace: entry.context.namespace.flatMap { $0.isEmpty ? nil : $0 }
+            )
         }
         return config
     }
@@ -212,11 +226,18 @@ public struct Kubeconfig: Sendable, Hashable {
             throw KubeconfigError.unsupportedAuthentication(method, context: contextName)
         }
         let tls = TLSOptions(
-            certificateAuthority: cluster.certificateAuthority, clientCertificate: user.clientCertificate,
-            clientKey: user.clientKey, insecureSkipVerify: cluster.insecureSkipTLSVerify)
+            certificateAuthority: cluster.certificateAuthority,
+            clientCertificate: user.clientCertificate,
+            clientKey: user.clientKey,
+            insecureSkipVerify: cluster.insecureSkipTLSVerify
+        )
         return ClusterConnection(
-            contextName: contextName, server: cluster.server, tls: tls, credential: user.credential,
-            namespace: context.namespace)
+            contextName: contextName,
+            server: cluster.server,
+            tls: tls,
+            credential: user.credential,
+            namespace: context.namespace
+        )
     }
 }
 
@@ -260,7 +281,10 @@ public struct ClusterConnection: Sendable, Hashable, CustomStringConvertible {
     public var namespace: String?
 
     public init(
-        contextName: String, server: String, tls: TLSOptions = TLSOptions(), credential: BearerCredential? = nil,
+        contextName: String,
+        server: String,
+        tls: TLSOptions = TLSOptions(),
+        credential: BearerCredential? = nil,
         namespace: String? = nil
     ) {
         self.contextName = contextName
@@ -296,9 +320,12 @@ public struct ClusterConnection: Sendable, Hashable, CustomStringConvertible {
             .trimmingCharacters(in: .whitespacesAndNewlines)
         let hostPart = host.contains(":") ? "[\(host)]" : host
         return ClusterConnection(
-            contextName: inClusterContextName, server: "https://\(hostPart):\(port)",
+            contextName: inClusterContextName,
+            server: "https://\(hostPart):\(port)",
             tls: TLSOptions(certificateAuthority: FileManager.default.fileExists(atPath: caPath) ? .file(caPath) : nil),
-            credential: .tokenFile(tokenPath), namespace: namespace)
+            credential: .tokenFile(tokenPath),
+            namespace: namespace
+        )
     }
 
     /// Context and server only: credentials never appear.

@@ -26,7 +26,8 @@ public struct KubernetesClusterInspector: ClusterInspector {
         let desired: Int
         do {
             let deployment: KubeDeployment = try await api.get(
-                "/apis/apps/v1/namespaces/\(namespace)/deployments/\(percentEncoded(target.release))")
+                "/apis/apps/v1/namespaces/\(namespace)/deployments/\(percentEncoded(target.release))"
+            )
             desired = deployment.spec?.replicas ?? 0
         } catch KubeAPIError.notFound {
             desired = 0  // not installed yet, or already removed: no replicas are wanted
@@ -40,16 +41,21 @@ public struct KubernetesClusterInspector: ClusterInspector {
         let api = try await contexts.context(kubeContext)
         let selector = percentEncoded("involvedObject.name=\(pod)")
         let events = try await api.list(
-            "/api/v1/namespaces/\(percentEncoded(namespace))/events?fieldSelector=\(selector)", of: KubeEvent.self)
+            "/api/v1/namespaces/\(percentEncoded(namespace))/events?fieldSelector=\(selector)",
+            of: KubeEvent.self
+        )
         return
             events
             .filter { $0.involvedObject?.name == nil || $0.involvedObject?.name == pod }
             .map { event in
                 PodEvent(
-                    type: event.type ?? "Normal", reason: event.reason ?? "", message: event.message ?? "",
+                    type: event.type ?? "Normal",
+                    reason: event.reason ?? "",
+                    message: event.message ?? "",
                     count: event.count ?? 1,
                     lastSeen: event.lastTimestamp ?? event.eventTime ?? event.firstTimestamp,
-                    source: event.source?.component)
+                    source: event.source?.component
+                )
             }
             .sorted { ($0.lastSeen ?? "") < ($1.lastSeen ?? "") }
     }
@@ -68,7 +74,12 @@ public struct PodEvent: Hashable, Sendable, Codable {
     public var source: String?
 
     public init(
-        type: String, reason: String, message: String, count: Int = 1, lastSeen: String? = nil, source: String? = nil
+        type: String,
+        reason: String,
+        message: String,
+        count: Int = 1,
+        lastSeen: String? = nil,
+        source: String? = nil
     ) {
         self.type = type
         self.reason = reason

@@ -44,7 +44,8 @@ public struct KubernetesEngineClient: EngineClient {
 
     /// The URL a request for `path` goes to in direct mode.
     public static func directURL(template: String, endpoint: EngineEndpoint, path: String) -> String {
-        var base = template
+        var base =
+            template
             .replacingOccurrences(of: "{service}", with: endpoint.service)
             .replacingOccurrences(of: "{namespace}", with: endpoint.target.namespace)
             .replacingOccurrences(of: "{port}", with: String(endpoint.port))
@@ -64,7 +65,11 @@ public struct KubernetesEngineClient: EngineClient {
     }
 
     private func send(
-        _ method: HTTPMethod, _ endpoint: EngineEndpoint, path: String, body: [UInt8]?, timeout: Duration
+        _ method: HTTPMethod,
+        _ endpoint: EngineEndpoint,
+        path: String,
+        body: [UInt8]?,
+        timeout: Duration
     ) async throws -> EngineResponse {
         let contentType = body == nil ? nil : "application/json"
         switch access(endpoint) {
@@ -83,12 +88,19 @@ public struct KubernetesEngineClient: EngineClient {
             let response: HTTPResponse
             do {
                 response = try await api.send(
-                    method, Self.proxyPath(endpoint: endpoint, path: path), body: body, contentType: contentType,
-                    accept: nil, timeout: timeout)
+                    method,
+                    Self.proxyPath(endpoint: endpoint, path: path),
+                    body: body,
+                    contentType: contentType,
+                    accept: nil,
+                    timeout: timeout
+                )
             } catch let error as KubeAPIError {
                 switch error {
                 case .unreachable(_, _, let detail), .tls(_, _, let detail):
-                    throw EngineUnreachable("\(endpoint) is unreachable: the Kubernetes API is not answering (\(detail))")
+                    throw EngineUnreachable(
+                        "\(endpoint) is unreachable: the Kubernetes API is not answering (\(detail))"
+                    )
                 default: throw error
                 }
             }

@@ -37,8 +37,12 @@ struct CurlHTTPClientTests {
         let body = #"{"prompt":"grüße 👋"}"#
         let response = try await client.send(
             HTTPRequest(
-                method: .post, url: "\(server.base)/echo", headers: ["Content-Type": "application/json"],
-                body: Array(body.utf8)))
+                method: .post,
+                url: "\(server.base)/echo",
+                headers: ["Content-Type": "application/json"],
+                body: Array(body.utf8)
+            )
+        )
         await client.shutdown()
 
         #expect(response.status == 201)
@@ -55,7 +59,8 @@ struct CurlHTTPClientTests {
         let client = try CurlHTTPClient()
         for method in [HTTPMethod.put, .patch, .delete] {
             let response = try await client.send(
-                HTTPRequest(method: method, url: "\(server.base)/echo", body: Array("x".utf8)))
+                HTTPRequest(method: method, url: "\(server.base)/echo", body: Array("x".utf8))
+            )
             #expect(try json(response)["method"] as? String == method.rawValue)
             #expect(try json(response)["body"] as? String == "x")
         }

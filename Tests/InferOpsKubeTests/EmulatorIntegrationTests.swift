@@ -47,7 +47,10 @@ struct EmulatorIntegrationTests {
                  "spec":{"selector":\#(labels),"ports":[{"name":"http","port":8000,"targetPort":8000}]}}
                 """#
             let api = try await contexts.context(nil)
-            let _: JSONValue = try await api.create("/apis/apps/v1/namespaces/default/deployments", json: Array(deployment.utf8))
+            let _: JSONValue = try await api.create(
+                "/apis/apps/v1/namespaces/default/deployments",
+                json: Array(deployment.utf8)
+            )
             let _: JSONValue = try await api.create("/api/v1/namespaces/default/services", json: Array(service.utf8))
         }
     }
@@ -59,7 +62,8 @@ struct EmulatorIntegrationTests {
             before.nodes == [
                 NodeGPUs(node: "gpu-node-1", allocatable: 4, requested: 0),
                 NodeGPUs(node: "gpu-node-2", allocatable: 4, requested: 0),
-            ])
+            ]
+        )
         #expect(before.requestedByRelease.isEmpty)
 
         try await cluster.deploy("llama-staging", gpus: 2)
@@ -133,14 +137,22 @@ struct EmulatorIntegrationTests {
         #expect(data.first?["id"]?.stringValue == "m")
 
         let completion = try await engines.post(
-            endpoint, path: "/v1/chat/completions",
+            endpoint,
+            path: "/v1/chat/completions",
             json: Data(#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":4}"#.utf8),
-            timeout: .seconds(5))
+            timeout: .seconds(5)
+        )
         #expect(completion.status == 200)
-        #expect(try JSONDecoder().decode(JSONValue.self, from: completion.body)["object"]?.stringValue == "chat.completion")
+        #expect(
+            try JSONDecoder().decode(JSONValue.self, from: completion.body)["object"]?.stringValue == "chat.completion"
+        )
 
         let wrongModel = try await engines.post(
-            endpoint, path: "/v1/completions", json: Data(#"{"model":"other","prompt":"x"}"#.utf8), timeout: .seconds(5))
+            endpoint,
+            path: "/v1/completions",
+            json: Data(#"{"model":"other","prompt":"x"}"#.utf8),
+            timeout: .seconds(5)
+        )
         #expect(wrongModel.status == 404)  // the engine's answer, passed through
 
         let missing = EngineEndpoint(target: target, service: "no-such-service", port: 8000)
@@ -164,7 +176,10 @@ struct EmulatorIntegrationTests {
             Issue.record("no engine in \(engines.text)")
             return
         }
-        let client = KubernetesEngineClient(contexts: cluster.contexts, access: .direct(template: "http://127.0.0.1:{port}"))
+        let client = KubernetesEngineClient(
+            contexts: cluster.contexts,
+            access: .direct(template: "http://127.0.0.1:{port}")
+        )
         let endpoint = EngineEndpoint(target: target, service: "direct-dev", port: port)
         #expect(try await client.get(endpoint, path: "/health", timeout: .seconds(5)).status == 200)
 

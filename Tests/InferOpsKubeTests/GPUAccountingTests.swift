@@ -24,8 +24,13 @@ struct GPUAccountingTests {
         """
 
     static func pod(
-        _ name: String, node: String? = nil, phase: String = "Running", release: String? = nil,
-        deleting: Bool = false, containers: String, initContainers: String? = nil
+        _ name: String,
+        node: String? = nil,
+        phase: String = "Running",
+        release: String? = nil,
+        deleting: Bool = false,
+        containers: String,
+        initContainers: String? = nil
     ) -> String {
         var metadata = #""name":"\#(name)","namespace":"ml""#
         if let release { metadata += #","labels":{"app.kubernetes.io/instance":"\#(release)"}"# }
@@ -78,7 +83,8 @@ struct GPUAccountingTests {
                 // Cordoned and NotReady nodes take no new pods: nothing is allocatable there.
                 NodeGPUs(node: "gpu-cordoned", allocatable: 0, requested: 1),
                 NodeGPUs(node: "gpu-down", allocatable: 0, requested: 0),
-            ])
+            ]
+        )
         #expect(capacity.allocatable == 12)
         #expect(capacity.free == 5)
         #expect(capacity.nodes.first { $0.node == "gpu-b" }?.free == 0)
@@ -103,7 +109,9 @@ struct GPUAccountingTests {
         #expect(
             try request(
                 Self.gpus(limits: 2),
-                init: Self.gpus(limits: 1, name: "side", sidecar: true) + "," + Self.gpus(limits: 2, name: "init")) == 3)
+                init: Self.gpus(limits: 1, name: "side", sidecar: true) + "," + Self.gpus(limits: 2, name: "init")
+            ) == 3
+        )
     }
 
     @Test func quantities() {
@@ -134,8 +142,11 @@ struct PodDiagnosisTests {
             {"metadata":{"name":"big-0"},"spec":{"containers":[{"name":"vllm"}]},
              "status":{"phase":"Pending","conditions":[
                {"type":"PodScheduled","status":"False","reason":"Unschedulable","message":"\(Self.schedulerMessage)"}]}}
-            """)
-        #expect(pod == PodSnapshot(name: "big-0", phase: "Pending", ready: false, node: nil, reason: Self.schedulerMessage))
+            """
+        )
+        #expect(
+            pod == PodSnapshot(name: "big-0", phase: "Pending", ready: false, node: nil, reason: Self.schedulerMessage)
+        )
     }
 
     @Test func imagePullBackOffGivesReasonAndMessage() throws {
@@ -145,7 +156,8 @@ struct PodDiagnosisTests {
              "status":{"phase":"Pending","conditions":[{"type":"PodScheduled","status":"True"}],
                "containerStatuses":[{"name":"vllm","ready":false,"state":{"waiting":{
                  "reason":"ImagePullBackOff","message":"Back-off pulling image \\"vllm/vllm-openai:v9\\""}}}]}}
-            """)
+            """
+        )
         #expect(pod.node == "gpu-node-1")
         #expect(pod.reason == #"ImagePullBackOff: Back-off pulling image "vllm/vllm-openai:v9""#)
     }
@@ -158,9 +170,12 @@ struct PodDiagnosisTests {
                "containerStatuses":[{"name":"vllm","ready":false,
                  "state":{"waiting":{"reason":"CrashLoopBackOff","message":"back-off 40s restarting failed container=vllm"}},
                  "lastState":{"terminated":{"reason":"OOMKilled","exitCode":137}}}]}}
-            """)
+            """
+        )
         #expect(
-            pod.reason == "CrashLoopBackOff: back-off 40s restarting failed container=vllm (last exit: OOMKilled, code 137)")
+            pod.reason
+                == "CrashLoopBackOff: back-off 40s restarting failed container=vllm (last exit: OOMKilled, code 137)"
+        )
         #expect(pod.phase == "Running")
         #expect(!pod.ready)
     }
@@ -171,7 +186,8 @@ struct PodDiagnosisTests {
             {"metadata":{"name":"p"},"spec":{"nodeName":"n"},
              "status":{"phase":"Running","conditions":[{"type":"PodScheduled","status":"True"},{"type":"Ready","status":"False"}],
                "containerStatuses":[{"name":"vllm","ready":false,"state":{"running":{"startedAt":"2026-01-01T00:00:00Z"}}}]}}
-            """)
+            """
+        )
         #expect(pod.reason == "not ready yet")
     }
 
@@ -180,7 +196,8 @@ struct PodDiagnosisTests {
             """
             {"metadata":{"name":"p"},"spec":{"nodeName":"n"},
              "status":{"phase":"Running","conditions":[{"type":"Ready","status":"True"}]}}
-            """)
+            """
+        )
         #expect(pod == PodSnapshot(name: "p", phase: "Running", ready: true, node: "n", reason: nil))
     }
 
@@ -189,19 +206,22 @@ struct PodDiagnosisTests {
             """
             {"metadata":{"name":"p","deletionTimestamp":"2026-01-01T00:00:00Z"},"spec":{"nodeName":"n"},
              "status":{"phase":"Running","conditions":[{"type":"Ready","status":"False"}]}}
-            """)
+            """
+        )
         #expect(deleting.reason == "terminating")
         let evicted = try Self.snapshot(
             """
             {"metadata":{"name":"p"},"spec":{"nodeName":"n"},
              "status":{"phase":"Failed","reason":"Evicted","message":"The node was low on resource: memory."}}
-            """)
+            """
+        )
         #expect(evicted.reason == "Evicted: The node was low on resource: memory.")
         let exited = try Self.snapshot(
             """
             {"metadata":{"name":"p"},"spec":{"nodeName":"n"},
              "status":{"phase":"Failed","containerStatuses":[{"name":"vllm","state":{"terminated":{"reason":"Error","exitCode":1}}}]}}
-            """)
+            """
+        )
         #expect(exited.reason == "vllm exited: Error (code 1)")
         let fresh = try Self.snapshot(#"{"metadata":{"name":"p"}}"#)
         #expect(fresh == PodSnapshot(name: "p", phase: "Pending", ready: false, node: nil, reason: nil))

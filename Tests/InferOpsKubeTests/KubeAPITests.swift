@@ -8,7 +8,10 @@ import Testing
 @Suite("Kubernetes API errors and engine access, against a fake HTTP client")
 struct KubeAPITests {
     static let connection = ClusterConnection(
-        contextName: "prod", server: "https://api.prod:6443", credential: .token(Secret("t0ken")))
+        contextName: "prod",
+        server: "https://api.prod:6443",
+        credential: .token(Secret("t0ken"))
+    )
 
     static func contexts(_ http: FakeHTTPClient) -> KubeContexts {
         KubeContexts(source: .inCluster(connection), http: http)
@@ -18,19 +21,32 @@ struct KubeAPITests {
 
     @Test func statusCodesBecomeNamedUserFacingErrors() async throws {
         let cases: [(Int, String, KubeAPIError)] = [
-            (401, #"{"kind":"Status","message":"Unauthorized","code":401}"#,
-             .unauthorized(context: "prod", server: "https://api.prod:6443")),
-            (403,
-             #"{"kind":"Status","message":"nodes is forbidden: User \"system:serviceaccount:ops:bot\" cannot list resource \"nodes\"","code":403}"#,
-             .forbidden(
-                context: "prod",
-                message: #"nodes is forbidden: User "system:serviceaccount:ops:bot" cannot list resource "nodes""#)),
-            (404, #"{"kind":"Status","message":"the server could not find the requested resource","code":404}"#,
-             .notFound(context: "prod", path: "/api/v1/nodes", message: "the server could not find the requested resource")),
+            (
+                401, #"{"kind":"Status","message":"Unauthorized","code":401}"#,
+                .unauthorized(context: "prod", server: "https://api.prod:6443")
+            ),
+            (
+                403,
+                #"{"kind":"Status","message":"nodes is forbidden: User \"system:serviceaccount:ops:bot\" cannot list resource \"nodes\"","code":403}"#,
+                .forbidden(
+                    context: "prod",
+                    message: #"nodes is forbidden: User "system:serviceaccount:ops:bot" cannot list resource "nodes""#
+                )
+            ),
+            (
+                404, #"{"kind":"Status","message":"the server could not find the requested resource","code":404}"#,
+                .notFound(
+                    context: "prod",
+                    path: "/api/v1/nodes",
+                    message: "the server could not find the requested resource"
+                )
+            ),
             (500, "oops", .status(context: "prod", code: 500, path: "/api/v1/nodes", message: "oops")),
         ]
         for (status, body, expected) in cases {
-            let inspector = KubernetesClusterInspector(contexts: Self.contexts(FakeHTTPClient { _ in .json(status, body) }))
+            let inspector = KubernetesClusterInspector(
+                contexts: Self.contexts(FakeHTTPClient { _ in .json(status, body) })
+            )
             let error = await #expect(throws: KubeAPIError.self) { try await inspector.gpuCapacity(kubeContext: nil) }
             #expect(error == expected)
             #expect(error?.hint != nil)
@@ -40,14 +56,22 @@ struct KubeAPITests {
 
     @Test func transportFailuresSayTheAPIIsUnreachable() async throws {
         let http = FakeHTTPClient { request in
-            throw HTTPTransportError(code: 7, message: "Failed to connect to api.prod port 6443", request: request.description)
+            throw HTTPTransportError(
+                code: 7,
+                message: "Failed to connect to api.prod port 6443",
+                request: request.description
+            )
         }
         let inspector = KubernetesClusterInspector(contexts: Self.contexts(http))
         let error = await #expect(throws: KubeAPIError.self) { try await inspector.workload(Self.target) }
         #expect(
             error
                 == .unreachable(
-                    context: "prod", server: "https://api.prod:6443", detail: "Failed to connect to api.prod port 6443"))
+                    context: "prod",
+                    server: "https://api.prod:6443",
+                    detail: "Failed to connect to api.prod port 6443"
+                )
+        )
         let tls = FakeHTTPClient { request in
             throw HTTPTransportError(code: 60, message: "SSL certificate problem", request: request.description)
         }
@@ -75,7 +99,10 @@ struct KubeAPITests {
     @Test func listsFollowContinueTokens() async throws {
         let http = FakeHTTPClient { request in
             if request.url.contains("continue=next%2B1") {
-                return .json(200, #"{"items":[{"metadata":{"name":"n2"},"status":{"allocatable":{"nvidia.com/gpu":"2"}}}]}"#)
+                return .json(
+                    200,
+                    #"{"items":[{"metadata":{"name":"n2"},"status":{"allocatable":{"nvidia.com/gpu":"2"}}}]}"#
+                )
             }
             if request.url.contains("/nodes") {
                 return .json(
@@ -85,7 +112,9 @@ struct KubeAPITests {
             }
             return .json(200, #"{"items":[]}"#)
         }
-        let capacity = try await KubernetesClusterInspector(contexts: Self.contexts(http)).gpuCapacity(kubeContext: "prod")
+        let capacity = try await KubernetesClusterInspector(contexts: Self.contexts(http)).gpuCapacity(
+            kubeContext: "prod"
+        )
         #expect(capacity.nodes.map(\.node) == ["n1", "n2"])
         #expect(capacity.allocatable == 6)
     }
@@ -110,14 +139,23 @@ struct KubeAPITests {
     @Test func serviceProxyPathAndDirectTemplate() {
         #expect(
             KubernetesEngineClient.proxyPath(endpoint: Self.endpoint, path: "/v1/models")
-                == "/api/v1/namespaces/ml/services/llama-prod:8000/proxy/v1/models")
+                == "/api/v1/namespaces/ml/services/llama-prod:8000/proxy/v1/models"
+        )
         #expect(
             KubernetesEngineClient.directURL(
-                template: "http://{service}.{namespace}.svc.cluster.local:{port}/", endpoint: Self.endpoint,
-                path: "health") == "http://llama-prod.ml.svc.cluster.local:8000/health")
+                template: "http://{service}.{namespace}.svc.cluster.local:{port}/",
+                endpoint: Self.endpoint,
+                path: "health"
+            ) == "http://llama-prod.ml.svc.cluster.local:8000/health"
+        )
         #expect(
-            KubernetesEngineClient.directURL(template: "http://127.0.0.1:{port}", endpoint: Self.endpoint, path: "/health")
-                == "http://127.0.0.1:8000/health")
+            KubernetesEngineClient.directURL(
+                template: "http://127.0.0.1:{port}",
+                endpoint: Self.endpoint,
+                path: "/health"
+            )
+                == "http://127.0.0.1:8000/health"
+        )
     }
 
     @Test func engineThroughTheProxy() async throws {
@@ -131,11 +169,17 @@ struct KubeAPITests {
         }
         let engines = KubernetesEngineClient(contexts: Self.contexts(http))
         let posted = try await engines.post(
-            Self.endpoint, path: "/v1/completions", json: Data(#"{"prompt":"hi"}"#.utf8), timeout: .seconds(5))
+            Self.endpoint,
+            path: "/v1/completions",
+            json: Data(#"{"prompt":"hi"}"#.utf8),
+            timeout: .seconds(5)
+        )
         #expect(posted.status == 200)
         #expect(String(decoding: posted.body, as: UTF8.self) == #"{"echo":{"prompt":"hi"}}"#)
         let request = try #require(http.requests.first)
-        #expect(request.url == "https://api.prod:6443/api/v1/namespaces/ml/services/llama-prod:8000/proxy/v1/completions")
+        #expect(
+            request.url == "https://api.prod:6443/api/v1/namespaces/ml/services/llama-prod:8000/proxy/v1/completions"
+        )
         #expect(request.headers["Authorization"] == "Bearer t0ken")
         #expect(request.headers["Content-Type"] == "application/json")
         #expect(request.timeout == .seconds(5))
@@ -146,12 +190,18 @@ struct KubeAPITests {
 
     @Test func proxyFailuresAreEngineUnreachable() async throws {
         let responses: [HTTPResponse] = [
-            .json(503, #"{"kind":"Status","status":"Failure","message":"no endpoints available for service \"llama-prod\"","reason":"ServiceUnavailable","code":503}"#),
+            .json(
+                503,
+                #"{"kind":"Status","status":"Failure","message":"no endpoints available for service \"llama-prod\"","reason":"ServiceUnavailable","code":503}"#
+            ),
             .json(
                 404,
                 #"{"kind":"Status","status":"Failure","message":"services \"llama-prod\" not found","reason":"NotFound","details":{"name":"llama-prod","kind":"services"},"code":404}"#
             ),
-            .json(502, #"{"kind":"Status","message":"error trying to reach service: dial tcp 10.0.0.7:8000: connect: connection refused","code":502}"#),
+            .json(
+                502,
+                #"{"kind":"Status","message":"error trying to reach service: dial tcp 10.0.0.7:8000: connect: connection refused","code":502}"#
+            ),
         ]
         for response in responses {
             let engines = KubernetesEngineClient(contexts: Self.contexts(FakeHTTPClient { _ in response }))
@@ -168,10 +218,15 @@ struct KubeAPITests {
                 .get(Self.endpoint, path: "/health", timeout: .seconds(1))
         }
         await #expect(throws: EngineUnreachable.self) {
-            try await KubernetesEngineClient(contexts: Self.contexts(down), access: .direct(template: "http://127.0.0.1:{port}"))
-                .get(Self.endpoint, path: "/health", timeout: .seconds(1))
+            try await KubernetesEngineClient(
+                contexts: Self.contexts(down),
+                access: .direct(template: "http://127.0.0.1:{port}")
+            )
+            .get(Self.endpoint, path: "/health", timeout: .seconds(1))
         }
-        let forbidden = FakeHTTPClient { _ in .json(403, #"{"kind":"Status","message":"services \"llama-prod:8000\" is forbidden","code":403}"#) }
+        let forbidden = FakeHTTPClient { _ in
+            .json(403, #"{"kind":"Status","message":"services \"llama-prod:8000\" is forbidden","code":403}"#)
+        }
         await #expect(throws: KubeAPIError.self) {
             try await KubernetesEngineClient(contexts: Self.contexts(forbidden))
                 .get(Self.endpoint, path: "/health", timeout: .seconds(1))

@@ -191,8 +191,9 @@ struct KubeconfigTests {
         let notBase64 = """
             clusters: [{name: c, cluster: {server: "https://x", certificate-authority-data: "%%%"}}]
             """
-        #expect(throws: KubeconfigError.invalid(source: "kubeconfig", detail: "certificate-authority-data is not base64"))
-        {
+        #expect(
+            throws: KubeconfigError.invalid(source: "kubeconfig", detail: "certificate-authority-data is not base64")
+        ) {
             try Kubeconfig.parse(notBase64, directory: "/")
         }
     }
@@ -209,7 +210,9 @@ struct KubeconfigTests {
         clusters: [{name: c, cluster: {server: "https://second"}}, {name: d, cluster: {server: "https://d"}}]
         contexts: [{name: two, context: {cluster: d}}, {name: one, context: {cluster: d}}]
         """.write(toFile: "\(directory)/b", atomically: true, encoding: .utf8)
-        let paths = Kubeconfig.defaultPaths(environment: ["KUBECONFIG": "\(directory)/a:\(directory)/missing:\(directory)/b"])
+        let paths = Kubeconfig.defaultPaths(environment: [
+            "KUBECONFIG": "\(directory)/a:\(directory)/missing:\(directory)/b"
+        ])
         #expect(paths.count == 3)
         let merged = try Kubeconfig.load(paths: paths)
         #expect(merged.currentContext == "two")
@@ -236,7 +239,9 @@ struct KubeconfigTests {
         #expect(try connection.credential?.token().reveal() == "sa-token")
 
         let v6 = try ClusterConnection.inCluster(
-            environment: ["KUBERNETES_SERVICE_HOST": "fd00::1", "KUBERNETES_SERVICE_PORT": "6443"], directory: directory)
+            environment: ["KUBERNETES_SERVICE_HOST": "fd00::1", "KUBERNETES_SERVICE_PORT": "6443"],
+            directory: directory
+        )
         #expect(v6.server == "https://[fd00::1]:6443")
 
         #expect(throws: KubeconfigError.notInCluster) {
@@ -266,7 +271,9 @@ struct KubeconfigTests {
         #expect(!request.description.contains("secret"))
 
         let inCluster = KubeContexts(
-            source: .inCluster(ClusterConnection(contextName: "in-cluster", server: "https://10.96.0.1:443")), http: http)
+            source: .inCluster(ClusterConnection(contextName: "in-cluster", server: "https://10.96.0.1:443")),
+            http: http
+        )
         #expect(try await inCluster.context(nil).name == "in-cluster")
         #expect(try await inCluster.context("in-cluster").name == "in-cluster")
         await #expect(throws: KubeconfigError.self) { try await inCluster.context("prod") }

@@ -26,14 +26,16 @@ final class KubeEmulatorProcess {
         let emulator = Self.emulatorDirectory
         guard FileManager.default.fileExists(atPath: emulator.appendingPathComponent("kubeemu/__main__.py").path) else {
             throw TestFailure(
-                "the Kubernetes API emulator is missing: expected \(emulator.path)/kubeemu (python3 -m kubeemu)")
+                "the Kubernetes API emulator is missing: expected \(emulator.path)/kubeemu (python3 -m kubeemu)"
+            )
         }
         directory = try temporaryDirectory()
         let portFile = "\(directory)/port"
         kubeconfigPath = "\(directory)/kubeconfig"
         let arguments = [
             "--port", "0", "--port-file", portFile, "--kubeconfig-out", kubeconfigPath,
-            "--gpu-nodes", String(gpuNodes), "--gpus-per-node", String(gpusPerNode), "--ready-after", String(readyAfter),
+            "--gpu-nodes", String(gpuNodes), "--gpus-per-node", String(gpusPerNode), "--ready-after",
+            String(readyAfter),
         ]
         // The wrapper unblocks the signals the test runner's threads block, and exits when our end of
         // stdin closes, so a crashed test run leaves no emulator behind.
@@ -67,7 +69,8 @@ final class KubeEmulatorProcess {
             } else if !process.isRunning {
                 let stderr = (try? String(contentsOfFile: "\(directory)/stderr", encoding: .utf8)) ?? ""
                 throw TestFailure(
-                    "the Kubernetes API emulator exited with status \(process.terminationStatus): \(stderr.suffix(2000))")
+                    "the Kubernetes API emulator exited with status \(process.terminationStatus): \(stderr.suffix(2000))"
+                )
             } else if ContinuousClock.now > deadline {
                 stopProcess(process)
                 throw TestFailure("the Kubernetes API emulator did not report its port within 30 s")

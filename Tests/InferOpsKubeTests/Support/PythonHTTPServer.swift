@@ -51,78 +51,78 @@ final class PythonHTTPServer {
     /// `/echo` returns the request as JSON; `/status/N` answers N; `/slow?ms=N` answers after N ms;
     /// `/inflight` counts slow requests still waiting, so a test can cancel one that has arrived.
     static let script = #"""
-import json, os, signal, sys, threading, time
-# The test runner's threads block signals and children inherit that mask: undo it.
-signal.pthread_sigmask(signal.SIG_SETMASK, [])
-threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
-from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
-from urllib.parse import urlparse, parse_qs
+        import json, os, signal, sys, threading, time
+        # The test runner's threads block signals and children inherit that mask: undo it.
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
+        from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
+        from urllib.parse import urlparse, parse_qs
 
-lock = threading.Lock()
-inflight = [0]
+        lock = threading.Lock()
+        inflight = [0]
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
 
-    def log_message(self, *args):
-        pass
-
-    def reply(self, status, body, content_type="application/json", extra=()):
-        data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in extra:
-            self.send_header(name, value)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
-
-    def handle_any(self):
-        url = urlparse(self.path)
-        query = parse_qs(url.query)
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        if url.path == "/echo":
-            status = 201 if self.command == "POST" else 200
-            self.reply(status, {
-                "method": self.command, "path": self.path,
-                "headers": {k.lower(): v for k, v in self.headers.items()},
-                "body": body.decode("utf-8", "replace"),
-            }, extra=[("X-Echo", "yes")])
-        elif url.path.startswith("/status/"):
-            code = int(url.path.split("/")[2])
-            self.reply(code, {"status": code}, extra=[("Retry-After", "1")])
-        elif url.path == "/slow":
-            with lock:
-                inflight[0] += 1
-            try:
-                time.sleep(int(query.get("ms", ["1000"])[0]) / 1000)
-                self.reply(200, {"slow": True})
-            except (BrokenPipeError, ConnectionResetError):
+            def log_message(self, *args):
                 pass
-            finally:
-                with lock:
-                    inflight[0] -= 1
-        elif url.path == "/inflight":
-            with lock:
-                self.reply(200, {"inflight": inflight[0]})
-        else:
-            self.reply(404, {"error": "not found"})
 
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = handle_any
+            def reply(self, status, body, content_type="application/json", extra=()):
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(data)))
+                for name, value in extra:
+                    self.send_header(name, value)
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
 
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 256
+            def handle_any(self):
+                url = urlparse(self.path)
+                query = parse_qs(url.query)
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                if url.path == "/echo":
+                    status = 201 if self.command == "POST" else 200
+                    self.reply(status, {
+                        "method": self.command, "path": self.path,
+                        "headers": {k.lower(): v for k, v in self.headers.items()},
+                        "body": body.decode("utf-8", "replace"),
+                    }, extra=[("X-Echo", "yes")])
+                elif url.path.startswith("/status/"):
+                    code = int(url.path.split("/")[2])
+                    self.reply(code, {"status": code}, extra=[("Retry-After", "1")])
+                elif url.path == "/slow":
+                    with lock:
+                        inflight[0] += 1
+                    try:
+                        time.sleep(int(query.get("ms", ["1000"])[0]) / 1000)
+                        self.reply(200, {"slow": True})
+                    except (BrokenPipeError, ConnectionResetError):
+                        pass
+                    finally:
+                        with lock:
+                            inflight[0] -= 1
+                elif url.path == "/inflight":
+                    with lock:
+                        self.reply(200, {"inflight": inflight[0]})
+                else:
+                    self.reply(404, {"error": "not found"})
 
-server = Server(("127.0.0.1", 0), Handler)
-with open(sys.argv[1] + ".tmp", "w") as f:
-    f.write(str(server.server_address[1]))
-os.rename(sys.argv[1] + ".tmp", sys.argv[1])
-server.serve_forever()
-"""#
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = handle_any
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+            request_queue_size = 256
+
+        server = Server(("127.0.0.1", 0), Handler)
+        with open(sys.argv[1] + ".tmp", "w") as f:
+            f.write(str(server.server_address[1]))
+        os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+        server.serve_forever()
+        """#
 }
 
 struct TestFailure: Error, CustomStringConvertible {
@@ -150,7 +150,9 @@ func requireExecutable(_ name: String) throws -> String {
 
 /// Polls `condition` until it holds or `timeout` passes: waiting on an event, never a fixed sleep.
 func waitUntil(
-    _ what: String, timeout: Duration = .seconds(20), interval: Duration = .milliseconds(50),
+    _ what: String,
+    timeout: Duration = .seconds(20),
+    interval: Duration = .milliseconds(50),
     _ condition: () async throws -> Bool
 ) async throws {
     let deadline = ContinuousClock.now + timeout
