@@ -10,9 +10,12 @@ final class PythonHTTPServer {
     /// Held open for the server's lifetime: when the test process dies, the server reads EOF and exits.
     private let lifeline = Pipe()
 
-    var base: String { "http://127.0.0.1:\(port)" }
+    let scheme: String
+    var base: String { "\(scheme)://127.0.0.1:\(port)" }
 
-    init() throws {
+    /// - Parameter tls: serve HTTPS with this certificate and key, and require client certificates
+    ///   signed by `clientCA` when one is given.
+    init(tls: (certificate: String, key: String, clientCA: String?)? = nil) throws {
         let python = try requireExecutable("python3")
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("inferops-http-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -20,6 +23,8 @@ final class PythonHTTPServer {
         process = Process()
         process.executableURL = URL(fileURLWithPath: python)
         process.arguments = ["-c", Self.script, portFile.path]
+        if let tls { process.arguments? += [tls.certificate, tls.key, tls.clientCA ?? ""] }
+        scheme = tls == nil ? "http" : "https"
         process.standardInput = lifeline
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
@@ -90,6 +95,7 @@ final class PythonHTTPServer {
                         "method": self.command, "path": self.path,
                         "headers": {k.lower(): v for k, v in self.headers.items()},
                         "body": body.decode("utf-8", "replace"),
+                "client": client_name(self.connection),
                     }, extra=[("X-Echo", "yes")])
                 elif url.path.startswith("/status/"):
                     code = int(url.path.split("/")[2])
@@ -117,7 +123,20 @@ final class PythonHTTPServer {
             daemon_threads = True
             request_queue_size = 256
 
+        def client_name(connection):
+            getpeercert = getattr(connection, "getpeercert", None)
+            subject = (getpeercert() or {}).get("subject", ()) if getpeercert else ()
+            return next((value for rdn in subject for key, value in rdn if key == "commonName"), None)
+
         server = Server(("127.0.0.1", 0), Handler)
+        if len(sys.argv) > 2:
+            import ssl
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(sys.argv[2], sys.argv[3])
+            if sys.argv[4]:
+                context.verify_mode = ssl.CERT_REQUIRED
+                context.load_verify_locations(sys.argv[4])
+            server.socket = context.wrap_socket(server.socket, server_side=True)
         with open(sys.argv[1] + ".tmp", "w") as f:
             f.write(str(server.server_address[1]))
         os.rename(sys.argv[1] + ".tmp", sys.argv[1])
