@@ -9,7 +9,7 @@ struct CurlHTTPClientTests {
     }
 
     @Test func getSendsHeadersAndParsesResponseHeaders() async throws {
-        let server = try PythonHTTPServer()
+        let server = try await PythonHTTPServer()
         defer { server.stop() }
         let client = try CurlHTTPClient()
         var request = HTTPRequest(url: "\(server.base)/echo?x=1", headers: ["X-Trace": "abc"])
@@ -31,7 +31,7 @@ struct CurlHTTPClientTests {
     }
 
     @Test func postSendsUTF8Body() async throws {
-        let server = try PythonHTTPServer()
+        let server = try await PythonHTTPServer()
         defer { server.stop() }
         let client = try CurlHTTPClient()
         let body = #"{"prompt":"grüße 👋"}"#
@@ -54,7 +54,7 @@ struct CurlHTTPClientTests {
     }
 
     @Test func otherMethodsCarryTheirVerb() async throws {
-        let server = try PythonHTTPServer()
+        let server = try await PythonHTTPServer()
         defer { server.stop() }
         let client = try CurlHTTPClient()
         for method in [HTTPMethod.put, .patch, .delete] {
@@ -71,7 +71,7 @@ struct CurlHTTPClientTests {
     }
 
     @Test func non2xxStatusIsAResponseNotAnError() async throws {
-        let server = try PythonHTTPServer()
+        let server = try await PythonHTTPServer()
         defer { server.stop() }
         let client = try CurlHTTPClient()
         let response = try await client.send(HTTPRequest(url: "\(server.base)/status/429"))
@@ -83,7 +83,7 @@ struct CurlHTTPClientTests {
     }
 
     @Test func timeoutHasMillisecondPrecision() async throws {
-        let server = try PythonHTTPServer()
+        let server = try await PythonHTTPServer()
         defer { server.stop() }
         let client = try CurlHTTPClient()
         let clock = ContinuousClock()
@@ -100,7 +100,7 @@ struct CurlHTTPClientTests {
     }
 
     @Test func cancellingAnInFlightRequestThrowsCancellationErrorPromptly() async throws {
-        let server = try PythonHTTPServer()
+        let server = try await PythonHTTPServer()
         defer { server.stop() }
         let client = try CurlHTTPClient()
         let url = "\(server.base)/slow?ms=10000"
@@ -133,7 +133,7 @@ struct CurlHTTPClientTests {
     }
 
     @Test func twoHundredConcurrentRequests() async throws {
-        let server = try PythonHTTPServer()
+        let server = try await PythonHTTPServer()
         defer { server.stop() }
         let client = try CurlHTTPClient(configuration: .init(maxConnectionsPerHost: 8))
         let base = server.base
@@ -160,7 +160,7 @@ struct CurlHTTPClientTests {
 
     @Test func connectionRefusedIsATypedTransportError() async throws {
         // Bind and close a socket to find a port nobody listens on.
-        let server = try PythonHTTPServer()
+        let server = try await PythonHTTPServer()
         let port = server.port
         server.stop()
         let client = try CurlHTTPClient()
@@ -174,7 +174,7 @@ struct CurlHTTPClientTests {
     }
 
     @Test func shutdownFailsInFlightAndLaterRequests() async throws {
-        let server = try PythonHTTPServer()
+        let server = try await PythonHTTPServer()
         defer { server.stop() }
         let client = try CurlHTTPClient()
         let url = "\(server.base)/slow?ms=10000"
@@ -192,7 +192,7 @@ struct CurlHTTPClientTests {
     }
 
     @Test func oversizedResponseIsRefused() async throws {
-        let server = try PythonHTTPServer()
+        let server = try await PythonHTTPServer()
         defer { server.stop() }
         let client = try CurlHTTPClient(configuration: .init(maxResponseBytes: 16))
         let error = await #expect(throws: HTTPTransportError.self) {

@@ -18,7 +18,7 @@ struct CurlTLSTests {
             .pem(Array(try Data(contentsOf: URL(fileURLWithPath: path))))
         }
 
-        static func make() throws -> Certificates {
+        static func make() async throws -> Certificates {
             let openssl = try requireExecutable("openssl")
             let directory = try temporaryDirectory()
             let script = """
@@ -40,10 +40,9 @@ struct CurlTLSTests {
             process.arguments = ["-c", script]
             process.standardOutput = FileHandle.nullDevice
             process.standardError = FileHandle.nullDevice
-            try process.run()
-            process.waitUntilExit()
-            guard process.terminationStatus == 0 else {
-                throw TestFailure("openssl could not make the test certificates (status \(process.terminationStatus))")
+            let status = try await runToCompletion(process)
+            guard status == 0 else {
+                throw TestFailure("openssl could not make the test certificates (status \(status))")
             }
             return Certificates(directory: directory)
         }
@@ -52,9 +51,9 @@ struct CurlTLSTests {
     }
 
     @Test func mutualTLSWithPEMBlobsAndWithFiles() async throws {
-        let certificates = try Certificates.make()
+        let certificates = try await Certificates.make()
         defer { certificates.remove() }
-        let server = try PythonHTTPServer(
+        let server = try await PythonHTTPServer(
             tls: (certificates.serverCertificate, certificates.serverKey, certificates.caFile)
         )
         defer { server.stop() }
@@ -83,9 +82,9 @@ struct CurlTLSTests {
     }
 
     @Test func untrustedServerIsATLSError() async throws {
-        let certificates = try Certificates.make()
+        let certificates = try await Certificates.make()
         defer { certificates.remove() }
-        let server = try PythonHTTPServer(tls: (certificates.serverCertificate, certificates.serverKey, nil))
+        let server = try await PythonHTTPServer(tls: (certificates.serverCertificate, certificates.serverKey, nil))
         defer { server.stop() }
         let client = try CurlHTTPClient()
 
@@ -105,9 +104,9 @@ struct CurlTLSTests {
     }
 
     @Test func missingClientCertificateIsRefused() async throws {
-        let certificates = try Certificates.make()
+        let certificates = try await Certificates.make()
         defer { certificates.remove() }
-        let server = try PythonHTTPServer(
+        let server = try await PythonHTTPServer(
             tls: (certificates.serverCertificate, certificates.serverKey, certificates.caFile)
         )
         defer { server.stop() }

@@ -15,8 +15,8 @@ struct EmulatorIntegrationTests {
         let contexts: KubeContexts
         var inspector: KubernetesClusterInspector { KubernetesClusterInspector(contexts: contexts) }
 
-        static func start() throws -> Cluster {
-            let emulator = try KubeEmulatorProcess(gpuNodes: 2, gpusPerNode: 4, readyAfter: 1)
+        static func start() async throws -> Cluster {
+            let emulator = try await KubeEmulatorProcess(gpuNodes: 2, gpusPerNode: 4, readyAfter: 1)
             let http = try CurlHTTPClient()
             return Cluster(emulator: emulator, http: http, contexts: try emulator.contexts(http: http))
         }
@@ -56,7 +56,7 @@ struct EmulatorIntegrationTests {
     }
 
     @Test func capacityBeforeAndAfterATwoGPUDeployment() async throws {
-        let cluster = try Cluster.start()
+        let cluster = try await Cluster.start()
         let before = try await cluster.inspector.gpuCapacity(kubeContext: nil)
         #expect(
             before.nodes == [
@@ -80,7 +80,7 @@ struct EmulatorIntegrationTests {
     }
 
     @Test func oversizedDeploymentStaysPendingWithTheSchedulerMessage() async throws {
-        let cluster = try Cluster.start()
+        let cluster = try await Cluster.start()
         try await cluster.deploy("huge-prod", gpus: 6)
         let target = ReleaseTarget(release: "huge-prod", namespace: "default")
         var snapshot = WorkloadSnapshot(desiredReplicas: 0, pods: [])
@@ -107,7 +107,7 @@ struct EmulatorIntegrationTests {
     }
 
     @Test func engineHealthAndModelsThroughTheServiceProxy() async throws {
-        let cluster = try Cluster.start()
+        let cluster = try await Cluster.start()
         try await cluster.deploy("m-dev", gpus: 1)
         let target = ReleaseTarget(release: "m-dev", namespace: "default", kubeContext: "emulator")
         let engines = KubernetesEngineClient(contexts: cluster.contexts)
@@ -163,7 +163,7 @@ struct EmulatorIntegrationTests {
     }
 
     @Test func directAccessReachesTheEngineByTemplate() async throws {
-        let cluster = try Cluster.start()
+        let cluster = try await Cluster.start()
         try await cluster.deploy("direct-dev", gpus: 1)
         let target = ReleaseTarget(release: "direct-dev", namespace: "default")
         try await waitUntil("the engine to become ready") {
@@ -191,7 +191,7 @@ struct EmulatorIntegrationTests {
     }
 
     @Test func unreachableAPIServerIsAUserFacingError() async throws {
-        let cluster = try Cluster.start()
+        let cluster = try await Cluster.start()
         let contexts = cluster.contexts
         await cluster.http.shutdown()
         cluster.emulator.stop()

@@ -21,7 +21,7 @@ final class KubeEmulatorProcess {
             .appendingPathComponent("KubeEmulator")
     }
 
-    init(gpuNodes: Int = 2, gpusPerNode: Int = 4, readyAfter: Double = 1) throws {
+    init(gpuNodes: Int = 2, gpusPerNode: Int = 4, readyAfter: Double = 1) async throws {
         let python = try requireExecutable("python3")
         let emulator = Self.emulatorDirectory
         guard FileManager.default.fileExists(atPath: emulator.appendingPathComponent("kubeemu/__main__.py").path) else {
@@ -59,26 +59,18 @@ final class KubeEmulatorProcess {
         process.standardError = FileHandle(forWritingAtPath: "\(directory)/stderr") ?? FileHandle.nullDevice
         try process.run()
 
-        let deadline = ContinuousClock.now + .seconds(30)
-        var found: Int?
-        while found == nil {
-            if let text = try? String(contentsOfFile: portFile, encoding: .utf8),
-                let value = Int(text.trimmingCharacters(in: .whitespacesAndNewlines))
-            {
-                found = value
-            } else if !process.isRunning {
-                let stderr = (try? String(contentsOfFile: "\(directory)/stderr", encoding: .utf8)) ?? ""
-                throw TestFailure(
-                    "the Kubernetes API emulator exited with status \(process.terminationStatus): \(stderr.suffix(2000))"
-                )
-            } else if ContinuousClock.now > deadline {
-                stopProcess(process)
-                throw TestFailure("the Kubernetes API emulator did not report its port within 30 s")
-            } else {
-                Thread.sleep(forTimeInterval: 0.02)
-            }
+        do {
+            port = try await waitForPortFile(
+                portFile,
+                of: process,
+                name: "the Kubernetes API emulator",
+                timeout: .seconds(30)
+            )
+        } catch {
+            stopProcess(process)
+            let stderr = (try? String(contentsOfFile: "\(directory)/stderr", encoding: .utf8)) ?? ""
+            throw TestFailure("\(error) \(stderr.suffix(2000))")
         }
-        port = found ?? 0
     }
 
     func stop() {

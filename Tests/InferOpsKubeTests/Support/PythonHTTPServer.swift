@@ -15,7 +15,7 @@ final class PythonHTTPServer {
 
     /// - Parameter tls: serve HTTPS with this certificate and key, and require client certificates
     ///   signed by `clientCA` when one is given.
-    init(tls: (certificate: String, key: String, clientCA: String?)? = nil) throws {
+    init(tls: (certificate: String, key: String, clientCA: String?)? = nil) async throws {
         let python = try requireExecutable("python3")
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("inferops-http-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -29,21 +29,17 @@ final class PythonHTTPServer {
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
-        let deadline = ContinuousClock.now + .seconds(15)
-        var found: Int?
-        while found == nil {
-            if let text = try? String(contentsOf: portFile, encoding: .utf8), let value = Int(text) {
-                found = value
-            } else if !process.isRunning {
-                throw TestFailure("the Python test server exited with status \(process.terminationStatus)")
-            } else if ContinuousClock.now > deadline {
-                stopProcess(process)
-                throw TestFailure("the Python test server did not report its port within 15 s")
-            } else {
-                Thread.sleep(forTimeInterval: 0.02)
-            }
+        do {
+            port = try await waitForPortFile(
+                portFile.path,
+                of: process,
+                name: "the Python test server",
+                timeout: .seconds(15)
+            )
+        } catch {
+            stopProcess(process)
+            throw error
         }
-        port = found ?? 0
     }
 
     func stop() {
@@ -155,6 +151,40 @@ func stopProcess(_ process: Process) {
     guard process.isRunning else { return }
     kill(process.processIdentifier, SIGKILL)
     process.waitUntilExit()
+}
+
+/// Waits for a child to write the port it listens on, polling with a deadline.
+/// - Throws: `TestFailure` when the child exits first or the deadline passes (the child is then killed).
+func waitForPortFile(_ path: String, of process: Process, name: String, timeout: Duration) async throws -> Int {
+    let deadline = ContinuousClock.now + timeout
+    while true {
+        if let text = try? String(contentsOfFile: path, encoding: .utf8),
+            let port = Int(text.trimmingCharacters(in: .whitespacesAndNewlines))
+        {
+            return port
+        }
+        if !process.isRunning {
+            throw TestFailure("\(name) exited with status \(process.terminationStatus) before listening")
+        }
+        if ContinuousClock.now > deadline {
+            stopProcess(process)
+            throw TestFailure("\(name) did not report its port within \(timeout)")
+        }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+}
+
+/// Runs a process to its end without blocking a thread of the concurrency pool.
+func runToCompletion(_ process: Process) async throws -> Int32 {
+    try await withCheckedThrowingContinuation { continuation in
+        process.terminationHandler = { continuation.resume(returning: $0.terminationStatus) }
+        do {
+            try process.run()
+        } catch {
+            process.terminationHandler = nil
+            continuation.resume(throwing: error)
+        }
+    }
 }
 
 /// The full path of an executable on `PATH`, or a clear failure naming what is missing.
