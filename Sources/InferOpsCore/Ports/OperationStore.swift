@@ -1,3 +1,5 @@
+import Foundation
+
 /// Durable records: operations and their journals, the audit log, verifications and locks.
 ///
 /// Intent-level methods only; adapters own the schema and its migrations.
@@ -7,6 +9,10 @@ public protocol OperationStore: Sendable {
     /// Replaces the stored operation with `operation` (same id); used for state, plan, thread and outcome.
     func update(_ operation: Operation) async throws
     func operation(_ id: OperationID) async throws -> Operation?
+    /// Atomically moves `operation` to `prechecking` unless another unfinished operation in a state of
+    /// `OperationState.holdingRelease` acts on the same release; returns that operation instead.
+    /// This is what keeps two daemons (or `inferops exec` runs) from interleaving on one release.
+    func claimRelease(for operation: OperationID, release: String, at: Date) async throws -> Operation?
     /// Operations not yet finished, oldest first.
     func unfinishedOperations() async throws -> [Operation]
     /// The newest operations, newest first, optionally for one model and/or environment.
@@ -28,4 +34,11 @@ public protocol OperationStore: Sendable {
     /// Releases the lock and returns it, or `nil` when the environment was not locked.
     func releaseLock(environment: String) async throws -> EnvironmentLock?
     func locks() async throws -> [EnvironmentLock]
+}
+
+extension OperationState {
+    /// States in which an operation acts on its release; only one operation per release may be in them.
+    public static let holdingRelease: Set<OperationState> = [
+        .prechecking, .applying, .waitingReady, .warming, .verifying, .rollingBack,
+    ]
 }
