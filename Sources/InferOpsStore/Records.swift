@@ -45,7 +45,10 @@ struct OperationRecord: FetchableRecord, PersistableRecord {
             let namespace: String = try row.decode(forColumn: Columns.namespace)
         {
             target = ReleaseTarget(
-                release: release, namespace: namespace, kubeContext: try row.decode(forColumn: Columns.kubeContext))
+                release: release,
+                namespace: namespace,
+                kubeContext: try row.decode(forColumn: Columns.kubeContext)
+            )
         }
         var plan: JSONValue?
         if let text: String = try row.decode(forColumn: Columns.plan) {
@@ -264,7 +267,9 @@ extension Row {
     /// Reads a string column into one of the core's string enums, naming the value when it is not
     /// one this build knows (for example, a state written by a newer version).
     fileprivate func decodeRaw<Value: RawRepresentable>(
-        _ type: Value.Type, forColumn column: Column, table: String
+        _ type: Value.Type,
+        forColumn column: Column,
+        table: String
     ) throws -> Value where Value.RawValue == String {
         let text: String = try decode(forColumn: column)
         guard let value = Value(rawValue: text) else {

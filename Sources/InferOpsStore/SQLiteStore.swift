@@ -23,7 +23,9 @@ public final class SQLiteStore: OperationStore, Sendable {
     public convenience init(path: String) throws {
         let url = URL(fileURLWithPath: path)
         try FileManager.default.createDirectory(
-            at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+            at: url.deletingLastPathComponent(),
+            withIntermediateDirectories: true
+        )
         var configuration = Configuration()
         // Another process (such as `inferops audit`) may briefly hold the write lock.
         configuration.busyMode = .timeout(5)
@@ -85,17 +87,18 @@ public final class SQLiteStore: OperationStore, Sendable {
     }
 
     /// A `limit` of zero or less returns nothing (SQLite would read a negative limit as "all").
-    public func recentOperations(model: String?, environment: String?, limit: Int) async throws -> [InferOpsCore.Operation] {
+    public func recentOperations(
+        model: String?,
+        environment: String?,
+        limit: Int
+    ) async throws -> [InferOpsCore.Operation] {
         guard limit > 0 else { return [] }
         return try await writer.read { db in
-            var request = OperationRecord.all()
-            if let model { request = request.filter(OperationRecord.Columns.model == model) }
-            if let environment { request = request.filter(OperationRecord.Columns.environment == environment) }
-            return try request
-                .order(OperationRecord.Columns.createdAt.desc, Column.rowID.desc)
-                .limit(limit)
-                .fetchAll(db)
-                .map(\.operation)
+            let columns = OperationRecord.Columns.self
+            var request = OperationRecord.order(columns.createdAt.desc, Column.rowID.desc).limit(limit)
+            if let model { request = request.filter(columns.model == model) }
+            if let environment { request = request.filter(columns.environment == environment) }
+            return try request.fetchAll(db).map(\.operation)
         }
     }
 

@@ -70,6 +70,12 @@ enum Schema {
             BEGIN
                 SELECT RAISE(ABORT, 'the audit log is append-only');
             END;
+            -- INSERT OR REPLACE deletes the old row without firing DELETE triggers.
+            CREATE TRIGGER audit_no_replace BEFORE INSERT ON audit
+            WHEN EXISTS (SELECT 1 FROM audit WHERE id = NEW.id)
+            BEGIN
+                SELECT RAISE(ABORT, 'the audit log is append-only');
+            END;
             """
         ),
         (

@@ -22,11 +22,21 @@ struct SQLiteStoreTests {
                 "engine": .object(["image": .string("vllm/vllm-openai:v0.6.3")]),
             ])
             var operation = InferOpsCore.Operation(
-                id: OperationID("op-0000abcd"), kind: .deploy, requester: UserID("U024BE7LH"),
-                environment: "prod", model: "llama-3-8b",
+                id: OperationID("op-0000abcd"),
+                kind: .deploy,
+                requester: UserID("U024BE7LH"),
+                environment: "prod",
+                model: "llama-3-8b",
                 target: ReleaseTarget(release: "llama-3-8b-prod", namespace: "inference", kubeContext: "gke-prod"),
-                state: .planned, plan: plan, planDigest: "sha256:1234", command: "deploy llama-3-8b to prod",
-                thread: "C1/1700000000.000100", outcome: nil, createdAt: moment(123), updatedAt: moment(456))
+                state: .planned,
+                plan: plan,
+                planDigest: "sha256:1234",
+                command: "deploy llama-3-8b to prod",
+                thread: "C1/1700000000.000100",
+                outcome: nil,
+                createdAt: moment(123),
+                updatedAt: moment(456)
+            )
             try await store.insert(operation)
             #expect(try await store.operation(operation.id) == operation)
 
@@ -117,8 +127,10 @@ struct SQLiteStoreTests {
         }
     }
 
-    @Test("Recent operations are newest first, filtered by model and environment, and limited",
-          arguments: StoreKind.allCases)
+    @Test(
+        "Recent operations are newest first, filtered by model and environment, and limited",
+        arguments: StoreKind.allCases
+    )
     func recent(_ kind: StoreKind) async throws {
         try await kind.withStore { store throws in
             let operations = [
@@ -135,14 +147,20 @@ struct SQLiteStoreTests {
                 try await store.recentOperations(model: model, environment: environment, limit: limit)
                     .map(\.id.rawValue)
             }
-            #expect(try await ids(model: nil, environment: nil, limit: 10) == [
-                "op-00000006", "op-00000005", "op-00000004", "op-00000003", "op-00000002", "op-00000001",
-            ])
+            #expect(
+                try await ids(model: nil, environment: nil, limit: 10) == [
+                    "op-00000006", "op-00000005", "op-00000004", "op-00000003", "op-00000002", "op-00000001",
+                ]
+            )
             #expect(try await ids(model: nil, environment: nil, limit: 2) == ["op-00000006", "op-00000005"])
-            #expect(try await ids(model: "llama", environment: nil, limit: 10)
-                == ["op-00000006", "op-00000002", "op-00000001"])
-            #expect(try await ids(model: nil, environment: "prod", limit: 10)
-                == ["op-00000005", "op-00000004", "op-00000002"])
+            #expect(
+                try await ids(model: "llama", environment: nil, limit: 10)
+                    == ["op-00000006", "op-00000002", "op-00000001"]
+            )
+            #expect(
+                try await ids(model: nil, environment: "prod", limit: 10)
+                    == ["op-00000005", "op-00000004", "op-00000002"]
+            )
             #expect(try await ids(model: "qwen", environment: "staging", limit: 10) == ["op-00000003"])
             #expect(try await ids(model: "llama", environment: "prod", limit: 1) == ["op-00000002"])
             #expect(try await ids(model: "mistral", environment: nil, limit: 10).isEmpty)
@@ -165,12 +183,27 @@ struct SQLiteStoreTests {
             let entries = [
                 JournalEntry(operation: first, at: moment(10), state: .requested, message: "requested"),
                 JournalEntry(operation: second, at: moment(10), state: .requested, message: "other"),
-                JournalEntry(operation: first, at: moment(10), state: .planned, message: "planned",
-                             duration: .milliseconds(1500)),
-                JournalEntry(operation: first, at: moment(20), state: .applying, message: "helm upgrade",
-                             duration: .seconds(42)),
-                JournalEntry(operation: first, at: moment(15), state: .failed, message: "timed out",
-                             duration: .zero),
+                JournalEntry(
+                    operation: first,
+                    at: moment(10),
+                    state: .planned,
+                    message: "planned",
+                    duration: .milliseconds(1500)
+                ),
+                JournalEntry(
+                    operation: first,
+                    at: moment(20),
+                    state: .applying,
+                    message: "helm upgrade",
+                    duration: .seconds(42)
+                ),
+                JournalEntry(
+                    operation: first,
+                    at: moment(15),
+                    state: .failed,
+                    message: "timed out",
+                    duration: .zero
+                ),
             ]
             for entry in entries { try await store.appendJournal(entry) }
 
@@ -186,8 +219,14 @@ struct SQLiteStoreTests {
             let id = OperationID("op-00000001")
             try await store.insert(makeOperation(id.rawValue))
             try await store.appendJournal(
-                JournalEntry(operation: id, at: moment(), state: .applying, message: "step",
-                             duration: .microseconds(2_345_600)))
+                JournalEntry(
+                    operation: id,
+                    at: moment(),
+                    state: .applying,
+                    message: "step",
+                    duration: .microseconds(2_345_600)
+                )
+            )
             #expect(try await store.journal(of: id).first?.duration == .milliseconds(2346))
         }
     }
@@ -195,8 +234,12 @@ struct SQLiteStoreTests {
     @Test("A journal entry for an operation that does not exist is refused", arguments: StoreKind.allCases)
     func journalForeignKey(_ kind: StoreKind) async throws {
         try await kind.withStore { store throws in
-            let entry = JournalEntry(operation: OperationID("op-ffffffff"), at: moment(), state: .requested,
-                                     message: "orphan")
+            let entry = JournalEntry(
+                operation: OperationID("op-ffffffff"),
+                at: moment(),
+                state: .requested,
+                message: "orphan"
+            )
             await #expect(throws: (any Error).self) { try await store.appendJournal(entry) }
         }
     }
@@ -223,6 +266,7 @@ struct SQLiteStoreTests {
                 "UPDATE audit SET detail = NULL WHERE id = 1",
                 "DELETE FROM audit WHERE id = 2",
                 "DELETE FROM audit",
+                "INSERT OR REPLACE INTO audit (id, at, actor, action, outcome) VALUES (1, 0, 'U9', 'deploy', 'forged')",
             ] {
                 let error = await #expect(throws: (any Error).self, "\(sql)") { try await store.execute(sql: sql) }
                 #expect(String(describing: error).contains("append-only"), "\(sql)")
@@ -231,8 +275,10 @@ struct SQLiteStoreTests {
         }
     }
 
-    @Test("Audit JSON lines are compact objects with the documented keys and no nulls",
-          arguments: StoreKind.allCases)
+    @Test(
+        "Audit JSON lines are compact objects with the documented keys and no nulls",
+        arguments: StoreKind.allCases
+    )
     func auditLines(_ kind: StoreKind) async throws {
         try await kind.withStore { store throws in
             let entries = sampleAudit()
@@ -259,12 +305,15 @@ struct SQLiteStoreTests {
                 #expect(object["detail"] as? String == entry.detail)
             }
 
-            #expect(lines[0] == #"{"at":"2023-11-14T22:13:20.123Z","actor":"U1","action":"deploy","#
-                + #""environment":"prod","subject":"llama","outcome":"accepted","operation":"op-00000001","#
-                + #""detail":"plan sha256:ab/cd"}"#)
+            #expect(
+                lines[0] == #"{"at":"2023-11-14T22:13:20.123Z","actor":"U1","action":"deploy","#
+                    + #""environment":"prod","subject":"llama","outcome":"accepted","operation":"op-00000001","#
+                    + #""detail":"plan sha256:ab/cd"}"#
+            )
             #expect(lines[1] == #"{"at":"2023-11-14T22:13:20.999Z","actor":"U2","action":"lock","outcome":"denied"}"#)
             let third = try #require(
-                try JSONSerialization.jsonObject(with: Data(lines[2].utf8)) as? [String: Any])
+                try JSONSerialization.jsonObject(with: Data(lines[2].utf8)) as? [String: Any]
+            )
             #expect(third["at"] as? String == "2023-11-14T22:13:21.001Z")
             #expect(third["detail"] as? String == "said \"no\"\nthen left")
         }
@@ -284,17 +333,46 @@ struct SQLiteStoreTests {
         try await kind.withStore { store throws in
             #expect(try await store.lastVerification(model: "llama", environment: "prod") == nil)
 
-            let older = Verification(model: "llama", environment: "prod", operation: OperationID("op-00000001"),
-                                     at: moment(1000), latency: .milliseconds(840), revision: 3)
-            let newer = Verification(model: "llama", environment: "prod", operation: OperationID("op-00000002"),
-                                     at: moment(2000), latency: .milliseconds(612), revision: 4)
-            let late = Verification(model: "llama", environment: "prod", operation: OperationID("op-00000003"),
-                                    at: moment(1500), latency: .milliseconds(700), revision: nil)
-            let elsewhere = Verification(model: "llama", environment: "staging",
-                                         operation: OperationID("op-00000004"), at: moment(9000),
-                                         latency: .milliseconds(100), revision: 1)
-            let otherModel = Verification(model: "qwen", environment: "prod", operation: OperationID("op-00000005"),
-                                          at: moment(9000), latency: .milliseconds(100), revision: nil)
+            let older = Verification(
+                model: "llama",
+                environment: "prod",
+                operation: OperationID("op-00000001"),
+                at: moment(1000),
+                latency: .milliseconds(840),
+                revision: 3
+            )
+            let newer = Verification(
+                model: "llama",
+                environment: "prod",
+                operation: OperationID("op-00000002"),
+                at: moment(2000),
+                latency: .milliseconds(612),
+                revision: 4
+            )
+            let late = Verification(
+                model: "llama",
+                environment: "prod",
+                operation: OperationID("op-00000003"),
+                at: moment(1500),
+                latency: .milliseconds(700),
+                revision: nil
+            )
+            let elsewhere = Verification(
+                model: "llama",
+                environment: "staging",
+                operation: OperationID("op-00000004"),
+                at: moment(9000),
+                latency: .milliseconds(100),
+                revision: 1
+            )
+            let otherModel = Verification(
+                model: "qwen",
+                environment: "prod",
+                operation: OperationID("op-00000005"),
+                at: moment(9000),
+                latency: .milliseconds(100),
+                revision: nil
+            )
 
             try await store.recordVerification(older)
             #expect(try await store.lastVerification(model: "llama", environment: "prod") == older)
@@ -347,8 +425,12 @@ struct SQLiteStoreTests {
         try await kind.withStore { store throws in
             let results = try await withThrowingTaskGroup(of: (UserID, EnvironmentLock?).self) { group in
                 for index in 0..<20 {
-                    let lock = EnvironmentLock(environment: "prod", holder: UserID("U\(index)"), reason: nil,
-                                               since: moment(Int64(index)))
+                    let lock = EnvironmentLock(
+                        environment: "prod",
+                        holder: UserID("U\(index)"),
+                        reason: nil,
+                        since: moment(Int64(index))
+                    )
                     group.addTask { (lock.holder, try await store.acquireLock(lock)) }
                 }
                 return try await group.reduce(into: []) { $0.append($1) }
@@ -365,9 +447,11 @@ struct SQLiteStoreTests {
 
     @Test("Migration names never change order")
     func migrationNames() {
-        #expect(SQLiteStore.migrationNames == [
-            "v1-operations", "v1-journal", "v1-audit", "v1-verifications", "v1-locks",
-        ])
+        #expect(
+            SQLiteStore.migrationNames == [
+                "v1-operations", "v1-journal", "v1-audit", "v1-verifications", "v1-locks",
+            ]
+        )
     }
 
     @Test("A new store applies every migration once, in order", arguments: StoreKind.allCases)
@@ -426,10 +510,24 @@ struct SQLiteStoreTests {
 /// at fractions of a second that a careless formatter rounds wrongly.
 func sampleAudit() -> [AuditEntry] {
     [
-        AuditEntry(at: moment(123), actor: UserID("U1"), action: "deploy", environment: "prod", subject: "llama",
-                   outcome: "accepted", operation: OperationID("op-00000001"), detail: "plan sha256:ab/cd"),
+        AuditEntry(
+            at: moment(123),
+            actor: UserID("U1"),
+            action: "deploy",
+            environment: "prod",
+            subject: "llama",
+            outcome: "accepted",
+            operation: OperationID("op-00000001"),
+            detail: "plan sha256:ab/cd"
+        ),
         AuditEntry(at: moment(999), actor: UserID("U2"), action: "lock", outcome: "denied"),
-        AuditEntry(at: moment(1001), actor: UserID("U3"), action: "unlock", environment: "staging",
-                   outcome: "refused", detail: "said \"no\"\nthen left"),
+        AuditEntry(
+            at: moment(1001),
+            actor: UserID("U3"),
+            action: "unlock",
+            environment: "staging",
+            outcome: "refused",
+            detail: "said \"no\"\nthen left"
+        ),
     ]
 }

@@ -52,10 +52,21 @@ func moment(_ offset: Int64 = 0) -> Date {
 }
 
 func makeOperation(
-    _ id: String, kind: OperationKind = .deploy, environment: String = "staging", model: String? = "llama",
-    state: OperationState = .requested, createdAt: Date = moment()
+    _ id: String,
+    kind: OperationKind = .deploy,
+    environment: String = "staging",
+    model: String? = "llama",
+    state: OperationState = .requested,
+    createdAt: Date = moment()
 ) -> InferOpsCore.Operation {
     InferOpsCore.Operation(
-        id: OperationID(id), kind: kind, requester: UserID("U1"), environment: environment, model: model,
-        state: state, command: "deploy \(model ?? "-") to \(environment)", createdAt: createdAt)
+        id: OperationID(id),
+        kind: kind,
+        requester: UserID("U1"),
+        environment: environment,
+        model: model,
+        state: state,
+        command: "deploy \(model ?? "-") to \(environment)",
+        createdAt: createdAt
+    )
 }
