@@ -7,10 +7,7 @@ import InferOpsCore
 // GRDB's throwing `decode`, so a damaged row becomes an error instead of a crash.
 
 /// A row of `operations`.
-///
-/// The core's `Operation` is always written `InferOpsCore.Operation` in this module, because
-/// Foundation also declares an `Operation` (NSOperation) and the bare name is ambiguous.
-struct OperationRecord: FetchableRecord, PersistableRecord {
+struct OperationRow: FetchableRecord, PersistableRecord {
     static let databaseTableName = "operations"
 
     enum Columns {
@@ -25,6 +22,7 @@ struct OperationRecord: FetchableRecord, PersistableRecord {
         static let state = Column("state")
         static let plan = Column("plan")
         static let planDigest = Column("plan_digest")
+        static let revision = Column("revision")
         static let command = Column("command")
         static let thread = Column("thread")
         static let outcome = Column("outcome")
@@ -32,9 +30,9 @@ struct OperationRecord: FetchableRecord, PersistableRecord {
         static let updatedAt = Column("updated_at")
     }
 
-    var operation: InferOpsCore.Operation
+    var operation: OperationRecord
 
-    init(_ operation: InferOpsCore.Operation) {
+    init(_ operation: OperationRecord) {
         self.operation = operation
     }
 
@@ -58,7 +56,7 @@ struct OperationRecord: FetchableRecord, PersistableRecord {
                 throw SQLiteStoreError.unreadableValue(table: table, column: Columns.plan.name, value: text)
             }
         }
-        operation = InferOpsCore.Operation(
+        operation = OperationRecord(
             id: OperationID(try row.decode(String.self, forColumn: Columns.id)),
             kind: try row.decodeRaw(OperationKind.self, forColumn: Columns.kind, table: table),
             requester: UserID(try row.decode(String.self, forColumn: Columns.requester)),
@@ -68,6 +66,7 @@ struct OperationRecord: FetchableRecord, PersistableRecord {
             state: try row.decodeRaw(OperationState.self, forColumn: Columns.state, table: table),
             plan: plan,
             planDigest: try row.decode(forColumn: Columns.planDigest),
+            revision: try row.decode(forColumn: Columns.revision),
             command: try row.decode(forColumn: Columns.command),
             thread: try row.decode(forColumn: Columns.thread),
             outcome: try row.decode(forColumn: Columns.outcome),
@@ -89,6 +88,7 @@ struct OperationRecord: FetchableRecord, PersistableRecord {
         // Canonical JSON: sorted keys and stable numbers, the same text the plan digest is taken over.
         container[Columns.plan] = operation.plan?.canonical
         container[Columns.planDigest] = operation.planDigest
+        container[Columns.revision] = operation.revision
         container[Columns.command] = operation.command
         container[Columns.thread] = operation.thread
         container[Columns.outcome] = operation.outcome

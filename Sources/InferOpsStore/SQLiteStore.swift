@@ -50,37 +50,37 @@ public final class SQLiteStore: OperationStore, Sendable {
 
     // MARK: Operations
 
-    public func insert(_ operation: InferOpsCore.Operation) async throws {
+    public func insert(_ operation: OperationRecord) async throws {
         try await writer.write { db in
-            try OperationRecord(operation).insert(db)
+            try OperationRow(operation).insert(db)
         }
     }
 
     /// - Throws: `SQLiteStoreError.unknownOperation` when no operation has this id.
-    public func update(_ operation: InferOpsCore.Operation) async throws {
+    public func update(_ operation: OperationRecord) async throws {
         try await writer.write { db in
             do {
-                try OperationRecord(operation).update(db)
+                try OperationRow(operation).update(db)
             } catch RecordError.recordNotFound {
                 throw SQLiteStoreError.unknownOperation(operation.id)
             }
         }
     }
 
-    public func operation(_ id: OperationID) async throws -> InferOpsCore.Operation? {
+    public func operation(_ id: OperationID) async throws -> OperationRecord? {
         try await writer.read { db in
-            try OperationRecord.fetchOne(db, key: id.rawValue)?.operation
+            try OperationRow.fetchOne(db, key: id.rawValue)?.operation
         }
     }
 
     /// The list of unfinished states comes from `OperationState.isFinished`, so the core alone
     /// decides what "finished" means. Ties on the creation time keep insertion order.
-    public func unfinishedOperations() async throws -> [InferOpsCore.Operation] {
+    public func unfinishedOperations() async throws -> [OperationRecord] {
         let unfinished = OperationState.allCases.filter { !$0.isFinished }.map(\.rawValue)
         return try await writer.read { db in
-            try OperationRecord
-                .filter(unfinished.contains(OperationRecord.Columns.state))
-                .order(OperationRecord.Columns.createdAt.asc, Column.rowID.asc)
+            try OperationRow
+                .filter(unfinished.contains(OperationRow.Columns.state))
+                .order(OperationRow.Columns.createdAt.asc, Column.rowID.asc)
                 .fetchAll(db)
                 .map(\.operation)
         }
@@ -91,11 +91,11 @@ public final class SQLiteStore: OperationStore, Sendable {
         model: String?,
         environment: String?,
         limit: Int
-    ) async throws -> [InferOpsCore.Operation] {
+    ) async throws -> [OperationRecord] {
         guard limit > 0 else { return [] }
         return try await writer.read { db in
-            let columns = OperationRecord.Columns.self
-            var request = OperationRecord.order(columns.createdAt.desc, Column.rowID.desc).limit(limit)
+            let columns = OperationRow.Columns.self
+            var request = OperationRow.order(columns.createdAt.desc, Column.rowID.desc).limit(limit)
             if let model { request = request.filter(columns.model == model) }
             if let environment { request = request.filter(columns.environment == environment) }
             return try request.fetchAll(db).map(\.operation)
@@ -174,6 +174,28 @@ public final class SQLiteStore: OperationStore, Sendable {
 
     /// Check and insert share one immediate write transaction, so two callers can never both
     /// believe they took the lock.
+    /// Checks and moves in one write transaction, so two processes cannot both claim a release.
+    public func claimRelease(for operation: OperationID, release: String, at: Date) async throws -> OperationRecord? {
+        try await writer.write { db in
+            let columns = OperationRow.Columns.self
+            let holding = OperationState.holdingRelease.map(\.rawValue)
+            if let holder = try OperationRow
+                .filter(columns.release == release && holding.contains(columns.state) && columns.id != operation.rawValue)
+                .order(columns.createdAt.asc)
+                .fetchOne(db)
+            {
+                return holder.operation
+            }
+            guard var claimed = try OperationRow.fetchOne(db, key: operation.rawValue)?.operation else {
+                throw SQLiteStoreError.unknownOperation(operation)
+            }
+            claimed.state = .prechecking
+            claimed.updatedAt = at
+            try OperationRow(claimed).update(db)
+            return nil
+        }
+    }
+
     public func acquireLock(_ lock: EnvironmentLock) async throws -> EnvironmentLock? {
         try await writer.write { db in
             if let held = try LockRecord.fetchOne(db, key: lock.environment) {

@@ -104,6 +104,13 @@ enum Schema {
             ) STRICT;
             """
         ),
+        (
+            "v2-operation-revision",
+            """
+            ALTER TABLE operations ADD COLUMN revision INTEGER;
+            CREATE INDEX operations_release_state ON operations (release, state);
+            """
+        ),
     ]
 
     /// The migrator that brings any older database up to date. It never erases a database whose

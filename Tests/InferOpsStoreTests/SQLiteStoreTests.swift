@@ -21,7 +21,7 @@ struct SQLiteStoreTests {
                 "note": .string("quotes \" and \\ and\nnewlines, ünïcødé"),
                 "engine": .object(["image": .string("vllm/vllm-openai:v0.6.3")]),
             ])
-            var operation = InferOpsCore.Operation(
+            var operation = OperationRecord(
                 id: OperationID("op-0000abcd"),
                 kind: .deploy,
                 requester: UserID("U024BE7LH"),
@@ -45,6 +45,7 @@ struct SQLiteStoreTests {
             operation.planDigest = "sha256:5678"
             operation.target = ReleaseTarget(release: "llama-3-8b-prod", namespace: "inference")
             operation.outcome = "Applying revision 4"
+            operation.revision = 4
             operation.updatedAt = moment(999)
             try await store.update(operation)
             #expect(try await store.operation(operation.id) == operation)
@@ -56,6 +57,52 @@ struct SQLiteStoreTests {
             operation.outcome = nil
             try await store.update(operation)
             #expect(try await store.operation(operation.id) == operation)
+        }
+    }
+
+    @Test("Only one operation at a time may claim a release", arguments: StoreKind.allCases)
+    func releaseClaim(_ kind: StoreKind) async throws {
+        try await kind.withStore { store throws in
+            let target = ReleaseTarget(release: "llama-staging", namespace: "inference")
+            var first = makeOperation("op-00000001")
+            first.target = target
+            var second = makeOperation("op-00000002")
+            second.target = target
+            var other = makeOperation("op-00000003")
+            other.target = ReleaseTarget(release: "mistral-staging", namespace: "inference")
+            for operation in [first, second, other] { try await store.insert(operation) }
+
+            #expect(try await store.claimRelease(for: first.id, release: target.release, at: moment(5)) == nil)
+            #expect(try await store.operation(first.id)?.state == .prechecking)
+            let holder = try await store.claimRelease(for: second.id, release: target.release, at: moment(6))
+            #expect(holder?.id == first.id)
+            #expect(try await store.operation(second.id)?.state == .requested)
+            // Another release is not affected.
+            #expect(try await store.claimRelease(for: other.id, release: "mistral-staging", at: moment(6)) == nil)
+
+            first.state = .succeeded
+            try await store.update(first)
+            #expect(try await store.claimRelease(for: second.id, release: target.release, at: moment(7)) == nil)
+            #expect(try await store.operation(second.id)?.state == .prechecking)
+        }
+    }
+
+    @Test("Concurrent claims of one release have exactly one winner", arguments: StoreKind.allCases)
+    func concurrentReleaseClaims(_ kind: StoreKind) async throws {
+        try await kind.withStore { store throws in
+            let ids = (1...12).map { OperationID("op-\(String(format: "%08x", $0))") }
+            for id in ids {
+                var operation = makeOperation(id.rawValue)
+                operation.target = ReleaseTarget(release: "llama-staging", namespace: "inference")
+                try await store.insert(operation)
+            }
+            let winners = try await withThrowingTaskGroup(of: Bool.self) { group in
+                for id in ids {
+                    group.addTask { try await store.claimRelease(for: id, release: "llama-staging", at: moment(1)) == nil }
+                }
+                return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+            }
+            #expect(winners == 1)
         }
     }
 
@@ -449,7 +496,7 @@ struct SQLiteStoreTests {
     func migrationNames() {
         #expect(
             SQLiteStore.migrationNames == [
-                "v1-operations", "v1-journal", "v1-audit", "v1-verifications", "v1-locks",
+                "v1-operations", "v1-journal", "v1-audit", "v1-verifications", "v1-locks", "v2-operation-revision",
             ]
         )
     }

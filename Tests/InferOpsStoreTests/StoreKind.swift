@@ -58,8 +58,8 @@ func makeOperation(
     model: String? = "llama",
     state: OperationState = .requested,
     createdAt: Date = moment()
-) -> InferOpsCore.Operation {
-    InferOpsCore.Operation(
+) -> OperationRecord {
+    OperationRecord(
         id: OperationID(id),
         kind: kind,
         requester: UserID("U1"),

@@ -44,7 +44,7 @@ public enum OperationState: String, Hashable, Sendable, Codable, CaseIterable {
 }
 
 /// A durable record of one command that changes something.
-public struct Operation: Hashable, Sendable, Codable, Identifiable {
+public struct OperationRecord: Hashable, Sendable, Codable, Identifiable {
     public var id: OperationID
     public var kind: OperationKind
     public var requester: UserID

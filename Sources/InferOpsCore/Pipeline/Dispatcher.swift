@@ -111,7 +111,7 @@ public final class Dispatcher: Sendable {
                 try await services.chat.post(.error(refusal), in: conversation, operation: nil)
                 return .refused(refusal.message)
             }
-            let operation = Operation(
+            let operation = OperationRecord(
                 id: .random(), kind: .deploy, requester: user, environment: environment.name, model: model.name,
                 target: plan.target, command: text, createdAt: services.time.now()
             )
@@ -133,7 +133,7 @@ public final class Dispatcher: Sendable {
                 return .refused(refusal.message)
             }
             let target = environment.target(model: model.name)
-            let operation = Operation(
+            let operation = OperationRecord(
                 id: .random(), kind: .rollback, requester: user, environment: environment.name, model: model.name,
                 target: target, command: text, createdAt: services.time.now()
             )
@@ -151,7 +151,7 @@ public final class Dispatcher: Sendable {
     /// Records the operation, queues it behind any other on the same release, claims the release in
     /// the store (refused if another process holds it), then runs the workflow as a cancellable task.
     func runOperation(
-        _ operation: Operation, release: String, conversation: Conversation, title: String, fields: [Reply.Field],
+        _ operation: OperationRecord, release: String, conversation: Conversation, title: String, fields: [Reply.Field],
         prepare: @escaping @Sendable (OperationReporter) async throws -> @Sendable () async throws -> CommandOutcome
     ) async throws -> CommandOutcome {
         let reporter = OperationReporter(operation: operation, services: services, channel: conversation.channel)

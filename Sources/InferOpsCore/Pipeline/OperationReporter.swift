@@ -3,13 +3,13 @@ import Foundation
 /// Moves one operation through its states, writing each change to the store before reporting it
 /// in the operation's thread, and keeps the status card at the top of the thread current.
 public actor OperationReporter {
-    public private(set) var operation: Operation
+    public private(set) var operation: OperationRecord
     let services: Services
     let channel: String
     var card: MessageRef?
     var stepStarted: ContinuousClock.Instant
 
-    public init(operation: Operation, services: Services, channel: String) {
+    public init(operation: OperationRecord, services: Services, channel: String) {
         self.operation = operation
         self.services = services
         self.channel = channel
