@@ -18,7 +18,8 @@ public struct ConfigurationLoader {
     var folder: URL { URL(fileURLWithPath: path).deletingLastPathComponent() }
 
     func resolve(_ relative: String) -> String {
-        relative.hasPrefix("/") ? relative : folder.appendingPathComponent(relative).standardizedFileURL.path
+        if relative.hasPrefix("~/") { return (relative as NSString).expandingTildeInPath }
+        return relative.hasPrefix("/") ? relative : folder.appendingPathComponent(relative).standardizedFileURL.path
     }
 
     public func load() -> Loaded {

@@ -113,7 +113,29 @@ public enum DeployPlanner {
         } else {
             value = .string(raw)
         }
-        return (key.split(separator: ".").map(String.init), value)
+        return (valuePath(key), value)
+    }
+
+    /// Splits a dotted key on unescaped dots, as `helm --set` does: `a.b\.c` is `["a", "b.c"]`.
+    static func valuePath(_ key: String) -> [String] {
+        var parts: [String] = []
+        var current = ""
+        var escaped = false
+        for character in key {
+            if escaped {
+                current.append(character)
+                escaped = false
+            } else if character == "\\" {
+                escaped = true
+            } else if character == "." {
+                parts.append(current)
+                current = ""
+            } else {
+                current.append(character)
+            }
+        }
+        parts.append(current)
+        return parts
     }
 
     static func splitImage(_ image: String) -> (String, String) {
