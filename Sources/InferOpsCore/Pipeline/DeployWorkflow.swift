@@ -22,7 +22,9 @@ struct DeployWorkflow: Sendable {
         }
         let lastGood = try await lastGoodRevision()
         if let refusal = try await checkCapacity() {
-            return try await fail(refusal)
+            // Nothing was applied: a refusal, recorded as a failed operation with the numbers.
+            _ = try await fail(refusal)
+            return .refused(refusal.message)
         }
 
         try await reporter.move(
