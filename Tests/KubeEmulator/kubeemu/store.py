@@ -389,6 +389,8 @@ class Store:
                 raise already_exists(res, name)
             if not internal and "status" in res.subresources and res.kind not in ("Namespace",):
                 obj.pop("status", None)
+            if "status" in res.subresources:
+                obj.setdefault("status", {})  # typed objects always serialise a status
             meta.pop("resourceVersion", None)
             meta["uid"] = str(uuid.uuid4())
             meta["creationTimestamp"] = now_rfc3339()
