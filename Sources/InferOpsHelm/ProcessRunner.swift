@@ -26,7 +26,8 @@ struct ProcessOutput: Sendable {
 enum ProcessRunError: Error, Sendable {
     /// The executable could not be started (missing, not executable).
     case launchFailed(String)
-    /// The task was cancelled; the process got SIGTERM and has exited (`output` is what it printed).
+    /// The task was cancelled; the process got SIGTERM and has exited (`output` is what it printed),
+    /// or was never started (`nil`).
     case cancelled(ProcessOutput?)
     /// The process outlived its deadline; it got SIGTERM and has exited.
     case deadlineExceeded(ProcessOutput)
@@ -34,14 +35,22 @@ enum ProcessRunError: Error, Sendable {
 
 /// Runs an executable with an argument vector, never through a shell, and collects its output.
 ///
-/// Both pipes are drained on their own threads while the process runs: helm's `--output=json`
-/// release is larger than a pipe buffer, and a child blocked on a full stderr pipe while the parent
-/// waits on stdout would never exit. Dedicated threads (not the cooperative pool, not Dispatch's
-/// global queues) do the blocking reads, because a helm `--wait` can block them for many minutes.
+/// It calls `posix_spawn` itself rather than using Foundation's `Process`, for the child's signal
+/// state: a process inherits the blocked-signal mask of the thread that spawns it, and the threads
+/// Swift concurrency runs on block almost every signal. A child spawned from one would never see
+/// the SIGTERM that cancellation depends on (Go programs unblock the signals they ask for, other
+/// programs do not). Here the child always starts with an empty mask and default handlers, in its
+/// own process group, so a Ctrl-C meant for the daemon does not kill helm mid-write: the daemon
+/// decides, and stops it with SIGTERM.
 ///
-/// Cancelling the calling task sends SIGTERM, the signal helm handles by marking the revision
-/// `failed` (SIGKILL would leave it `pending-*`), then waits for the process to exit. Only if it
-/// ignores SIGTERM for `terminationGrace` does it get SIGKILL.
+/// One dedicated thread per run drains both pipes with `poll` (helm's `--output=json` release is
+/// larger than a pipe buffer; a child blocked on a full stderr while the parent reads stdout would
+/// never exit) and then waits for the exit. It is not a thread of the cooperative pool, because a
+/// helm `--wait` blocks it for minutes.
+///
+/// Cancelling the calling task sends SIGTERM, which helm answers by marking the revision `failed`
+/// (SIGKILL would leave it `pending-*`), and waits for the exit. Only a child that ignores SIGTERM
+/// for `terminationGrace` gets SIGKILL.
 struct ProcessRunner: Sendable {
     var terminationGrace: Duration
 
@@ -50,39 +59,40 @@ struct ProcessRunner: Sendable {
     }
 
     /// - Parameters:
-    ///   - deadline: after this long the process is stopped as if the task had been cancelled, so a
+    ///   - executable: a path, or a bare name looked up in `PATH`.
+    ///   - environment: the child's whole environment.
+    ///   - deadline: after this long the child is stopped as if the task had been cancelled, so a
     ///     call against an API server that accepts connections but never answers cannot hang forever.
     /// - Throws: `ProcessRunError`.
     func run(
         executable: String, arguments: [String], environment: [String: String], deadline: Duration? = nil
     ) async throws -> ProcessOutput {
-        let execution = Execution(grace: terminationGrace)
+        let child = Child(grace: terminationGrace)
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { continuation in
-                execution.start(
+                child.start(
                     executable: executable, arguments: arguments, environment: environment, deadline: deadline,
                     continuation: continuation
                 )
             }
         } onCancel: {
-            execution.stop(reason: .cancelled)
+            child.stop(reason: .cancelled)
         }
     }
 }
 
-/// One child process, shared between the launching code, the two reader threads, the termination
-/// handler and the cancellation handler; `state` is the only mutable part.
-private final class Execution: Sendable {
+/// One child process, shared by the launching task, its I/O thread, the deadline timer and the
+/// cancellation handler; `state` is its only mutable part.
+private final class Child: Sendable {
     enum StopReason { case cancelled, deadline }
 
     struct State {
         var continuation: CheckedContinuation<ProcessOutput, any Error>?
         var pid: pid_t?
+        /// Set once the child has exited, before it is reaped: until then its pid cannot be reused,
+        /// so a signal sent while this is false always reaches this child.
         var exited = false
         var stopReason: StopReason?
-        var stdout: Data?
-        var stderr: Data?
-        var exit: (status: Int32, signalled: Bool)?
     }
 
     let grace: Duration
@@ -96,55 +106,39 @@ private final class Execution: Sendable {
         executable: String, arguments: [String], environment: [String: String], deadline: Duration?,
         continuation: CheckedContinuation<ProcessOutput, any Error>
     ) {
-        let stoppedEarly = state.withLock { state -> Bool in
+        let alreadyStopped = state.withLock { state -> Bool in
             if state.stopReason != nil { return true }
             state.continuation = continuation
             return false
         }
-        if stoppedEarly {
+        if alreadyStopped {
             continuation.resume(throwing: ProcessRunError.cancelled(nil))
             return
         }
 
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        process.environment = environment
-        process.standardInput = FileHandle.nullDevice
-        let stdout = Pipe()
-        let stderr = Pipe()
-        process.standardOutput = stdout
-        process.standardError = stderr
-        process.terminationHandler = { [self] finished in
-            let signalled = finished.terminationReason == .uncaughtSignal
-            record { $0.exit = (finished.terminationStatus, signalled) }
-        }
+        let spawned: Spawned
         do {
-            try process.run()
+            spawned = try Spawned.spawn(executable: executable, arguments: arguments, environment: environment)
         } catch {
-            let pending = state.withLock { state in
-                defer { state.continuation = nil }
-                return state.continuation
-            }
-            pending?.resume(throwing: ProcessRunError.launchFailed("\(executable): \(error.localizedDescription)"))
+            finish(.failure(.launchFailed("\(executable): \(error)")))
             return
         }
-        let pid = process.processIdentifier
         let stopNow = state.withLock { state -> Bool in
-            state.pid = pid
-            return state.stopReason != nil && !state.exited
+            state.pid = spawned.pid
+            return state.stopReason != nil
         }
-        if stopNow { terminate(pid) }
+        if stopNow { terminate(spawned.pid) }
 
-        let stdoutHandle = stdout.fileHandleForReading
-        let stderrHandle = stderr.fileHandleForReading
         Thread.detachNewThread { [self] in
-            let data = (try? stdoutHandle.readToEnd()) ?? Data()
-            record { $0.stdout = data }
-        }
-        Thread.detachNewThread { [self] in
-            let data = (try? stderrHandle.readToEnd()) ?? Data()
-            record { $0.stderr = data }
+            let (stdout, stderr) = spawned.drain()
+            let status = spawned.waitForExit { self.state.withLock { $0.exited = true } }
+            let output = ProcessOutput(status: status.code, signalled: status.signalled, stdout: stdout, stderr: stderr)
+            let reason = state.withLock { $0.stopReason }
+            switch reason {
+            case .cancelled: finish(.failure(.cancelled(output)))
+            case .deadline: finish(.failure(.deadlineExceeded(output)))
+            case nil: finish(.success(output))
+            }
         }
         if let deadline {
             DispatchQueue.global().asyncAfter(deadline: .now() + deadline.timeInterval) { [self] in
@@ -153,7 +147,7 @@ private final class Execution: Sendable {
         }
     }
 
-    /// SIGTERM now, SIGKILL after the grace period if it is still running.
+    /// SIGTERM now, SIGKILL after the grace period if the child is still running.
     func stop(reason: StopReason) {
         let pid = state.withLock { state -> pid_t? in
             guard state.stopReason == nil, !state.exited else { return nil }
@@ -164,31 +158,157 @@ private final class Execution: Sendable {
     }
 
     private func terminate(_ pid: pid_t) {
-        kill(pid, SIGTERM)
+        signal(pid, SIGTERM)
         DispatchQueue.global().asyncAfter(deadline: .now() + grace.timeInterval) { [self] in
-            let stillRunning = state.withLock { !$0.exited }
-            if stillRunning { kill(pid, SIGKILL) }
+            signal(pid, SIGKILL)
         }
     }
 
-    /// Records one of the three events (stdout closed, stderr closed, exited) and resumes the
-    /// caller once all three have happened.
-    private func record(_ update: (inout State) -> Void) {
-        let finished = state.withLock { state -> (CheckedContinuation<ProcessOutput, any Error>, Result<ProcessOutput, ProcessRunError>)? in
-            update(&state)
-            if state.exit != nil { state.exited = true }
-            guard let exit = state.exit, let stdout = state.stdout, let stderr = state.stderr,
-                let continuation = state.continuation
-            else { return nil }
-            state.continuation = nil
-            let output = ProcessOutput(status: exit.status, signalled: exit.signalled, stdout: stdout, stderr: stderr)
-            switch state.stopReason {
-            case .cancelled: return (continuation, .failure(.cancelled(output)))
-            case .deadline: return (continuation, .failure(.deadlineExceeded(output)))
-            case nil: return (continuation, .success(output))
+    /// Sends `signal` unless the child has exited, under the lock that `exited` is set under.
+    private func signal(_ pid: pid_t, _ signal: Int32) {
+        state.withLock { state in
+            if !state.exited { _ = kill(pid, signal) }
+        }
+    }
+
+    private func finish(_ result: Result<ProcessOutput, ProcessRunError>) {
+        let continuation = state.withLock { state in
+            defer { state.continuation = nil }
+            return state.continuation
+        }
+        continuation?.resume(with: result)
+    }
+}
+
+/// A spawned child and the parent's ends of its stdout and stderr pipes.
+private struct Spawned: Sendable {
+    struct SpawnFailure: Error, CustomStringConvertible {
+        var errno: Int32
+        var description: String { String(cString: strerror(errno)) }
+    }
+
+    let pid: pid_t
+    let stdout: Int32
+    let stderr: Int32
+
+    static func spawn(executable: String, arguments: [String], environment: [String: String]) throws -> Spawned {
+        let stdoutPipe = try channel()
+        let stderrPipe: [Int32]
+        do {
+            stderrPipe = try channel()
+        } catch {
+            close(stdoutPipe[0])
+            close(stdoutPipe[1])
+            throw error
+        }
+        defer {
+            close(stdoutPipe[1])
+            close(stderrPipe[1])
+        }
+
+        #if canImport(Darwin)
+            var actions: posix_spawn_file_actions_t? = nil
+            var attributes: posix_spawnattr_t? = nil
+        #else
+            var actions = posix_spawn_file_actions_t()
+            var attributes = posix_spawnattr_t()
+        #endif
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, stdoutPipe[1], 1)
+        posix_spawn_file_actions_adddup2(&actions, stderrPipe[1], 2)
+
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var noSignals = sigset_t()
+        sigemptyset(&noSignals)
+        posix_spawnattr_setsigmask(&attributes, &noSignals)
+        var allSignals = sigset_t()
+        sigfillset(&allSignals)
+        sigdelset(&allSignals, SIGKILL)
+        sigdelset(&allSignals, SIGSTOP)
+        posix_spawnattr_setsigdefault(&attributes, &allSignals)
+        posix_spawnattr_setpgroup(&attributes, 0)
+        var flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP
+        #if canImport(Darwin)
+            flags |= POSIX_SPAWN_CLOEXEC_DEFAULT
+        #endif
+        posix_spawnattr_setflags(&attributes, Int16(flags))
+
+        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+        let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer {
+            argv.forEach { free($0) }
+            envp.forEach { free($0) }
+        }
+        var pid: pid_t = 0
+        let result = posix_spawnp(&pid, executable, &actions, &attributes, argv, envp)
+        guard result == 0 else {
+            close(stdoutPipe[0])
+            close(stderrPipe[0])
+            throw SpawnFailure(errno: result)
+        }
+        return Spawned(pid: pid, stdout: stdoutPipe[0], stderr: stderrPipe[0])
+    }
+
+    /// A one-way channel for one of the child's outputs, `[read end, write end]`, both ends
+    /// close-on-exec from the moment they exist: no other child spawned meanwhile (by this runner or
+    /// anything else in the daemon) can inherit them, and an inherited write end would hold back this
+    /// child's end-of-file for as long as that other process lived. On Linux a socket pair is the
+    /// way to get that atomically (`pipe2` is not visible to Swift); on Darwin `posix_spawn` closes
+    /// everything not passed explicitly (`POSIX_SPAWN_CLOEXEC_DEFAULT`).
+    private static func channel() throws -> [Int32] {
+        var ends: [Int32] = [-1, -1]
+        #if os(Linux)
+            let type = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
+            guard socketpair(AF_UNIX, type, 0, &ends) == 0 else { throw SpawnFailure(errno: errno) }
+            // The child only writes and the parent only reads.
+            shutdown(ends[0], Int32(SHUT_WR))
+            shutdown(ends[1], Int32(SHUT_RD))
+        #else
+            guard pipe(&ends) == 0 else { throw SpawnFailure(errno: errno) }
+            for end in ends { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
+        #endif
+        return ends
+    }
+
+    /// Reads both pipes until both are closed, whichever fills first; closes them.
+    func drain() -> (stdout: Data, stderr: Data) {
+        var buffers = [Data(), Data()]
+        var descriptors = [pollfd(fd: stdout, events: Int16(POLLIN), revents: 0),
+                           pollfd(fd: stderr, events: Int16(POLLIN), revents: 0)]
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while descriptors.contains(where: { $0.fd >= 0 }) {
+            let ready = poll(&descriptors, nfds_t(descriptors.count), -1)
+            if ready < 0 {
+                if errno == EINTR { continue }
+                break
+            }
+            for index in descriptors.indices where descriptors[index].fd >= 0 && descriptors[index].revents != 0 {
+                let count = chunk.withUnsafeMutableBytes { read(descriptors[index].fd, $0.baseAddress, $0.count) }
+                if count > 0 {
+                    buffers[index].append(contentsOf: chunk[0..<count])
+                } else if count == 0 || errno != EINTR && errno != EAGAIN {
+                    close(descriptors[index].fd)
+                    descriptors[index].fd = -1  // poll ignores negative descriptors
+                }
             }
         }
-        if let (continuation, result) = finished { continuation.resume(with: result) }
+        for descriptor in descriptors where descriptor.fd >= 0 { close(descriptor.fd) }
+        return (buffers[0], buffers[1])
+    }
+
+    /// Blocks until the child exits; calls `exited` while the child is a zombie (its pid still
+    /// taken), then reaps it.
+    func waitForExit(exited: () -> Void) -> (code: Int32, signalled: Bool) {
+        var info = siginfo_t()
+        while waitid(P_PID, id_t(pid), &info, WEXITED | WNOWAIT) != 0, errno == EINTR {}
+        exited()
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0, errno == EINTR {}
+        let signal = status & 0x7f
+        return signal == 0 ? ((status >> 8) & 0xff, false) : (signal, true)
     }
 }
 

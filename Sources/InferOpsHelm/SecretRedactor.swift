@@ -32,7 +32,7 @@ struct SecretRedactor: Sendable {
         text = text.replacing(#/(?i)(bearer\s+)[^\s"',]+/#) { "\($0.output.1)\(placeholder)" }
         // key=value and key: value where the key names a secret.
         text = text.replacing(
-            #/(?i)((?:password|passwd|secret|token|api[_\-]?key|apikey|access[_\-]?key|private[_\-]?key|credentials?|authorization)[A-Za-z0-9_\-]*["']?\s*[:=]\s*["']?)[^\s"',}\]]+/#
+            #/(?i)((?:password|passwd|secret|token|api[_\-]?key|apikey|access[_\-]?key|private[_\-]?key|credentials?|authorization)[A-Za-z0-9_\-]*["']?\s*[:=]\s*["']?)(?:(?:bearer|basic)\s+)?[^\s"',}\]]+/#
         ) { "\($0.output.1)\(placeholder)" }
         // The API server quotes the value it rejected.
         text = text.replacing(#/(Invalid value: )"(?:[^"\\]|\\.)*"/#) { "\($0.output.1)\"\(placeholder)\"" }
