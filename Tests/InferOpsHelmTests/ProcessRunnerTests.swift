@@ -53,6 +53,7 @@ struct ProcessRunnerTests {
     @Test("cancelling sends SIGTERM, waits for the exit and reports what was printed")
     func cancellation() async throws {
         let marker = TestTools.temporaryPath("ready")
+        defer { unlink(marker) }
         let script = """
             import signal, sys, time
             def stop(signum, frame):
@@ -83,6 +84,7 @@ struct ProcessRunnerTests {
     @Test("a child that ignores SIGTERM gets SIGKILL after the grace period")
     func killAfterGrace() async throws {
         let marker = TestTools.temporaryPath("ready")
+        defer { unlink(marker) }
         let script = """
             import signal, sys, time
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -109,6 +111,7 @@ struct ProcessRunnerTests {
     @Test("a task cancelled before the launch never starts the child")
     func cancelledBeforeLaunch() async throws {
         let marker = TestTools.temporaryPath("started")
+        defer { unlink(marker) }
         let task = Task {
             withUnsafeCurrentTask { $0?.cancel() }
             return try await ProcessRunner().run(
@@ -151,6 +154,7 @@ struct ValuesFileTests {
     @Test("written as canonical JSON with mode 0600, removed afterwards")
     func lifecycle() async throws {
         let folder = TestTools.temporaryPath("values")
+        defer { try? FileManager.default.removeItem(atPath: folder) }
         let values = JSONValue.object(["b": .number(2), "a": .object(["token": .string("hf_x"), "ratio": .number(0.5)])])
         let seen = try await ValuesFile.with(values, in: folder) { path in
             let attributes = try FileManager.default.attributesOfItem(atPath: path)
@@ -166,6 +170,7 @@ struct ValuesFileTests {
     @Test("removed when the body throws")
     func removedOnError() async throws {
         let folder = TestTools.temporaryPath("values")
+        defer { try? FileManager.default.removeItem(atPath: folder) }
         struct Boom: Error {}
         var seen = ""
         await #expect(throws: Boom.self) {

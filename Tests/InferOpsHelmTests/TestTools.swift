@@ -13,10 +13,9 @@ enum TestTools {
         return path.split(separator: ":").map { "\($0)/python3" }.first { FileManager.default.isExecutableFile(atPath: $0) }
     }
 
-    /// A fresh path under one per-process temporary folder; nothing is created at it.
+    /// A fresh path in the system's temporary folder; nothing is created at it.
     static func temporaryPath(_ name: String) -> String {
-        let folder = (NSTemporaryDirectory() as NSString).appendingPathComponent("inferops-helm-tests-\(getpid())")
-        return (folder as NSString).appendingPathComponent("\(name)-\(UUID().uuidString.prefix(8))")
+        (NSTemporaryDirectory() as NSString).appendingPathComponent("inferops-helm-\(name)-\(UUID().uuidString.prefix(8))")
     }
 
     /// Polls `condition` until it holds, failing with `what` once `timeout` has passed. The short

@@ -143,22 +143,8 @@ struct HelmIntegrationTests {
             #expect(try await engine.upgrade(request).revision == 1)
 
             // A helm of our own, outside the engine, that is killed -9 while it waits.
-            let hanging = upgrade("stuck", readyAfter(-1), timeout: .seconds(60))
-            let valuesFile = try ValuesFile.write(hanging.values, in: emulator.folder)
-            let helm = Process()
-            helm.executableURL = URL(fileURLWithPath: try IntegrationTools.helm(version))
-            helm.arguments = HelmCommand(version: version, kubeconfig: emulator.kubeconfig)
-                .upgrade(hanging, valuesFile: valuesFile)
-            helm.environment = ["HOME": emulator.folder, "HELM_CACHE_HOME": emulator.folder + "/helm/cache",
-                                "HELM_CONFIG_HOME": emulator.folder + "/helm/config"]
-            helm.standardOutput = FileHandle.nullDevice
-            helm.standardError = FileHandle.nullDevice
-            try helm.run()
-            try await TestTools.waitUntil("the release is pending-upgrade", timeout: .seconds(30)) {
-                try await engine.status(request.target)?.state == .pendingUpgrade
-            }
-            kill(helm.processIdentifier, SIGKILL)
-            try await TestTools.waitUntil("the killed helm has exited", timeout: .seconds(10)) { !helm.isRunning }
+            try await killHelmWhilePending(
+                version, emulator, engine, upgrade("stuck", readyAfter(-1), timeout: .seconds(60)), state: .pendingUpgrade)
             #expect(try await engine.status(request.target)?.state == .pendingUpgrade)
 
             #expect(await releaseFailure { try await engine.upgrade(request) } == .stuckPending(.pendingUpgrade))
@@ -169,6 +155,53 @@ struct HelmIntegrationTests {
             let history = try await engine.history(request.target)
             #expect(history.map(\.state) == [.superseded, .pendingUpgrade, .deployed])
             #expect(try await engine.upgrade(request).state == .deployed)
+        }
+    }
+
+    /// Starts `helm upgrade --install` outside the engine, waits until the release shows `state`,
+    /// and kills helm with SIGKILL, as a crash of the daemon's host would.
+    func killHelmWhilePending(
+        _ version: HelmVersion, _ emulator: KubeEmulator, _ engine: HelmReleaseEngine, _ request: ReleaseUpgrade,
+        state: ReleaseState
+    ) async throws {
+        let valuesFile = try ValuesFile.write(request.values, in: emulator.folder)
+        defer { unlink(valuesFile) }
+        let helm = Process()
+        helm.executableURL = URL(fileURLWithPath: try IntegrationTools.helm(version))
+        helm.arguments = HelmCommand(version: version, kubeconfig: emulator.kubeconfig)
+            .upgrade(request, valuesFile: valuesFile)
+        helm.environment = [
+            "HOME": emulator.folder, "HELM_CACHE_HOME": emulator.folder + "/helm/cache",
+            "HELM_CONFIG_HOME": emulator.folder + "/helm/config", "HELM_DATA_HOME": emulator.folder + "/helm/data",
+        ]
+        helm.standardOutput = FileHandle.nullDevice
+        helm.standardError = FileHandle.nullDevice
+        try helm.run()
+        try await TestTools.waitUntil("the release is \(state)", timeout: .seconds(30)) {
+            try await engine.status(request.target)?.state == state
+        }
+        kill(helm.processIdentifier, SIGKILL)
+        try await TestTools.waitUntil("the killed helm has exited", timeout: .seconds(10)) { !helm.isRunning }
+    }
+
+    @Test(
+        "helm killed during an install leaves pending-install: the upgrade says stuck, an uninstall recovers",
+        arguments: HelmVersion.allCases)
+    func stuckPendingInstall(_ version: HelmVersion) async throws {
+        try await KubeEmulator.with(tools) { emulator in
+            let engine = try emulator.engine(version)
+            let request = upgrade("stuck-install")
+            try await killHelmWhilePending(
+                version, emulator, engine, upgrade("stuck-install", readyAfter(-1)), state: .pendingInstall)
+
+            #expect(await releaseFailure { try await engine.upgrade(request) } == .stuckPending(.pendingInstall))
+            // Probe §5: a rollback cannot help here, there is nothing before revision 1.
+            #expect(await releaseFailure { try await engine.rollback(request.target, to: nil, timeout: .seconds(5)) }
+                == .missingRevision(nil))
+            try await engine.uninstall(request.target, timeout: .seconds(60))
+            let installed = try await engine.upgrade(request)
+            #expect(installed.state == .deployed)
+            #expect(installed.revision == 1)
         }
     }
 
@@ -202,6 +235,7 @@ struct HelmIntegrationTests {
     func unreachable(_ version: HelmVersion) async throws {
         let folder = TestTools.temporaryPath("unreachable")
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
         let kubeconfig = folder + "/kubeconfig"
         try """
             apiVersion: v1

@@ -88,6 +88,7 @@ final class KubeEmulator: Sendable {
             }
         } catch {
             run.cancel()
+            defer { try? FileManager.default.removeItem(atPath: folder) }
             if case .success(let output) = await run.result {
                 Issue.record("the emulator exited early (\(output.status)): \(output.stderrText.suffix(2000))")
             }
@@ -96,9 +97,11 @@ final class KubeEmulator: Sendable {
         return KubeEmulator(port: port!, kubeconfig: kubeconfig, folder: folder, run: run)
     }
 
+    /// Stops the emulator and removes its folder (kubeconfig, helm's caches, values files).
     func stop() async {
         run.cancel()
         _ = await run.result
+        try? FileManager.default.removeItem(atPath: folder)
     }
 
     /// Runs `body` with a fresh emulator and stops it afterwards, whatever happens.
