@@ -478,12 +478,17 @@ class Handler(BaseHTTPRequestHandler):
                 return False
             return matches_labels(lreqs, obj["metadata"].get("labels")) and matches_fields(freqs, obj)
 
+        as_table = tables.wants_table(self.headers.get("Accept", ""))
+
         def typed(obj: dict) -> dict:
-            if obj.get("kind") == res.kind and obj.get("apiVersion") == res.api_version:
-                return obj
-            o = dict(obj)
-            o["kind"], o["apiVersion"] = res.kind, res.api_version
-            return o
+            if obj.get("kind") != res.kind or obj.get("apiVersion") != res.api_version:
+                obj = dict(obj)
+                obj["kind"], obj["apiVersion"] = res.kind, res.api_version
+            if as_table:
+                # kubectl get -w: each event carries a one-row Table, as on a real API server.
+                return tables.table(res, [obj], {"resourceVersion": obj["metadata"].get("resourceVersion", "")},
+                                    q.get("includeObject"))
+            return obj
 
         initial: list[dict] = []
         too_old = False
@@ -522,7 +527,7 @@ class Handler(BaseHTTPRequestHandler):
                 self._write_chunk(b"")
                 return
             for obj in initial:
-                emit("ADDED", obj)
+                emit("ADDED", typed(obj))
             if send_initial:
                 bookmark(cursor, end=True)
             last_bookmark = time.monotonic()

@@ -123,6 +123,16 @@ class ApiTests(unittest.TestCase):
         self.assertEqual(table["kind"], "Table")
         self.assertEqual([r["cells"][0] for r in table["rows"]], ["cpu-node-1", "gpu-node-1", "gpu-node-2"])
 
+    def test_watch_as_table_for_kubectl_get_w(self):
+        e = self.emu
+        status, _, raw = e.request("GET", "/api/v1/nodes?watch=true&timeoutSeconds=1", headers={
+            "Accept": "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"})
+        self.assertEqual(status, 200)
+        events = [json.loads(line) for line in raw.splitlines() if line.strip()]
+        self.assertEqual(len(events), 3)
+        self.assertEqual({ev["object"]["kind"] for ev in events}, {"Table"})
+        self.assertEqual(events[0]["object"]["rows"][0]["cells"][:2], ["cpu-node-1", "Ready"])
+
     def test_nodes_are_a_gpu_pool(self):
         nodes = {n["metadata"]["name"]: n for n in self.emu.get("/api/v1/nodes")["items"]}
         gpu = nodes["gpu-node-1"]
