@@ -51,7 +51,7 @@ final class YAMLReader {
         problems.append(ConfigurationProblem(file: file, line: line, message: message, fix: fix, critical: critical))
     }
 
-    static func line(_ node: Node) -> Int { (node.mark?.line ?? 0) + 1 - (node.mark == nil ? 0 : 0) }
+    static func line(_ node: Node) -> Int { node.mark?.line ?? 1 }
 
     static func line(of error: YamlError) -> Int {
         switch error {

@@ -32,7 +32,7 @@ struct DeployEndToEndTests {
     func neverReady(_ helm: HelmBinary) throws {
         let sandbox = try Sandbox(helm: helm)
         let deploy = try sandbox.exec(
-            #"/infer deploy llama-3-8b to quick --set podAnnotations.inferops\.dev/simulate-ready-after-seconds=-1"#)
+            #"/infer deploy llama-3-8b to quick --set podAnnotations.inferops\.dev/simulate-ready-after-seconds=never"#)
         #expect(deploy.status == 1, "\(deploy.output)")
         #expect(deploy.output.contains("did not become ready within the readiness budget"), "\(deploy.output)")
         #expect(deploy.output.contains("kubectl describe pod"))
@@ -44,7 +44,7 @@ struct DeployEndToEndTests {
         let sandbox = try Sandbox(helm: helm)
         #expect(try sandbox.exec("/infer deploy mistral-7b to canary").status == 0)
         let broken = try sandbox.exec(
-            #"/infer deploy mistral-7b to canary --set podAnnotations.inferops\.dev/simulate-ready-after-seconds=-1"#)
+            #"/infer deploy mistral-7b to canary --set podAnnotations.inferops\.dev/simulate-ready-after-seconds=never"#)
         #expect(broken.status == 1, "\(broken.output)")
         #expect(broken.output.contains("did not become ready"), "\(broken.output)")
         #expect(broken.output.contains("rolled back: revision 1 restored as revision 3 and verified"), "\(broken.output)")
@@ -109,7 +109,7 @@ struct DeployEndToEndTests {
         stuck.arguments = [
             "upgrade", "llama-3-8b-staging", repositoryRoot.appendingPathComponent("deploy/charts/vllm-engine").path,
             "--namespace", "inference-staging", "--reuse-values", "--wait", "--timeout", "120s",
-            "--set", "podAnnotations.inferops\\.dev/simulate-ready-after-seconds=-1",
+            "--set", "podAnnotations.inferops\\.dev/simulate-ready-after-seconds=never",
             "--kubeconfig", sandbox.kubeconfig, "--kube-context", "emulator",
         ]
         stuck.standardOutput = FileHandle.nullDevice
