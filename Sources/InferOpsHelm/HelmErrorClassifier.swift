@@ -87,7 +87,10 @@ public struct HelmErrorClassifier: Sendable {
     /// that prefix. When there is no such line (helm was killed, or crashed), the lines that are not
     /// slog records or deprecation notices.
     public static func errorText(in stderr: String) -> String {
-        let lines = stderr.replacingOccurrences(of: "\r\n", with: "\n").split(separator: "\n", omittingEmptySubsequences: false)
+        let lines = stderr.replacingOccurrences(of: "\r\n", with: "\n").split(
+            separator: "\n",
+            omittingEmptySubsequences: false
+        )
         if let start = lines.firstIndex(where: { $0.hasPrefix("Error: ") }) {
             var errorLines = Array(lines[start...])
             errorLines[0] = errorLines[0].dropFirst("Error: ".count)
@@ -117,7 +120,9 @@ public struct HelmErrorClassifier: Sendable {
         text.matches(of: #/resource ([^/\s]+)/([^/\s]+)/([^\s]+) not ready\. status: ([A-Za-z]+), message: ([^\n]*)/#)
             .map {
                 UnreadyResource(
-                    kind: String($0.output.1), namespace: String($0.output.2), name: String($0.output.3),
+                    kind: String($0.output.1),
+                    namespace: String($0.output.2),
+                    name: String($0.output.3),
                     status: String($0.output.4),
                     message: $0.output.5.trimmingCharacters(in: .whitespaces)
                 )
@@ -143,8 +148,10 @@ public struct HelmErrorClassifier: Sendable {
     /// Drops the `UPGRADE FAILED: `-style prefixes, which repeat what the caller already knows.
     static func stripOperationPrefixes(_ text: String) -> String {
         var text = Substring(text)
-        let prefixes = ["INSTALLATION FAILED: ", "UPGRADE FAILED: ", "cluster reachability check failed: ",
-                        "release name check failed: "]
+        let prefixes = [
+            "INSTALLATION FAILED: ", "UPGRADE FAILED: ", "cluster reachability check failed: ",
+            "release name check failed: ",
+        ]
         var stripped = true
         while stripped {
             stripped = false

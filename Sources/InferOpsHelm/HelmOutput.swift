@@ -116,7 +116,8 @@ enum HelmOutput {
     }
 
     private static func path(_ keys: [any CodingKey]) -> String {
-        keys.isEmpty ? "the document" : keys.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+        keys.isEmpty
+            ? "the document" : keys.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
     }
 }
 
@@ -125,7 +126,8 @@ enum HelmOutput {
 /// milliseconds and differs between platforms.
 enum RFC3339 {
     static func date(from text: String) -> Date? {
-        let pattern = #/^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+\-])(\d{2}):(\d{2}))$/#
+        let pattern =
+            #/^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+\-])(\d{2}):(\d{2}))$/#
         guard let match = text.wholeMatch(of: pattern) else { return nil }
         let output = match.output
         guard let year = Int(output.1), let month = Int(output.2), let day = Int(output.3),
@@ -137,7 +139,8 @@ enum RFC3339 {
         guard let base = calendar.date(from: components) else { return nil }
         var seconds = base.timeIntervalSinceReferenceDate
         if let fraction = output.7, let value = Double("0." + fraction) { seconds += value }
-        if let sign = output.9, let hours = output.10.flatMap({ Int($0) }), let minutes = output.11.flatMap({ Int($0) }) {
+        if let sign = output.9, let hours = output.10.flatMap({ Int($0) }), let minutes = output.11.flatMap({ Int($0) })
+        {
             let offset = Double(hours * 3600 + minutes * 60)
             seconds -= sign == "+" ? offset : -offset
         }

@@ -64,8 +64,13 @@ public final class HelmReleaseEngine: ReleaseEngine {
         let output = try await run(HelmCommand.versionQuery, deadline: queryDeadline)
         let text = String(decoding: output.stdout, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         guard output.succeeded, let version = HelmVersion(versionString: text) else {
-            let shown = output.succeeded ? "version \(text.prefix(40))" : classifier.detail(
-                HelmErrorClassifier.errorText(in: output.stderrText), SecretRedactor())
+            let shown =
+                output.succeeded
+                ? "version \(text.prefix(40))"
+                : classifier.detail(
+                    HelmErrorClassifier.errorText(in: output.stderrText),
+                    SecretRedactor()
+                )
             throw ReleaseFailure.unclassified(detail: "\(helmPath) is not a supported helm (3 or 4): \(shown)")
         }
         detectedVersion.withLock { $0 = version }
@@ -99,7 +104,10 @@ public final class HelmReleaseEngine: ReleaseEngine {
 
     public func rollback(_ target: ReleaseTarget, to revision: Int?, timeout: Duration) async throws -> ReleaseStatus {
         let command = try await command()
-        let output = try await run(command.rollback(target, to: revision, timeout: timeout), deadline: waitDeadline(timeout))
+        let output = try await run(
+            command.rollback(target, to: revision, timeout: timeout),
+            deadline: waitDeadline(timeout)
+        )
         guard output.succeeded else { throw classify(output) }
         // `rollback` has no `--output`; the new revision is read back.
         guard let status = try await status(target) else { throw ReleaseFailure.releaseNotFound }
@@ -162,15 +170,19 @@ public final class HelmReleaseEngine: ReleaseEngine {
         let processEnvironment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         do {
             return try await runner.run(
-                executable: helmPath, arguments: arguments, environment: processEnvironment, deadline: deadline
+                executable: helmPath,
+                arguments: arguments,
+                environment: processEnvironment,
+                deadline: deadline
             )
         } catch ProcessRunError.cancelled {
             throw ReleaseFailure.cancelled
         } catch ProcessRunError.launchFailed(let reason) {
             throw ReleaseFailure.unclassified(detail: "could not start helm: \(reason)")
         } catch ProcessRunError.deadlineExceeded {
+            let limit = HelmCommand.timeoutSeconds(deadline)
             throw ReleaseFailure.unclassified(
-                detail: "helm \(arguments.first ?? "") did not finish within \(HelmCommand.timeoutSeconds(deadline))s and was stopped"
+                detail: "helm \(arguments.first ?? "") did not finish within \(limit)s and was stopped"
             )
         }
     }

@@ -3,11 +3,11 @@ import Foundation
 import Synchronization
 
 #if canImport(Glibc)
-    import Glibc
+import Glibc
 #elseif canImport(Musl)
-    import Musl
+import Musl
 #elseif canImport(Darwin)
-    import Darwin
+import Darwin
 #endif
 
 /// What one finished child process left behind.
@@ -65,13 +65,19 @@ struct ProcessRunner: Sendable {
     ///     call against an API server that accepts connections but never answers cannot hang forever.
     /// - Throws: `ProcessRunError`.
     func run(
-        executable: String, arguments: [String], environment: [String: String], deadline: Duration? = nil
+        executable: String,
+        arguments: [String],
+        environment: [String: String],
+        deadline: Duration? = nil
     ) async throws -> ProcessOutput {
         let child = Child(grace: terminationGrace)
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { continuation in
                 child.start(
-                    executable: executable, arguments: arguments, environment: environment, deadline: deadline,
+                    executable: executable,
+                    arguments: arguments,
+                    environment: environment,
+                    deadline: deadline,
                     continuation: continuation
                 )
             }
@@ -103,7 +109,10 @@ private final class Child: Sendable {
     }
 
     func start(
-        executable: String, arguments: [String], environment: [String: String], deadline: Duration?,
+        executable: String,
+        arguments: [String],
+        environment: [String: String],
+        deadline: Duration?,
         continuation: CheckedContinuation<ProcessOutput, any Error>
     ) {
         let alreadyStopped = state.withLock { state -> Bool in
@@ -207,11 +216,11 @@ private struct Spawned: Sendable {
         }
 
         #if canImport(Darwin)
-            var actions: posix_spawn_file_actions_t? = nil
-            var attributes: posix_spawnattr_t? = nil
+        var actions: posix_spawn_file_actions_t? = nil
+        var attributes: posix_spawnattr_t? = nil
         #else
-            var actions = posix_spawn_file_actions_t()
-            var attributes = posix_spawnattr_t()
+        var actions = posix_spawn_file_actions_t()
+        var attributes = posix_spawnattr_t()
         #endif
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -232,7 +241,7 @@ private struct Spawned: Sendable {
         posix_spawnattr_setpgroup(&attributes, 0)
         var flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP
         #if canImport(Darwin)
-            flags |= POSIX_SPAWN_CLOEXEC_DEFAULT
+        flags |= POSIX_SPAWN_CLOEXEC_DEFAULT
         #endif
         posix_spawnattr_setflags(&attributes, Int16(flags))
 
@@ -261,14 +270,14 @@ private struct Spawned: Sendable {
     private static func channel() throws -> [Int32] {
         var ends: [Int32] = [-1, -1]
         #if os(Linux)
-            let type = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
-            guard socketpair(AF_UNIX, type, 0, &ends) == 0 else { throw SpawnFailure(errno: errno) }
-            // The child only writes and the parent only reads.
-            shutdown(ends[0], Int32(SHUT_WR))
-            shutdown(ends[1], Int32(SHUT_RD))
+        let type = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
+        guard socketpair(AF_UNIX, type, 0, &ends) == 0 else { throw SpawnFailure(errno: errno) }
+        // The child only writes and the parent only reads.
+        shutdown(ends[0], Int32(SHUT_WR))
+        shutdown(ends[1], Int32(SHUT_RD))
         #else
-            guard pipe(&ends) == 0 else { throw SpawnFailure(errno: errno) }
-            for end in ends { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
+        guard pipe(&ends) == 0 else { throw SpawnFailure(errno: errno) }
+        for end in ends { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
         #endif
         return ends
     }
@@ -276,8 +285,10 @@ private struct Spawned: Sendable {
     /// Reads both pipes until both are closed, whichever fills first; closes them.
     func drain() -> (stdout: Data, stderr: Data) {
         var buffers = [Data(), Data()]
-        var descriptors = [pollfd(fd: stdout, events: Int16(POLLIN), revents: 0),
-                           pollfd(fd: stderr, events: Int16(POLLIN), revents: 0)]
+        var descriptors = [
+            pollfd(fd: stdout, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: stderr, events: Int16(POLLIN), revents: 0),
+        ]
         var chunk = [UInt8](repeating: 0, count: 65536)
         while descriptors.contains(where: { $0.fd >= 0 }) {
             let ready = poll(&descriptors, nfds_t(descriptors.count), -1)

@@ -32,7 +32,14 @@ struct SecretRedactor: Sendable {
         text = text.replacing(#/(?i)(bearer\s+)[^\s"',]+/#) { "\($0.output.1)\(placeholder)" }
         // key=value and key: value where the key names a secret.
         text = text.replacing(
-            #/(?i)((?:password|passwd|secret|token|api[_\-]?key|apikey|access[_\-]?key|private[_\-]?key|credentials?|authorization)[A-Za-z0-9_\-]*["']?\s*[:=]\s*["']?)(?:(?:bearer|basic)\s+)?[^\s"',}\]]+/#
+            #/
+            (?i)
+            ( (?: password | passwd | secret | token | api[_\-]?key | apikey | access[_\-]?key | private[_\-]?key
+                | credentials? | authorization )
+              [A-Za-z0-9_\-]* ["']? \s* [:=] \s* ["']? )
+            (?: (?: bearer | basic ) \s+ )?
+            [^\s"',}\]]+
+            /#
         ) { "\($0.output.1)\(placeholder)" }
         // The API server quotes the value it rejected.
         text = text.replacing(#/(Invalid value: )"(?:[^"\\]|\\.)*"/#) { "\($0.output.1)\"\(placeholder)\"" }
@@ -53,9 +60,11 @@ struct SecretRedactor: Sendable {
     /// Whether a key (or an env var name) names a secret.
     static func isSensitiveName(_ name: String) -> Bool {
         let lowered = name.lowercased()
-        return ["password", "passwd", "secret", "token", "apikey", "api_key", "api-key", "accesskey", "access_key",
-                "privatekey", "private_key", "credential", "authorization", "auth"]
-            .contains { lowered.contains($0) }
+        return [
+            "password", "passwd", "secret", "token", "apikey", "api_key", "api-key", "accesskey", "access_key",
+            "privatekey", "private_key", "credential", "authorization", "auth",
+        ]
+        .contains { lowered.contains($0) }
     }
 
     /// The string values that must never be echoed: every string under a sensitive key, and the

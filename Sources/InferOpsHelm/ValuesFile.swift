@@ -2,11 +2,11 @@ import Foundation
 import InferOpsCore
 
 #if canImport(Glibc)
-    import Glibc
+import Glibc
 #elseif canImport(Musl)
-    import Musl
+import Musl
 #elseif canImport(Darwin)
-    import Darwin
+import Darwin
 #endif
 
 /// A plan's values, written to a file only the daemon's user can read, for one helm call.
@@ -27,7 +27,9 @@ enum ValuesFile {
     /// The values are written as canonical JSON: JSON is YAML, so helm reads it as any values file,
     /// and no YAML encoder can change its meaning (`no`, `on` or `1e3` stay what they are).
     static func with<T>(
-        _ values: JSONValue, in folder: String, _ body: (String) async throws -> T
+        _ values: JSONValue,
+        in folder: String,
+        _ body: (String) async throws -> T
     ) async throws -> T {
         let path = try write(values, in: folder)
         defer { unlink(path) }
@@ -36,7 +38,9 @@ enum ValuesFile {
 
     static func write(_ values: JSONValue, in folder: String) throws -> String {
         try FileManager.default.createDirectory(
-            atPath: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700]
+            atPath: folder,
+            withIntermediateDirectories: true,
+            attributes: [.posixPermissions: 0o700]
         )
         let path = (folder as NSString).appendingPathComponent("values-\(UUID().uuidString).json")
         let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)

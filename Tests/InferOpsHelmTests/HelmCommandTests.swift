@@ -9,9 +9,15 @@ struct HelmCommandTests {
 
     func request(_ target: ReleaseTarget? = nil) -> ReleaseUpgrade {
         ReleaseUpgrade(
-            target: target ?? self.target, chart: "deploy/charts/vllm-engine", chartVersion: "0.3.1",
+            target: target ?? self.target,
+            chart: "deploy/charts/vllm-engine",
+            chartVersion: "0.3.1",
             valuesFiles: ["env/staging.yaml", "models/llama.yaml"],
-            values: .object(["engine": .object(["env": .array([.object(["name": .string("HF_TOKEN"), "value": .string("hf_sekrit")])])])]),
+            values: .object([
+                "engine": .object([
+                    "env": .array([.object(["name": .string("HF_TOKEN"), "value": .string("hf_sekrit")])])
+                ])
+            ]),
             timeout: .seconds(90)
         )
     }
@@ -19,14 +25,16 @@ struct HelmCommandTests {
     @Test("upgrade --install, Helm 3")
     func upgradeV3() {
         let command = HelmCommand(version: .v3, kubeconfig: "/etc/inferops/kubeconfig")
-        #expect(command.upgrade(request(), valuesFile: "/run/inferops/values-1.json") == [
-            "upgrade", "--install",
-            "--kubeconfig=/etc/inferops/kubeconfig", "--kube-context=gpu-east", "--namespace=models",
-            "--create-namespace", "--version=0.3.1",
-            "--values=env/staging.yaml", "--values=models/llama.yaml", "--values=/run/inferops/values-1.json",
-            "--wait", "--timeout=90s", "--output=json",
-            "--", "llama-staging", "deploy/charts/vllm-engine",
-        ])
+        #expect(
+            command.upgrade(request(), valuesFile: "/run/inferops/values-1.json") == [
+                "upgrade", "--install",
+                "--kubeconfig=/etc/inferops/kubeconfig", "--kube-context=gpu-east", "--namespace=models",
+                "--create-namespace", "--version=0.3.1",
+                "--values=env/staging.yaml", "--values=models/llama.yaml", "--values=/run/inferops/values-1.json",
+                "--wait", "--timeout=90s", "--output=json",
+                "--", "llama-staging", "deploy/charts/vllm-engine",
+            ]
+        )
     }
 
     @Test("upgrade --install, Helm 4: the same, with colour off; bare --wait means the watcher")
@@ -36,36 +44,48 @@ struct HelmCommandTests {
         plain.chartVersion = nil
         plain.valuesFiles = []
         plain.createNamespace = false
-        #expect(command.upgrade(plain, valuesFile: "/tmp/v.json") == [
-            "upgrade", "--install", "--color=never", "--namespace=models",
-            "--values=/tmp/v.json", "--wait", "--timeout=90s", "--output=json",
-            "--", "llama-staging", "deploy/charts/vllm-engine",
-        ])
+        #expect(
+            command.upgrade(plain, valuesFile: "/tmp/v.json") == [
+                "upgrade", "--install", "--color=never", "--namespace=models",
+                "--values=/tmp/v.json", "--wait", "--timeout=90s", "--output=json",
+                "--", "llama-staging", "deploy/charts/vllm-engine",
+            ]
+        )
     }
 
     @Test("template renders offline: no cluster flags", arguments: HelmVersion.allCases)
     func template(_ version: HelmVersion) {
         let argv = HelmCommand(version: version, kubeconfig: "/k").template(request(), valuesFile: "/tmp/v.json")
         let colour = version == .v4 ? ["--color=never"] : []
-        #expect(argv == ["template"] + colour + [
-            "--namespace=models", "--version=0.3.1",
-            "--values=env/staging.yaml", "--values=models/llama.yaml", "--values=/tmp/v.json",
-            "--", "llama-staging", "deploy/charts/vllm-engine",
-        ])
+        #expect(
+            argv == ["template"] + colour + [
+                "--namespace=models", "--version=0.3.1",
+                "--values=env/staging.yaml", "--values=models/llama.yaml", "--values=/tmp/v.json",
+                "--", "llama-staging", "deploy/charts/vllm-engine",
+            ]
+        )
     }
 
     @Test("rollback, status, history, uninstall", arguments: HelmVersion.allCases)
     func otherCommands(_ version: HelmVersion) {
         let command = HelmCommand(version: version)
         let cluster = (version == .v4 ? ["--color=never"] : []) + ["--kube-context=gpu-east", "--namespace=models"]
-        #expect(command.rollback(target, to: 3, timeout: .seconds(300))
-            == ["rollback"] + cluster + ["--wait", "--timeout=300s", "--", "llama-staging", "3"])
-        #expect(command.rollback(target, to: nil, timeout: .seconds(300))
-            == ["rollback"] + cluster + ["--wait", "--timeout=300s", "--", "llama-staging"])
+        #expect(
+            command.rollback(target, to: 3, timeout: .seconds(300))
+                == ["rollback"] + cluster + ["--wait", "--timeout=300s", "--", "llama-staging", "3"]
+        )
+        #expect(
+            command.rollback(target, to: nil, timeout: .seconds(300))
+                == ["rollback"] + cluster + ["--wait", "--timeout=300s", "--", "llama-staging"]
+        )
         #expect(command.status(target) == ["status"] + cluster + ["--output=json", "--", "llama-staging"])
-        #expect(command.history(target) == ["history"] + cluster + ["--max=256", "--output=json", "--", "llama-staging"])
-        #expect(command.uninstall(target, timeout: .seconds(60))
-            == ["uninstall"] + cluster + ["--wait", "--timeout=60s", "--", "llama-staging"])
+        #expect(
+            command.history(target) == ["history"] + cluster + ["--max=256", "--output=json", "--", "llama-staging"]
+        )
+        #expect(
+            command.uninstall(target, timeout: .seconds(60))
+                == ["uninstall"] + cluster + ["--wait", "--timeout=60s", "--", "llama-staging"]
+        )
     }
 
     @Test("version query needs no cluster")
@@ -78,7 +98,8 @@ struct HelmCommandTests {
         arguments: [
             (Duration.seconds(90), "--timeout=90s"), (.milliseconds(1500), "--timeout=2s"), (.zero, "--timeout=1s"),
             (.milliseconds(1), "--timeout=1s"), (.seconds(-5), "--timeout=1s"), (.seconds(600), "--timeout=600s"),
-        ])
+        ]
+    )
     func timeouts(_ timeout: Duration, _ flag: String) {
         #expect(HelmCommand.timeoutFlag(timeout) == flag)
     }
@@ -86,7 +107,10 @@ struct HelmCommandTests {
     @Test("values never reach argv, and there is no --set of any kind", arguments: HelmVersion.allCases)
     func valuesStayOutOfArgv(_ version: HelmVersion) {
         let command = HelmCommand(version: version)
-        for argv in [command.upgrade(request(), valuesFile: "/tmp/v.json"), command.template(request(), valuesFile: "/tmp/v.json")] {
+        for argv in [
+            command.upgrade(request(), valuesFile: "/tmp/v.json"),
+            command.template(request(), valuesFile: "/tmp/v.json"),
+        ] {
             #expect(!argv.contains { $0.contains("hf_sekrit") || $0.contains("HF_TOKEN") })
             #expect(!argv.contains { $0.hasPrefix("--set") })
         }
@@ -94,14 +118,16 @@ struct HelmCommandTests {
 
     @Test(
         "hostile names stay one positional element after --",
-        arguments: ["llama; rm -rf /", "$(reboot)", "--kubeconfig=/etc/shadow", "-n", "a b\nc", "`id`"])
+        arguments: ["llama; rm -rf /", "$(reboot)", "--kubeconfig=/etc/shadow", "-n", "a b\nc", "`id`"]
+    )
     func injection(_ hostile: String) {
         for version in HelmVersion.allCases {
             let command = HelmCommand(version: version)
             let target = ReleaseTarget(release: hostile, namespace: "models")
             let upgrade = ReleaseUpgrade(target: target, chart: hostile, timeout: .seconds(5))
             let all = [
-                command.upgrade(upgrade, valuesFile: "/tmp/v.json"), command.template(upgrade, valuesFile: "/tmp/v.json"),
+                command.upgrade(upgrade, valuesFile: "/tmp/v.json"),
+                command.template(upgrade, valuesFile: "/tmp/v.json"),
                 command.rollback(target, to: nil, timeout: .seconds(5)), command.status(target),
                 command.history(target), command.uninstall(target, timeout: .seconds(5)),
             ]
@@ -118,12 +144,19 @@ struct HelmCommandTests {
     func hostileFlagValues() {
         let target = ReleaseTarget(release: "r", namespace: "-n kube-system", kubeContext: "--kubeconfig=/x")
         let argv = HelmCommand(version: .v3).status(target)
-        #expect(argv == ["status", "--kube-context=--kubeconfig=/x", "--namespace=-n kube-system", "--output=json", "--", "r"])
+        #expect(
+            argv == [
+                "status", "--kube-context=--kubeconfig=/x", "--namespace=-n kube-system", "--output=json", "--", "r",
+            ]
+        )
     }
 
-    @Test("version strings from --template and --short", arguments: [
-        ("v3.19.0", HelmVersion.v3), ("v4.1.4+g05fa379", .v4), ("3.17.1\n", .v3), ("v4.3.1", .v4),
-    ])
+    @Test(
+        "version strings from --template and --short",
+        arguments: [
+            ("v3.19.0", HelmVersion.v3), ("v4.1.4+g05fa379", .v4), ("3.17.1\n", .v3), ("v4.3.1", .v4),
+        ]
+    )
     func versions(_ text: String, _ expected: HelmVersion) {
         #expect(HelmVersion(versionString: text) == expected)
     }

@@ -34,7 +34,8 @@ struct ProcessRunnerTests {
     func argvIsVerbatim() async throws {
         let hostile = ["llama; rm -rf /", "$(id)", "`id`", "a b", "*", "--flag=x"]
         let output = try await ProcessRunner().run(
-            executable: python, arguments: ["-c", "import sys, json; print(json.dumps(sys.argv[1:]))"] + hostile,
+            executable: python,
+            arguments: ["-c", "import sys, json; print(json.dumps(sys.argv[1:]))"] + hostile,
             environment: ["INFEROPS_TEST": "1"]
         )
         let echoed = try JSONDecoder().decode([String].self, from: output.stdout)
@@ -44,7 +45,8 @@ struct ProcessRunnerTests {
     @Test("the environment is exactly the one given")
     func environment() async throws {
         let output = try await ProcessRunner().run(
-            executable: python, arguments: ["-c", "import os; print(os.environ.get('HELM_DRIVER', '-'))"],
+            executable: python,
+            arguments: ["-c", "import os; print(os.environ.get('HELM_DRIVER', '-'))"],
             environment: ["HELM_DRIVER": "configmap"]
         )
         #expect(String(decoding: output.stdout, as: UTF8.self) == "configmap\n")
@@ -115,8 +117,10 @@ struct ProcessRunnerTests {
         let task = Task {
             withUnsafeCurrentTask { $0?.cancel() }
             return try await ProcessRunner().run(
-                executable: python, arguments: ["-c", "open(__import__('sys').argv[1], 'w').close()", marker],
-                environment: [:])
+                executable: python,
+                arguments: ["-c", "open(__import__('sys').argv[1], 'w').close()", marker],
+                environment: [:]
+            )
         }
         await #expect(throws: ProcessRunError.self) { try await task.value }
         #expect(!FileManager.default.fileExists(atPath: marker))
@@ -128,8 +132,11 @@ struct ProcessRunnerTests {
         let start = clock.now
         do {
             _ = try await ProcessRunner().run(
-                executable: python, arguments: ["-c", "import time; time.sleep(60)"], environment: [:],
-                deadline: .milliseconds(300))
+                executable: python,
+                arguments: ["-c", "import time; time.sleep(60)"],
+                environment: [:],
+                deadline: .milliseconds(300)
+            )
             Issue.record("expected the deadline to stop it")
         } catch ProcessRunError.deadlineExceeded(let output) {
             #expect(output.signalled)
@@ -155,13 +162,17 @@ struct ValuesFileTests {
     func lifecycle() async throws {
         let folder = TestTools.temporaryPath("values")
         defer { try? FileManager.default.removeItem(atPath: folder) }
-        let values = JSONValue.object(["b": .number(2), "a": .object(["token": .string("hf_x"), "ratio": .number(0.5)])])
+        let values = JSONValue.object([
+            "b": .number(2), "a": .object(["token": .string("hf_x"), "ratio": .number(0.5)]),
+        ])
         let seen = try await ValuesFile.with(values, in: folder) { path in
             let attributes = try FileManager.default.attributesOfItem(atPath: path)
             #expect((attributes[.posixPermissions] as? NSNumber)?.intValue == 0o600)
             let folderAttributes = try FileManager.default.attributesOfItem(atPath: folder)
             #expect((folderAttributes[.posixPermissions] as? NSNumber)?.intValue == 0o700)
-            #expect(try String(contentsOfFile: path, encoding: .utf8) == #"{"a":{"ratio":0.5,"token":"hf_x"},"b":2}"# + "\n")
+            #expect(
+                try String(contentsOfFile: path, encoding: .utf8) == #"{"a":{"ratio":0.5,"token":"hf_x"},"b":2}"# + "\n"
+            )
             return path
         }
         #expect(!FileManager.default.fileExists(atPath: seen))

@@ -10,18 +10,24 @@ enum TestTools {
     /// `python3` from `PATH`, or `nil`.
     static func python3() -> String? {
         let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
-        return path.split(separator: ":").map { "\($0)/python3" }.first { FileManager.default.isExecutableFile(atPath: $0) }
+        return path.split(separator: ":").map { "\($0)/python3" }.first {
+            FileManager.default.isExecutableFile(atPath: $0)
+        }
     }
 
     /// A fresh path in the system's temporary folder; nothing is created at it.
     static func temporaryPath(_ name: String) -> String {
-        (NSTemporaryDirectory() as NSString).appendingPathComponent("inferops-helm-\(name)-\(UUID().uuidString.prefix(8))")
+        (NSTemporaryDirectory() as NSString).appendingPathComponent(
+            "inferops-helm-\(name)-\(UUID().uuidString.prefix(8))"
+        )
     }
 
     /// Polls `condition` until it holds, failing with `what` once `timeout` has passed. The short
     /// poll interval is the only pause: the test proceeds as soon as the event has happened.
     static func waitUntil(
-        _ what: String, timeout: Duration, sourceLocation: SourceLocation = #_sourceLocation,
+        _ what: String,
+        timeout: Duration,
+        sourceLocation: SourceLocation = #_sourceLocation,
         _ condition: () async throws -> Bool
     ) async throws {
         let clock = ContinuousClock()

@@ -5,9 +5,9 @@ import Testing
 @testable import InferOpsHelm
 
 #if canImport(Glibc)
-    import Glibc
+import Glibc
 #elseif canImport(Darwin)
-    import Darwin
+import Darwin
 #endif
 
 /// The real Helm 3.19.0 and Helm 4.1.4 binaries against the project's Kubernetes API emulator and
@@ -20,12 +20,19 @@ struct HelmIntegrationTests {
         tools = try IntegrationTools.require()
     }
 
-    func upgrade(_ release: String, _ values: JSONValue = readyAfter(1), timeout: Duration = .seconds(60))
+    func upgrade(
+        _ release: String,
+        _ values: JSONValue = readyAfter(1),
+        timeout: Duration = .seconds(60)
+    )
         -> ReleaseUpgrade
     {
         ReleaseUpgrade(
             target: ReleaseTarget(release: release, namespace: "models", kubeContext: "emulator"),
-            chart: tools.chart, values: values, timeout: timeout)
+            chart: tools.chart,
+            values: values,
+            timeout: timeout
+        )
     }
 
     @Test("install, status, upgrade, history, rollback to 1, uninstall", arguments: HelmVersion.allCases)
@@ -35,7 +42,9 @@ struct HelmIntegrationTests {
             #expect(try await engine.version() == version)
 
             var request = upgrade("llama-staging")
-            request.values = request.values.merging(.object(["model": .object(["id": .string("meta-llama/Llama-3.1-8B")])]))
+            request.values = request.values.merging(
+                .object(["model": .object(["id": .string("meta-llama/Llama-3.1-8B")])])
+            )
             let manifests = try await engine.render(request)
             #expect(manifests.contains("kind: Deployment"))
             #expect(manifests.contains("meta-llama/Llama-3.1-8B"))
@@ -92,10 +101,14 @@ struct HelmIntegrationTests {
             #expect(status.state == .failed)
 
             // One (failed) revision only: nothing to roll back to, and no revision 99.
-            #expect(await releaseFailure { try await engine.rollback(request.target, to: 99, timeout: .seconds(5)) }
-                == .missingRevision(99))
-            #expect(await releaseFailure { try await engine.rollback(request.target, to: nil, timeout: .seconds(5)) }
-                == .missingRevision(nil))
+            #expect(
+                await releaseFailure { try await engine.rollback(request.target, to: 99, timeout: .seconds(5)) }
+                    == .missingRevision(99)
+            )
+            #expect(
+                await releaseFailure { try await engine.rollback(request.target, to: nil, timeout: .seconds(5)) }
+                    == .missingRevision(nil)
+            )
         }
     }
 
@@ -103,7 +116,9 @@ struct HelmIntegrationTests {
     func rolloutFailed(_ version: HelmVersion) async throws {
         try await KubeEmulator.with(tools) { emulator in
             let engine = try emulator.engine(version)
-            let failure = await releaseFailure { try await engine.upgrade(upgrade("broken", failingRollout, timeout: .seconds(3))) }
+            let failure = await releaseFailure {
+                try await engine.upgrade(upgrade("broken", failingRollout, timeout: .seconds(3)))
+            }
             switch version {
             case .v3:
                 // Helm 3 does not read the Progressing condition: it waits out the timeout.
@@ -121,21 +136,31 @@ struct HelmIntegrationTests {
             let target = ReleaseTarget(release: "nope", namespace: "models")
             #expect(try await engine.status(target) == nil)
             #expect(try await engine.history(target).isEmpty)
-            #expect(await releaseFailure { try await engine.rollback(target, to: 1, timeout: .seconds(5)) } == .releaseNotFound)
-            #expect(await releaseFailure { try await engine.uninstall(target, timeout: .seconds(5)) } == .releaseNotFound)
+            #expect(
+                await releaseFailure { try await engine.rollback(target, to: 1, timeout: .seconds(5)) }
+                    == .releaseNotFound
+            )
+            #expect(
+                await releaseFailure { try await engine.uninstall(target, timeout: .seconds(5)) } == .releaseNotFound
+            )
 
             var request = upgrade("nochart")
             request.chart = emulator.folder + "/no-such-chart"
-            #expect(await releaseFailure { try await engine.upgrade(request) }
-                == .chartError(detail: "path \"\(request.chart)\" not found"))
-            #expect(await releaseFailure { try await engine.render(request) }
-                == .chartError(detail: "path \"\(request.chart)\" not found"))
+            #expect(
+                await releaseFailure { try await engine.upgrade(request) }
+                    == .chartError(detail: "path \"\(request.chart)\" not found")
+            )
+            #expect(
+                await releaseFailure { try await engine.render(request) }
+                    == .chartError(detail: "path \"\(request.chart)\" not found")
+            )
         }
     }
 
     @Test(
         "helm killed during a wait leaves pending-upgrade: the upgrade says stuck, a rollback recovers",
-        arguments: HelmVersion.allCases)
+        arguments: HelmVersion.allCases
+    )
     func stuckPending(_ version: HelmVersion) async throws {
         try await KubeEmulator.with(tools) { emulator in
             let engine = try emulator.engine(version)
@@ -144,7 +169,12 @@ struct HelmIntegrationTests {
 
             // A helm of our own, outside the engine, that is killed -9 while it waits.
             try await killHelmWhilePending(
-                version, emulator, engine, upgrade("stuck", readyAfter(-1), timeout: .seconds(60)), state: .pendingUpgrade)
+                version,
+                emulator,
+                engine,
+                upgrade("stuck", readyAfter(-1), timeout: .seconds(60)),
+                state: .pendingUpgrade
+            )
             #expect(try await engine.status(request.target)?.state == .pendingUpgrade)
 
             #expect(await releaseFailure { try await engine.upgrade(request) } == .stuckPending(.pendingUpgrade))
@@ -161,7 +191,10 @@ struct HelmIntegrationTests {
     /// Starts `helm upgrade --install` outside the engine, waits until the release shows `state`,
     /// and kills helm with SIGKILL, as a crash of the daemon's host would.
     func killHelmWhilePending(
-        _ version: HelmVersion, _ emulator: KubeEmulator, _ engine: HelmReleaseEngine, _ request: ReleaseUpgrade,
+        _ version: HelmVersion,
+        _ emulator: KubeEmulator,
+        _ engine: HelmReleaseEngine,
+        _ request: ReleaseUpgrade,
         state: ReleaseState
     ) async throws {
         let valuesFile = try ValuesFile.write(request.values, in: emulator.folder)
@@ -186,18 +219,26 @@ struct HelmIntegrationTests {
 
     @Test(
         "helm killed during an install leaves pending-install: the upgrade says stuck, an uninstall recovers",
-        arguments: HelmVersion.allCases)
+        arguments: HelmVersion.allCases
+    )
     func stuckPendingInstall(_ version: HelmVersion) async throws {
         try await KubeEmulator.with(tools) { emulator in
             let engine = try emulator.engine(version)
             let request = upgrade("stuck-install")
             try await killHelmWhilePending(
-                version, emulator, engine, upgrade("stuck-install", readyAfter(-1)), state: .pendingInstall)
+                version,
+                emulator,
+                engine,
+                upgrade("stuck-install", readyAfter(-1)),
+                state: .pendingInstall
+            )
 
             #expect(await releaseFailure { try await engine.upgrade(request) } == .stuckPending(.pendingInstall))
             // Probe §5: a rollback cannot help here, there is nothing before revision 1.
-            #expect(await releaseFailure { try await engine.rollback(request.target, to: nil, timeout: .seconds(5)) }
-                == .missingRevision(nil))
+            #expect(
+                await releaseFailure { try await engine.rollback(request.target, to: nil, timeout: .seconds(5)) }
+                    == .missingRevision(nil)
+            )
             try await engine.uninstall(request.target, timeout: .seconds(60))
             let installed = try await engine.upgrade(request)
             #expect(installed.state == .deployed)
@@ -205,7 +246,10 @@ struct HelmIntegrationTests {
         }
     }
 
-    @Test("cancelling the task stops helm with SIGTERM and helm marks the revision failed", arguments: HelmVersion.allCases)
+    @Test(
+        "cancelling the task stops helm with SIGTERM and helm marks the revision failed",
+        arguments: HelmVersion.allCases
+    )
     func cancellation(_ version: HelmVersion) async throws {
         try await KubeEmulator.with(tools) { emulator in
             let engine = try emulator.engine(version)
@@ -238,23 +282,35 @@ struct HelmIntegrationTests {
         defer { try? FileManager.default.removeItem(atPath: folder) }
         let kubeconfig = folder + "/kubeconfig"
         try """
-            apiVersion: v1
-            kind: Config
-            clusters: [{name: gone, cluster: {server: "http://127.0.0.1:1"}}]
-            contexts: [{name: gone, context: {cluster: gone, user: gone}}]
-            current-context: gone
-            users: [{name: gone, user: {}}]
-            """.write(toFile: kubeconfig, atomically: true, encoding: .utf8)
+        apiVersion: v1
+        kind: Config
+        clusters: [{name: gone, cluster: {server: "http://127.0.0.1:1"}}]
+        contexts: [{name: gone, context: {cluster: gone, user: gone}}]
+        current-context: gone
+        users: [{name: gone, user: {}}]
+        """.write(toFile: kubeconfig, atomically: true, encoding: .utf8)
         let engine = HelmReleaseEngine(
-            helmPath: try IntegrationTools.helm(version), kubeconfig: kubeconfig,
+            helmPath: try IntegrationTools.helm(version),
+            kubeconfig: kubeconfig,
             environment: ["HELM_CACHE_HOME": folder + "/cache", "HELM_CONFIG_HOME": folder + "/config"],
-            workingDirectory: folder + "/work", version: version)
+            workingDirectory: folder + "/work",
+            version: version
+        )
         let expected = ReleaseFailure.clusterUnreachable(
-            detail: "Get \"http://127.0.0.1:1/version\": dial tcp 127.0.0.1:1: connect: connection refused")
-        #expect(await releaseFailure { try await engine.status(ReleaseTarget(release: "x", namespace: "models")) } == expected)
-        #expect(await releaseFailure { try await engine.history(ReleaseTarget(release: "x", namespace: "models")) } == expected)
+            detail: "Get \"http://127.0.0.1:1/version\": dial tcp 127.0.0.1:1: connect: connection refused"
+        )
+        #expect(
+            await releaseFailure { try await engine.status(ReleaseTarget(release: "x", namespace: "models")) }
+                == expected
+        )
+        #expect(
+            await releaseFailure { try await engine.history(ReleaseTarget(release: "x", namespace: "models")) }
+                == expected
+        )
         // A context the kubeconfig does not have is reported the same way, with its own reason.
-        #expect(await releaseFailure { try await engine.upgrade(upgrade("x")) }
-            == .clusterUnreachable(detail: "context \"emulator\" does not exist"))
+        #expect(
+            await releaseFailure { try await engine.upgrade(upgrade("x")) }
+                == .clusterUnreachable(detail: "context \"emulator\" does not exist")
+        )
     }
 }

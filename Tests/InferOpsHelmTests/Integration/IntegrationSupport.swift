@@ -15,16 +15,22 @@ struct IntegrationTools {
     static func require(sourceLocation: SourceLocation = #_sourceLocation) throws -> IntegrationTools {
         let root = TestTools.repositoryRoot.path
         let python3 = try #require(
-            TestTools.python3(), "python3 is needed to run the Kubernetes API emulator; install CPython 3.11+",
-            sourceLocation: sourceLocation)
+            TestTools.python3(),
+            "python3 is needed to run the Kubernetes API emulator; install CPython 3.11+",
+            sourceLocation: sourceLocation
+        )
         let emulatorPath = root + "/Tests/KubeEmulator"
         try #require(
             FileManager.default.fileExists(atPath: emulatorPath + "/kubeemu/__main__.py"),
-            "the Kubernetes API emulator is missing at \(emulatorPath)/kubeemu", sourceLocation: sourceLocation)
+            "the Kubernetes API emulator is missing at \(emulatorPath)/kubeemu",
+            sourceLocation: sourceLocation
+        )
         let chart = root + "/deploy/charts/vllm-engine"
         try #require(
-            FileManager.default.fileExists(atPath: chart + "/Chart.yaml"), "the engine chart is missing at \(chart)",
-            sourceLocation: sourceLocation)
+            FileManager.default.fileExists(atPath: chart + "/Chart.yaml"),
+            "the engine chart is missing at \(chart)",
+            sourceLocation: sourceLocation
+        )
         return IntegrationTools(python3: python3, emulatorPath: emulatorPath, chart: chart)
     }
 
@@ -34,7 +40,8 @@ struct IntegrationTools {
         try #require(
             FileManager.default.isExecutableFile(atPath: path),
             "\(path) is missing: run scripts/install-tools (pinned Helm 3.19.0 and Helm 4.1.4)",
-            sourceLocation: sourceLocation)
+            sourceLocation: sourceLocation
+        )
         return path
     }
 }
@@ -106,7 +113,8 @@ final class KubeEmulator: Sendable {
 
     /// Runs `body` with a fresh emulator and stops it afterwards, whatever happens.
     static func with<T>(
-        _ tools: IntegrationTools, _ body: (KubeEmulator) async throws -> T
+        _ tools: IntegrationTools,
+        _ body: (KubeEmulator) async throws -> T
     ) async throws -> T {
         let emulator = try await start(tools)
         do {
@@ -145,7 +153,8 @@ let failingRollout: JSONValue = .object(["podAnnotations": .object(["inferops.de
 /// Runs `body` and returns the `ReleaseFailure` it threw, recording an issue when it threw nothing
 /// or something else.
 func releaseFailure<T>(
-    sourceLocation: SourceLocation = #_sourceLocation, _ body: () async throws -> T
+    sourceLocation: SourceLocation = #_sourceLocation,
+    _ body: () async throws -> T
 ) async -> ReleaseFailure? {
     do {
         let value = try await body()
