@@ -1,8 +1,8 @@
 """The simulated cluster: GPU nodes, a scheduler, Deployment and ReplicaSet controllers, a kubelet
 that runs one fake engine per bound pod, an Endpoints controller and Events.
 
-Everything runs in one thread that wakes on every store write (and at least every ``interval``
-seconds, for time-based readiness) and reconciles the whole store. It only writes when something
+Everything runs in one thread that wakes on every store write, when a pod's ready time comes, and
+at least once a second, and reconciles the whole store. It only writes when something
 differs, so a settled cluster makes no writes and no watch events.
 """
 
@@ -148,7 +148,6 @@ class ClusterConfig:
     gpus_per_node: int = 4
     cpu_nodes: int = 1
     ready_after: float = 2.0
-    interval: float = 0.1
     engine_latency: float = 0.0
 
 
@@ -197,7 +196,7 @@ class Controller:
     def _run(self) -> None:
         last = 0.0
         while not self.stop_event.is_set():
-            self.store.changed.wait(timeout=self.cfg.interval)
+            self.store.changed.wait(timeout=self._next_wakeup())
             self.store.changed.clear()
             # At most ~50 reconciles a second, however busy the API is.
             gap = time.monotonic() - last
@@ -210,6 +209,16 @@ class Controller:
                 import traceback
 
                 traceback.print_exc()
+
+    def _next_wakeup(self) -> float:
+        """Seconds until something time-based is due (a pod's ready time); at most one second, which
+        is also how often progress deadlines are checked. Writes wake the loop at once."""
+        now = time.time()
+        due = [rt.ready_at - now for rt in list(self.runtime.values())
+               if rt.ready_at is not None and rt.ready_at > now and not rt.failing]
+        if not due:
+            return 1.0
+        return min(1.0, max(0.005, min(due) + 0.001))
 
     # -----------------------------------------------------------------------------------------
     # nodes
