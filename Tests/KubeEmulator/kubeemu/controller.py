@@ -21,8 +21,7 @@ from typing import Any
 
 from .engine import Engine, parse_engine_args
 from .resources import lookup
-from .selectors import label_selector_object_matches
-from .store import ApiError, Store, now_micro, now_rfc3339, parse_time, random_suffix
+from .store import ApiError, Store, now_rfc3339, random_suffix
 
 GPU = "nvidia.com/gpu"
 ANN_READY_AFTER = "inferops.dev/simulate-ready-after-seconds"
@@ -1155,6 +1154,3 @@ class Controller:
                     new.pop("subsets", None)
                 self.store.update(R_EP, ns, name, new, check_rv=False)
 
-
-def _unused() -> None:  # pragma: no cover - keeps linters quiet about helpers kept for symmetry
-    _ = (now_micro, parse_time, label_selector_object_matches)

@@ -13,10 +13,12 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from . import patch as patchlib
 from . import protobuf, resources, tables
 from .controller import Controller
 from .resources import Resource, lookup
-from .selectors import SelectorError, matches_fields, matches_labels, parse_field_selector, parse_label_selector
+from .selectors import (SelectorError, matches_fields, matches_labels, parse_field_selector, parse_label_selector,
+                        selector_object_to_string)
 from .store import ApiError, Store, bad_request, not_found
 
 JSON = "application/json"
@@ -191,8 +193,9 @@ class Handler(BaseHTTPRequestHandler):
     def _route(self, path: str) -> None:
         segs = [urllib.parse.unquote(s) for s in path.split("/") if s]
         m = self.command
-        if m not in ("GET", "HEAD") and segs[:1] in (["version"], ["api"], ["apis"], ["openapi"]) and len(segs) <= 3 \
-                and not (segs[:1] == ["api"] and len(segs) > 2) and not (segs[:1] == ["apis"] and len(segs) > 3):
+        discovery = (segs in (["version"], ["api"], ["apis"]) or segs[:1] == ["openapi"]
+                     or (segs[:1] == ["api"] and len(segs) == 2) or (segs[:1] == ["apis"] and len(segs) in (2, 3)))
+        if discovery and m not in ("GET", "HEAD"):
             raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
         if segs == ["version"]:
             return self._send_json(200, VERSION_INFO)
@@ -390,8 +393,6 @@ class Handler(BaseHTTPRequestHandler):
 
         def scale_of(obj: dict) -> dict:
             sel = (obj.get("spec") or {}).get("selector") or {}
-            from .selectors import selector_object_to_string
-
             return {"kind": "Scale", "apiVersion": "autoscaling/v1",
                     "metadata": {"name": name, "namespace": ns, "uid": obj["metadata"]["uid"],
                                  "resourceVersion": obj["metadata"]["resourceVersion"],
@@ -406,8 +407,6 @@ class Handler(BaseHTTPRequestHandler):
         body = self._decode_body(self.raw_body)
         if self.command == "PATCH":
             ct = self.headers.get("Content-Type", "")
-            from . import patch as patchlib
-
             cur = scale_of(obj)
             ctl = ct.split(";")[0].strip()
             if ctl == "application/json-patch+json":
@@ -428,7 +427,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _pod_log(self, ns: str, name: str) -> None:
         ctl = self.server.controller
-        pod = self.server.store.get(lookup("", "v1", "pods"), ns, name)
+        self.server.store.get(lookup("", "v1", "pods"), ns, name)
         engine = ctl.pod_engine(ns, name)
         if engine is None:
             raise bad_request(f'container "vllm" in pod "{name}" is waiting to start: ContainerCreating')
@@ -438,7 +437,6 @@ class Handler(BaseHTTPRequestHandler):
             lines.append("INFO:     Application startup complete.")
         else:
             lines.append("INFO kubeemu: loading model weights ...")
-        del pod
         self._send_bytes(200, ("\n".join(lines) + "\n").encode(), "text/plain")
 
     # ------------------------------------------------------------------------------------------
@@ -585,8 +583,7 @@ class Handler(BaseHTTPRequestHandler):
         else:
             name = parts[0]
         if res.kind == "Service":
-            svc = self.server.store.get(res, ns, name)
-            del svc
+            self.server.store.get(res, ns, name)  # 404 for an unknown service
             engine = ctl.pick_service_engine(ns, name)
             if engine is None:
                 raise ApiError(503, "ServiceUnavailable", f'no endpoints available for service "{name}"')

@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from . import patch as patchlib
 from .resources import RESOURCES, Resource, is_primary, lookup
@@ -476,9 +476,9 @@ class Store:
                     merged = patchlib.strategic_merge_patch(old, body)
                 else:
                     raise ApiError(415, "UnsupportedMediaType",
-                                   f"the body of the request was in an unknown format - accepted media types "
-                                   f"include: application/json-patch+json, application/merge-patch+json, "
-                                   f"application/apply-patch+yaml, application/strategic-merge-patch+json")
+                                   "the body of the request was in an unknown format - accepted media types "
+                                   "include: application/json-patch+json, application/merge-patch+json, "
+                                   "application/apply-patch+yaml, application/strategic-merge-patch+json")
             except patchlib.PatchError as e:
                 raise ApiError(422, "Invalid", str(e))
             if not isinstance(merged, dict):
@@ -599,8 +599,3 @@ def _without_rv(obj: dict) -> str:
     o["metadata"] = m
     return json.dumps(o, sort_keys=True)
 
-
-def iter_resources_with_storage() -> Iterable[Resource]:
-    for r in RESOURCES:
-        if is_primary(r):
-            yield r

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import unittest
 
-from tests import support  # noqa: F401  (puts kubeemu on sys.path)
+import tests.support  # noqa: F401  (puts kubeemu on sys.path)
 
 from kubeemu import patch, protobuf, selectors
 from kubeemu.resources import lookup
