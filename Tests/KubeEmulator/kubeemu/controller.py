@@ -32,6 +32,7 @@ ANN_ENGINE_URL = "kubeemu.inferops.dev/engine-url"
 ANN_REVISION = "deployment.kubernetes.io/revision"
 HASH_LABEL = "pod-template-hash"
 POD_IP = "127.0.0.1"
+PROBE_EVENT_AFTER = 1.0  # seconds a loading pod runs before its first failed-probe event
 
 R_POD = lookup("", "v1", "pods")
 R_NODE = lookup("", "v1", "nodes")
@@ -215,6 +216,8 @@ class Controller:
         now = time.time()
         due = [rt.ready_at - now for rt in list(self.runtime.values())
                if rt.ready_at is not None and rt.ready_at > now and not rt.failing]
+        due += [rt.bound_at + PROBE_EVENT_AFTER - now for rt in list(self.runtime.values())
+                if rt.bound_at + PROBE_EVENT_AFTER > now and (rt.uid, "Unhealthy") not in self.warned]
         if not due:
             return 1.0
         return min(1.0, max(0.005, min(due) + 0.001))
@@ -916,6 +919,13 @@ class Controller:
                 new = copy.deepcopy(pod)
                 new["status"] = status
                 self.store.update(R_POD, rt.namespace, rt.name, new, subresource="status", check_rv=False)
+            probe = self._loading_probe(pod)
+            if (probe and not rt.failing and not rt.image_pull_error and not rt.is_ready(now)
+                    and now - rt.bound_at >= PROBE_EVENT_AFTER and (rt.uid, "Unhealthy") not in self.warned):
+                # What the kubelet reports while the engine loads its weights and /health answers 503.
+                self.warned.add((rt.uid, "Unhealthy"))
+                self._event(pod, "Pod", "v1", "Warning", "Unhealthy",
+                            f"{probe} probe failed: HTTP probe failed with statuscode: 503", "kubelet")
             if rt.failing and (rt.uid, "BackOff") not in self.warned:
                 self.warned.add((rt.uid, "BackOff"))
                 self._event(pod, "Pod", "v1", "Warning", "BackOff",
@@ -928,6 +938,16 @@ class Controller:
                             f'Failed to pull image "{image}": rpc error: code = NotFound desc = failed to pull '
                             f'and unpack image "{image}": not found (simulated)', "kubelet")
                 self._event(pod, "Pod", "v1", "Normal", "BackOff", f'Back-off pulling image "{image}"', "kubelet")
+
+    @staticmethod
+    def _loading_probe(pod: dict) -> str | None:
+        """"Startup" or "Readiness" when the main container has such an HTTP probe."""
+        c = (pod["spec"].get("containers") or [{}])[0]
+        if (c.get("startupProbe") or {}).get("httpGet"):
+            return "Startup"
+        if (c.get("readinessProbe") or {}).get("httpGet"):
+            return "Readiness"
+        return None
 
     @staticmethod
     def _main_container(pod: dict) -> str:

@@ -153,6 +153,7 @@ def deployment(name: str, *, replicas: int = 1, gpus: int = 1, annotations: dict
         "args": args if args is not None else ["--model", f"org/{name}-model", "--served-model-name", name,
                                                "--port", "8000"],
         "ports": [{"name": "http", "containerPort": 8000}],
+        "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 5},
         "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "1Gi"}},
     }
     if gpus:

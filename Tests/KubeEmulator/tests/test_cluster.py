@@ -304,6 +304,10 @@ class RolloutTests(unittest.TestCase):
         pod = e.pods(NS, "app%3Dnever")[0]
         self.assertEqual(pod["status"]["phase"], "Running")
         self.assertFalse(is_ready(pod))
+        pod_name = pod["metadata"]["name"]
+        ev = wait_until(lambda: e.get(f"/api/v1/namespaces/{NS}/events?fieldSelector=involvedObject.name%3D"
+                                      f"{pod_name},reason%3DUnhealthy")["items"], message="an Unhealthy event")
+        self.assertEqual(ev[0]["message"], "Readiness probe failed: HTTP probe failed with statuscode: 503")
         # Forcing readiness through the control API completes the rollout.
         e.ok("POST", f"/_emu/pods/{NS}/{pod['metadata']['name']}/ready")
         wait_until(lambda: self.complete("never"), message="never completes after forced readiness")
