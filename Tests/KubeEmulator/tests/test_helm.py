@@ -156,14 +156,14 @@ class HelmScenarios:
     def test_simulated_failure(self):
         ns, rel = "broken", "broken-staging"
         started = time.monotonic()
+        # Helm 4 stops as soon as kstatus sees ProgressDeadlineExceeded; Helm 3 waits out its timeout.
         r = self.h(*self.deploy_args(rel, ns, "--set", "podAnnotations.inferops\\.dev/simulate-failure=true",
-                                     timeout="2s"))
+                                     timeout="20s" if self.MAJOR == 4 else "2s"))
         self.assertEqual(r.returncode, 1)
         if self.MAJOR == 4:
-            # kstatus sees ProgressDeadlineExceeded and stops early.
             self.assertIn(f"Error: resource Deployment/{ns}/{rel} not ready. status: Failed, message: Progress "
                           "deadline exceeded", r.stderr)
-            self.assertLess(time.monotonic() - started, 2)
+            self.assertLess(time.monotonic() - started, 15)
         else:
             self.assertIn("Error: context deadline exceeded", r.stderr)
 
