@@ -187,6 +187,7 @@ class Controller:
 
     def stop(self) -> None:
         self.stop_event.set()
+        self.store.changed.set()  # wake the loop now
         if self.thread:
             self.thread.join(timeout=2)
         for rt in list(self.runtime.values()):
