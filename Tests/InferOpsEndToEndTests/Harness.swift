@@ -99,7 +99,9 @@ final class Sandbox {
 
     deinit {
         if emulator.isRunning {
-            emulator.terminate()
+            // SIGKILL: children of Foundation's Process inherit the test threads' blocked signals,
+            // so SIGTERM may never arrive.
+            kill(emulator.processIdentifier, SIGKILL)
             emulator.waitUntilExit()
         }
         try? FileManager.default.removeItem(at: folder)

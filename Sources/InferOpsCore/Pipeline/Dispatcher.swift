@@ -79,7 +79,7 @@ public final class Dispatcher: Sendable {
     // MARK: execute
 
     func execute(_ command: ValidatedCommand, spec: CommandSpec, text: String, user: UserID, conversation: Conversation) async throws -> CommandOutcome {
-        let reports = Reports(services: services, configuration: configuration, catalog: catalog, gate: gate)
+        let reports = Reports(services: services, configuration: configuration, catalog: catalog)
         switch command {
         case .help(let verb):
             try await services.chat.post(reports.help(verb: verb), in: conversation, operation: nil)

@@ -5,7 +5,6 @@ struct Reports: Sendable {
     let services: Services
     let configuration: Configuration
     let catalog: CommandCatalog
-    let gate: ReleaseGate
 
     func help(verb: String?) -> Reply {
         if let verb, let spec = catalog.spec(named: verb) {
