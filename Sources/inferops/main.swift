@@ -1,1 +1,116 @@
-print("inferops")
+import ArgumentParser
+import Foundation
+import InferOpsApp
+import InferOpsCore
+
+/// `inferops`: the daemon and its tools. Each subcommand is thin; the work is in InferOpsApp.
+@main
+struct InferOps: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "inferops",
+        abstract: "Chat-ops for LLM inference on your own GPU Kubernetes clusters.",
+        subcommands: [Serve.self, Exec.self, Check.self, Audit.self]
+    )
+}
+
+struct ConfigOption: ParsableArguments {
+    @Option(name: .long, help: "The configuration file (see config/inferops.example.yaml).")
+    var config: String = "config/inferops.yaml"
+
+    /// Loads and validates; prints every problem; stops on critical ones.
+    func load() throws -> ConfigurationLoader.Loaded {
+        let loaded = ConfigurationLoader(path: config).load()
+        for problem in loaded.problems { printError(problem.description) }
+        if !loaded.critical.isEmpty {
+            printError("inferops: \(loaded.critical.count) problem(s) in the configuration; run `inferops check --config \(config)`.")
+            throw ExitCode(78)
+        }
+        return loaded
+    }
+}
+
+func printError(_ text: String) {
+    FileHandle.standardError.write(Data((text + "\n").utf8))
+}
+
+let standardOutput: @Sendable (String) -> Void = { line in
+    FileHandle.standardOutput.write(Data((line + "\n").utf8))
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the daemon with the configured chat (the console reads commands from standard input)."
+    )
+    @OptionGroup var options: ConfigOption
+    @Flag(help: "Print each command before its replies (on by default when input is not a terminal).")
+    var echo = false
+
+    func run() async throws {
+        let loaded = try options.load()
+        let runtime = try await start(loaded)
+        let session = ConsoleSession(dispatcher: runtime.dispatcher, output: standardOutput)
+        let echoing = echo || isatty(STDIN_FILENO) == 0
+        _ = await session.run(lines: ConsoleSession.standardInputLines(), startingAs: loaded.configuration.chat.consoleUser, echo: echoing)
+    }
+}
+
+struct Exec: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run one command as a user and exit: 0 done, 1 failed, 2 refused.",
+        discussion: "Example: inferops exec --config config/sandbox.yaml --as alice \"/infer deploy llama-3-8b to staging\""
+    )
+    @OptionGroup var options: ConfigOption
+    @Option(name: .customLong("as"), help: "The user id the command runs as.")
+    var user: String
+    @Argument(help: "The command, e.g. \"/infer status\".")
+    var command: String
+
+    func run() async throws {
+        let loaded = try options.load()
+        let runtime = try await start(loaded)
+        let outcome = await runtime.dispatcher.handle(IncomingCommand(user: UserID(user), text: command, channel: "exec"))
+        switch outcome {
+        case .completed: return
+        case .failed: throw ExitCode(1)
+        case .refused: throw ExitCode(2)
+        }
+    }
+}
+
+struct Check: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Validate the configuration, the model catalog and the command declarations."
+    )
+    @OptionGroup var options: ConfigOption
+
+    func run() async throws {
+        let loaded = ConfigurationLoader(path: options.config).load()
+        for problem in loaded.problems { print(problem.description) }
+        let configuration = loaded.configuration
+        print("\(loaded.critical.isEmpty ? "ok" : "not ok"): \(configuration.environments.count) environment(s), "
+              + "\(configuration.models.count) model(s), \(loaded.catalog.specs.count) command(s), "
+              + "\(configuration.policy.roles.count) role(s); \(loaded.critical.count) error(s), "
+              + "\(loaded.problems.count - loaded.critical.count) warning(s).")
+        if !loaded.critical.isEmpty { throw ExitCode(1) }
+    }
+}
+
+struct Audit: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print the audit log as JSON lines, oldest first.")
+    @OptionGroup var options: ConfigOption
+
+    func run() async throws {
+        let loaded = try options.load()
+        let lines = try await AuditLog.lines(storagePath: loaded.configuration.storage.path)
+        for line in lines { print(line) }
+    }
+}
+
+func start(_ loaded: ConfigurationLoader.Loaded) async throws -> Runtime {
+    do {
+        return try await Runtime.start(loaded, output: standardOutput)
+    } catch let refusal as Refusal {
+        printError("inferops: \(refusal.message)" + (refusal.hint.map { " \($0)" } ?? ""))
+        throw ExitCode(69)
+    }
+}

@@ -44,7 +44,7 @@ public enum OperationState: String, Hashable, Sendable, Codable, CaseIterable {
 }
 
 /// A durable record of one command that changes something.
-public struct Operation: Hashable, Sendable, Codable, Identifiable {
+public struct OperationRecord: Hashable, Sendable, Codable, Identifiable {
     public var id: OperationID
     public var kind: OperationKind
     public var requester: UserID
@@ -57,6 +57,8 @@ public struct Operation: Hashable, Sendable, Codable, Identifiable {
     /// The canonical plan as JSON, when there is one.
     public var plan: JSONValue?
     public var planDigest: String?
+    /// The Helm revision the operation produced or restored, once known.
+    public var revision: Int?
     /// The command as typed, after parsing (never containing secrets).
     public var command: String
     /// The chat thread the operation reports into.
@@ -69,7 +71,7 @@ public struct Operation: Hashable, Sendable, Codable, Identifiable {
     public init(
         id: OperationID, kind: OperationKind, requester: UserID, environment: String, model: String? = nil,
         target: ReleaseTarget? = nil, state: OperationState = .requested, plan: JSONValue? = nil,
-        planDigest: String? = nil, command: String, thread: String? = nil, outcome: String? = nil,
+        planDigest: String? = nil, revision: Int? = nil, command: String, thread: String? = nil, outcome: String? = nil,
         createdAt: Date, updatedAt: Date? = nil
     ) {
         self.id = id
@@ -81,6 +83,7 @@ public struct Operation: Hashable, Sendable, Codable, Identifiable {
         self.state = state
         self.plan = plan
         self.planDigest = planDigest
+        self.revision = revision
         self.command = command
         self.thread = thread
         self.outcome = outcome

@@ -1,16 +1,22 @@
+import Foundation
+
 /// Durable records: operations and their journals, the audit log, verifications and locks.
 ///
 /// Intent-level methods only; adapters own the schema and its migrations.
 public protocol OperationStore: Sendable {
     /// Records a new operation.
-    func insert(_ operation: Operation) async throws
+    func insert(_ operation: OperationRecord) async throws
     /// Replaces the stored operation with `operation` (same id); used for state, plan, thread and outcome.
-    func update(_ operation: Operation) async throws
-    func operation(_ id: OperationID) async throws -> Operation?
+    func update(_ operation: OperationRecord) async throws
+    func operation(_ id: OperationID) async throws -> OperationRecord?
+    /// Atomically moves `operation` to `prechecking` unless another unfinished operation in a state of
+    /// `OperationState.holdingRelease` acts on the same release; returns that operation instead.
+    /// This is what keeps two daemons (or `inferops exec` runs) from interleaving on one release.
+    func claimRelease(for operation: OperationID, release: String, at: Date) async throws -> OperationRecord?
     /// Operations not yet finished, oldest first.
-    func unfinishedOperations() async throws -> [Operation]
+    func unfinishedOperations() async throws -> [OperationRecord]
     /// The newest operations, newest first, optionally for one model and/or environment.
-    func recentOperations(model: String?, environment: String?, limit: Int) async throws -> [Operation]
+    func recentOperations(model: String?, environment: String?, limit: Int) async throws -> [OperationRecord]
 
     func appendJournal(_ entry: JournalEntry) async throws
     /// The journal of one operation, in order.
@@ -28,4 +34,11 @@ public protocol OperationStore: Sendable {
     /// Releases the lock and returns it, or `nil` when the environment was not locked.
     func releaseLock(environment: String) async throws -> EnvironmentLock?
     func locks() async throws -> [EnvironmentLock]
+}
+
+extension OperationState {
+    /// States in which an operation acts on its release; only one operation per release may be in them.
+    public static let holdingRelease: Set<OperationState> = [
+        .prechecking, .applying, .waitingReady, .warming, .verifying, .rollingBack,
+    ]
 }

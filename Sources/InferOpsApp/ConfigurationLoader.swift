@@ -1,0 +1,276 @@
+import Foundation
+import InferOpsCore
+import Yams
+
+/// Reads `inferops.yaml`, the model catalog and `commands/`, validates them once, and reports every
+/// problem with file, line and a fix. Relative paths are resolved against the configuration file's folder.
+public struct ConfigurationLoader {
+    public struct Loaded: Sendable {
+        public var configuration: Configuration
+        public var catalog: CommandCatalog
+        public var problems: [ConfigurationProblem]
+        public var critical: [ConfigurationProblem] { problems.filter(\.critical) }
+    }
+
+    public let path: String
+    public init(path: String) { self.path = path }
+
+    var folder: URL { URL(fileURLWithPath: path).deletingLastPathComponent() }
+
+    func resolve(_ relative: String) -> String {
+        if relative.hasPrefix("~/") { return (relative as NSString).expandingTildeInPath }
+        return relative.hasPrefix("/") ? relative : folder.appendingPathComponent(relative).standardizedFileURL.path
+    }
+
+    public func load() -> Loaded {
+        let reader = YAMLReader(file: path)
+        var problems: [ConfigurationProblem] = []
+        guard let root = reader.load() else {
+            return Loaded(configuration: Self.empty, catalog: CommandCatalog(specs: []), problems: reader.problems)
+        }
+        reader.checkKeys(root, known: ["chat", "kubernetes", "helm", "storage", "models", "commands", "environments", "policy"], in: "the top level")
+        var chat = ChatSettings()
+        if let node = reader.mapping(root, "chat", in: "the top level") {
+            reader.checkKeys(node, known: ["transport", "console"], in: "chat")
+            if let transport = reader.string(node, "transport", in: "chat") {
+                if transport == "console" { chat.transport = transport } else {
+                    reader.problem(node["transport"], "the chat transport `\(transport)` is not available; only `console` is.",
+                                   fix: "set `transport: console`")
+                }
+            }
+            if let console = reader.mapping(node, "console", in: "chat") {
+                chat.consoleUser = reader.string(console, "user", in: "chat.console") ?? chat.consoleUser
+            }
+        }
+        var kubernetes = KubernetesSettings()
+        if let node = reader.mapping(root, "kubernetes", in: "the top level") {
+            reader.checkKeys(node, known: ["kubeconfig"], in: "kubernetes")
+            kubernetes.kubeconfig = reader.string(node, "kubeconfig", in: "kubernetes").map(resolve)
+        }
+        var helm = HelmSettings()
+        if let node = reader.mapping(root, "helm", in: "the top level") {
+            reader.checkKeys(node, known: ["binary", "driver"], in: "helm")
+            if let binary = reader.string(node, "binary", in: "helm") {
+                helm.binary = binary.contains("/") ? resolve(binary) : binary
+            }
+            if let driver = reader.string(node, "driver", in: "helm") {
+                if ["secret", "configmap"].contains(driver) { helm.driver = driver } else {
+                    reader.problem(node["driver"], "the Helm driver `\(driver)` is not supported.", fix: "use `secret` or `configmap`")
+                }
+            }
+        }
+        var storage = StorageSettings()
+        if let node = reader.mapping(root, "storage", in: "the top level") {
+            reader.checkKeys(node, known: ["path"], in: "storage")
+            if let file = reader.string(node, "path", in: "storage") {
+                storage.path = file == ":memory:" ? file : resolve(file)
+            }
+        }
+        let modelsFolder = resolve(reader.mapping(root, "models", in: "the top level").flatMap { reader.string($0, "directory", in: "models") } ?? "models")
+        let commandsFolder = resolve(reader.mapping(root, "commands", in: "the top level").flatMap { reader.string($0, "directory", in: "commands") } ?? "../commands")
+        let (models, modelProblems) = Self.loadModels(in: modelsFolder)
+        problems += modelProblems
+        let (catalog, commandProblems) = Self.loadCommands(in: commandsFolder)
+        problems += commandProblems
+
+        var environments: [String: EnvironmentSettings] = [:]
+        if let node = reader.mapping(root, "environments", in: "the top level", required: true), let mapping = node.mapping {
+            for (key, value) in mapping {
+                guard let name = key.string else { continue }
+                guard CommandParser.isName(name) else {
+                    reader.problem(key, "the environment name `\(name)` is not a lower-case word.", fix: "rename it, e.g. `staging`")
+                    continue
+                }
+                if let environment = environmentSettings(name: name, node: value, reader: reader) {
+                    environments[name] = environment
+                }
+            }
+            if mapping.count == 0 { reader.problem(node, "no environments are configured.", fix: "add one under `environments:`") }
+        }
+        let policy = policySettings(root, reader: reader, environments: Array(environments.keys), catalog: catalog)
+        problems = reader.problems + problems
+        return Loaded(
+            configuration: Configuration(chat: chat, kubernetes: kubernetes, helm: helm, environments: environments,
+                                         models: models, policy: policy, storage: storage),
+            catalog: catalog, problems: problems
+        )
+    }
+
+    static let empty = Configuration(environments: [:], models: [:], policy: Policy(roles: []))
+
+    func environmentSettings(name: String, node: Node, reader: YAMLReader) -> EnvironmentSettings? {
+        let section = "environments.\(name)"
+        guard node.mapping != nil else {
+            reader.problem(node, "`\(name)` must be a mapping.", fix: "indent its keys under `\(name):`")
+            return nil
+        }
+        reader.checkKeys(node, known: ["kubeContext", "namespace", "chart", "chartVersion", "valuesFiles", "replicas", "readinessBudget",
+                                       "verification", "allowedSetKeys", "autoRollback", "capacity", "engineAccess"], in: section)
+        guard let namespace = reader.string(node, "namespace", in: section, required: true),
+              let chart = reader.string(node, "chart", in: section, required: true)
+        else { return nil }
+        let chartPath = chart.hasPrefix(".") || chart.hasPrefix("/") ? resolve(chart) : chart
+        if chartPath.hasPrefix("/"), !FileManager.default.fileExists(atPath: chartPath + "/Chart.yaml"), !chartPath.hasSuffix(".tgz") {
+            reader.problem(node["chart"], "no chart at \(chartPath).", fix: "point `chart` at a folder with a Chart.yaml")
+        }
+        var environment = EnvironmentSettings(name: name, namespace: namespace, chart: chartPath)
+        environment.kubeContext = reader.string(node, "kubeContext", in: section)
+        environment.chartVersion = reader.string(node, "chartVersion", in: section)
+        environment.valuesFiles = (reader.strings(node, "valuesFiles", in: section) ?? []).map(resolve)
+        for (index, file) in environment.valuesFiles.enumerated() where !FileManager.default.fileExists(atPath: file) {
+            reader.problem(node["valuesFiles"]?.sequence?[index], "the values file \(file) does not exist.", fix: "correct the path")
+        }
+        environment.replicas = reader.int(node, "replicas", in: section, range: 0...64) ?? environment.replicas
+        environment.readinessBudget = reader.duration(node, "readinessBudget", in: section) ?? environment.readinessBudget
+        environment.allowedSetKeys = reader.strings(node, "allowedSetKeys", in: section) ?? []
+        environment.autoRollback = reader.bool(node, "autoRollback", in: section) ?? false
+        if let verification = reader.mapping(node, "verification", in: section) {
+            let sub = section + ".verification"
+            reader.checkKeys(verification, known: ["warmupRequests", "prompt", "maxTokens", "requestTimeout", "latencyTarget"], in: sub)
+            var settings = VerificationSettings()
+            settings.warmupRequests = reader.int(verification, "warmupRequests", in: sub, range: 0...100) ?? settings.warmupRequests
+            settings.prompt = reader.string(verification, "prompt", in: sub) ?? settings.prompt
+            settings.maxTokens = reader.int(verification, "maxTokens", in: sub, range: 1...4096) ?? settings.maxTokens
+            settings.requestTimeout = reader.duration(verification, "requestTimeout", in: sub) ?? settings.requestTimeout
+            settings.latencyTarget = reader.duration(verification, "latencyTarget", in: sub) ?? settings.latencyTarget
+            environment.verification = settings
+        }
+        if let capacity = reader.mapping(node, "capacity", in: section) {
+            let sub = section + ".capacity"
+            reader.checkKeys(capacity, known: ["whenShort", "waitUpTo"], in: sub)
+            switch reader.string(capacity, "whenShort", in: sub) ?? "refuse" {
+            case "refuse": environment.capacity = .refuse
+            case "wait": environment.capacity = .wait(reader.duration(capacity, "waitUpTo", in: sub) ?? .seconds(600))
+            case let other:
+                reader.problem(capacity["whenShort"], "`whenShort: \(other)` is not a choice.", fix: "use `refuse` or `wait`")
+            }
+        }
+        if let access = node["engineAccess"] {
+            if access.string == "serviceProxy" {
+                environment.engineAccess = .serviceProxy
+            } else if let template = reader.string(access, "direct", in: section + ".engineAccess") {
+                environment.engineAccess = .direct(urlTemplate: template)
+            } else {
+                reader.problem(access, "`engineAccess` must be `serviceProxy` or `{direct: \"http://{service}.{namespace}…:{port}\"}`.",
+                               fix: "write `engineAccess: serviceProxy`")
+            }
+        }
+        return environment
+    }
+
+    func policySettings(_ root: Node, reader: YAMLReader, environments: [String], catalog: CommandCatalog) -> Policy {
+        guard let node = reader.mapping(root, "policy", in: "the top level", required: true) else { return Policy(roles: []) }
+        reader.checkKeys(node, known: ["roles"], in: "policy")
+        guard let roles = node["roles"]?.sequence else {
+            reader.problem(node, "policy needs a list of `roles`.", fix: "see config/inferops.example.yaml")
+            return Policy(roles: [])
+        }
+        let permissions = Set(catalog.specs.map(\.permission)).subtracting(["none"]).sorted()
+        return Policy(roles: roles.compactMap { role in
+            reader.checkKeys(role, known: ["name", "members", "grants"], in: "a policy role")
+            guard let name = reader.string(role, "name", in: "a policy role", required: true) else { return nil }
+            let section = "policy role `\(name)`"
+            let members = reader.strings(role, "members", in: section) ?? []
+            if members.isEmpty { reader.problem(role, "the role `\(name)` has no members.", fix: "list immutable user ids under `members`", critical: false) }
+            let grants: [Policy.Grant] = (role["grants"]?.sequence ?? []).map { grant in
+                let granted = reader.strings(grant, "permissions", in: section) ?? []
+                let where_ = reader.strings(grant, "environments", in: section) ?? []
+                for permission in granted where permission != "*" && !permissions.contains(permission) {
+                    reader.problem(grant, "unknown permission `\(permission)`." + Suggestions.didYouMean(permission, in: permissions),
+                                   fix: "use one of: \(permissions.joined(separator: ", ")), or `*`")
+                }
+                for environment in where_ where environment != "*" && !environments.contains(environment) {
+                    reader.problem(grant, "unknown environment `\(environment)`." + Suggestions.didYouMean(environment, in: environments),
+                                   fix: "use a configured environment or `*`")
+                }
+                return Policy.Grant(permissions: Set(granted), environments: Set(where_))
+            }
+            return Policy.Role(name: name, members: Set(members), grants: grants)
+        })
+    }
+
+    static func yamlFiles(in folder: String) -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? [])
+            .filter { $0.hasSuffix(".yaml") || $0.hasSuffix(".yml") }.sorted().map { folder + "/" + $0 }
+    }
+
+    static func loadModels(in folder: String) -> ([String: ModelSpec], [ConfigurationProblem]) {
+        var models: [String: ModelSpec] = [:]
+        var problems: [ConfigurationProblem] = []
+        let files = yamlFiles(in: folder)
+        if files.isEmpty {
+            problems.append(ConfigurationProblem(file: folder, line: 0, message: "the model catalog is empty.",
+                                                 fix: "add a file per model, e.g. models/llama-3-8b.yaml", critical: true))
+        }
+        for file in files {
+            let reader = YAMLReader(file: file)
+            defer { problems += reader.problems }
+            guard let node = reader.load() else { continue }
+            reader.checkKeys(node, known: ["name", "modelId", "revision", "gpusPerReplica", "image", "engineArgs", "values"], in: "a model")
+            guard let name = reader.string(node, "name", in: "the model", required: true),
+                  let modelID = reader.string(node, "modelId", in: "the model", required: true) else { continue }
+            guard CommandParser.isName(name) else {
+                reader.problem(node["name"], "the model name `\(name)` is not a lower-case word.", fix: "use e.g. `llama-3-8b`")
+                continue
+            }
+            if models[name] != nil { reader.problem(node["name"], "the model `\(name)` is declared twice.", fix: "remove one") }
+            var model = ModelSpec(name: name, modelID: modelID)
+            model.revision = reader.string(node, "revision", in: "the model") ?? model.revision
+            model.gpusPerReplica = reader.int(node, "gpusPerReplica", in: "the model", range: 0...16) ?? model.gpusPerReplica
+            model.image = reader.string(node, "image", in: "the model") ?? model.image
+            model.engineArguments = reader.strings(node, "engineArgs", in: "the model") ?? []
+            if let values = node["values"] { model.values = jsonValue(values) }
+            models[name] = model
+        }
+        return (models, problems)
+    }
+
+    static func loadCommands(in folder: String) -> (CommandCatalog, [ConfigurationProblem]) {
+        var specs: [CommandSpec] = []
+        var problems: [ConfigurationProblem] = []
+        let files = yamlFiles(in: folder)
+        if files.isEmpty {
+            problems.append(ConfigurationProblem(file: folder, line: 0, message: "no command declarations found.",
+                                                 fix: "point `commands.directory` at the commands/ folder", critical: true))
+        }
+        for file in files {
+            do {
+                let text = try String(contentsOfFile: file, encoding: .utf8)
+                let spec = try YAMLDecoder().decode(CommandSpec.self, from: text)
+                for problem in CommandCatalog.problems(in: spec) {
+                    problems.append(ConfigurationProblem(file: file, line: 1, message: problem, fix: "correct the declaration", critical: true))
+                }
+                let expected = URL(fileURLWithPath: file).deletingPathExtension().lastPathComponent
+                if spec.name != expected {
+                    problems.append(ConfigurationProblem(file: file, line: 1, message: "the file declares `\(spec.name)`.",
+                                                         fix: "name the file \(spec.name).yaml", critical: false))
+                }
+                specs.append(spec)
+            } catch {
+                problems.append(ConfigurationProblem(file: file, line: 1, message: "the declaration cannot be read: \(error)",
+                                                     fix: "compare it with commands/deploy.yaml", critical: true))
+            }
+        }
+        return (CommandCatalog(specs: specs), problems)
+    }
+
+    static func jsonValue(_ node: Node) -> JSONValue {
+        switch node {
+        case .scalar:
+            if node.tag.description.hasSuffix(":str") || node.scalar?.style == .doubleQuoted || node.scalar?.style == .singleQuoted {
+                return .string(node.string ?? "")
+            }
+            if let int = node.int { return .number(Double(int)) }
+            if let bool = node.bool { return .bool(bool) }
+            if let double = node.float { return .number(double) }
+            if node.null != nil { return .null }
+            return .string(node.string ?? "")
+        case .mapping(let mapping):
+            var object: [String: JSONValue] = [:]
+            for (key, value) in mapping { object[key.string ?? ""] = jsonValue(value) }
+            return .object(object)
+        case .sequence(let sequence):
+            return .array(sequence.map(jsonValue))
+        }
+    }
+}

@@ -1,0 +1,80 @@
+import Foundation
+import InferOpsCore
+
+/// The console chat: replies printed as text, each operation's thread an indented block tagged with
+/// its id. Used by the sandbox, `inferops exec`, and anyone running the daemon locally.
+public final class ConsoleTransport: ChatTransport, Sendable {
+    let output: @Sendable (String) -> Void
+    let counter = MessageCounter()
+
+    /// - Parameter output: where rendered lines go; standard output by default.
+    public init(output: @escaping @Sendable (String) -> Void = { line in
+        FileHandle.standardOutput.write(Data((line + "\n").utf8))
+    }) {
+        self.output = output
+    }
+
+    public func post(_ reply: Reply, in conversation: Conversation, operation: OperationID?) async throws -> MessageRef {
+        let id = await counter.next()
+        let threaded = conversation.thread != nil
+        output(ConsoleRenderer.render(reply, operation: operation, threaded: threaded))
+        return MessageRef(channel: conversation.channel, id: operation?.rawValue ?? "msg-\(id)")
+    }
+
+    public func update(_ message: MessageRef, with reply: Reply, operation: OperationID?) async throws {
+        // A terminal cannot edit what it printed; the final state is printed once as the thread's last line.
+        var summary = reply
+        summary.title = "status card: " + reply.title
+        summary.lines = []
+        summary.table = nil
+        summary.hint = nil
+        output(ConsoleRenderer.render(summary, operation: operation, threaded: true))
+    }
+}
+
+actor MessageCounter {
+    var value = 0
+    func next() -> Int {
+        value += 1
+        return value
+    }
+}
+
+/// Renders replies as plain text. Golden tests pin its output.
+public enum ConsoleRenderer {
+    public static func render(_ reply: Reply, operation: OperationID?, threaded: Bool) -> String {
+        let symbol: String
+        switch reply.tone {
+        case .info: symbol = "•"
+        case .progress: symbol = "…"
+        case .success: symbol = "✓"
+        case .warning: symbol = "!"
+        case .failure: symbol = "✗"
+        }
+        var lines = ["\(symbol) \(reply.title)"]
+        for field in reply.fields { lines.append("    \(field.label): \(field.value)") }
+        lines.append(contentsOf: reply.lines.map { "  " + $0 })
+        if let table = reply.table { lines.append(contentsOf: renderTable(table).map { "  " + $0 }) }
+        if let hint = reply.hint { lines.append("  → \(hint)") }
+        guard let operation else { return lines.joined(separator: "\n") }
+        let prefix = threaded ? "    │ [\(operation)] " : "[\(operation)] "
+        return lines.enumerated().map { index, line in
+            index == 0 ? prefix + line : String(repeating: " ", count: prefix.count) + line
+        }.joined(separator: "\n")
+    }
+
+    static func renderTable(_ table: Reply.Table) -> [String] {
+        let columns = table.headers.count
+        var widths = table.headers.map(\.count)
+        for row in table.rows {
+            for (index, cell) in row.prefix(columns).enumerated() { widths[index] = max(widths[index], cell.count) }
+        }
+        func format(_ row: [String]) -> String {
+            row.prefix(columns).enumerated().map { index, cell in
+                cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)
+            }.joined(separator: "  ").trimmingCharacters(in: .whitespaces)
+        }
+        return [format(table.headers), widths.map { String(repeating: "-", count: $0) }.joined(separator: "  ")]
+            + table.rows.map(format)
+    }
+}

@@ -1,0 +1,173 @@
+/// The daemon's configuration: plain values with defaults, read and validated once at start-up.
+/// The YAML reader lives in the app; this is what it produces.
+public struct Configuration: Hashable, Sendable {
+    public var chat: ChatSettings
+    public var kubernetes: KubernetesSettings
+    public var helm: HelmSettings
+    public var environments: [String: EnvironmentSettings]
+    public var models: [String: ModelSpec]
+    public var policy: Policy
+    public var storage: StorageSettings
+
+    public init(
+        chat: ChatSettings = ChatSettings(), kubernetes: KubernetesSettings = KubernetesSettings(),
+        helm: HelmSettings = HelmSettings(), environments: [String: EnvironmentSettings],
+        models: [String: ModelSpec], policy: Policy, storage: StorageSettings = StorageSettings()
+    ) {
+        self.chat = chat
+        self.kubernetes = kubernetes
+        self.helm = helm
+        self.environments = environments
+        self.models = models
+        self.policy = policy
+        self.storage = storage
+    }
+
+    public var environmentNames: [String] { environments.keys.sorted() }
+    public var modelNames: [String] { models.keys.sorted() }
+}
+
+public struct ChatSettings: Hashable, Sendable {
+    /// `console` for now; Slack and Mattermost come later.
+    public var transport: String
+    /// The console's user at start; `/as <user>` switches.
+    public var consoleUser: String
+
+    public init(transport: String = "console", consoleUser: String = "console") {
+        self.transport = transport
+        self.consoleUser = consoleUser
+    }
+}
+
+public struct KubernetesSettings: Hashable, Sendable {
+    /// A kubeconfig file; `nil` means in-cluster service account, else `$KUBECONFIG` or `~/.kube/config`.
+    public var kubeconfig: String?
+    public init(kubeconfig: String? = nil) { self.kubeconfig = kubeconfig }
+}
+
+public struct HelmSettings: Hashable, Sendable {
+    /// The helm binary: a path, or a name looked up on `PATH`.
+    public var binary: String
+    /// `secret` (Helm's default) or `configmap`.
+    public var driver: String
+    public init(binary: String = "helm", driver: String = "secret") {
+        self.binary = binary
+        self.driver = driver
+    }
+}
+
+public struct StorageSettings: Hashable, Sendable {
+    /// The SQLite file; `:memory:` keeps nothing across restarts (tests only).
+    public var path: String
+    public init(path: String = "inferops.sqlite") { self.path = path }
+}
+
+/// How the daemon reaches engines for readiness checks and test completions.
+public enum EngineAccess: Hashable, Sendable {
+    /// Through the Kubernetes API server's service proxy: works from outside the cluster.
+    case serviceProxy
+    /// Straight to a URL built from a template with `{service}`, `{namespace}`, `{port}`, `{release}`.
+    case direct(urlTemplate: String)
+}
+
+/// What to do when a deploy needs more GPUs than are free.
+public enum CapacityPolicy: Hashable, Sendable {
+    case refuse
+    /// Wait up to the given time for GPUs to free up, reporting what it waits for.
+    case wait(Duration)
+}
+
+public struct VerificationSettings: Hashable, Sendable {
+    public var warmupRequests: Int
+    public var prompt: String
+    public var maxTokens: Int
+    /// Each engine request's timeout.
+    public var requestTimeout: Duration
+    /// The latency the test completion should stay under (SC-002: 3 s); slower is reported, not failed.
+    public var latencyTarget: Duration
+
+    public init(
+        warmupRequests: Int = 3, prompt: String = "Say hello in five words.", maxTokens: Int = 16,
+        requestTimeout: Duration = .seconds(30), latencyTarget: Duration = .seconds(3)
+    ) {
+        self.warmupRequests = warmupRequests
+        self.prompt = prompt
+        self.maxTokens = maxTokens
+        self.requestTimeout = requestTimeout
+        self.latencyTarget = latencyTarget
+    }
+}
+
+public struct EnvironmentSettings: Hashable, Sendable {
+    public var name: String
+    public var kubeContext: String?
+    public var namespace: String
+    /// The engine chart: a folder, a packaged chart or `repo/chart`.
+    public var chart: String
+    public var chartVersion: String?
+    public var valuesFiles: [String]
+    /// Replicas per model unless `--set replicaCount=N` says otherwise.
+    public var replicas: Int
+    /// How long a deploy may take to become ready (F1: 10 minutes by default).
+    public var readinessBudget: Duration
+    public var verification: VerificationSettings
+    /// The value keys `--set` may change, as dotted paths (`replicaCount`, `engine.maxModelLen`).
+    public var allowedSetKeys: [String]
+    /// Roll a failed deploy back to the last good revision and verify it again.
+    public var autoRollback: Bool
+    public var capacity: CapacityPolicy
+    public var engineAccess: EngineAccess
+
+    public init(
+        name: String, kubeContext: String? = nil, namespace: String, chart: String, chartVersion: String? = nil,
+        valuesFiles: [String] = [], replicas: Int = 1, readinessBudget: Duration = .seconds(600),
+        verification: VerificationSettings = VerificationSettings(), allowedSetKeys: [String] = [],
+        autoRollback: Bool = false, capacity: CapacityPolicy = .refuse, engineAccess: EngineAccess = .serviceProxy
+    ) {
+        self.name = name
+        self.kubeContext = kubeContext
+        self.namespace = namespace
+        self.chart = chart
+        self.chartVersion = chartVersion
+        self.valuesFiles = valuesFiles
+        self.replicas = replicas
+        self.readinessBudget = readinessBudget
+        self.verification = verification
+        self.allowedSetKeys = allowedSetKeys
+        self.autoRollback = autoRollback
+        self.capacity = capacity
+        self.engineAccess = engineAccess
+    }
+
+    public func target(model: String) -> ReleaseTarget {
+        ReleaseTarget(release: Naming.release(model: model, environment: name), namespace: namespace, kubeContext: kubeContext)
+    }
+}
+
+/// A model in the catalog (`config/models/<name>.yaml`).
+public struct ModelSpec: Hashable, Sendable {
+    /// The short name used in commands and release names.
+    public var name: String
+    /// The Hugging Face model id the engine loads.
+    public var modelID: String
+    public var revision: String
+    public var gpusPerReplica: Int
+    /// The engine image, `repository:tag`.
+    public var image: String
+    public var engineArguments: [String]
+    /// Extra chart values for this model (merged under the plan's own values).
+    public var values: JSONValue
+
+    public init(
+        name: String, modelID: String, revision: String = "main", gpusPerReplica: Int = 1,
+        image: String = "vllm/vllm-openai:v0.6.3", engineArguments: [String] = [], values: JSONValue = .object([:])
+    ) {
+        self.name = name
+        self.modelID = modelID
+        self.revision = revision
+        self.gpusPerReplica = gpusPerReplica
+        self.image = image
+        self.engineArguments = engineArguments
+        self.values = values
+    }
+}

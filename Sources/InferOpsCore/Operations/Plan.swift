@@ -1,0 +1,147 @@
+import Crypto
+import Foundation
+
+/// Everything a deploy will change. Its digest binds approvals and records to this exact plan.
+public struct DeployPlan: Hashable, Sendable {
+    public var model: ModelSpec
+    public var environment: String
+    public var target: ReleaseTarget
+    public var endpoint: EngineEndpoint
+    public var chart: String
+    public var chartVersion: String?
+    public var valuesFiles: [String]
+    /// The values the plan sets on top of the values files: model, image, GPUs, replicas, `--set`.
+    public var values: JSONValue
+    public var replicas: Int
+    public var gpusPerReplica: Int
+    public var readinessBudget: Duration
+
+    /// The plan in canonical JSON: what is hashed and stored.
+    public var canonical: JSONValue {
+        var object: [String: JSONValue] = [
+            "model": .string(model.name),
+            "modelId": .string(model.modelID),
+            "revision": .string(model.revision),
+            "environment": .string(environment),
+            "release": .string(target.release),
+            "namespace": .string(target.namespace),
+            "chart": .string(chart),
+            "valuesFiles": .array(valuesFiles.map(JSONValue.string)),
+            "values": values,
+            "replicas": .number(Double(replicas)),
+            "gpusPerReplica": .number(Double(gpusPerReplica)),
+            "readinessBudgetSeconds": .number(Double(readinessBudget.components.seconds)),
+        ]
+        if let context = target.kubeContext { object["kubeContext"] = .string(context) }
+        if let chartVersion { object["chartVersion"] = .string(chartVersion) }
+        return .object(object)
+    }
+
+    /// SHA-256 of the canonical form, as `sha256:` and 64 hex digits.
+    public var digest: String {
+        let hash = SHA256.hash(data: Data(canonical.canonical.utf8))
+        return "sha256:" + hash.map { String(format: "%02x", $0) }.joined()
+    }
+
+    public var shortDigest: String { String(digest.dropFirst("sha256:".count).prefix(12)) }
+
+    public var gpusNeeded: Int { replicas * gpusPerReplica }
+
+    public var upgrade: ReleaseUpgrade {
+        ReleaseUpgrade(
+            target: target, chart: chart, chartVersion: chartVersion, valuesFiles: valuesFiles, values: values,
+            timeout: readinessBudget
+        )
+    }
+}
+
+/// Builds deploy plans from the catalog, the environment and the command's `--set` values.
+public enum DeployPlanner {
+    /// - Throws: `Refusal` for a `--set` key outside the environment's whitelist or a bad value.
+    public static func plan(
+        model: ModelSpec, environment: EnvironmentSettings, chartVersion: String?, overrides: [String]
+    ) throws(Refusal) -> DeployPlan {
+        let target = environment.target(model: model.name)
+        let (repository, tag) = splitImage(model.image)
+        var values: JSONValue = .object([
+            "model": .object([
+                "id": .string(model.modelID), "revision": .string(model.revision), "servedName": .string(model.name),
+            ]),
+            "image": .object(["repository": .string(repository), "tag": .string(tag)]),
+            "resources": .object(["gpus": .number(Double(model.gpusPerReplica))]),
+            "engine": .object(["extraArgs": .array(model.engineArguments.map(JSONValue.string))]),
+            "labels": .object(["model": .string(model.name), "environment": .string(environment.name)]),
+            "readiness": .object(["budgetSeconds": .number(Double(environment.readinessBudget.components.seconds))]),
+            "replicaCount": .number(Double(environment.replicas)),
+        ])
+        values = model.values.merging(values)
+        for override in overrides {
+            let (path, value) = try parseOverride(override, allowed: environment.allowedSetKeys, environment: environment.name)
+            values = values.setting(path: path, to: value)
+        }
+        let replicas = values["replicaCount"]?.intValue ?? environment.replicas
+        guard replicas >= 0 else { throw Refusal("`replicaCount` must be 0 or more.") }
+        return DeployPlan(
+            model: model, environment: environment.name, target: target,
+            endpoint: EngineEndpoint(target: target, service: target.release),
+            chart: environment.chart, chartVersion: chartVersion ?? environment.chartVersion,
+            valuesFiles: environment.valuesFiles, values: values, replicas: replicas,
+            gpusPerReplica: model.gpusPerReplica, readinessBudget: environment.readinessBudget
+        )
+    }
+
+    static func parseOverride(_ text: String, allowed: [String], environment: String) throws(Refusal) -> ([String], JSONValue) {
+        guard let equals = text.firstIndex(of: "=") else { throw Refusal("`--set` needs `key=value`.") }
+        let key = String(text[..<equals])
+        let raw = String(text[text.index(after: equals)...])
+        guard allowed.contains(key) else {
+            let list = allowed.isEmpty ? "none" : allowed.map { "`\($0)`" }.joined(separator: ", ")
+            throw Refusal(
+                "`--set \(CommandParser.excerpt(key))` is not allowed in `\(environment)`."
+                    + Suggestions.didYouMean(key, in: allowed),
+                hint: "Keys this environment allows: \(list)."
+            )
+        }
+        guard raw.count <= 256, raw.unicodeScalars.allSatisfy({ $0.value >= 0x20 && $0 != "`" && $0 != "$" }) else {
+            throw Refusal("The value of `\(key)` contains characters that are not allowed (`, $ or control characters).")
+        }
+        let value: JSONValue
+        if let number = Int(raw) {
+            value = .number(Double(number))
+        } else if raw == "true" || raw == "false" {
+            value = .bool(raw == "true")
+        } else {
+            value = .string(raw)
+        }
+        return (valuePath(key), value)
+    }
+
+    /// Splits a dotted key on unescaped dots, as `helm --set` does: `a.b\.c` is `["a", "b.c"]`.
+    static func valuePath(_ key: String) -> [String] {
+        var parts: [String] = []
+        var current = ""
+        var escaped = false
+        for character in key {
+            if escaped {
+                current.append(character)
+                escaped = false
+            } else if character == "\\" {
+                escaped = true
+            } else if character == "." {
+                parts.append(current)
+                current = ""
+            } else {
+                current.append(character)
+            }
+        }
+        parts.append(current)
+        return parts
+    }
+
+    static func splitImage(_ image: String) -> (String, String) {
+        if let colon = image.lastIndex(of: ":"), !image[colon...].contains("/") {
+            return (String(image[..<colon]), String(image[image.index(after: colon)...]))
+        }
+        return (image, "latest")
+    }
+}

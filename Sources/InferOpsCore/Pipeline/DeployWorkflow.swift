@@ -1,0 +1,198 @@
+import Foundation
+
+/// Runs a deploy from plan to verification (DESIGN §3), and rolls back when the environment says so.
+struct DeployWorkflow: Sendable {
+    let services: Services
+    let plan: DeployPlan
+    let environment: EnvironmentSettings
+    let reporter: OperationReporter
+
+    var verifier: EngineVerifier {
+        EngineVerifier(engines: services.engines, time: services.time, settings: environment.verification)
+    }
+
+    /// - Returns: the outcome; failures are reported in the thread before returning.
+    func run() async throws -> CommandOutcome {
+        let id = await reporter.operation.id
+        // Prechecking: a stuck release or missing GPUs stop the deploy before Helm runs.
+        try await reporter.move(to: .prechecking, "Checking the release and GPU capacity.")
+        let current = try await services.releases.status(plan.target)
+        if let current, current.state.isPending {
+            return try await fail(ReleaseFailure.stuckPending(current.state))
+        }
+        let lastGood = try await lastGoodRevision()
+        if let refusal = try await checkCapacity() {
+            // Nothing was applied: a refusal, recorded as a failed operation with the numbers.
+            _ = try await fail(refusal)
+            return .refused(refusal.message)
+        }
+
+        try await reporter.move(
+            to: .applying,
+            "Running helm upgrade --install (waits up to \(plan.readinessBudget.spoken) for readiness).",
+            fields: [Reply.Field("release", plan.target.release), Reply.Field("revision before", current.map { "\($0.revision)" } ?? "none")]
+        )
+        let applied: ReleaseStatus
+        do {
+            applied = try await withProgress { try await services.releases.upgrade(plan.upgrade) }
+        } catch let failure as ReleaseFailure {
+            return try await recover(from: failure, lastGood: lastGood)
+        }
+        try await reporter.setRevision(applied.revision)
+        try await reporter.report(
+            Reply(.progress, "Helm finished: revision \(applied.revision) \(applied.state), after \(await reporter.stepDuration().spoken).")
+        )
+
+        do {
+            let latency = try await verify()
+            try await services.store.recordVerification(
+                Verification(
+                    model: plan.model.name, environment: plan.environment, operation: id, at: services.time.now(),
+                    latency: latency, revision: applied.revision
+                )
+            )
+            let slow = latency > environment.verification.latencyTarget
+            try await reporter.finish(
+                .succeeded,
+                Reply(
+                    slow ? .warning : .success,
+                    "Deployed \(plan.model.name) to \(plan.environment): revision \(applied.revision), verified in \(latency.spoken)"
+                        + (slow ? " (over the \(environment.verification.latencyTarget.spoken) target)." : "."),
+                    fields: [Reply.Field("endpoint", plan.endpoint.description), Reply.Field("digest", plan.shortDigest)]
+                )
+            )
+            return .completed(id)
+        } catch let failure as VerificationFailure {
+            return try await recover(from: failure, lastGood: lastGood)
+        }
+    }
+
+    /// Waits for readiness, warms up and sends the test completion; returns its latency.
+    func verify() async throws -> Duration {
+        try await reporter.move(to: .waitingReady, "Waiting for \(plan.endpoint) to answer /health and list \(plan.model.name).")
+        try await verifier.waitReady(plan.endpoint, servedName: plan.model.name, budget: plan.readinessBudget)
+        if environment.verification.warmupRequests > 0 {
+            try await reporter.move(to: .warming, "Engine ready. Sending \(environment.verification.warmupRequests) warm-up requests.")
+            _ = try await verifier.warmUp(plan.endpoint, servedName: plan.model.name)
+        }
+        try await reporter.move(to: .verifying, "Sending a test completion.")
+        let (latency, text) = try await verifier.verify(plan.endpoint, servedName: plan.model.name)
+        try await reporter.report(Reply(.progress, "Test completion answered in \(latency.spoken): “\(text)”"))
+        return latency
+    }
+
+    /// The newest revision that was deployed successfully, for automatic rollback.
+    func lastGoodRevision() async throws -> Int? {
+        let history = try await services.releases.history(plan.target)
+        return history.last { $0.state == .deployed || $0.state == .superseded }?.revision
+    }
+
+    /// Refuses, or waits for GPUs when the environment allows, before Helm runs.
+    func checkCapacity() async throws -> Refusal? {
+        var capacity = try await services.cluster.gpuCapacity(kubeContext: plan.target.kubeContext)
+        var verdict = CapacityCheck.evaluate(plan, capacity: capacity)
+        if verdict.fits {
+            try await reporter.report(Reply(.progress, "GPU capacity is enough: \(verdict.summary)."))
+            return nil
+        }
+        guard case .wait(let patience) = environment.capacity else {
+            return Refusal(
+                "Not enough free GPUs for \(plan.target.release): \(verdict.summary).",
+                hint: "Free GPUs (roll back or remove another model), lower `replicaCount`, or ask for the deploy to wait."
+            )
+        }
+        try await reporter.report(Reply(.warning, "Waiting up to \(patience.spoken) for GPUs: \(verdict.summary)."))
+        let deadline = ContinuousClock.now + patience
+        while ContinuousClock.now < deadline {
+            try await services.time.sleep(for: .seconds(2))
+            capacity = try await services.cluster.gpuCapacity(kubeContext: plan.target.kubeContext)
+            verdict = CapacityCheck.evaluate(plan, capacity: capacity)
+            if verdict.fits {
+                try await reporter.report(Reply(.progress, "GPUs are free now: \(verdict.summary)."))
+                return nil
+            }
+        }
+        return Refusal("Still not enough free GPUs after \(patience.spoken): \(verdict.summary).")
+    }
+
+    /// Runs `body` while reporting what the cluster says about the release's pods, on change only.
+    func withProgress<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask { try await body() }
+            group.addTask {
+                var last = ""
+                while !Task.isCancelled {
+                    try? await services.time.sleep(for: .seconds(2))
+                    guard !Task.isCancelled, let workload = try? await services.cluster.workload(plan.target) else { continue }
+                    let summary = ProgressSummary.describe(workload)
+                    if summary != last {
+                        last = summary
+                        try? await reporter.report(Reply(.progress, summary), journal: true)
+                    }
+                }
+                return nil
+            }
+            defer { group.cancelAll() }
+            while let result = try await group.next() {
+                if let result { return result }
+            }
+            throw CancellationError()
+        }
+    }
+
+    /// After a failure: roll back automatically when configured and possible, else report and stop.
+    func recover(from failure: any UserFacingError, lastGood: Int?) async throws -> CommandOutcome {
+        let id = await reporter.operation.id
+        try await reporter.report(Reply(.failure, failure.message, hint: failure.hint))
+        guard environment.autoRollback else { return try await fail(failure, reported: true) }
+        guard let lastGood else {
+            return try await fail(
+                Refusal("There is no earlier good revision to roll back to; the failed release stays as it is.",
+                        hint: "Fix the values and deploy again, or remove the release."),
+                reported: false
+            )
+        }
+        try await reporter.move(to: .rollingBack, "Rolling back automatically to revision \(lastGood).")
+        do {
+            let restored = try await services.releases.rollback(plan.target, to: lastGood, timeout: plan.readinessBudget)
+            try await reporter.setRevision(restored.revision)
+            try await verifier.waitReady(plan.endpoint, servedName: plan.model.name, budget: plan.readinessBudget)
+            let (latency, _) = try await verifier.verify(plan.endpoint, servedName: plan.model.name)
+            try await services.store.recordVerification(
+                Verification(model: plan.model.name, environment: plan.environment, operation: id, at: services.time.now(),
+                             latency: latency, revision: restored.revision)
+            )
+            try await reporter.finish(
+                .rolledBack,
+                Reply(.warning, "The deploy failed and was rolled back: revision \(lastGood) restored as revision \(restored.revision) and verified in \(latency.spoken).",
+                      hint: failure.hint)
+            )
+            return .failed(id, failure.message)
+        } catch let rollbackFailure as any UserFacingError {
+            try await reporter.finish(
+                .failed,
+                Reply(.failure, "The automatic rollback failed too: \(rollbackFailure.message)", hint: rollbackFailure.hint)
+            )
+            return .failed(id, rollbackFailure.message)
+        }
+    }
+
+    func fail(_ failure: any UserFacingError, reported: Bool = false) async throws -> CommandOutcome {
+        let id = await reporter.operation.id
+        try await reporter.finish(.failed, Reply(.failure, reported ? "The deploy failed." : failure.message, hint: failure.hint))
+        return .failed(id, failure.message)
+    }
+}
+
+/// Turns the pods' state into one line: "1 of 2 replicas ready; llama-…-x7k Pending: 0/3 nodes…".
+public enum ProgressSummary {
+    public static func describe(_ workload: WorkloadSnapshot) -> String {
+        var parts = ["\(workload.readyReplicas) of \(workload.desiredReplicas) replicas ready"]
+        let reasons = workload.pods.filter { !$0.ready }.map { pod in
+            "\(pod.name) \(pod.phase)" + (pod.reason.map { ": \($0)" } ?? "")
+        }
+        parts.append(contentsOf: reasons.prefix(3))
+        if reasons.count > 3 { parts.append("and \(reasons.count - 3) more pods not ready") }
+        return parts.joined(separator: "; ")
+    }
+}

@@ -1,0 +1,346 @@
+import Foundation
+import Logging
+
+/// The fixed pipeline: parse → validate → authorize → plan → execute → report.
+/// Each stage has its own type and error; authorization is a stage, never an `if` in a handler.
+public final class Dispatcher: Sendable {
+    public let configuration: Configuration
+    public let catalog: CommandCatalog
+    let services: Services
+    let parser: CommandParser
+    let validator: CommandValidator
+    let gate = ReleaseGate()
+    let running = RunningOperations()
+
+    public init(configuration: Configuration, catalog: CommandCatalog, services: Services) {
+        self.configuration = configuration
+        self.catalog = catalog
+        self.services = services
+        self.parser = CommandParser(catalog: catalog)
+        self.validator = CommandValidator(configuration: configuration, catalog: catalog)
+    }
+
+    /// Handles one command to the end, operation included, and says how it ended.
+    public func handle(_ command: IncomingCommand) async -> CommandOutcome {
+        let conversation = Conversation(channel: command.channel)
+        do {
+            let parsed: ParsedCommand
+            let validated: ValidatedCommand
+            do {
+                parsed = try parser.parse(command.text)
+                validated = try validator.validate(parsed)
+            } catch let error as any UserFacingError {
+                try await services.chat.post(.error(error), in: conversation, operation: nil)
+                return .refused(error.message)
+            }
+            let spec = catalog.spec(named: parsed.verb)!
+            let text = parsed.canonical(spec: spec)
+            do {
+                try await authorize(validated, spec: spec, user: command.user)
+            } catch let denial as Denial {
+                try await audit(command.user, spec.name, validated.environment?.name, subject(of: validated), "denied", detail: denial.message)
+                try await services.chat.post(.error(denial), in: conversation, operation: nil)
+                return .refused(denial.message)
+            }
+            return try await execute(validated, spec: spec, text: text, user: command.user, conversation: conversation)
+        } catch {
+            // Not user-facing: log it in full with a correlation id, show only the id.
+            let correlation = OperationID.random().rawValue.replacingOccurrences(of: "op-", with: "err-")
+            services.logger.error("command failed", metadata: ["correlation": "\(correlation)", "error": "\(error)"])
+            _ = try? await services.chat.post(
+                Reply(.failure, "Something went wrong inside InferOps (reference \(correlation)).",
+                      hint: "The daemon's log has the details under that reference."),
+                in: conversation, operation: nil
+            )
+            return .failed(nil, "internal error \(correlation)")
+        }
+    }
+
+    // MARK: authorize
+
+    func authorize(_ command: ValidatedCommand, spec: CommandSpec, user: UserID) async throws {
+        switch command {
+        case .cancel(let id):
+            let environment = try await services.store.operation(id)?.environment ?? "*"
+            try configuration.policy.authorize(user, spec.permission, in: environment, verb: spec.name)
+        case .status(_, nil):
+            // Status across environments shows only those the user may view; it needs one of them.
+            let viewable = configuration.environmentNames.contains { configuration.policy.allows(user, spec.permission, in: $0) }
+            if !viewable {
+                try configuration.policy.authorize(user, spec.permission, in: configuration.environmentNames.first ?? "*", verb: spec.name)
+            }
+        case .help:
+            break
+        default:
+            try configuration.policy.authorize(user, spec.permission, in: command.environment?.name ?? "*", verb: spec.name)
+        }
+    }
+
+    // MARK: execute
+
+    func execute(_ command: ValidatedCommand, spec: CommandSpec, text: String, user: UserID, conversation: Conversation) async throws -> CommandOutcome {
+        let reports = Reports(services: services, configuration: configuration, catalog: catalog)
+        switch command {
+        case .help(let verb):
+            try await services.chat.post(reports.help(verb: verb), in: conversation, operation: nil)
+            return .completed(nil)
+        case .status(let model, let environment):
+            try await services.chat.post(try await reports.status(model: model, environment: environment, user: user), in: conversation, operation: nil)
+            return .completed(nil)
+        case .history(let model, let environment):
+            try await services.chat.post(try await reports.history(model: model, environment: environment), in: conversation, operation: nil)
+            return .completed(nil)
+        case .lock(let environment, let reason):
+            return try await lock(environment, reason: reason, user: user, conversation: conversation)
+        case .unlock(let environment, let reason):
+            return try await unlock(environment, reason: reason, user: user, conversation: conversation)
+        case .cancel(let id):
+            return try await cancel(id, user: user, conversation: conversation)
+        case .deploy(let model, let environment, let chartVersion, let overrides, let dryRun):
+            let plan: DeployPlan
+            do {
+                plan = try DeployPlanner.plan(model: model, environment: environment, chartVersion: chartVersion, overrides: overrides)
+            } catch {
+                try await audit(user, "deploy", environment.name, model.name, "refused", detail: error.message)
+                try await services.chat.post(.error(error), in: conversation, operation: nil)
+                return .refused(error.message)
+            }
+            if dryRun { return try await dryRunDeploy(plan, user: user, conversation: conversation) }
+            if let refusal = try await lockRefusal(environment, user: user) {
+                try await audit(user, "deploy", environment.name, model.name, "refused", detail: refusal.message)
+                try await services.chat.post(.error(refusal), in: conversation, operation: nil)
+                return .refused(refusal.message)
+            }
+            let operation = OperationRecord(
+                id: .random(), kind: .deploy, requester: user, environment: environment.name, model: model.name,
+                target: plan.target, command: text, createdAt: services.time.now()
+            )
+            return try await runOperation(operation, release: plan.target.release, conversation: conversation,
+                title: "Deploy \(model.name) to \(environment.name), requested by <@\(user)>",
+                fields: [Reply.Field("release", plan.target.release), Reply.Field("endpoint", plan.endpoint.description)]
+            ) { reporter in
+                try await reporter.setPlan(plan.canonical, digest: plan.digest)
+                try await reporter.move(
+                    to: .planned, "Plan ready: \(plan.replicas) × \(model.modelID)@\(model.revision), \(plan.gpusPerReplica) GPU each.",
+                    fields: [Reply.Field("chart", plan.chart + (plan.chartVersion.map { " \($0)" } ?? "")), Reply.Field("digest", plan.shortDigest)]
+                )
+                return { try await DeployWorkflow(services: self.services, plan: plan, environment: environment, reporter: reporter).run() }
+            }
+        case .rollback(let model, let environment, let revision):
+            if let refusal = try await lockRefusal(environment, user: user) {
+                try await audit(user, "rollback", environment.name, model.name, "refused", detail: refusal.message)
+                try await services.chat.post(.error(refusal), in: conversation, operation: nil)
+                return .refused(refusal.message)
+            }
+            let target = environment.target(model: model.name)
+            let operation = OperationRecord(
+                id: .random(), kind: .rollback, requester: user, environment: environment.name, model: model.name,
+                target: target, command: text, createdAt: services.time.now()
+            )
+            return try await runOperation(operation, release: target.release, conversation: conversation,
+                title: "Roll back \(model.name) in \(environment.name)\(revision.map { " to revision \($0)" } ?? ""), requested by <@\(user)>",
+                fields: [Reply.Field("release", target.release)]
+            ) { reporter in
+                try await reporter.move(to: .planned, "Rollback planned\(revision.map { " to revision \($0)" } ?? " to the previous good revision").")
+                return { try await RollbackWorkflow(services: self.services, model: model, environment: environment,
+                                                    requestedRevision: revision, reporter: reporter).run() }
+            }
+        }
+    }
+
+    /// Records the operation, queues it behind any other on the same release, claims the release in
+    /// the store (refused if another process holds it), then runs the workflow as a cancellable task.
+    func runOperation(
+        _ operation: OperationRecord, release: String, conversation: Conversation, title: String, fields: [Reply.Field],
+        prepare: @escaping @Sendable (OperationReporter) async throws -> @Sendable () async throws -> CommandOutcome
+    ) async throws -> CommandOutcome {
+        let reporter = OperationReporter(operation: operation, services: services, channel: conversation.channel)
+        try await reporter.open(title: title, fields: fields)
+        try await audit(operation.requester, operation.kind.rawValue, operation.environment, operation.model, "accepted", operation: operation.id)
+        let workflow = try await prepare(reporter)
+        if let holder = await gate.holder(of: release) {
+            try await reporter.move(to: .queued, "Queued behind \(holder) on \(release); it starts when that one ends.")
+        } else {
+            try await reporter.move(to: .queued, "Queued.")
+        }
+        let task = Task<CommandOutcome, any Error> {
+            await self.gate.acquire(release, for: operation.id)
+            defer { Task { await self.gate.release(release) } }
+            try Task.checkCancellation()
+            if let holder = try await self.services.store.claimRelease(for: operation.id, release: release, at: self.services.time.now()) {
+                let refusal = Refusal(
+                    "\(holder.id) (\(holder.kind.rawValue) by <@\(holder.requester)>, \(holder.state.rawValue)) is already working on \(release).",
+                    hint: "Wait for it to end, or `/infer cancel \(holder.id)` if the daemon running it is gone."
+                )
+                try await reporter.finish(.failed, .error(refusal))
+                return .refused(refusal.message)
+            }
+            return try await workflow()
+        }
+        await running.add(operation.id, task)
+        defer { Task { await self.running.remove(operation.id) } }
+        do {
+            return try await withTaskCancellationHandler {
+                try await task.value
+            } onCancel: {
+                task.cancel()
+            }
+        } catch is CancellationError {
+            return try await finishCancelled(reporter)
+        } catch ReleaseFailure.cancelled {
+            return try await finishCancelled(reporter)
+        } catch VerificationFailure.notReady(_, _) where task.isCancelled {
+            return try await finishCancelled(reporter)
+        } catch {
+            // The workflow could not record its own end; record a failure so nothing is left in flight.
+            let correlation = OperationID.random().rawValue.replacingOccurrences(of: "op-", with: "err-")
+            services.logger.error("operation failed", metadata: ["operation": "\(operation.id)", "correlation": "\(correlation)", "error": "\(error)"])
+            try? await reporter.finish(.failed, Reply(.failure, "The operation stopped on an internal error (reference \(correlation)).",
+                                                      hint: "The daemon's log has the details under that reference."))
+            return .failed(operation.id, "internal error \(correlation)")
+        }
+    }
+
+    func finishCancelled(_ reporter: OperationReporter) async throws -> CommandOutcome {
+        let id = await reporter.operation.id
+        try await reporter.finish(.cancelled, Reply(.warning, "Cancelled. Helm was stopped cleanly; `/infer status` shows where the release stands."))
+        return .failed(id, "cancelled")
+    }
+
+    func dryRunDeploy(_ plan: DeployPlan, user: UserID, conversation: Conversation) async throws -> CommandOutcome {
+        let rendered: String
+        do {
+            rendered = try await services.releases.render(plan.upgrade)
+        } catch let failure as ReleaseFailure {
+            try await services.chat.post(.error(failure), in: conversation, operation: nil)
+            return .failed(nil, failure.message)
+        }
+        let current = try await services.releases.status(plan.target)
+        let capacity = try await services.cluster.gpuCapacity(kubeContext: plan.target.kubeContext)
+        let verdict = CapacityCheck.evaluate(plan, capacity: capacity)
+        let manifestLines = rendered.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        let shown = manifestLines.prefix(80)
+        try await audit(user, "deploy", plan.environment, plan.model.name, "dry-run", detail: plan.digest)
+        try await services.chat.post(
+            Reply(
+                .info, "Dry run: deploy \(plan.model.name) to \(plan.environment) (nothing applied)",
+                lines: ["Values set by the plan: \(plan.values.canonical)", "Rendered manifests:"] + shown
+                    + (manifestLines.count > shown.count ? ["… \(manifestLines.count - shown.count) more lines"] : []),
+                fields: [
+                    Reply.Field("release", plan.target.release),
+                    Reply.Field("current revision", current.map { "\($0.revision) (\($0.state))" } ?? "none: this would install it"),
+                    Reply.Field("endpoint", plan.endpoint.description),
+                    Reply.Field("chart", plan.chart + (plan.chartVersion.map { " \($0)" } ?? "")),
+                    Reply.Field("GPUs", (verdict.fits ? "fits: " : "would be refused: ") + verdict.summary),
+                    Reply.Field("digest", plan.digest),
+                ]
+            ),
+            in: conversation, operation: nil
+        )
+        return .completed(nil)
+    }
+
+    // MARK: locks and cancel
+
+    func lockRefusal(_ environment: EnvironmentSettings, user: UserID) async throws -> Refusal? {
+        guard let lock = try await services.store.locks().first(where: { $0.environment == environment.name }), lock.holder != user else {
+            return nil
+        }
+        return Refusal(
+            "`\(environment.name)` is locked by <@\(lock.holder)>" + (lock.reason.map { ": \($0)" } ?? "") + ".",
+            hint: "Ask them to `/infer unlock \(environment.name)` when they are done."
+        )
+    }
+
+    func lock(_ environment: EnvironmentSettings, reason: String?, user: UserID, conversation: Conversation) async throws -> CommandOutcome {
+        let lock = EnvironmentLock(environment: environment.name, holder: user, reason: reason, since: services.time.now())
+        if let existing = try await services.store.acquireLock(lock) {
+            let refusal = Refusal(
+                "`\(environment.name)` is already locked by <@\(existing.holder)>" + (existing.reason.map { ": \($0)" } ?? "") + ".")
+            try await audit(user, "lock", environment.name, nil, "refused", detail: refusal.message)
+            try await services.chat.post(.error(refusal), in: conversation, operation: nil)
+            return .refused(refusal.message)
+        }
+        try await audit(user, "lock", environment.name, nil, "succeeded", detail: reason)
+        try await services.chat.post(
+            Reply(.success, "🔒 `\(environment.name)` is locked by <@\(user)>" + (reason.map { ": \($0)" } ?? "") + ". Only you can change it until you unlock it."),
+            in: conversation, operation: nil)
+        return .completed(nil)
+    }
+
+    func unlock(_ environment: EnvironmentSettings, reason: String?, user: UserID, conversation: Conversation) async throws -> CommandOutcome {
+        guard let released = try await services.store.releaseLock(environment: environment.name) else {
+            let refusal = Refusal("`\(environment.name)` is not locked.")
+            try await services.chat.post(.error(refusal), in: conversation, operation: nil)
+            return .refused(refusal.message)
+        }
+        try await audit(user, "unlock", environment.name, nil, "succeeded",
+                        detail: "held by \(released.holder)" + (reason.map { ": \($0)" } ?? ""))
+        try await services.chat.post(
+            Reply(.success, "🔓 `\(environment.name)` is unlocked" + (released.holder == user ? "." : " (it was held by <@\(released.holder)>).")),
+            in: conversation, operation: nil)
+        return .completed(nil)
+    }
+
+    func cancel(_ id: OperationID, user: UserID, conversation: Conversation) async throws -> CommandOutcome {
+        guard let operation = try await services.store.operation(id) else {
+            let refusal = Refusal("There is no operation \(id).", hint: "`/infer status` lists the operations in flight.")
+            try await services.chat.post(.error(refusal), in: conversation, operation: nil)
+            return .refused(refusal.message)
+        }
+        guard !operation.state.isFinished else {
+            let refusal = Refusal("\(id) has already ended: \(operation.state.rawValue).")
+            try await services.chat.post(.error(refusal), in: conversation, operation: nil)
+            return .refused(refusal.message)
+        }
+        try await audit(user, "cancel", operation.environment, id.rawValue, "accepted", operation: id)
+        if await running.cancel(id) {
+            try await services.chat.post(Reply(.warning, "Cancelling \(id); its thread reports when it has stopped."), in: conversation, operation: nil)
+            return .completed(id)
+        }
+        // Not running in this daemon: it was left behind by a daemon that stopped. Close its record.
+        var closed = operation
+        closed.state = .cancelled
+        closed.outcome = "Cancelled by <@\(user)>: no daemon was running it."
+        closed.updatedAt = services.time.now()
+        try await services.store.update(closed)
+        try await services.store.appendJournal(JournalEntry(operation: id, at: services.time.now(), state: .cancelled, message: closed.outcome!))
+        try await services.chat.post(
+            Reply(.warning, "\(id) was not running in this daemon; its record is now closed as cancelled.",
+                  hint: "`/infer status` shows where the release stands; a release stuck in pending-* is recovered with `/infer rollback`."),
+            in: conversation, operation: nil)
+        return .completed(id)
+    }
+
+    // MARK: audit
+
+    func audit(_ user: UserID, _ action: String, _ environment: String?, _ subject: String?, _ outcome: String,
+               operation: OperationID? = nil, detail: String? = nil) async throws {
+        try await services.store.appendAudit(
+            AuditEntry(at: services.time.now(), actor: user, action: action, environment: environment, subject: subject,
+                       outcome: outcome, operation: operation, detail: detail)
+        )
+    }
+
+    func subject(of command: ValidatedCommand) -> String? {
+        switch command {
+        case .deploy(let model, _, _, _, _), .rollback(let model, _, _), .history(let model, _): model.name
+        case .status(let model, _): model?.name
+        case .cancel(let id): id.rawValue
+        case .help(let verb): verb
+        case .lock, .unlock: nil
+        }
+    }
+}
+
+/// The operations this daemon is running, so `/infer cancel` can stop them.
+actor RunningOperations {
+    var tasks: [OperationID: Task<CommandOutcome, any Error>] = [:]
+    func add(_ id: OperationID, _ task: Task<CommandOutcome, any Error>) { tasks[id] = task }
+    func remove(_ id: OperationID) { tasks[id] = nil }
+    func cancel(_ id: OperationID) -> Bool {
+        guard let task = tasks[id] else { return false }
+        task.cancel()
+        return true
+    }
+}

@@ -1,0 +1,118 @@
+import Foundation
+
+/// Moves one operation through its states, writing each change to the store before reporting it
+/// in the operation's thread, and keeps the status card at the top of the thread current.
+public actor OperationReporter {
+    public private(set) var operation: OperationRecord
+    let services: Services
+    let channel: String
+    var card: MessageRef?
+    var stepStarted: ContinuousClock.Instant
+
+    public init(operation: OperationRecord, services: Services, channel: String) {
+        self.operation = operation
+        self.services = services
+        self.channel = channel
+        self.stepStarted = .now
+    }
+
+    /// Records the operation and opens its thread with the status card.
+    public func open(title: String, fields: [Reply.Field]) async throws {
+        try await services.store.insert(operation)
+        let reply = Reply(.progress, title, fields: fields + [Reply.Field("operation", operation.id.rawValue)])
+        card = try await services.chat.post(reply, in: Conversation(channel: channel), operation: operation.id)
+        operation.thread = card?.id
+        try await services.store.update(operation)
+        try await journal("\(operation.kind.rawValue) requested by \(operation.requester): \(operation.command)")
+    }
+
+    /// Moves to `state` (recorded first), then posts `message` in the thread.
+    public func move(to state: OperationState, _ message: String, fields: [Reply.Field] = []) async throws {
+        guard operation.state.canMove(to: state) || operation.state == state else {
+            throw OperationStateError(from: operation.state, to: state)
+        }
+        operation.state = state
+        operation.updatedAt = services.time.now()
+        try await services.store.update(operation)
+        stepStarted = .now
+        try await journal(message)
+        try await say(Reply(.progress, message, fields: fields))
+    }
+
+    /// Posts a reply in the thread and journals its title.
+    public func report(_ reply: Reply, journal shouldJournal: Bool = true) async throws {
+        if shouldJournal { try await journal(reply.title, duration: stepStarted.duration(to: .now)) }
+        try await say(reply)
+    }
+
+    /// Seconds since the current state began, for "took 2.1 s".
+    public func stepDuration() -> Duration { stepStarted.duration(to: .now) }
+
+    public func setPlan(_ plan: JSONValue, digest: String) async throws {
+        operation.plan = plan
+        operation.planDigest = digest
+        try await services.store.update(operation)
+    }
+
+    public func setRevision(_ revision: Int?) async throws {
+        operation.revision = revision
+        try await services.store.update(operation)
+    }
+
+    /// Ends the operation: records the final state and outcome, audits it, updates the card.
+    public func finish(_ state: OperationState, _ reply: Reply) async throws {
+        operation.state = state
+        operation.outcome = reply.title
+        operation.updatedAt = services.time.now()
+        try await services.store.update(operation)
+        try await journal(reply.title)
+        try await services.store.appendAudit(
+            AuditEntry(
+                at: services.time.now(), actor: operation.requester, action: operation.kind.rawValue,
+                environment: operation.environment, subject: operation.model ?? operation.target?.release,
+                outcome: state.rawValue, operation: operation.id, detail: operation.planDigest
+            )
+        )
+        try await say(reply)
+        if let card {
+            var summary = reply
+            summary.fields.append(Reply.Field("operation", operation.id.rawValue))
+            try await services.chat.update(card, with: summary, operation: operation.id)
+        }
+    }
+
+    func journal(_ message: String, duration: Duration? = nil) async throws {
+        try await services.store.appendJournal(
+            JournalEntry(operation: operation.id, at: services.time.now(), state: operation.state, message: message, duration: duration)
+        )
+    }
+
+    func say(_ reply: Reply) async throws {
+        try await services.chat.post(
+            reply, in: Conversation(channel: channel, thread: operation.thread), operation: operation.id
+        )
+    }
+}
+
+/// A transition the state machine does not allow: a bug, never user input.
+public struct OperationStateError: Error, CustomStringConvertible {
+    public var from: OperationState
+    public var to: OperationState
+    public var description: String { "operation cannot move from \(from.rawValue) to \(to.rawValue)" }
+}
+
+extension Duration {
+    /// `2.1 s`, `340 ms`, `3 min 12 s`: how durations read in chat.
+    public var spoken: String {
+        let milliseconds = Double(components.seconds) * 1000 + Double(components.attoseconds) / 1e15
+        if milliseconds < 1000 { return "\(Int(milliseconds.rounded())) ms" }
+        let seconds = milliseconds / 1000
+        if seconds < 60 { return String(format: "%.1f s", seconds) }
+        let whole = Int(seconds.rounded())
+        return "\(whole / 60) min \(whole % 60) s"
+    }
+
+    public var milliseconds: Int {
+        Int(components.seconds) * 1000 + Int(components.attoseconds / 1_000_000_000_000_000)
+    }
+}

@@ -1,0 +1,122 @@
+import Foundation
+
+/// The read-only answers: help, status and history.
+struct Reports: Sendable {
+    let services: Services
+    let configuration: Configuration
+    let catalog: CommandCatalog
+
+    func help(verb: String?) -> Reply {
+        if let verb, let spec = catalog.spec(named: verb) {
+            var lines = ["Usage: `/infer \(spec.usage)`"]
+            for argument in spec.arguments {
+                lines.append("  <\(argument.name)>\(argument.optional ? " (optional)" : ""): \(argument.summary)")
+            }
+            for option in spec.options {
+                lines.append("  --\(option.name)\(option.repeatable ? " (repeatable)" : ""): \(option.summary)")
+            }
+            lines.append("Needs the permission `\(spec.permission)`.")
+            lines.append("Examples:")
+            lines.append(contentsOf: spec.examples.map { "  \($0)" })
+            return Reply(.info, "\(spec.name): \(spec.summary)", lines: lines)
+        }
+        let rows = catalog.specs.map { ["/infer " + $0.usage, $0.summary] }
+        return Reply(
+            .info, "InferOps commands", table: Reply.Table(headers: ["command", "what it does"], rows: rows),
+            hint: "`/infer help <command>` explains one."
+        )
+    }
+
+    func status(model: ModelSpec?, environment: EnvironmentSettings?, user: UserID) async throws -> Reply {
+        let environments = (environment.map { [$0] } ?? configuration.environmentNames.compactMap { configuration.environments[$0] })
+            .filter { configuration.policy.allows(user, "view", in: $0.name) }
+        let models = model.map { [$0] } ?? configuration.modelNames.compactMap { configuration.models[$0] }
+        // When the user names a model, say so even where it is not deployed; otherwise list what runs.
+        let filtered = model != nil
+        let unfinished = try await services.store.unfinishedOperations()
+        var rows: [[String]] = []
+        for env in environments {
+            for model in models {
+                let target = env.target(model: model.name)
+                let release: ReleaseStatus?
+                do {
+                    release = try await services.releases.status(target)
+                } catch let failure as ReleaseFailure {
+                    rows.append([model.name, env.name, "unknown: \(failure.message)", "", "", "", ""])
+                    continue
+                }
+                let inFlight = unfinished.filter { $0.target?.release == target.release }
+                    .map { "\($0.id) \($0.kind.rawValue) (\($0.state.rawValue))" }
+                guard let release else {
+                    if filtered || !inFlight.isEmpty {
+                        rows.append([model.name, env.name, "not deployed", "", "", "", inFlight.joined(separator: ", ")])
+                    }
+                    continue
+                }
+                let workload = try? await services.cluster.workload(target)
+                let ready = workload.map { "\($0.readyReplicas)/\($0.desiredReplicas)" } ?? "?"
+                let verification = try await services.store.lastVerification(model: model.name, environment: env.name)
+                let verified = verification.map {
+                    "\(Self.ago($0.at, now: services.time.now())), \($0.latency.spoken)" + ($0.revision.map { " (rev \($0))" } ?? "")
+                } ?? "never"
+                rows.append([
+                    model.name, env.name, "\(release.state) rev \(release.revision)",
+                    [release.chart, release.appVersion].compactMap { $0 }.joined(separator: " / "), ready, verified,
+                    inFlight.isEmpty ? "–" : inFlight.joined(separator: ", "),
+                ])
+            }
+        }
+        let locks = try await services.store.locks().filter { lock in environments.contains { $0.name == lock.environment } }
+        let lockLines = locks.map {
+            "🔒 \($0.environment) locked by <@\($0.holder)> \(Self.ago($0.since, now: services.time.now()))" + ($0.reason.map { ": \($0)" } ?? "")
+        }
+        if rows.isEmpty {
+            return Reply(.info, environments.isEmpty ? "You may not view any environment." : "Nothing is deployed yet.", lines: lockLines)
+        }
+        return Reply(
+            .info, "Status",
+            lines: lockLines,
+            table: Reply.Table(headers: ["model", "env", "helm", "chart / app", "ready", "last verified", "in flight"], rows: rows)
+        )
+    }
+
+    func history(model: ModelSpec, environment: EnvironmentSettings) async throws -> Reply {
+        let target = environment.target(model: model.name)
+        let revisions = try await services.releases.history(target)
+        guard !revisions.isEmpty else {
+            return Reply(.info, "\(target.release) has no revisions: it was never deployed.")
+        }
+        let operations = try await services.store.recentOperations(model: model.name, environment: environment.name, limit: 500)
+        let byRevision = Dictionary(operations.compactMap { op in op.revision.map { ($0, op) } }, uniquingKeysWith: { first, _ in first })
+        let rows = revisions.reversed().map { revision -> [String] in
+            let operation = byRevision[revision.revision]
+            return [
+                "\(revision.revision)", revision.state.description,
+                revision.updated.map { Self.timestamp($0) } ?? "",
+                operation.map { "<@\($0.requester)>" } ?? "(outside InferOps)",
+                operation.map { "\($0.kind.rawValue) \($0.id)" } ?? "",
+                revision.chart + (revision.appVersion.isEmpty ? "" : " / \(revision.appVersion)"),
+                revision.description,
+            ]
+        }
+        return Reply(
+            .info, "History of \(target.release)",
+            table: Reply.Table(headers: ["rev", "status", "updated", "by", "operation", "chart / app", "description"], rows: rows),
+            hint: "`/infer rollback \(model.name) in \(environment.name) --to N` returns to revision N."
+        )
+    }
+
+    static func timestamp(_ date: Date) -> String {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime]
+        return formatter.string(from: date)
+    }
+
+    static func ago(_ date: Date, now: Date) -> String {
+        let seconds = max(0, Int(now.timeIntervalSince(date)))
+        if seconds < 60 { return "\(seconds) s ago" }
+        if seconds < 3600 { return "\(seconds / 60) min ago" }
+        if seconds < 86400 { return "\(seconds / 3600) h ago" }
+        return "\(seconds / 86400) d ago"
+    }
+}

@@ -1,0 +1,86 @@
+/// Rolls a release back, waits for readiness and verifies it. Also the documented way out of a
+/// release stuck in `pending-*`: `helm rollback` for a pending upgrade or rollback, `helm uninstall`
+/// for a pending first install.
+struct RollbackWorkflow: Sendable {
+    let services: Services
+    let model: ModelSpec
+    let environment: EnvironmentSettings
+    let requestedRevision: Int?
+    let reporter: OperationReporter
+
+    func run() async throws -> CommandOutcome {
+        let id = await reporter.operation.id
+        let target = environment.target(model: model.name)
+        let endpoint = EngineEndpoint(target: target, service: target.release)
+        try await reporter.move(to: .prechecking, "Reading the release's history.")
+        guard let current = try await services.releases.status(target) else {
+            return try await fail(ReleaseFailure.releaseNotFound)
+        }
+        if current.state == .pendingInstall {
+            try await reporter.move(
+                to: .applying, "Revision \(current.revision) is stuck in pending-install; removing it with helm uninstall.")
+            try await services.releases.uninstall(target, timeout: environment.readinessBudget)
+            try await reporter.finish(
+                .succeeded,
+                Reply(.success, "Recovered \(target.release): the stuck first install was removed. Deploy again when ready.")
+            )
+            return .completed(id)
+        }
+        let history = try await services.releases.history(target)
+        let revision: Int
+        if let requestedRevision {
+            guard history.contains(where: { $0.revision == requestedRevision }) else {
+                return try await fail(ReleaseFailure.missingRevision(requestedRevision))
+            }
+            guard requestedRevision != current.revision || current.state != .deployed else {
+                return try await fail(Refusal("Revision \(requestedRevision) is already the deployed revision.",
+                                              hint: "`/infer history \(model.name) in \(environment.name)` lists the others."))
+            }
+            revision = requestedRevision
+        } else {
+            guard let previous = history.last(where: {
+                $0.revision < current.revision && ($0.state == .superseded || $0.state == .deployed)
+            }) else {
+                return try await fail(ReleaseFailure.missingRevision(nil))
+            }
+            revision = previous.revision
+        }
+        let stuck = current.state.isPending ? " (recovering from \(current.state))" : ""
+        try await reporter.move(
+            to: .applying, "Running helm rollback to revision \(revision)\(stuck).",
+            fields: [Reply.Field("release", target.release), Reply.Field("from revision", "\(current.revision)")]
+        )
+        let restored: ReleaseStatus
+        do {
+            restored = try await services.releases.rollback(target, to: revision, timeout: environment.readinessBudget)
+        } catch let failure as ReleaseFailure {
+            return try await fail(failure)
+        }
+        try await reporter.setRevision(restored.revision)
+        let verifier = EngineVerifier(engines: services.engines, time: services.time, settings: environment.verification)
+        do {
+            try await reporter.move(to: .waitingReady, "Helm rolled back (revision \(restored.revision)). Waiting for the engine.")
+            try await verifier.waitReady(endpoint, servedName: model.name, budget: environment.readinessBudget)
+            try await reporter.move(to: .verifying, "Engine ready. Sending a test completion.")
+            let (latency, text) = try await verifier.verify(endpoint, servedName: model.name)
+            try await services.store.recordVerification(
+                Verification(model: model.name, environment: environment.name, operation: id, at: services.time.now(),
+                             latency: latency, revision: restored.revision)
+            )
+            try await reporter.report(Reply(.progress, "Test completion answered in \(latency.spoken): “\(text)”"))
+            try await reporter.finish(
+                .succeeded,
+                Reply(.success, "Rolled \(model.name) in \(environment.name) back to revision \(revision) (now revision \(restored.revision)), verified in \(latency.spoken).",
+                      fields: [Reply.Field("endpoint", endpoint.description)])
+            )
+            return .completed(id)
+        } catch let failure as VerificationFailure {
+            return try await fail(failure)
+        }
+    }
+
+    func fail(_ failure: any UserFacingError) async throws -> CommandOutcome {
+        try await reporter.finish(.failed, Reply(.failure, failure.message, hint: failure.hint))
+        return .failed(await reporter.operation.id, failure.message)
+    }
+}

@@ -1,0 +1,54 @@
+import Logging
+
+/// The ports the pipeline works through, gathered once by the composition root.
+public struct Services: Sendable {
+    public var store: any OperationStore
+    public var releases: any ReleaseEngine
+    public var cluster: any ClusterInspector
+    public var engines: any EngineClient
+    public var chat: any ChatTransport
+    public var time: any TimeSource
+    public var logger: Logger
+
+    public init(
+        store: any OperationStore, releases: any ReleaseEngine, cluster: any ClusterInspector,
+        engines: any EngineClient, chat: any ChatTransport, time: any TimeSource = SystemTime(),
+        logger: Logger = Logger(label: "inferops")
+    ) {
+        self.store = store
+        self.releases = releases
+        self.cluster = cluster
+        self.engines = engines
+        self.chat = chat
+        self.time = time
+        self.logger = logger
+    }
+}
+
+/// A command as it arrives from chat.
+public struct IncomingCommand: Hashable, Sendable {
+    public var user: UserID
+    public var text: String
+    public var channel: String
+
+    public init(user: UserID, text: String, channel: String) {
+        self.user = user
+        self.text = text
+        self.channel = channel
+    }
+}
+
+/// How a command ended, for `inferops exec`'s exit status and for tests.
+public enum CommandOutcome: Hashable, Sendable {
+    /// Answered or done as asked.
+    case completed(OperationID?)
+    /// Not run: bad input, unknown names, denied, locked, no capacity.
+    case refused(String)
+    /// Run, and it failed (possibly rolled back).
+    case failed(OperationID?, String)
+
+    public var succeeded: Bool {
+        if case .completed = self { return true }
+        return false
+    }
+}

@@ -1,0 +1,107 @@
+/// A command checked against the configuration: every name it uses exists.
+public enum ValidatedCommand: Hashable, Sendable {
+    case deploy(model: ModelSpec, environment: EnvironmentSettings, chartVersion: String?, overrides: [String], dryRun: Bool)
+    case rollback(model: ModelSpec, environment: EnvironmentSettings, revision: Int?)
+    case status(model: ModelSpec?, environment: EnvironmentSettings?)
+    case history(model: ModelSpec, environment: EnvironmentSettings)
+    case lock(environment: EnvironmentSettings, reason: String?)
+    case unlock(environment: EnvironmentSettings, reason: String?)
+    case cancel(OperationID)
+    case help(verb: String?)
+
+    /// The environment the command acts in, when it names one.
+    public var environment: EnvironmentSettings? {
+        switch self {
+        case .deploy(_, let environment, _, _, _), .rollback(_, let environment, _), .history(_, let environment),
+            .lock(let environment, _), .unlock(let environment, _):
+            environment
+        case .status(_, let environment):
+            environment
+        case .cancel, .help:
+            nil
+        }
+    }
+}
+
+/// The validate stage: resolves names against the catalog and configuration, with "did you mean".
+public struct CommandValidator: Sendable {
+    public let configuration: Configuration
+    public let catalog: CommandCatalog
+
+    public init(configuration: Configuration, catalog: CommandCatalog) {
+        self.configuration = configuration
+        self.catalog = catalog
+    }
+
+    public func validate(_ command: ParsedCommand) throws(Refusal) -> ValidatedCommand {
+        switch command.verb {
+        case "deploy":
+            let model = try model(command.argument("model"))
+            let environment = try environment(command.argument("environment"))
+            if let version = command.option("chart-version") {
+                guard version.count <= 64, version.unicodeScalars.allSatisfy({ $0.properties.isAlphabetic || ("0"..."9").contains($0) || ".-+_".unicodeScalars.contains($0) }) else {
+                    throw Refusal("`\(CommandParser.excerpt(version))` is not a chart version (like `0.1.0`).")
+                }
+            }
+            return .deploy(
+                model: model, environment: environment, chartVersion: command.option("chart-version"),
+                overrides: command.values("set"), dryRun: command.flag("dry-run")
+            )
+        case "rollback":
+            return .rollback(
+                model: try model(command.argument("model")), environment: try environment(command.argument("environment")),
+                revision: command.option("to").flatMap { Int($0) }
+            )
+        case "status":
+            return .status(
+                model: try command.argument("model").map { name throws(Refusal) in try model(name) },
+                environment: try command.argument("environment").map { name throws(Refusal) in try environment(name) }
+            )
+        case "history":
+            return .history(model: try model(command.argument("model")), environment: try environment(command.argument("environment")))
+        case "lock":
+            return .lock(environment: try environment(command.argument("environment")), reason: command.option("reason"))
+        case "unlock":
+            return .unlock(environment: try environment(command.argument("environment")), reason: command.option("reason"))
+        case "cancel":
+            return .cancel(OperationID(command.argument("operation") ?? ""))
+        case "help":
+            if let verb = command.argument("verb") {
+                guard catalog.spec(named: verb) != nil else {
+                    throw Refusal(
+                        "There is no command `\(CommandParser.excerpt(verb))`." + Suggestions.didYouMean(verb, in: catalog.names),
+                        hint: "`/infer help` lists the commands."
+                    )
+                }
+                return .help(verb: verb.lowercased())
+            }
+            return .help(verb: nil)
+        default:
+            throw Refusal("`\(command.verb)` is declared but this daemon does not run it yet.")
+        }
+    }
+
+    func model(_ name: String?) throws(Refusal) -> ModelSpec {
+        let name = (name ?? "").lowercased()
+        guard let model = configuration.models[name] else {
+            throw Refusal(
+                "There is no model `\(CommandParser.excerpt(name))` in the catalog."
+                    + Suggestions.didYouMean(name, in: configuration.modelNames),
+                hint: "Models: " + configuration.modelNames.map { "`\($0)`" }.joined(separator: ", ") + "."
+            )
+        }
+        return model
+    }
+
+    func environment(_ name: String?) throws(Refusal) -> EnvironmentSettings {
+        let name = (name ?? "").lowercased()
+        guard let environment = configuration.environments[name] else {
+            throw Refusal(
+                "There is no environment `\(CommandParser.excerpt(name))`."
+                    + Suggestions.didYouMean(name, in: configuration.environmentNames),
+                hint: "Environments: " + configuration.environmentNames.map { "`\($0)`" }.joined(separator: ", ") + "."
+            )
+        }
+        return environment
+    }
+}

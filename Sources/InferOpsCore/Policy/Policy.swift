@@ -1,0 +1,80 @@
+/// Who may do what where: roles bound to immutable user ids, each granting permissions per environment.
+public struct Policy: Hashable, Sendable {
+    public var roles: [Role]
+
+    public init(roles: [Role]) { self.roles = roles }
+
+    public struct Role: Hashable, Sendable {
+        public var name: String
+        /// Immutable chat user ids; `*` means everyone.
+        public var members: Set<String>
+        public var grants: [Grant]
+
+        public init(name: String, members: Set<String>, grants: [Grant]) {
+            self.name = name
+            self.members = members
+            self.grants = grants
+        }
+
+        public func includes(_ user: UserID) -> Bool { members.contains(user.rawValue) || members.contains("*") }
+    }
+
+    /// Permissions in environments; `*` in either list means all.
+    public struct Grant: Hashable, Sendable {
+        public var permissions: Set<String>
+        public var environments: Set<String>
+
+        public init(permissions: Set<String>, environments: Set<String>) {
+            self.permissions = permissions
+            self.environments = environments
+        }
+
+        public func allows(_ permission: String, in environment: String) -> Bool {
+            (permissions.contains(permission) || permissions.contains("*"))
+                && (environments.contains(environment) || environments.contains("*"))
+        }
+    }
+
+    /// Whether `user` holds `permission` in `environment`.
+    public func allows(_ user: UserID, _ permission: String, in environment: String) -> Bool {
+        if permission == "none" { return true }
+        return roles.contains { role in
+            role.includes(user) && role.grants.contains { $0.allows(permission, in: environment) }
+        }
+    }
+
+    /// The roles that would grant `permission` in `environment`, for the denial message.
+    public func rolesGranting(_ permission: String, in environment: String) -> [String] {
+        roles.filter { role in role.grants.contains { $0.allows(permission, in: environment) } }.map(\.name).sorted()
+    }
+
+    /// Throws a `Denial` unless `user` holds `permission` in `environment`.
+    public func authorize(_ user: UserID, _ permission: String, in environment: String, verb: String) throws(Denial) {
+        guard allows(user, permission, in: environment) else {
+            throw Denial(
+                user: user, verb: verb, permission: permission, environment: environment,
+                grantingRoles: rolesGranting(permission, in: environment)
+            )
+        }
+    }
+}
+
+/// Authorization said no. The message names the missing permission and who could grant it.
+public struct Denial: UserFacingError, Equatable {
+    public var user: UserID
+    public var verb: String
+    public var permission: String
+    public var environment: String
+    public var grantingRoles: [String]
+
+    public var message: String {
+        "<@\(user)> may not `\(verb)` in `\(environment)`: the permission `\(permission)` on `\(environment)` is missing."
+    }
+
+    public var hint: String? {
+        grantingRoles.isEmpty
+            ? "No role grants it; ask an administrator to change the policy."
+            : "It comes with the role\(grantingRoles.count == 1 ? "" : "s") " + grantingRoles.map { "`\($0)`" }.joined(separator: ", ")
+                + "; ask an administrator to add you."
+    }
+}

@@ -1,0 +1,204 @@
+import Foundation
+import InferOpsCore
+import Synchronization
+
+/// The `ReleaseEngine` that runs the real `helm` binary, Helm 3 or Helm 4.
+///
+/// Every call is one helm process started with an argument vector (`HelmCommand`), never a shell,
+/// so no chat text can become a shell command. Helm's exit code is 1 for every failure, so failures
+/// are classified from stderr by `HelmErrorClassifier`; successes are read from `--output=json`.
+public final class HelmReleaseEngine: ReleaseEngine {
+    /// The helm executable.
+    public let helmPath: String
+    /// Passed as `--kubeconfig`; `nil` leaves the choice to helm (`$KUBECONFIG`, `~/.kube/config`).
+    public let kubeconfig: String?
+    /// Added to the daemon's own environment for every helm run, e.g. `HELM_DRIVER=configmap`.
+    public let environment: [String: String]
+    /// Where the temporary values files go; created with mode 0700 when missing.
+    public let workingDirectory: String
+
+    private let configuredVersion: HelmVersion?
+    private let detectedVersion = Mutex<HelmVersion?>(nil)
+    private let runner: ProcessRunner
+    private let classifier = HelmErrorClassifier()
+    /// How long a call that does not wait on the cluster (status, history, template, version) may
+    /// take before helm is stopped.
+    private let queryDeadline: Duration
+
+    /// - Parameters:
+    ///   - helmPath: the helm executable.
+    ///   - kubeconfig: passed as `--kubeconfig` when set.
+    ///   - environment: added to the process environment of every run (`HELM_DRIVER`, `HELM_CACHE_HOME`).
+    ///   - workingDirectory: where the temporary values files are written (mode 0600, removed after
+    ///     each call).
+    ///   - version: the Helm major version; `nil` asks the binary once (`helm version`) and keeps
+    ///     the answer.
+    ///   - terminationGrace: how long helm may take to exit after SIGTERM (it records the revision
+    ///     as failed meanwhile) before it gets SIGKILL.
+    ///   - queryDeadline: the limit for calls that do not wait for resources.
+    public init(
+        helmPath: String,
+        kubeconfig: String? = nil,
+        environment: [String: String] = [:],
+        workingDirectory: String,
+        version: HelmVersion? = nil,
+        terminationGrace: Duration = .seconds(30),
+        queryDeadline: Duration = .seconds(120)
+    ) {
+        self.helmPath = helmPath
+        self.kubeconfig = kubeconfig
+        self.environment = environment
+        self.workingDirectory = workingDirectory
+        self.configuredVersion = version
+        self.runner = ProcessRunner(terminationGrace: terminationGrace)
+        self.queryDeadline = queryDeadline
+    }
+
+    /// The Helm major version: the configured one, or the binary's own answer, asked once.
+    ///
+    /// Call it at start-up to fail early on a missing or unsupported binary.
+    /// - Throws: `ReleaseFailure.unclassified` when helm cannot be run or is neither 3 nor 4.
+    public func version() async throws -> HelmVersion {
+        if let configuredVersion { return configuredVersion }
+        if let known = detectedVersion.withLock({ $0 }) { return known }
+        let output = try await run(HelmCommand.versionQuery, deadline: queryDeadline)
+        let text = String(decoding: output.stdout, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        guard output.succeeded, let version = HelmVersion(versionString: text) else {
+            let shown =
+                output.succeeded
+                ? "version \(text.prefix(40))"
+                : classifier.detail(
+                    HelmErrorClassifier.errorText(in: output.stderrText),
+                    SecretRedactor()
+                )
+            throw ReleaseFailure.unclassified(detail: "\(helmPath) is not a supported helm (3 or 4): \(shown)")
+        }
+        detectedVersion.withLock { $0 = version }
+        return version
+    }
+
+    public func upgrade(_ request: ReleaseUpgrade) async throws -> ReleaseStatus {
+        let command = try await command()
+        let output = try await ValuesFile.with(request.values, in: workingDirectory) { valuesFile in
+            try await run(command.upgrade(request, valuesFile: valuesFile), deadline: waitDeadline(request.timeout))
+        }
+        if output.succeeded { return try parse { try HelmOutput.release(from: output.stdout, command: "upgrade") } }
+        let failure = classify(output, values: request.values)
+        // Helm says the same thing whether another helm really is running or a killed one left the
+        // release pending. The daemon runs one operation per release at a time, so a pending state
+        // seen from here is a stuck one, and it has its own recovery.
+        if failure == .operationInProgress, let current = try? await status(request.target), current.state.isPending {
+            throw ReleaseFailure.stuckPending(current.state)
+        }
+        throw failure
+    }
+
+    public func render(_ request: ReleaseUpgrade) async throws -> String {
+        let command = try await command()
+        let output = try await ValuesFile.with(request.values, in: workingDirectory) { valuesFile in
+            try await run(command.template(request, valuesFile: valuesFile), deadline: queryDeadline)
+        }
+        guard output.succeeded else { throw classify(output, values: request.values) }
+        return String(decoding: output.stdout, as: UTF8.self)
+    }
+
+    public func rollback(_ target: ReleaseTarget, to revision: Int?, timeout: Duration) async throws -> ReleaseStatus {
+        let command = try await command()
+        let output = try await run(
+            command.rollback(target, to: revision, timeout: timeout),
+            deadline: waitDeadline(timeout)
+        )
+        guard output.succeeded else { throw classify(output) }
+        // `rollback` has no `--output`; the new revision is read back.
+        guard let status = try await status(target) else { throw ReleaseFailure.releaseNotFound }
+        return status
+    }
+
+    public func status(_ target: ReleaseTarget) async throws -> ReleaseStatus? {
+        let command = try await command()
+        let output = try await run(command.status(target), deadline: queryDeadline)
+        guard output.succeeded else {
+            let failure = classify(output)
+            if failure == .releaseNotFound { return nil }
+            throw failure
+        }
+        var status = try parse { try HelmOutput.release(from: output.stdout, command: "status") }
+        // `status --output=json` has no chart; the newest history row names it, and a report
+        // without the chart version cannot say what is deployed.
+        if status.chart == nil, let row = try await history(target, max: 1).last, row.revision == status.revision {
+            status.chart = row.chart.isEmpty ? nil : row.chart
+            status.appVersion = row.appVersion.isEmpty ? nil : row.appVersion
+        }
+        return status
+    }
+
+    public func history(_ target: ReleaseTarget) async throws -> [ReleaseRevision] {
+        try await history(target, max: 256)
+    }
+
+    public func uninstall(_ target: ReleaseTarget, timeout: Duration) async throws {
+        let command = try await command()
+        let output = try await run(command.uninstall(target, timeout: timeout), deadline: waitDeadline(timeout))
+        guard output.succeeded else { throw classify(output) }
+    }
+
+    // MARK: - Running helm
+
+    private func history(_ target: ReleaseTarget, max: Int) async throws -> [ReleaseRevision] {
+        let command = try await command()
+        let output = try await run(command.history(target, max: max), deadline: queryDeadline)
+        guard output.succeeded else {
+            let failure = classify(output)
+            if failure == .releaseNotFound { return [] }
+            throw failure
+        }
+        return try parse { try HelmOutput.history(from: output.stdout) }
+    }
+
+    private func command() async throws -> HelmCommand {
+        HelmCommand(version: try await version(), kubeconfig: kubeconfig)
+    }
+
+    /// A waiting call may take helm's own timeout plus the time to apply and record the release;
+    /// past that, helm itself is stuck and is stopped.
+    private func waitDeadline(_ timeout: Duration) -> Duration {
+        .seconds(HelmCommand.timeoutSeconds(timeout)) + queryDeadline
+    }
+
+    /// Runs helm and turns the ways a run can end without an exit code of its own into failures.
+    private func run(_ arguments: [String], deadline: Duration) async throws -> ProcessOutput {
+        let processEnvironment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        do {
+            return try await runner.run(
+                executable: helmPath,
+                arguments: arguments,
+                environment: processEnvironment,
+                deadline: deadline
+            )
+        } catch ProcessRunError.cancelled {
+            throw ReleaseFailure.cancelled
+        } catch ProcessRunError.launchFailed(let reason) {
+            throw ReleaseFailure.unclassified(detail: "could not start helm: \(reason)")
+        } catch ProcessRunError.deadlineExceeded {
+            let limit = HelmCommand.timeoutSeconds(deadline)
+            throw ReleaseFailure.unclassified(
+                detail: "helm \(arguments.first ?? "") did not finish within \(limit)s and was stopped"
+            )
+        }
+    }
+
+    private func classify(_ output: ProcessOutput, values: JSONValue = .object([:])) -> ReleaseFailure {
+        if output.signalled, output.stderr.isEmpty {
+            return .unclassified(detail: "helm was killed by signal \(output.status)")
+        }
+        return classifier.classify(stderr: output.stderrText, values: values)
+    }
+
+    private func parse<T>(_ body: () throws -> T) throws -> T {
+        do {
+            return try body()
+        } catch let error as HelmOutput.MalformedOutput {
+            throw ReleaseFailure.unclassified(detail: error.description)
+        }
+    }
+}

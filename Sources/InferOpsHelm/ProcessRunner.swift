@@ -1,0 +1,331 @@
+import Dispatch
+import Foundation
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// What one finished child process left behind.
+struct ProcessOutput: Sendable {
+    /// The exit code, or the signal number when `signalled`.
+    var status: Int32
+    var signalled: Bool
+    var stdout: Data
+    var stderr: Data
+
+    var succeeded: Bool { !signalled && status == 0 }
+    var stderrText: String { String(decoding: stderr, as: UTF8.self) }
+}
+
+/// Why a run did not produce a `ProcessOutput` of its own.
+enum ProcessRunError: Error, Sendable {
+    /// The executable could not be started (missing, not executable).
+    case launchFailed(String)
+    /// The task was cancelled; the process got SIGTERM and has exited (`output` is what it printed),
+    /// or was never started (`nil`).
+    case cancelled(ProcessOutput?)
+    /// The process outlived its deadline; it got SIGTERM and has exited.
+    case deadlineExceeded(ProcessOutput)
+}
+
+/// Runs an executable with an argument vector, never through a shell, and collects its output.
+///
+/// It calls `posix_spawn` itself rather than using Foundation's `Process`, for the child's signal
+/// state: a process inherits the blocked-signal mask of the thread that spawns it, and the threads
+/// Swift concurrency runs on block almost every signal. A child spawned from one would never see
+/// the SIGTERM that cancellation depends on (Go programs unblock the signals they ask for, other
+/// programs do not). Here the child always starts with an empty mask and default handlers, in its
+/// own process group, so a Ctrl-C meant for the daemon does not kill helm mid-write: the daemon
+/// decides, and stops it with SIGTERM.
+///
+/// One dedicated thread per run drains both pipes with `poll` (helm's `--output=json` release is
+/// larger than a pipe buffer; a child blocked on a full stderr while the parent reads stdout would
+/// never exit) and then waits for the exit. It is not a thread of the cooperative pool, because a
+/// helm `--wait` blocks it for minutes.
+///
+/// Cancelling the calling task sends SIGTERM, which helm answers by marking the revision `failed`
+/// (SIGKILL would leave it `pending-*`), and waits for the exit. Only a child that ignores SIGTERM
+/// for `terminationGrace` gets SIGKILL.
+struct ProcessRunner: Sendable {
+    var terminationGrace: Duration
+
+    init(terminationGrace: Duration = .seconds(30)) {
+        self.terminationGrace = terminationGrace
+    }
+
+    /// - Parameters:
+    ///   - executable: a path, or a bare name looked up in `PATH`.
+    ///   - environment: the child's whole environment.
+    ///   - deadline: after this long the child is stopped as if the task had been cancelled, so a
+    ///     call against an API server that accepts connections but never answers cannot hang forever.
+    /// - Throws: `ProcessRunError`.
+    func run(
+        executable: String,
+        arguments: [String],
+        environment: [String: String],
+        deadline: Duration? = nil
+    ) async throws -> ProcessOutput {
+        let child = Child(grace: terminationGrace)
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { continuation in
+                child.start(
+                    executable: executable,
+                    arguments: arguments,
+                    environment: environment,
+                    deadline: deadline,
+                    continuation: continuation
+                )
+            }
+        } onCancel: {
+            child.stop(reason: .cancelled)
+        }
+    }
+}
+
+/// One child process, shared by the launching task, its I/O thread, the deadline timer and the
+/// cancellation handler; `state` is its only mutable part.
+private final class Child: Sendable {
+    enum StopReason { case cancelled, deadline }
+
+    struct State {
+        var continuation: CheckedContinuation<ProcessOutput, any Error>?
+        var pid: pid_t?
+        /// Set once the child has exited, before it is reaped: until then its pid cannot be reused,
+        /// so a signal sent while this is false always reaches this child.
+        var exited = false
+        var stopReason: StopReason?
+    }
+
+    let grace: Duration
+    let state = Mutex(State())
+
+    init(grace: Duration) {
+        self.grace = grace
+    }
+
+    func start(
+        executable: String,
+        arguments: [String],
+        environment: [String: String],
+        deadline: Duration?,
+        continuation: CheckedContinuation<ProcessOutput, any Error>
+    ) {
+        let alreadyStopped = state.withLock { state -> Bool in
+            if state.stopReason != nil { return true }
+            state.continuation = continuation
+            return false
+        }
+        if alreadyStopped {
+            continuation.resume(throwing: ProcessRunError.cancelled(nil))
+            return
+        }
+
+        let spawned: Spawned
+        do {
+            spawned = try Spawned.spawn(executable: executable, arguments: arguments, environment: environment)
+        } catch {
+            finish(.failure(.launchFailed("\(executable): \(error)")))
+            return
+        }
+        let stopNow = state.withLock { state -> Bool in
+            state.pid = spawned.pid
+            return state.stopReason != nil
+        }
+        if stopNow { terminate(spawned.pid) }
+
+        Thread.detachNewThread { [self] in
+            let (stdout, stderr) = spawned.drain()
+            let status = spawned.waitForExit { self.state.withLock { $0.exited = true } }
+            let output = ProcessOutput(status: status.code, signalled: status.signalled, stdout: stdout, stderr: stderr)
+            let reason = state.withLock { $0.stopReason }
+            switch reason {
+            case .cancelled: finish(.failure(.cancelled(output)))
+            case .deadline: finish(.failure(.deadlineExceeded(output)))
+            case nil: finish(.success(output))
+            }
+        }
+        if let deadline {
+            DispatchQueue.global().asyncAfter(deadline: .now() + deadline.timeInterval) { [self] in
+                stop(reason: .deadline)
+            }
+        }
+    }
+
+    /// SIGTERM now, SIGKILL after the grace period if the child is still running.
+    func stop(reason: StopReason) {
+        let pid = state.withLock { state -> pid_t? in
+            guard state.stopReason == nil, !state.exited else { return nil }
+            state.stopReason = reason
+            return state.pid
+        }
+        if let pid { terminate(pid) }
+    }
+
+    private func terminate(_ pid: pid_t) {
+        signal(pid, SIGTERM)
+        DispatchQueue.global().asyncAfter(deadline: .now() + grace.timeInterval) { [self] in
+            signal(pid, SIGKILL)
+        }
+    }
+
+    /// Sends `signal` unless the child has exited, under the lock that `exited` is set under.
+    private func signal(_ pid: pid_t, _ signal: Int32) {
+        state.withLock { state in
+            if !state.exited { _ = kill(pid, signal) }
+        }
+    }
+
+    private func finish(_ result: Result<ProcessOutput, ProcessRunError>) {
+        let continuation = state.withLock { state in
+            defer { state.continuation = nil }
+            return state.continuation
+        }
+        continuation?.resume(with: result)
+    }
+}
+
+/// A spawned child and the parent's ends of its stdout and stderr pipes.
+private struct Spawned: Sendable {
+    struct SpawnFailure: Error, CustomStringConvertible {
+        var errno: Int32
+        var description: String { String(cString: strerror(errno)) }
+    }
+
+    let pid: pid_t
+    let stdout: Int32
+    let stderr: Int32
+
+    static func spawn(executable: String, arguments: [String], environment: [String: String]) throws -> Spawned {
+        let stdoutPipe = try channel()
+        let stderrPipe: [Int32]
+        do {
+            stderrPipe = try channel()
+        } catch {
+            close(stdoutPipe[0])
+            close(stdoutPipe[1])
+            throw error
+        }
+        defer {
+            close(stdoutPipe[1])
+            close(stderrPipe[1])
+        }
+
+        #if canImport(Darwin)
+        var actions: posix_spawn_file_actions_t? = nil
+        var attributes: posix_spawnattr_t? = nil
+        #else
+        var actions = posix_spawn_file_actions_t()
+        var attributes = posix_spawnattr_t()
+        #endif
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, stdoutPipe[1], 1)
+        posix_spawn_file_actions_adddup2(&actions, stderrPipe[1], 2)
+
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var noSignals = sigset_t()
+        sigemptyset(&noSignals)
+        posix_spawnattr_setsigmask(&attributes, &noSignals)
+        var allSignals = sigset_t()
+        sigfillset(&allSignals)
+        sigdelset(&allSignals, SIGKILL)
+        sigdelset(&allSignals, SIGSTOP)
+        posix_spawnattr_setsigdefault(&attributes, &allSignals)
+        posix_spawnattr_setpgroup(&attributes, 0)
+        var flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP
+        #if canImport(Darwin)
+        flags |= POSIX_SPAWN_CLOEXEC_DEFAULT
+        #endif
+        posix_spawnattr_setflags(&attributes, Int16(flags))
+
+        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+        let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer {
+            argv.forEach { free($0) }
+            envp.forEach { free($0) }
+        }
+        var pid: pid_t = 0
+        let result = posix_spawnp(&pid, executable, &actions, &attributes, argv, envp)
+        guard result == 0 else {
+            close(stdoutPipe[0])
+            close(stderrPipe[0])
+            throw SpawnFailure(errno: result)
+        }
+        return Spawned(pid: pid, stdout: stdoutPipe[0], stderr: stderrPipe[0])
+    }
+
+    /// A one-way channel for one of the child's outputs, `[read end, write end]`, both ends
+    /// close-on-exec from the moment they exist: no other child spawned meanwhile (by this runner or
+    /// anything else in the daemon) can inherit them, and an inherited write end would hold back this
+    /// child's end-of-file for as long as that other process lived. On Linux a socket pair is the
+    /// way to get that atomically (`pipe2` is not visible to Swift); on Darwin `posix_spawn` closes
+    /// everything not passed explicitly (`POSIX_SPAWN_CLOEXEC_DEFAULT`).
+    private static func channel() throws -> [Int32] {
+        var ends: [Int32] = [-1, -1]
+        #if os(Linux)
+        let type = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
+        guard socketpair(AF_UNIX, type, 0, &ends) == 0 else { throw SpawnFailure(errno: errno) }
+        // The child only writes and the parent only reads.
+        shutdown(ends[0], Int32(SHUT_WR))
+        shutdown(ends[1], Int32(SHUT_RD))
+        #else
+        guard pipe(&ends) == 0 else { throw SpawnFailure(errno: errno) }
+        for end in ends { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
+        #endif
+        return ends
+    }
+
+    /// Reads both pipes until both are closed, whichever fills first; closes them.
+    func drain() -> (stdout: Data, stderr: Data) {
+        var buffers = [Data(), Data()]
+        var descriptors = [
+            pollfd(fd: stdout, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: stderr, events: Int16(POLLIN), revents: 0),
+        ]
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while descriptors.contains(where: { $0.fd >= 0 }) {
+            let ready = poll(&descriptors, nfds_t(descriptors.count), -1)
+            if ready < 0 {
+                if errno == EINTR { continue }
+                break
+            }
+            for index in descriptors.indices where descriptors[index].fd >= 0 && descriptors[index].revents != 0 {
+                let count = chunk.withUnsafeMutableBytes { read(descriptors[index].fd, $0.baseAddress, $0.count) }
+                if count > 0 {
+                    buffers[index].append(contentsOf: chunk[0..<count])
+                } else if count == 0 || errno != EINTR && errno != EAGAIN {
+                    close(descriptors[index].fd)
+                    descriptors[index].fd = -1  // poll ignores negative descriptors
+                }
+            }
+        }
+        for descriptor in descriptors where descriptor.fd >= 0 { close(descriptor.fd) }
+        return (buffers[0], buffers[1])
+    }
+
+    /// Blocks until the child exits; calls `exited` while the child is a zombie (its pid still
+    /// taken), then reaps it.
+    func waitForExit(exited: () -> Void) -> (code: Int32, signalled: Bool) {
+        var info = siginfo_t()
+        while waitid(P_PID, id_t(pid), &info, WEXITED | WNOWAIT) != 0, errno == EINTR {}
+        exited()
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0, errno == EINTR {}
+        let signal = status & 0x7f
+        return signal == 0 ? ((status >> 8) & 0xff, false) : (signal, true)
+    }
+}
+
+extension Duration {
+    var timeInterval: TimeInterval {
+        let (seconds, attoseconds) = components
+        return TimeInterval(seconds) + TimeInterval(attoseconds) / 1e18
+    }
+}

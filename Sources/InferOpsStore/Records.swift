@@ -1,0 +1,280 @@
+import Foundation
+import GRDB
+import InferOpsCore
+
+// One record type per table. Each maps the core's value to its row and back in one place, so the
+// column names live next to each other and the core types never learn about GRDB. Reading uses
+// GRDB's throwing `decode`, so a damaged row becomes an error instead of a crash.
+
+/// A row of `operations`.
+struct OperationRow: FetchableRecord, PersistableRecord {
+    static let databaseTableName = "operations"
+
+    enum Columns {
+        static let id = Column("id")
+        static let kind = Column("kind")
+        static let requester = Column("requester")
+        static let environment = Column("environment")
+        static let model = Column("model")
+        static let release = Column("release")
+        static let namespace = Column("namespace")
+        static let kubeContext = Column("kube_context")
+        static let state = Column("state")
+        static let plan = Column("plan")
+        static let planDigest = Column("plan_digest")
+        static let revision = Column("revision")
+        static let command = Column("command")
+        static let thread = Column("thread")
+        static let outcome = Column("outcome")
+        static let createdAt = Column("created_at")
+        static let updatedAt = Column("updated_at")
+    }
+
+    var operation: OperationRecord
+
+    init(_ operation: OperationRecord) {
+        self.operation = operation
+    }
+
+    init(row: Row) throws {
+        let table = Self.databaseTableName
+        var target: ReleaseTarget?
+        if let release: String = try row.decode(forColumn: Columns.release),
+            let namespace: String = try row.decode(forColumn: Columns.namespace)
+        {
+            target = ReleaseTarget(
+                release: release,
+                namespace: namespace,
+                kubeContext: try row.decode(forColumn: Columns.kubeContext)
+            )
+        }
+        var plan: JSONValue?
+        if let text: String = try row.decode(forColumn: Columns.plan) {
+            do {
+                plan = try JSONDecoder().decode(JSONValue.self, from: Data(text.utf8))
+            } catch {
+                throw SQLiteStoreError.unreadableValue(table: table, column: Columns.plan.name, value: text)
+            }
+        }
+        operation = OperationRecord(
+            id: OperationID(try row.decode(String.self, forColumn: Columns.id)),
+            kind: try row.decodeRaw(OperationKind.self, forColumn: Columns.kind, table: table),
+            requester: UserID(try row.decode(String.self, forColumn: Columns.requester)),
+            environment: try row.decode(forColumn: Columns.environment),
+            model: try row.decode(forColumn: Columns.model),
+            target: target,
+            state: try row.decodeRaw(OperationState.self, forColumn: Columns.state, table: table),
+            plan: plan,
+            planDigest: try row.decode(forColumn: Columns.planDigest),
+            revision: try row.decode(forColumn: Columns.revision),
+            command: try row.decode(forColumn: Columns.command),
+            thread: try row.decode(forColumn: Columns.thread),
+            outcome: try row.decode(forColumn: Columns.outcome),
+            createdAt: StoredTime.date(milliseconds: try row.decode(forColumn: Columns.createdAt)),
+            updatedAt: StoredTime.date(milliseconds: try row.decode(forColumn: Columns.updatedAt))
+        )
+    }
+
+    func encode(to container: inout PersistenceContainer) {
+        container[Columns.id] = operation.id.rawValue
+        container[Columns.kind] = operation.kind.rawValue
+        container[Columns.requester] = operation.requester.rawValue
+        container[Columns.environment] = operation.environment
+        container[Columns.model] = operation.model
+        container[Columns.release] = operation.target?.release
+        container[Columns.namespace] = operation.target?.namespace
+        container[Columns.kubeContext] = operation.target?.kubeContext
+        container[Columns.state] = operation.state.rawValue
+        // Canonical JSON: sorted keys and stable numbers, the same text the plan digest is taken over.
+        container[Columns.plan] = operation.plan?.canonical
+        container[Columns.planDigest] = operation.planDigest
+        container[Columns.revision] = operation.revision
+        container[Columns.command] = operation.command
+        container[Columns.thread] = operation.thread
+        container[Columns.outcome] = operation.outcome
+        container[Columns.createdAt] = StoredTime.milliseconds(operation.createdAt)
+        container[Columns.updatedAt] = StoredTime.milliseconds(operation.updatedAt)
+    }
+}
+
+/// A row of `journal`. The autoincrement id is the order of the journal and is never read back.
+struct JournalRecord: FetchableRecord, PersistableRecord {
+    static let databaseTableName = "journal"
+
+    enum Columns {
+        static let id = Column("id")
+        static let operation = Column("operation_id")
+        static let at = Column("at")
+        static let state = Column("state")
+        static let message = Column("message")
+        static let duration = Column("duration_ms")
+    }
+
+    var entry: JournalEntry
+
+    init(_ entry: JournalEntry) {
+        self.entry = entry
+    }
+
+    init(row: Row) throws {
+        let duration: Int64? = try row.decode(forColumn: Columns.duration)
+        entry = JournalEntry(
+            operation: OperationID(try row.decode(String.self, forColumn: Columns.operation)),
+            at: StoredTime.date(milliseconds: try row.decode(forColumn: Columns.at)),
+            state: try row.decodeRaw(OperationState.self, forColumn: Columns.state, table: Self.databaseTableName),
+            message: try row.decode(forColumn: Columns.message),
+            duration: duration.map { StoredTime.duration(milliseconds: $0) }
+        )
+    }
+
+    func encode(to container: inout PersistenceContainer) {
+        container[Columns.operation] = entry.operation.rawValue
+        container[Columns.at] = StoredTime.milliseconds(entry.at)
+        container[Columns.state] = entry.state.rawValue
+        container[Columns.message] = entry.message
+        container[Columns.duration] = entry.duration.map { StoredTime.milliseconds($0) }
+    }
+}
+
+/// A row of `audit`. Rows are only ever inserted; the table's triggers refuse anything else.
+struct AuditRecord: FetchableRecord, PersistableRecord {
+    static let databaseTableName = "audit"
+
+    enum Columns {
+        static let id = Column("id")
+        static let at = Column("at")
+        static let actor = Column("actor")
+        static let action = Column("action")
+        static let environment = Column("environment")
+        static let subject = Column("subject")
+        static let outcome = Column("outcome")
+        static let operation = Column("operation_id")
+        static let detail = Column("detail")
+    }
+
+    var entry: AuditEntry
+    /// The stored time, kept as the integer so the JSON lines print it without a round trip.
+    var atMilliseconds: Int64
+
+    init(_ entry: AuditEntry) {
+        self.entry = entry
+        self.atMilliseconds = StoredTime.milliseconds(entry.at)
+    }
+
+    init(row: Row) throws {
+        atMilliseconds = try row.decode(forColumn: Columns.at)
+        let operation: String? = try row.decode(forColumn: Columns.operation)
+        entry = AuditEntry(
+            at: StoredTime.date(milliseconds: atMilliseconds),
+            actor: UserID(try row.decode(String.self, forColumn: Columns.actor)),
+            action: try row.decode(forColumn: Columns.action),
+            environment: try row.decode(forColumn: Columns.environment),
+            subject: try row.decode(forColumn: Columns.subject),
+            outcome: try row.decode(forColumn: Columns.outcome),
+            operation: operation.map(OperationID.init(rawValue:)),
+            detail: try row.decode(forColumn: Columns.detail)
+        )
+    }
+
+    func encode(to container: inout PersistenceContainer) {
+        container[Columns.at] = atMilliseconds
+        container[Columns.actor] = entry.actor.rawValue
+        container[Columns.action] = entry.action
+        container[Columns.environment] = entry.environment
+        container[Columns.subject] = entry.subject
+        container[Columns.outcome] = entry.outcome
+        container[Columns.operation] = entry.operation?.rawValue
+        container[Columns.detail] = entry.detail
+    }
+}
+
+/// A row of `verifications`. Every verification is kept; the newest one answers.
+struct VerificationRecord: FetchableRecord, PersistableRecord {
+    static let databaseTableName = "verifications"
+
+    enum Columns {
+        static let id = Column("id")
+        static let model = Column("model")
+        static let environment = Column("environment")
+        static let operation = Column("operation_id")
+        static let at = Column("at")
+        static let latency = Column("latency_ms")
+        static let revision = Column("revision")
+    }
+
+    var verification: Verification
+
+    init(_ verification: Verification) {
+        self.verification = verification
+    }
+
+    init(row: Row) throws {
+        verification = Verification(
+            model: try row.decode(forColumn: Columns.model),
+            environment: try row.decode(forColumn: Columns.environment),
+            operation: OperationID(try row.decode(String.self, forColumn: Columns.operation)),
+            at: StoredTime.date(milliseconds: try row.decode(forColumn: Columns.at)),
+            latency: StoredTime.duration(milliseconds: try row.decode(forColumn: Columns.latency)),
+            revision: try row.decode(forColumn: Columns.revision)
+        )
+    }
+
+    func encode(to container: inout PersistenceContainer) {
+        container[Columns.model] = verification.model
+        container[Columns.environment] = verification.environment
+        container[Columns.operation] = verification.operation.rawValue
+        container[Columns.at] = StoredTime.milliseconds(verification.at)
+        container[Columns.latency] = StoredTime.milliseconds(verification.latency)
+        container[Columns.revision] = verification.revision
+    }
+}
+
+/// A row of `locks`; the environment is the primary key, so there is at most one lock each.
+struct LockRecord: FetchableRecord, PersistableRecord {
+    static let databaseTableName = "locks"
+
+    enum Columns {
+        static let environment = Column("environment")
+        static let holder = Column("holder")
+        static let reason = Column("reason")
+        static let since = Column("since")
+    }
+
+    var lock: EnvironmentLock
+
+    init(_ lock: EnvironmentLock) {
+        self.lock = lock
+    }
+
+    init(row: Row) throws {
+        lock = EnvironmentLock(
+            environment: try row.decode(forColumn: Columns.environment),
+            holder: UserID(try row.decode(String.self, forColumn: Columns.holder)),
+            reason: try row.decode(forColumn: Columns.reason),
+            since: StoredTime.date(milliseconds: try row.decode(forColumn: Columns.since))
+        )
+    }
+
+    func encode(to container: inout PersistenceContainer) {
+        container[Columns.environment] = lock.environment
+        container[Columns.holder] = lock.holder.rawValue
+        container[Columns.reason] = lock.reason
+        container[Columns.since] = StoredTime.milliseconds(lock.since)
+    }
+}
+
+extension Row {
+    /// Reads a string column into one of the core's string enums, naming the value when it is not
+    /// one this build knows (for example, a state written by a newer version).
+    fileprivate func decodeRaw<Value: RawRepresentable>(
+        _ type: Value.Type,
+        forColumn column: Column,
+        table: String
+    ) throws -> Value where Value.RawValue == String {
+        let text: String = try decode(forColumn: column)
+        guard let value = Value(rawValue: text) else {
+            throw SQLiteStoreError.unreadableValue(table: table, column: column.name, value: text)
+        }
+        return value
+    }
+}

@@ -1,0 +1,268 @@
+import Foundation
+import GRDB
+import InferOpsCore
+
+/// The `OperationStore` on SQLite: the one type that owns the database connection, the writer and
+/// the migrations.
+///
+/// Every write goes through GRDB's single serialized writer in an immediate transaction, so
+/// writes never interleave, even with another process using the same file. On disk the database
+/// is a WAL-mode `DatabasePool`, so `inferops audit` and other readers never wait for the daemon.
+public final class SQLiteStore: OperationStore, Sendable {
+    /// A `DatabasePool` on disk, a `DatabaseQueue` in memory; both are used only through this.
+    private let writer: any DatabaseWriter
+
+    /// The names of the schema migrations, in the order they run. Append-only; see `Schema`.
+    public static let migrationNames: [String] = Schema.migrations.map(\.name)
+
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    ///
+    /// - Parameter path: The database file. Its parent folder is created when missing.
+    /// - Throws: `SQLiteStoreError.newerSchema` when a newer InferOps has migrated the file,
+    ///   or the file-system or SQLite error that stopped it opening.
+    public convenience init(path: String) throws {
+        let url = URL(fileURLWithPath: path)
+        try FileManager.default.createDirectory(
+            at: url.deletingLastPathComponent(),
+            withIntermediateDirectories: true
+        )
+        var configuration = Configuration()
+        // Another process (such as `inferops audit`) may briefly hold the write lock.
+        configuration.busyMode = .timeout(5)
+        try self.init(writer: DatabasePool(path: url.path, configuration: configuration))
+    }
+
+    /// A fresh, private database that lives as long as the store: for tests and dry runs.
+    public static func inMemory() throws -> SQLiteStore {
+        try SQLiteStore(writer: DatabaseQueue())
+    }
+
+    private init(writer: any DatabaseWriter) throws {
+        // A file migrated by a newer build may hold tables or meanings this build does not know;
+        // refusing to open is safer than writing rows that the newer build would misread.
+        let unknown = try writer.read { db in
+            try Schema.migrator.appliedIdentifiers(db).subtracting(Self.migrationNames).sorted()
+        }
+        guard unknown.isEmpty else { throw SQLiteStoreError.newerSchema(migrations: unknown) }
+        try Schema.migrator.migrate(writer)
+        self.writer = writer
+    }
+
+    // MARK: Operations
+
+    public func insert(_ operation: OperationRecord) async throws {
+        try await writer.write { db in
+            try OperationRow(operation).insert(db)
+        }
+    }
+
+    /// - Throws: `SQLiteStoreError.unknownOperation` when no operation has this id.
+    public func update(_ operation: OperationRecord) async throws {
+        try await writer.write { db in
+            do {
+                try OperationRow(operation).update(db)
+            } catch RecordError.recordNotFound {
+                throw SQLiteStoreError.unknownOperation(operation.id)
+            }
+        }
+    }
+
+    public func operation(_ id: OperationID) async throws -> OperationRecord? {
+        try await writer.read { db in
+            try OperationRow.fetchOne(db, key: id.rawValue)?.operation
+        }
+    }
+
+    /// The list of unfinished states comes from `OperationState.isFinished`, so the core alone
+    /// decides what "finished" means. Ties on the creation time keep insertion order.
+    public func unfinishedOperations() async throws -> [OperationRecord] {
+        let unfinished = OperationState.allCases.filter { !$0.isFinished }.map(\.rawValue)
+        return try await writer.read { db in
+            try OperationRow
+                .filter(unfinished.contains(OperationRow.Columns.state))
+                .order(OperationRow.Columns.createdAt.asc, Column.rowID.asc)
+                .fetchAll(db)
+                .map(\.operation)
+        }
+    }
+
+    /// A `limit` of zero or less returns nothing (SQLite would read a negative limit as "all").
+    public func recentOperations(
+        model: String?,
+        environment: String?,
+        limit: Int
+    ) async throws -> [OperationRecord] {
+        guard limit > 0 else { return [] }
+        return try await writer.read { db in
+            let columns = OperationRow.Columns.self
+            var request = OperationRow.order(columns.createdAt.desc, Column.rowID.desc).limit(limit)
+            if let model { request = request.filter(columns.model == model) }
+            if let environment { request = request.filter(columns.environment == environment) }
+            return try request.fetchAll(db).map(\.operation)
+        }
+    }
+
+    // MARK: Journal
+
+    /// - Throws: A foreign-key error when the operation has not been inserted.
+    public func appendJournal(_ entry: JournalEntry) async throws {
+        try await writer.write { db in
+            try JournalRecord(entry).insert(db)
+        }
+    }
+
+    /// In the order the entries were appended, which is the order of the autoincrement id.
+    public func journal(of operation: OperationID) async throws -> [JournalEntry] {
+        try await writer.read { db in
+            try JournalRecord
+                .filter(JournalRecord.Columns.operation == operation.rawValue)
+                .order(JournalRecord.Columns.id)
+                .fetchAll(db)
+                .map(\.entry)
+        }
+    }
+
+    // MARK: Audit
+
+    public func appendAudit(_ entry: AuditEntry) async throws {
+        try await writer.write { db in
+            try AuditRecord(entry).insert(db)
+        }
+    }
+
+    /// In the order the entries were appended.
+    public func auditLog() async throws -> [AuditEntry] {
+        try await auditRecords().map(\.entry)
+    }
+
+    /// The audit log as JSON lines for `inferops audit`: one compact object per entry, oldest first.
+    ///
+    /// Keys appear in a fixed order (`at`, `actor`, `action`, `environment`, `subject`, `outcome`,
+    /// `operation`, `detail`) so lines diff and grep the same on every platform; absent values are
+    /// left out rather than written as `null`. `at` is ISO 8601 in UTC with milliseconds.
+    public func auditLines() async throws -> [String] {
+        try await auditRecords().map(AuditLine.render)
+    }
+
+    private func auditRecords() async throws -> [AuditRecord] {
+        try await writer.read { db in
+            try AuditRecord.order(AuditRecord.Columns.id).fetchAll(db)
+        }
+    }
+
+    // MARK: Verifications
+
+    public func recordVerification(_ verification: Verification) async throws {
+        try await writer.write { db in
+            try VerificationRecord(verification).insert(db)
+        }
+    }
+
+    /// The verification with the latest time; of two at the same millisecond, the one recorded last.
+    public func lastVerification(model: String, environment: String) async throws -> Verification? {
+        try await writer.read { db in
+            try VerificationRecord
+                .filter(VerificationRecord.Columns.model == model)
+                .filter(VerificationRecord.Columns.environment == environment)
+                .order(VerificationRecord.Columns.at.desc, VerificationRecord.Columns.id.desc)
+                .fetchOne(db)?
+                .verification
+        }
+    }
+
+    // MARK: Locks
+
+    /// Check and insert share one immediate write transaction, so two callers can never both
+    /// believe they took the lock.
+    /// Checks and moves in one write transaction, so two processes cannot both claim a release.
+    public func claimRelease(for operation: OperationID, release: String, at: Date) async throws -> OperationRecord? {
+        try await writer.write { db in
+            let columns = OperationRow.Columns.self
+            let holding = OperationState.holdingRelease.map(\.rawValue)
+            if let holder = try OperationRow
+                .filter(columns.release == release && holding.contains(columns.state) && columns.id != operation.rawValue)
+                .order(columns.createdAt.asc)
+                .fetchOne(db)
+            {
+                return holder.operation
+            }
+            guard var claimed = try OperationRow.fetchOne(db, key: operation.rawValue)?.operation else {
+                throw SQLiteStoreError.unknownOperation(operation)
+            }
+            claimed.state = .prechecking
+            claimed.updatedAt = at
+            try OperationRow(claimed).update(db)
+            return nil
+        }
+    }
+
+    public func acquireLock(_ lock: EnvironmentLock) async throws -> EnvironmentLock? {
+        try await writer.write { db in
+            if let held = try LockRecord.fetchOne(db, key: lock.environment) {
+                return held.lock
+            }
+            try LockRecord(lock).insert(db)
+            return nil
+        }
+    }
+
+    public func releaseLock(environment: String) async throws -> EnvironmentLock? {
+        try await writer.write { db in
+            guard let held = try LockRecord.fetchOne(db, key: environment) else { return nil }
+            try LockRecord.deleteOne(db, key: environment)
+            return held.lock
+        }
+    }
+
+    /// Sorted by environment, so listings are stable.
+    public func locks() async throws -> [EnvironmentLock] {
+        try await writer.read { db in
+            try LockRecord.order(LockRecord.Columns.environment).fetchAll(db).map(\.lock)
+        }
+    }
+
+    // MARK: For tests
+
+    /// Runs raw SQL through the writer, so tests can prove the schema itself refuses what the
+    /// intent-level methods never attempt (such as editing the audit log).
+    func execute(sql: String) async throws {
+        try await writer.write { db in
+            try db.execute(sql: sql)
+        }
+    }
+
+    /// The migration names recorded in the database, in the order they were applied.
+    func recordedMigrations() async throws -> [String] {
+        try await writer.read { db in
+            try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations ORDER BY rowid")
+        }
+    }
+
+    /// The SQLite journal mode, to check the on-disk store really is in WAL mode.
+    func journalMode() async throws -> String {
+        try await writer.read { db in
+            try String.fetchOne(db, sql: "PRAGMA journal_mode") ?? ""
+        }
+    }
+}
+
+/// Failures inside the store. They are not user-facing: callers log them with a correlation id.
+public enum SQLiteStoreError: Error, Equatable, CustomStringConvertible {
+    /// `update` was given an operation that was never inserted.
+    case unknownOperation(OperationID)
+    /// A stored value that this build cannot read, such as a state written by a newer version.
+    case unreadableValue(table: String, column: String, value: String)
+    /// The database has migrations this build does not know: a newer InferOps has used it.
+    case newerSchema(migrations: [String])
+
+    public var description: String {
+        switch self {
+        case .unknownOperation(let id):
+            "no operation \(id) to update"
+        case .unreadableValue(let table, let column, let value):
+            "unreadable value in \(table).\(column): \(value)"
+        case .newerSchema(let migrations):
+            "the database was migrated by a newer InferOps (\(migrations.joined(separator: ", ")))"
+        }
+    }
+}

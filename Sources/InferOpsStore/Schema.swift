@@ -1,0 +1,128 @@
+import GRDB
+
+/// The database schema, as an ordered list of named migrations.
+///
+/// Migrations are append-only: a released migration is never edited, renamed, reordered or removed,
+/// because databases in the field record which names they have applied and would otherwise skip or
+/// repeat work. To change the schema, append a new migration. Each one is plain SQL against the raw
+/// schema, so it never changes meaning when the Swift records change.
+enum Schema {
+    /// The migrations in the order they must run.
+    static let migrations: [(name: String, sql: String)] = [
+        (
+            "v1-operations",
+            """
+            CREATE TABLE operations (
+                id TEXT PRIMARY KEY NOT NULL,
+                kind TEXT NOT NULL,
+                requester TEXT NOT NULL,
+                environment TEXT NOT NULL,
+                model TEXT,
+                "release" TEXT,
+                namespace TEXT,
+                kube_context TEXT,
+                state TEXT NOT NULL,
+                plan TEXT CHECK (plan IS NULL OR json_valid(plan)),
+                plan_digest TEXT,
+                command TEXT NOT NULL,
+                thread TEXT,
+                outcome TEXT,
+                created_at INTEGER NOT NULL,
+                updated_at INTEGER NOT NULL
+            ) STRICT;
+            CREATE INDEX operations_environment_model ON operations (environment, model);
+            CREATE INDEX operations_state ON operations (state);
+            """
+        ),
+        (
+            "v1-journal",
+            """
+            CREATE TABLE journal (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                operation_id TEXT NOT NULL REFERENCES operations (id),
+                at INTEGER NOT NULL,
+                state TEXT NOT NULL,
+                message TEXT NOT NULL,
+                duration_ms INTEGER
+            ) STRICT;
+            CREATE INDEX journal_operation ON journal (operation_id, id);
+            """
+        ),
+        (
+            "v1-audit",
+            """
+            CREATE TABLE audit (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                at INTEGER NOT NULL,
+                actor TEXT NOT NULL,
+                "action" TEXT NOT NULL,
+                environment TEXT,
+                subject TEXT,
+                outcome TEXT NOT NULL,
+                operation_id TEXT,
+                detail TEXT
+            ) STRICT;
+            CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+            BEGIN
+                SELECT RAISE(ABORT, 'the audit log is append-only');
+            END;
+            CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+            BEGIN
+                SELECT RAISE(ABORT, 'the audit log is append-only');
+            END;
+            -- INSERT OR REPLACE deletes the old row without firing DELETE triggers.
+            CREATE TRIGGER audit_no_replace BEFORE INSERT ON audit
+            WHEN EXISTS (SELECT 1 FROM audit WHERE id = NEW.id)
+            BEGIN
+                SELECT RAISE(ABORT, 'the audit log is append-only');
+            END;
+            """
+        ),
+        (
+            "v1-verifications",
+            """
+            CREATE TABLE verifications (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                model TEXT NOT NULL,
+                environment TEXT NOT NULL,
+                operation_id TEXT NOT NULL,
+                at INTEGER NOT NULL,
+                latency_ms INTEGER NOT NULL,
+                revision INTEGER
+            ) STRICT;
+            CREATE INDEX verifications_model_environment ON verifications (model, environment, at);
+            """
+        ),
+        (
+            "v1-locks",
+            """
+            CREATE TABLE locks (
+                environment TEXT PRIMARY KEY NOT NULL,
+                holder TEXT NOT NULL,
+                reason TEXT,
+                since INTEGER NOT NULL
+            ) STRICT;
+            """
+        ),
+        (
+            "v2-operation-revision",
+            """
+            ALTER TABLE operations ADD COLUMN revision INTEGER;
+            CREATE INDEX operations_release_state ON operations (release, state);
+            """
+        ),
+    ]
+
+    /// The migrator that brings any older database up to date. It never erases a database whose
+    /// schema differs: that would destroy the audit log.
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        for migration in migrations {
+            let sql = migration.sql
+            migrator.registerMigration(migration.name) { db in
+                try db.execute(sql: sql)
+            }
+        }
+        return migrator
+    }
+}

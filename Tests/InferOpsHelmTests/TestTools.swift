@@ -1,0 +1,49 @@
+import Foundation
+import Testing
+
+/// Paths and waiting helpers shared by the unit and integration tests.
+enum TestTools {
+    /// The repository this test file belongs to: `Tests/InferOpsHelmTests/TestTools.swift` → root.
+    static let repositoryRoot: URL = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    /// `python3` from `PATH`, or `nil`.
+    static func python3() -> String? {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
+        return path.split(separator: ":").map { "\($0)/python3" }.first {
+            FileManager.default.isExecutableFile(atPath: $0)
+        }
+    }
+
+    /// A fresh path in the system's temporary folder; nothing is created at it.
+    static func temporaryPath(_ name: String) -> String {
+        (NSTemporaryDirectory() as NSString).appendingPathComponent(
+            "inferops-helm-\(name)-\(UUID().uuidString.prefix(8))"
+        )
+    }
+
+    /// Polls `condition` until it holds, failing with `what` once `timeout` has passed. The short
+    /// poll interval is the only pause: the test proceeds as soon as the event has happened.
+    static func waitUntil(
+        _ what: String,
+        timeout: Duration,
+        sourceLocation: SourceLocation = #_sourceLocation,
+        _ condition: () async throws -> Bool
+    ) async throws {
+        let clock = ContinuousClock()
+        let deadline = clock.now + timeout
+        while true {
+            if try await condition() { return }
+            if clock.now >= deadline {
+                Issue.record("timed out after \(timeout) waiting until \(what)", sourceLocation: sourceLocation)
+                throw WaitTimedOut(what: what)
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    struct WaitTimedOut: Error, CustomStringConvertible {
+        var what: String
+        var description: String { "timed out waiting until \(what)" }
+    }
+}
