@@ -8,26 +8,17 @@ import InferOpsHTTP
 /// cluster network and the proxy needs nothing but the kubeconfig. Directly, through an address
 /// template, when the daemon runs in the cluster or a port-forward is in place.
 public struct KubernetesEngineClient: EngineClient {
-    public enum Access: Sendable, Hashable {
-        /// `{server}/api/v1/namespaces/{namespace}/services/{service}:{port}/proxy{path}`, with the
-        /// context's credentials. Needs `get`/`create` on `services/proxy`.
-        case serviceProxy
-        /// A base URL template; `{service}`, `{namespace}`, `{port}` and `{release}` are replaced, e.g.
-        /// `http://{service}.{namespace}.svc.cluster.local:{port}` or `http://127.0.0.1:{port}`.
-        case direct(template: String)
-    }
-
     public let contexts: KubeContexts
-    private let access: @Sendable (EngineEndpoint) -> Access
+    private let access: @Sendable (EngineEndpoint) -> EngineAccess
 
     /// One way of access for every engine.
-    public init(contexts: KubeContexts, access: Access = .serviceProxy) {
+    public init(contexts: KubeContexts, access: EngineAccess = .serviceProxy) {
         self.contexts = contexts
         self.access = { _ in access }
     }
 
     /// A way of access per engine, so each environment can choose its own.
-    public init(contexts: KubeContexts, access: @escaping @Sendable (EngineEndpoint) -> Access) {
+    public init(contexts: KubeContexts, access: @escaping @Sendable (EngineEndpoint) -> EngineAccess) {
         self.contexts = contexts
         self.access = access
     }

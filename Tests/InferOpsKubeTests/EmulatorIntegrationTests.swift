@@ -178,7 +178,7 @@ struct EmulatorIntegrationTests {
         }
         let client = KubernetesEngineClient(
             contexts: cluster.contexts,
-            access: .direct(template: "http://127.0.0.1:{port}")
+            access: .direct(urlTemplate: "http://127.0.0.1:{port}")
         )
         let endpoint = EngineEndpoint(target: target, service: "direct-dev", port: port)
         #expect(try await client.get(endpoint, path: "/health", timeout: .seconds(5)).status == 200)
@@ -203,5 +203,35 @@ struct EmulatorIntegrationTests {
         #expect(error?.message.contains("unreachable") == true)
         #expect(error?.hint != nil)
         await http.shutdown()
+    }
+}
+
+@Suite("KubeRuntime")
+struct KubeRuntimeTests {
+    @Test func buildsTheAdaptersFromAKubeconfigPath() async throws {
+        let emulator = try await KubeEmulatorProcess()
+        defer { emulator.stop() }
+        let runtime = try KubeRuntime(kubeconfig: emulator.kubeconfigPath)
+        let capacity = try await runtime.clusterInspector().gpuCapacity(kubeContext: "emulator")
+        #expect(capacity.allocatable == 8)
+        // Environments choose per namespace; other namespaces use the service proxy.
+        let engines = runtime.engineClient(access: ["lab": .direct(urlTemplate: "http://127.0.0.1:9")])
+        let lab = EngineEndpoint(target: ReleaseTarget(release: "m-lab", namespace: "lab"), service: "m-lab")
+        let other = EngineEndpoint(target: ReleaseTarget(release: "m-dev", namespace: "default"), service: "m-dev")
+        let labError = await #expect(throws: EngineUnreachable.self) {
+            try await engines.get(lab, path: "/health", timeout: .seconds(2))
+        }
+        #expect(labError?.detail.contains("http://127.0.0.1:9/health") == true)
+        let proxyError = await #expect(throws: EngineUnreachable.self) {
+            try await engines.get(other, path: "/health", timeout: .seconds(2))
+        }
+        #expect(proxyError?.detail.contains("through the API server") == true)
+        await runtime.shutdown()
+    }
+
+    @Test func missingKubeconfigStopsStartUpWithAClearMessage() {
+        let error = #expect(throws: KubeconfigError.self) { try KubeRuntime(kubeconfig: "/nonexistent/kubeconfig") }
+        #expect(error?.message == "Cannot read /nonexistent/kubeconfig.")
+        #expect(error?.hint != nil)
     }
 }

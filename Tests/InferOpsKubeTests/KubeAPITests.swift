@@ -220,7 +220,7 @@ struct KubeAPITests {
         await #expect(throws: EngineUnreachable.self) {
             try await KubernetesEngineClient(
                 contexts: Self.contexts(down),
-                access: .direct(template: "http://127.0.0.1:{port}")
+                access: .direct(urlTemplate: "http://127.0.0.1:{port}")
             )
             .get(Self.endpoint, path: "/health", timeout: .seconds(1))
         }
@@ -236,7 +236,7 @@ struct KubeAPITests {
     @Test func directAccessSendsNoCredentials() async throws {
         let http = FakeHTTPClient { _ in .json(200, #"{"object":"list","data":[]}"#) }
         let engines = KubernetesEngineClient(contexts: Self.contexts(http)) { endpoint in
-            endpoint.target.namespace == "ml" ? .direct(template: "http://{release}.internal:{port}") : .serviceProxy
+            endpoint.target.namespace == "ml" ? .direct(urlTemplate: "http://{release}.internal:{port}") : .serviceProxy
         }
         let response = try await engines.get(Self.endpoint, path: "/v1/models", timeout: .seconds(2))
         #expect(response.status == 200)

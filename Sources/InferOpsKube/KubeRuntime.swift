@@ -1,0 +1,56 @@
+import InferOpsCore
+import InferOpsHTTP
+
+/// The Kubernetes side of the daemon, built once at start-up: the credentials, one libcurl client
+/// shared by every context, and the adapters behind `ClusterInspector` and `EngineClient`.
+///
+/// The kubeconfig is read here, so a missing or broken file stops start-up with a clear message
+/// instead of failing the first command.
+public final class KubeRuntime: Sendable {
+    public let http: CurlHTTPClient
+    public let contexts: KubeContexts
+
+    /// - Parameters:
+    ///   - kubeconfig: a kubeconfig file; `nil` means what kubectl would use (`$KUBECONFIG`, then
+    ///     `~/.kube/config`), and the pod's service account when there is neither.
+    ///   - requestTimeout: for Kubernetes API calls.
+    /// - Throws: `KubeconfigError` (a `UserFacingError`) when no usable credentials are found,
+    ///   `HTTPTransportError` when libcurl cannot start.
+    public init(kubeconfig: String?, requestTimeout: Duration = .seconds(30)) throws {
+        let source: KubeContexts.Source =
+            if let kubeconfig {
+                .kubeconfig(try Kubeconfig.load(path: kubeconfig))
+            } else {
+                try KubeContexts.Source.detect()
+            }
+        http = try CurlHTTPClient()
+        contexts = KubeContexts(source: source, http: http, requestTimeout: requestTimeout)
+    }
+
+    /// For tests and embedders that already hold credentials and a client.
+    public init(contexts: KubeContexts, http: CurlHTTPClient) {
+        self.http = http
+        self.contexts = contexts
+    }
+
+    public func clusterInspector() -> KubernetesClusterInspector {
+        KubernetesClusterInspector(contexts: contexts)
+    }
+
+    /// - Parameters:
+    ///   - access: how engines in each namespace are reached, as the environments configure it.
+    ///   - fallback: for namespaces not listed.
+    public func engineClient(
+        access: [String: EngineAccess],
+        fallback: EngineAccess = .serviceProxy
+    ) -> KubernetesEngineClient {
+        KubernetesEngineClient(contexts: contexts) { endpoint in
+            access[endpoint.target.namespace] ?? fallback
+        }
+    }
+
+    /// Stops the HTTP loop; requests still running fail. Call once the daemon has drained.
+    public func shutdown() async {
+        await http.shutdown()
+    }
+}
