@@ -13,6 +13,14 @@ public struct Runtime: Sendable {
     public let dispatcher: Dispatcher
     public let store: SQLiteStore
     public let configuration: Configuration
+    let kube: KubeRuntime
+    let workFolder: String
+
+    /// Stops the HTTP thread and removes the temporary folder for values files.
+    public func shutdown() async {
+        await kube.shutdown()
+        try? FileManager.default.removeItem(atPath: workFolder)
+    }
 
     /// - Throws: `Refusal` with a clear message when an adapter cannot start (no helm binary,
     ///   unreadable kubeconfig, unwritable database).
@@ -41,15 +49,20 @@ public struct Runtime: Sendable {
             throw Refusal("Helm at \(helmPath) cannot be used: \(failure.message)", hint: "Install Helm 3 or 4 (scripts/install-tools).")
         }
         let kube = try KubeRuntime(kubeconfig: configuration.kubernetes.kubeconfig)
-        let engines = kube.engineClient(access: Dictionary(
-            uniqueKeysWithValues: configuration.environments.values.map { ($0.namespace, $0.engineAccess) }))
+        // Environments that share a namespace share its engines, so the first one's access serves all.
+        let access = Dictionary(
+            configuration.environments.keys.sorted().compactMap { name in
+                configuration.environments[name].map { ($0.namespace, $0.engineAccess) }
+            },
+            uniquingKeysWith: { first, _ in first })
+        let engines = kube.engineClient(access: access)
         let services = Services(
             store: store, releases: releases, cluster: kube.clusterInspector(), engines: engines,
             chat: ConsoleTransport(output: output), logger: logger
         )
         return Runtime(
             dispatcher: Dispatcher(configuration: configuration, catalog: loaded.catalog, services: services),
-            store: store, configuration: configuration
+            store: store, configuration: configuration, kube: kube, workFolder: workFolder
         )
     }
 

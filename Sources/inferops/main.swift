@@ -51,6 +51,7 @@ struct Serve: AsyncParsableCommand {
         let session = ConsoleSession(dispatcher: runtime.dispatcher, output: standardOutput)
         let echoing = echo || isatty(STDIN_FILENO) == 0
         _ = await session.run(lines: ConsoleSession.standardInputLines(), startingAs: loaded.configuration.chat.consoleUser, echo: echoing)
+        await runtime.shutdown()
     }
 }
 
@@ -69,6 +70,7 @@ struct Exec: AsyncParsableCommand {
         let loaded = try options.load()
         let runtime = try await start(loaded)
         let outcome = await runtime.dispatcher.handle(IncomingCommand(user: UserID(user), text: command, channel: "exec"))
+        await runtime.shutdown()
         switch outcome {
         case .completed: return
         case .failed: throw ExitCode(1)

@@ -82,7 +82,7 @@ final class Sandbox {
         emulator.standardOutput = FileHandle.nullDevice
         emulator.standardError = try FileHandle(forWritingTo: {
             let log = folder.appendingPathComponent("emulator.log")
-            FileManager.default.createFile(atPath: log.path, contents: nil)
+            _ = FileManager.default.createFile(atPath: log.path, contents: nil)
             return log
         }())
         try emulator.run()
