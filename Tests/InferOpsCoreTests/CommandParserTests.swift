@@ -329,4 +329,43 @@ import Testing
             }
         }
     }
+
+    /// The same input must always get the same answer, and it should be about the first bad name.
+    @Test func errorForTwoBadNamesIsAlwaysTheSame() {
+        var messages = Set<String>()
+        for _ in 0..<200 {
+            if case .failure(let error) = Result(catching: { () throws(CommandError) in try parser.parse("deploy $(a) to $(b)") }) {
+                messages.insert(error.message)
+            }
+        }
+        #expect(messages.count == 1, "\(messages)")
+        // Known issue (CommandParser.parse(_:as:), `for (name, value) in result.arguments`): the names are
+        // checked in dictionary order, which Swift seeds randomly per process, so the message names the
+        // model in some runs (and daemon lifetimes) and the environment in others. Intermittent here for
+        // the same reason.
+        withKnownIssue("which bad name is reported depends on dictionary order", isIntermittent: true) {
+            #expect(messages.first?.hasPrefix("`$(a)` is not a valid model name") == true, "\(messages)")
+        }
+    }
+
+    /// The canonical form, stored in records and the audit log, must read back as the same command.
+    @Test func canonicalFormReadsBackForEveryValue() throws {
+        let spec = { Fixtures.catalog.spec(named: $0)! }
+        let inputs = [
+            "deploy \"to\" to staging",
+            "lock production --reason \"--force\"",
+            "lock production --reason '\u{201C}quoted'",
+        ]
+        for input in inputs {
+            let parsed = try parser.parse(input)
+            let canonical = parsed.canonical(spec: spec(parsed.verb))
+            // Known issue (CommandParser.quoteIfNeeded): only values with spaces or ASCII quotes are quoted,
+            // so a value that is a keyword (`to`), starts with `--`, or holds a curly quote reads back as
+            // something else or not at all.
+            withKnownIssue("canonical form does not quote keywords, `--` values or curly quotes") {
+                let reparsed = try? parser.parse(canonical)
+                #expect(reparsed == parsed, "\(input) → \(canonical)")
+            }
+        }
+    }
 }

@@ -149,6 +149,29 @@ import Testing
         }
     }
 
+    /// Runs in a child process, because it brings the process down.
+    @Test func hugeReplicaCountIsRefused() async {
+        // Known issue (JSONValue.intValue, reached from DeployPlanner.plan): `--set replicaCount=N` with N
+        // from 9223372036854775296 to Int.max is stored as a Double that rounds up to 2^63, and
+        // `Int(value)` on it traps ("Double value cannot be converted to Int because the result would
+        // be greater than Int.max"). `/infer deploy llama-3-8b to staging --set replicaCount=9223372036854775807`
+        // stops the daemon for anyone allowed to deploy where `replicaCount` may be set.
+        await withKnownIssue("a replicaCount near Int.max crashes the planner") {
+            await #expect(processExitsWith: .success) {
+                _ = try? DeployPlanner.plan(
+                    model: Fixtures.llama, environment: Fixtures.settings("staging"), chartVersion: nil,
+                    overrides: ["replicaCount=9223372036854775807"]
+                )
+            }
+        }
+    }
+
+    @Test func largeButSafeReplicaCountIsAPlainNumber() throws {
+        let plan = try plan(overrides: ["replicaCount=100000"])
+        #expect(plan.replicas == 100_000)
+        #expect(CapacityCheck.evaluate(plan, capacity: GPUCapacity(nodes: [NodeGPUs(node: "a", allocatable: 8, requested: 0)])).fits == false)
+    }
+
     @Test func overridesAreTypedAndNested() throws {
         let plan = try plan(overrides: ["engine.maxModelLen=4096", "engine.gpuMemoryUtilization=fp8"])
         #expect(plan.values["engine"]?["maxModelLen"] == .number(4096))

@@ -290,6 +290,7 @@ import Testing
             await h.store.stateHistory(of: id) == [.requested, .planned, .queued, .prechecking, .applying, .rollingBack, .rolledBack]
         )
         #expect(await h.record(id)?.revision == 4)
+        #expect(illegalMoves(await h.store.stateHistory(of: id)) == [])
         let revisions = h.releases.revisions(of: target)
         #expect(revisions.map(\.state) == [.superseded, .superseded, .failed, .deployed])
         #expect(revisions.last?.description == "Rollback to 2")

@@ -261,3 +261,8 @@ func containsInOrder<T>(_ items: [T], _ expected: [T], by matches: (T, T) -> Boo
 func containsInOrder(_ items: [String], prefixes: [String]) -> Bool {
     containsInOrder(items, prefixes) { $0.hasPrefix($1) }
 }
+
+/// Moves in a state history that `OperationState` does not allow, as "from → to".
+func illegalMoves(_ history: [OperationState]) -> [String] {
+    zip(history, history.dropFirst()).filter { !$0.canMove(to: $1) }.map { "\($0.rawValue) → \($1.rawValue)" }
+}

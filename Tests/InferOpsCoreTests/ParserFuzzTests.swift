@@ -36,7 +36,8 @@ struct CommandLineGenerator {
     ]
     static let values = [
         "replicaCount=2", "replicaCount=$(id)", "engine.maxModelLen=4096", "k=", "=v", "3", "0", "-1", "99999999999999999999",
-        "1.5", "abc", "two words", "image.tag=`id`", "replicaCount=1e3",
+        "1.5", "abc", "two words", "image.tag=`id`", "replicaCount=1e3", "replicaCount=9223372036854775807",
+        "replicaCount=-9223372036854775808", "replicaCount=4", "engine.maxModelLen=x y",
     ]
     static let quotes = ["\"", "'", "\u{201C}", "\u{201D}", "\u{2018}", "\u{2019}", "\u{201E}", "\\\"", "\\"]
     /// Combining marks, emoji (with skin tones and flags), right-to-left text, CJK, and look-alikes.
@@ -136,7 +137,7 @@ struct CommandLineGenerator {
         var generator = CommandLineGenerator(random: SplitMix64(seed: seed))
         let parser = Fixtures.parser
         let validator = Fixtures.validator
-        var parsed = 0, validated = 0, skipped = 0
+        var parsed = 0, validated = 0, planned = 0, skipped = 0
         var messages: [String: Int] = [:]
         for index in 0..<Self.inputs {
             let input = generator.line()
@@ -152,9 +153,27 @@ struct CommandLineGenerator {
                 parsed += 1
                 #expect(Fixtures.catalog.spec(named: command.verb) != nil)
                 switch Result(catching: { () throws(Refusal) -> ValidatedCommand in try validator.validate(command) }) {
-                case .success:
+                case .success(let validCommand):
                     validated += 1
-                    continue
+                    // Deploys go on to the planner, the last stage before any port.
+                    guard case .deploy(let model, let environment, let chartVersion, let overrides, _) = validCommand else {
+                        continue
+                    }
+                    if Self.hitsKnownPlannerCrash(overrides) {
+                        skipped += 1
+                        continue
+                    }
+                    let planning = Result { () throws(Refusal) -> DeployPlan in
+                        try DeployPlanner.plan(model: model, environment: environment, chartVersion: chartVersion, overrides: overrides)
+                    }
+                    switch planning {
+                    case .success(let plan):
+                        planned += 1
+                        #expect(plan.replicas >= 0 && plan.digest.count == 71)
+                        continue
+                    case .failure(let refusal):
+                        message = refusal.message
+                    }
                 case .failure(let refusal):
                     message = refusal.message
                 }
@@ -165,10 +184,11 @@ struct CommandLineGenerator {
             }
             messages[String(message.prefix(24)), default: 0] += 1
         }
-        print("parser fuzz: \(parsed) parsed, \(validated) validated, \(skipped) skipped, \(messages.count) kinds of message")
+        print("parser fuzz: \(parsed) parsed, \(validated) validated, \(planned) planned, \(skipped) skipped, \(messages.count) kinds of message")
         // The generator must reach every stage, or the test proves little.
         #expect(parsed > 10_000)
         #expect(validated > 5_000)
+        #expect(planned > 1_000)
         #expect(skipped < Self.inputs / 100)
     }
 
@@ -181,6 +201,17 @@ struct CommandLineGenerator {
             guard !token.quoted, token.text.hasPrefix("--") else { return false }
             let body = token.text.dropFirst(2)
             return body.contains("=") && body.lowercased().utf8.count > body.utf8.count
+        }
+    }
+
+    /// Overrides that would bring the process down through the known planner crash
+    /// (see `DeployPlanTests.hugeReplicaCountIsRefused`). Remove this filter once that is fixed.
+    static func hitsKnownPlannerCrash(_ overrides: [String]) -> Bool {
+        overrides.contains { override in
+            guard override.hasPrefix("replicaCount="), let number = Int(override.dropFirst("replicaCount=".count)) else {
+                return false
+            }
+            return Double(number) >= 9.223_372_036_854_775_807e18
         }
     }
 

@@ -165,6 +165,7 @@ import Testing
         let outcome = await deploy.value
         #expect(outcome == .failed(id, "cancelled"))
         #expect(await h.record(id)?.state == .cancelled)
+        #expect(illegalMoves(await h.store.stateHistory(of: id)) == [])
         #expect(h.chat.posts(for: id).last?.title == "Cancelled. Helm was stopped cleanly; `/infer status` shows where the release stands.")
         let audit = await h.store.auditLog()
         #expect(audit.contains { $0.action == "cancel" && $0.outcome == "accepted" && $0.operation == id })
@@ -200,6 +201,9 @@ import Testing
             #expect(outcome == .failed(id, "cancelled"))
             #expect(h.releases.rollbacks.isEmpty)
             #expect(await h.store.stateHistory(of: id).suffix(2) == [.applying, .cancelled])
+            // With autoRollback the record also goes rolling_back → cancelled, which the state machine
+            // forbids: OperationReporter.finish does not check moves.
+            #expect(illegalMoves(await h.store.stateHistory(of: id)) == [])
         }
     }
 
