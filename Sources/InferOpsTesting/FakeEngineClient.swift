@@ -99,7 +99,9 @@ public final class FakeEngineClient: EngineClient, Sendable {
         try answer(endpoint, method: "GET", path: path, body: nil)
     }
 
-    public func post(_ endpoint: EngineEndpoint, path: String, json: Data, timeout: Duration) async throws -> EngineResponse {
+    public func post(
+        _ endpoint: EngineEndpoint, path: String, json: Data, timeout: Duration
+    ) async throws -> EngineResponse {
         let response = try answer(endpoint, method: "POST", path: path, body: json)
         if path == "/v1/completions", let time, let latency = observed.value.scripts[endpoint.service]?.latency {
             time.advance(by: latency)
@@ -107,7 +109,8 @@ public final class FakeEngineClient: EngineClient, Sendable {
         return response
     }
 
-    private func answer(_ endpoint: EngineEndpoint, method: String, path: String, body: Data?) throws -> EngineResponse {
+    private func answer(_ endpoint: EngineEndpoint, method: String, path: String, body: Data?) throws -> EngineResponse
+    {
         let service = endpoint.service
         let answer = observed.update { state -> EngineAnswer in
             state.counts[service, default: [:]][path, default: 0] += 1
@@ -123,7 +126,9 @@ public final class FakeEngineClient: EngineClient, Sendable {
             case ("GET", "/health"):
                 return script.health[min(cursor, script.health.count - 1)]
             case ("GET", "/v1/models"):
-                let data = script.servedModels.map { JSONValue.object(["id": .string($0), "object": .string("model")]) }
+                let data = script.servedModels.map {
+                    JSONValue.object(["id": .string($0), "object": .string("model")])
+                }
                 let list: JSONValue = .object(["object": .string("list"), "data": .array(data)])
                 return .status(200, body: Data(list.canonical.utf8))
             case ("POST", "/v1/completions"):

@@ -171,7 +171,8 @@ public final class FakeReleaseEngine: ReleaseEngine, Sendable {
                 revisions.append(
                     ReleaseRevision(
                         revision: (revisions.last?.revision ?? 0) + 1, state: .failed, chart: chart,
-                        appVersion: appVersion, description: "Upgrade \"\(request.target.release)\" failed: \(failure.message)",
+                        appVersion: appVersion,
+                        description: "Upgrade \"\(request.target.release)\" failed: \(failure.message)",
                         updated: now
                     )
                 )
@@ -205,11 +206,13 @@ public final class FakeReleaseEngine: ReleaseEngine, Sendable {
                     }
                     wanted = previous
                 }
-                for index in revisions.indices where revisions[index].state == .deployed || revisions[index].state.isPending {
+                for index in revisions.indices
+                where revisions[index].state == .deployed || revisions[index].state.isPending {
                     revisions[index].state = .superseded
                 }
                 let restored = ReleaseRevision(
-                    revision: current.revision + 1, state: .deployed, chart: wanted.chart, appVersion: wanted.appVersion,
+                    revision: current.revision + 1, state: .deployed, chart: wanted.chart,
+                    appVersion: wanted.appVersion,
                     description: "Rollback to \(wanted.revision)", updated: now
                 )
                 revisions.append(restored)
@@ -217,12 +220,15 @@ public final class FakeReleaseEngine: ReleaseEngine, Sendable {
                 return .success(Self.status(target, restored))
             },
             failure: { state, failure in
-                guard Self.leavesFailedRevision(failure), var revisions = state.releases[key], let current = revisions.last else {
+                guard Self.leavesFailedRevision(failure), var revisions = state.releases[key],
+                    let current = revisions.last
+                else {
                     return
                 }
                 revisions.append(
                     ReleaseRevision(
-                        revision: current.revision + 1, state: .failed, chart: current.chart, appVersion: current.appVersion,
+                        revision: current.revision + 1, state: .failed, chart: current.chart,
+                        appVersion: current.appVersion,
                         description: "Rollback \"\(target.release)\" failed: \(failure.message)", updated: now
                     )
                 )
@@ -296,7 +302,9 @@ public final class FakeReleaseEngine: ReleaseEngine, Sendable {
     }
 
     @discardableResult
-    private func end<T: Sendable>(_ call: Call, _ body: (inout State) -> Result<T, ReleaseFailure>) -> Result<T, ReleaseFailure> {
+    private func end<T: Sendable>(
+        _ call: Call, _ body: (inout State) -> Result<T, ReleaseFailure>
+    ) -> Result<T, ReleaseFailure> {
         observed.update { state in
             let result = body(&state)
             let failed = if case .failure = result { true } else { false }

@@ -100,7 +100,9 @@ public actor InMemoryOperationStore: OperationStore {
 
     public func claimRelease(for operation: OperationID, release: String, at: Date) throws -> OperationRecord? {
         let holder = snapshot.operations
-            .filter { $0.id != operation && $0.target?.release == release && OperationState.holdingRelease.contains($0.state) }
+            .filter {
+                $0.id != operation && $0.target?.release == release && OperationState.holdingRelease.contains($0.state)
+            }
             .min { $0.createdAt < $1.createdAt }
         if let holder { return holder }
         guard let index = snapshot.operations.firstIndex(where: { $0.id == operation }) else {
@@ -124,7 +126,10 @@ public actor InMemoryOperationStore: OperationStore {
     public func recentOperations(model: String?, environment: String?, limit: Int) -> [OperationRecord] {
         Array(
             snapshot.operations.enumerated()
-                .filter { (model == nil || $0.element.model == model) && (environment == nil || $0.element.environment == environment) }
+                .filter {
+                    (model == nil || $0.element.model == model)
+                        && (environment == nil || $0.element.environment == environment)
+                }
                 .sorted { ($0.element.createdAt, $0.offset) > ($1.element.createdAt, $1.offset) }
                 .map(\.element)
                 .prefix(limit)

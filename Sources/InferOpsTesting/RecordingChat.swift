@@ -66,9 +66,12 @@ public final class RecordingChat: ChatTransport, Sendable {
     }
 
     @discardableResult
-    public func post(_ reply: Reply, in conversation: Conversation, operation: OperationID?) async throws -> MessageRef {
+    public func post(_ reply: Reply, in conversation: Conversation, operation: OperationID?) async throws -> MessageRef
+    {
         let held = observed.update { state -> Gate? in
-            guard let index = state.holds.firstIndex(where: { $0.matches(reply, conversation, operation) }) else { return nil }
+            guard let index = state.holds.firstIndex(where: { $0.matches(reply, conversation, operation) }) else {
+                return nil
+            }
             return state.holds.remove(at: index).gate
         }
         if let held { try await held.pass() }

@@ -9,7 +9,8 @@ import Testing
         var expected: ParsedCommand
         var testDescription: String { input }
 
-        init(_ input: String, _ verb: String, _ arguments: [String: String] = [:], _ options: [String: [String]] = [:]) {
+        init(_ input: String, _ verb: String, _ arguments: [String: String] = [:], _ options: [String: [String]] = [:])
+        {
             self.input = input
             expected = ParsedCommand(verb: verb, arguments: arguments, options: options)
         }
@@ -39,15 +40,24 @@ import Testing
             "deploy llama-3-8b --set replicaCount=2 to staging --set replicaCount=3", "deploy", llamaToStaging,
             ["set": ["replicaCount=2", "replicaCount=3"]]
         ),
-        Valid("deploy llama-3-8b to staging --set=replicaCount=2", "deploy", llamaToStaging, ["set": ["replicaCount=2"]]),
-        Valid("deploy llama-3-8b to staging --set \"engine.args=a b\"", "deploy", llamaToStaging, ["set": ["engine.args=a b"]]),
+        Valid(
+            "deploy llama-3-8b to staging --set=replicaCount=2", "deploy", llamaToStaging, ["set": ["replicaCount=2"]]),
+        Valid(
+            "deploy llama-3-8b to staging --set \"engine.args=a b\"", "deploy", llamaToStaging,
+            ["set": ["engine.args=a b"]]),
         Valid("deploy llama-3-8b to staging --dry-run", "deploy", llamaToStaging, ["dry-run": [""]]),
         Valid("deploy llama-3-8b to staging --DRY-RUN", "deploy", llamaToStaging, ["dry-run": [""]]),
         Valid("deploy llama-3-8b to staging \u{2014}dry-run", "deploy", llamaToStaging, ["dry-run": [""]]),
         Valid("deploy llama-3-8b to staging \u{2013}dry-run", "deploy", llamaToStaging, ["dry-run": [""]]),
-        Valid("deploy llama-3-8b to staging \u{2014}set replicaCount=2", "deploy", llamaToStaging, ["set": ["replicaCount=2"]]),
-        Valid("deploy llama-3-8b to staging --chart-version 0.2.0", "deploy", llamaToStaging, ["chart-version": ["0.2.0"]]),
-        Valid("deploy llama-3-8b to staging --chart-version=0.2.0", "deploy", llamaToStaging, ["chart-version": ["0.2.0"]]),
+        Valid(
+            "deploy llama-3-8b to staging \u{2014}set replicaCount=2", "deploy", llamaToStaging,
+            ["set": ["replicaCount=2"]]),
+        Valid(
+            "deploy llama-3-8b to staging --chart-version 0.2.0", "deploy", llamaToStaging, ["chart-version": ["0.2.0"]]
+        ),
+        Valid(
+            "deploy llama-3-8b to staging --chart-version=0.2.0", "deploy", llamaToStaging, ["chart-version": ["0.2.0"]]
+        ),
         Valid("deploy \"llama-3-8b\" to 'staging'", "deploy", llamaToStaging),
         // A quoted word is never a keyword: here "to" is the model.
         Valid("deploy \"to\" to staging", "deploy", ["model": "to", "environment": "staging"]),
@@ -58,8 +68,12 @@ import Testing
         Valid("rollback llama-3-8b in staging \u{2014}to 12", "rollback", llamaToStaging, ["to": ["12"]]),
         // lock and unlock, with every kind of quote a chat client produces
         Valid("lock production", "lock", ["environment": "production"]),
-        Valid("lock production --reason \"incident 4711\"", "lock", ["environment": "production"], ["reason": ["incident 4711"]]),
-        Valid("lock production --reason 'incident 4711'", "lock", ["environment": "production"], ["reason": ["incident 4711"]]),
+        Valid(
+            "lock production --reason \"incident 4711\"", "lock", ["environment": "production"],
+            ["reason": ["incident 4711"]]),
+        Valid(
+            "lock production --reason 'incident 4711'", "lock", ["environment": "production"],
+            ["reason": ["incident 4711"]]),
         Valid(
             "lock production --reason \u{201C}incident 4711\u{201D}", "lock", ["environment": "production"],
             ["reason": ["incident 4711"]]
@@ -102,7 +116,8 @@ import Testing
 
     @Test func canonicalFormReadsBackTheSame() throws {
         let spec = Fixtures.catalog.spec(named: "deploy")!
-        let parsed = try parser.parse("deploy llama-3-8b to staging --set \"engine.args=a b\" --set replicaCount=2 --dry-run")
+        let parsed = try parser.parse(
+            "deploy llama-3-8b to staging --set \"engine.args=a b\" --set replicaCount=2 --dry-run")
         let canonical = parsed.canonical(spec: spec)
         #expect(canonical == "deploy llama-3-8b to staging --set \"engine.args=a b\" --set replicaCount=2 --dry-run")
         #expect(try parser.parse(canonical) == parsed)
@@ -122,14 +137,17 @@ import Testing
         }
     }
 
-    static let deployUsage = "Usage: `/infer deploy <model> to <environment> [--chart-version \"…\"] [--set key=value …] [--dry-run]`"
+    static let deployUsage =
+        "Usage: `/infer deploy <model> to <environment> [--chart-version \"…\"] [--set key=value …] [--dry-run]`"
     static let rollbackUsage = "Usage: `/infer rollback <model> in <environment> [--to N]`"
 
     static let errors: [Invalid] = [
-        Invalid("", "No command given.", hint: "Commands: cancel, deploy, help, history, lock, rollback, status, unlock."),
+        Invalid(
+            "", "No command given.", hint: "Commands: cancel, deploy, help, history, lock, rollback, status, unlock."),
         Invalid("/infer", "No command given."),
         Invalid("   ", "No command given."),
-        Invalid("deplyo llama-3-8b to staging", "Unknown command `deplyo`. Did you mean `deploy`?", hint: "`/infer help`"),
+        Invalid(
+            "deplyo llama-3-8b to staging", "Unknown command `deplyo`. Did you mean `deploy`?", hint: "`/infer help`"),
         Invalid("statsu", "Unknown command `statsu`. Did you mean `status`?"),
         Invalid("kubectl get pods", "Unknown command `kubectl`."),
         Invalid(
@@ -154,7 +172,8 @@ import Testing
         Invalid("lock production --reason 'it\u{2019}s down", "A quoted text is not closed."),
         Invalid("deploy llama-3-8b to staging --dry-run=yes", "`--dry-run` takes no value.", hint: deployUsage),
         Invalid("deploy llama-3-8b to staging --dry-run --dry-run", "`--dry-run` is given twice.", hint: deployUsage),
-        Invalid("deploy llama-3-8b to staging --chart-version 1 --chart-version 2", "`--chart-version` is given twice."),
+        Invalid(
+            "deploy llama-3-8b to staging --chart-version 1 --chart-version 2", "`--chart-version` is given twice."),
         Invalid("lock production --reason a --reason b", "`--reason` is given twice."),
         Invalid("rollback llama-3-8b in staging --to 2 --to 3", "`--to` is given twice."),
         Invalid(
@@ -187,7 +206,8 @@ import Testing
         ),
         Invalid(
             "deploy " + String(repeating: "a", count: 64) + " to staging",
-            "`" + String(repeating: "a", count: 40) + "…` is not a valid model name: names use lower-case letters, digits, `.`, `_` and `-`."
+            "`" + String(repeating: "a", count: 40)
+                + "…` is not a valid model name: names use lower-case letters, digits, `.`, `_` and `-`."
         ),
         Invalid(
             "help dep!oy",
@@ -334,7 +354,9 @@ import Testing
     @Test func errorForTwoBadNamesIsAlwaysTheSame() {
         var messages = Set<String>()
         for _ in 0..<200 {
-            if case .failure(let error) = Result(catching: { () throws(CommandError) in try parser.parse("deploy $(a) to $(b)") }) {
+            if case .failure(let error) = Result(catching: { () throws(CommandError) in
+                try parser.parse("deploy $(a) to $(b)")
+            }) {
                 messages.insert(error.message)
             }
         }

@@ -11,13 +11,19 @@ import Testing
         let h = Harness()
 
         #expect(await h.run("lock staging --reason \u{201C}incident 4711\u{201D}") == .completed(nil))
-        #expect(h.chat.posts.last?.title == "🔒 `staging` is locked by <@U0ADMIN>: incident 4711. Only you can change it until you unlock it.")
+        #expect(
+            h.chat.posts.last?.title
+                == "🔒 `staging` is locked by <@U0ADMIN>: incident 4711. Only you can change it until you unlock it.")
 
         let refused = await h.run("deploy llama-3-8b to staging", as: Fixtures.deployer)
         #expect(refused == .refused("`staging` is locked by <@U0ADMIN>: incident 4711."))
         #expect(h.chat.posts.last?.reply.hint == "Ask them to `/infer unlock staging` when they are done.")
-        #expect(await h.run("rollback llama-3-8b in staging", as: Fixtures.deployer) == .refused("`staging` is locked by <@U0ADMIN>: incident 4711."))
-        #expect(await h.run("lock staging", as: Fixtures.deployer) == .refused("`staging` is already locked by <@U0ADMIN>: incident 4711."))
+        #expect(
+            await h.run("rollback llama-3-8b in staging", as: Fixtures.deployer)
+                == .refused("`staging` is locked by <@U0ADMIN>: incident 4711."))
+        #expect(
+            await h.run("lock staging", as: Fixtures.deployer)
+                == .refused("`staging` is already locked by <@U0ADMIN>: incident 4711."))
         #expect(h.releases.calls.isEmpty)
         #expect(await h.store.allOperations().isEmpty)
         // Looking is still allowed, and so is a dry run.
@@ -33,8 +39,10 @@ import Testing
         let audit = await h.store.auditLog().map { "\($0.actor) \($0.action) \($0.outcome)" }
         #expect(
             audit == [
-                "U0ADMIN lock succeeded", "U0DEPLOYER deploy refused", "U0DEPLOYER rollback refused", "U0DEPLOYER lock refused",
-                "U0DEPLOYER deploy dry-run", "U0ADMIN deploy accepted", "U0ADMIN deploy succeeded", "U0ADMIN unlock succeeded",
+                "U0ADMIN lock succeeded", "U0DEPLOYER deploy refused", "U0DEPLOYER rollback refused",
+                "U0DEPLOYER lock refused",
+                "U0DEPLOYER deploy dry-run", "U0ADMIN deploy accepted", "U0ADMIN deploy succeeded",
+                "U0ADMIN unlock succeeded",
                 "U0DEPLOYER deploy accepted", "U0DEPLOYER deploy succeeded",
             ]
         )
@@ -71,7 +79,8 @@ import Testing
         #expect(
             await h.store.auditLog() == [
                 AuditEntry(
-                    at: h.time.now(), actor: Fixtures.viewer, action: "deploy", environment: "staging", subject: "llama-3-8b",
+                    at: h.time.now(), actor: Fixtures.viewer, action: "deploy", environment: "staging",
+                    subject: "llama-3-8b",
                     outcome: "denied", operation: nil, detail: message
                 )
             ]
@@ -85,7 +94,11 @@ import Testing
     @Test func stagingDeployerIsDeniedInProduction() async throws {
         let h = Harness()
         let outcome = await h.run("rollback llama-3-8b in production", as: Fixtures.deployer)
-        #expect(outcome == .refused("<@U0DEPLOYER> may not `rollback` in `production`: the permission `rollback` on `production` is missing."))
+        #expect(
+            outcome
+                == .refused(
+                    "<@U0DEPLOYER> may not `rollback` in `production`: the permission `rollback` on `production` is missing."
+                ))
         #expect(h.chat.posts.last?.reply.hint == "It comes with the role `admin`; ask an administrator to add you.")
         #expect(h.releases.calls.isEmpty)
     }
@@ -103,8 +116,14 @@ import Testing
 
     static let injections: [(String, String)] = [
         ("deploy llama; rm -rf / to staging", "Unexpected `rm`."),
-        ("deploy $(id) to staging", "`$(id)` is not a valid model name: names use lower-case letters, digits, `.`, `_` and `-`."),
-        ("deploy `id` to staging", "`'id'` is not a valid model name: names use lower-case letters, digits, `.`, `_` and `-`."),
+        (
+            "deploy $(id) to staging",
+            "`$(id)` is not a valid model name: names use lower-case letters, digits, `.`, `_` and `-`."
+        ),
+        (
+            "deploy `id` to staging",
+            "`'id'` is not a valid model name: names use lower-case letters, digits, `.`, `_` and `-`."
+        ),
         (
             "deploy llama-3-8b to staging --set replicaCount=$(id)",
             "The value of `replicaCount` contains characters that are not allowed (`, $ or control characters)."
@@ -114,10 +133,22 @@ import Testing
             "The value of `engine.maxModelLen` contains characters that are not allowed (`, $ or control characters)."
         ),
         ("deploy llama-3-8b to staging --chart-version '$(id)'", "`$(id)` is not a chart version (like `0.1.0`)."),
-        ("deploy llama-3-8b to staging --chart-version \"1.0 && reboot\"", "`1.0 && reboot` is not a chart version (like `0.1.0`)."),
-        ("rollback llama-3-8b in staging --to '3; reboot'", "`--to` needs a revision number (1, 2, …), not `3; reboot`."),
-        ("deploy llama-3-8b to staging\u{202E}", "The command contains an invisible formatting character (U+202E); commands are one line of visible text."),
-        ("deploy ../../etc/passwd to staging", "`../../etc/passwd` is not a valid model name: names use lower-case letters, digits, `.`, `_` and `-`."),
+        (
+            "deploy llama-3-8b to staging --chart-version \"1.0 && reboot\"",
+            "`1.0 && reboot` is not a chart version (like `0.1.0`)."
+        ),
+        (
+            "rollback llama-3-8b in staging --to '3; reboot'",
+            "`--to` needs a revision number (1, 2, …), not `3; reboot`."
+        ),
+        (
+            "deploy llama-3-8b to staging\u{202E}",
+            "The command contains an invisible formatting character (U+202E); commands are one line of visible text."
+        ),
+        (
+            "deploy ../../etc/passwd to staging",
+            "`../../etc/passwd` is not a valid model name: names use lower-case letters, digits, `.`, `_` and `-`."
+        ),
     ]
 
     @Test(arguments: injections)
@@ -145,7 +176,8 @@ import Testing
         }
         #expect(overrides == ["replicaCount=$(id)"])
         #expect(throws: Refusal.self) {
-            try DeployPlanner.plan(model: model, environment: environment, chartVersion: chartVersion, overrides: overrides)
+            try DeployPlanner.plan(
+                model: model, environment: environment, chartVersion: chartVersion, overrides: overrides)
         }
     }
 
@@ -159,9 +191,12 @@ import Testing
         h.time.advance(by: .seconds(300))
         #expect(await h.run("lock production --reason freeze") == .completed(nil))
         h.cluster.setWorkload(
-            WorkloadSnapshot(desiredReplicas: 2, pods: [
-                PodSnapshot(name: "a", phase: "Running", ready: true), PodSnapshot(name: "b", phase: "Pending", ready: false),
-            ]),
+            WorkloadSnapshot(
+                desiredReplicas: 2,
+                pods: [
+                    PodSnapshot(name: "a", phase: "Running", ready: true),
+                    PodSnapshot(name: "b", phase: "Pending", ready: false),
+                ]),
             for: "llama-3-8b-staging"
         )
 
@@ -174,7 +209,8 @@ import Testing
         #expect(table.headers == ["model", "env", "helm", "chart / app", "ready", "last verified", "in flight"])
         #expect(table.rows.count == 1)
         let row = try #require(table.rows.first)
-        #expect(Array(row.prefix(5)) == ["llama-3-8b", "staging", "deployed rev 2", "vllm-engine-0.1.0 / v0.6.3", "1/2"])
+        #expect(
+            Array(row.prefix(5)) == ["llama-3-8b", "staging", "deployed rev 2", "vllm-engine-0.1.0 / v0.6.3", "1/2"])
         #expect(row[5].hasPrefix("5 min ago, ") && row[5].hasSuffix(" (rev 2)"), "\(row[5])")
         #expect(row[6] == "–")
     }
@@ -202,7 +238,10 @@ import Testing
         #expect(reply.table?.headers == ["rev", "status", "updated", "by", "operation", "chart / app", "description"])
         #expect(
             reply.table?.rows == [
-                ["2", "deployed", when, "<@U0DEPLOYER>", "deploy \(id)", "vllm-engine-0.1.0 / v0.6.3", "Upgrade complete"],
+                [
+                    "2", "deployed", when, "<@U0DEPLOYER>", "deploy \(id)", "vllm-engine-0.1.0 / v0.6.3",
+                    "Upgrade complete",
+                ],
                 ["1", "superseded", when, "(outside InferOps)", "", "vllm-engine-0.1.0 / v0.6.3", "Install complete"],
             ]
         )
@@ -263,7 +302,9 @@ import Testing
 
     /// An error that is not user-facing, with text that must never reach chat.
     struct LeakyError: Error, CustomStringConvertible {
-        var description: String { "GET https://10.0.0.7:6443/api/v1/nodes: Authorization: Bearer s3cr3t-t0ken rejected" }
+        var description: String {
+            "GET https://10.0.0.7:6443/api/v1/nodes: Authorization: Bearer s3cr3t-t0ken rejected"
+        }
     }
 
     static func reference(in text: String) -> String? {

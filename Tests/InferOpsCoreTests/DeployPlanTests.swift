@@ -34,12 +34,15 @@ import Testing
             try plan(overrides: ["replicaCount=2", "engine.maxModelLen=4096"]).digest
                 == plan(overrides: ["engine.maxModelLen=4096", "replicaCount=2"]).digest
         )
-        #expect(try plan(overrides: ["replicaCount=2", "replicaCount=3"]).digest == plan(overrides: ["replicaCount=3"]).digest)
+        #expect(
+            try plan(overrides: ["replicaCount=2", "replicaCount=3"]).digest
+                == plan(overrides: ["replicaCount=3"]).digest)
     }
 
     @Test func canonicalJSONSortsKeysAndDropsWhitespace() {
         let value: JSONValue = .object([
-            "zeta": .array([.number(1), .number(2.5), .null]), "alpha": .object(["b": .bool(false), "a": .string("x\"y\n")]),
+            "zeta": .array([.number(1), .number(2.5), .null]),
+            "alpha": .object(["b": .bool(false), "a": .string("x\"y\n")]),
         ])
         #expect(value.canonical == #"{"alpha":{"a":"x\"y\n","b":false},"zeta":[1,2.5,null]}"#)
     }
@@ -70,7 +73,9 @@ import Testing
         case "environment chart version": environment.chartVersion = "0.2.0"
         case "chart version option": chartVersion = "0.3.0"
         case "values files": environment.valuesFiles = ["values/staging.yaml", "values/extra.yaml"]
-        case "replicas": environment.replicas = 3; overrides = []
+        case "replicas":
+            environment.replicas = 3
+            overrides = []
         case "readiness budget": environment.readinessBudget = .seconds(900)
         case "override value": overrides = ["replicaCount=3"]
         case "override key": overrides = ["replicaCount=2", "engine.maxModelLen=4096"]
@@ -119,8 +124,12 @@ import Testing
     }
 
     @Test func overlongValuesAreRefused() throws {
-        #expect(throws: Refusal.self) { try plan(overrides: ["engine.maxModelLen=" + String(repeating: "9", count: 257)]) }
-        #expect(throws: Never.self) { try plan(overrides: ["engine.maxModelLen=" + String(repeating: "9", count: 256)]) }
+        #expect(throws: Refusal.self) {
+            try plan(overrides: ["engine.maxModelLen=" + String(repeating: "9", count: 257)])
+        }
+        #expect(throws: Never.self) {
+            try plan(overrides: ["engine.maxModelLen=" + String(repeating: "9", count: 256)])
+        }
     }
 
     @Test func replicaCountChangesTheGPUsNeeded() throws {
@@ -169,7 +178,10 @@ import Testing
     @Test func largeButSafeReplicaCountIsAPlainNumber() throws {
         let plan = try plan(overrides: ["replicaCount=100000"])
         #expect(plan.replicas == 100_000)
-        #expect(CapacityCheck.evaluate(plan, capacity: GPUCapacity(nodes: [NodeGPUs(node: "a", allocatable: 8, requested: 0)])).fits == false)
+        #expect(
+            CapacityCheck.evaluate(
+                plan, capacity: GPUCapacity(nodes: [NodeGPUs(node: "a", allocatable: 8, requested: 0)])
+            ).fits == false)
     }
 
     @Test func overridesAreTypedAndNested() throws {
@@ -182,7 +194,10 @@ import Testing
 
     @Test func planCarriesTheModelAndEnvironment() throws {
         let plan = try plan()
-        #expect(plan.target == ReleaseTarget(release: "llama-3-8b-staging", namespace: "inferops-staging", kubeContext: "kind-inferops"))
+        #expect(
+            plan.target
+                == ReleaseTarget(
+                    release: "llama-3-8b-staging", namespace: "inferops-staging", kubeContext: "kind-inferops"))
         #expect(plan.endpoint.description == "llama-3-8b-staging.inferops-staging.svc.cluster.local:8000")
         #expect(plan.values["image"] == .object(["repository": .string("vllm/vllm-openai"), "tag": .string("v0.6.3")]))
         #expect(plan.values["model"]?["id"] == .string("meta-llama/Meta-Llama-3-8B-Instruct"))
@@ -196,12 +211,14 @@ import Testing
 @Suite struct CapacityCheckTests {
     func plan(_ model: ModelSpec, replicas: Int = 1) throws -> DeployPlan {
         try DeployPlanner.plan(
-            model: model, environment: Fixtures.settings("staging"), chartVersion: nil, overrides: ["replicaCount=\(replicas)"]
+            model: model, environment: Fixtures.settings("staging"), chartVersion: nil,
+            overrides: ["replicaCount=\(replicas)"]
         )
     }
 
     func capacity(_ nodes: (String, Int, Int)..., held: [String: Int] = [:]) -> GPUCapacity {
-        GPUCapacity(nodes: nodes.map { NodeGPUs(node: $0.0, allocatable: $0.1, requested: $0.2) }, requestedByRelease: held)
+        GPUCapacity(
+            nodes: nodes.map { NodeGPUs(node: $0.0, allocatable: $0.1, requested: $0.2) }, requestedByRelease: held)
     }
 
     @Test func fitsOnFreeGPUs() throws {
@@ -212,29 +229,36 @@ import Testing
 
     @Test func replicasMustFitOnOneNodeEach() throws {
         // 6 GPUs are free in total, but no node has the 4 one replica needs.
-        let verdict = CapacityCheck.evaluate(try plan(Fixtures.qwen), capacity: capacity(("gpu-a", 8, 5), ("gpu-b", 8, 5)))
+        let verdict = CapacityCheck.evaluate(
+            try plan(Fixtures.qwen), capacity: capacity(("gpu-a", 8, 5), ("gpu-b", 8, 5)))
         #expect(!verdict.fits)
-        #expect(verdict.summary == "needs 1 × 4 = 4 nvidia.com/gpu; free 6 of 16 allocatable (gpu-a 3/8 free, gpu-b 3/8 free)")
+        #expect(
+            verdict.summary
+                == "needs 1 × 4 = 4 nvidia.com/gpu; free 6 of 16 allocatable (gpu-a 3/8 free, gpu-b 3/8 free)")
     }
 
     @Test func severalReplicasShareANode() throws {
         #expect(CapacityCheck.evaluate(try plan(Fixtures.qwen, replicas: 2), capacity: capacity(("gpu-a", 8, 0))).fits)
         #expect(!CapacityCheck.evaluate(try plan(Fixtures.qwen, replicas: 3), capacity: capacity(("gpu-a", 8, 0))).fits)
         #expect(
-            CapacityCheck.evaluate(try plan(Fixtures.qwen, replicas: 3), capacity: capacity(("gpu-a", 8, 0), ("gpu-b", 4, 0))).fits
+            CapacityCheck.evaluate(
+                try plan(Fixtures.qwen, replicas: 3), capacity: capacity(("gpu-a", 8, 0), ("gpu-b", 4, 0))
+            ).fits
         )
     }
 
     @Test func gpusHeldByTheSameReleaseCount() throws {
         let plan = try plan(Fixtures.qwen)
-        let verdict = CapacityCheck.evaluate(plan, capacity: capacity(("gpu-a", 8, 5), ("gpu-b", 8, 8), held: ["qwen-2-72b-staging": 4]))
+        let verdict = CapacityCheck.evaluate(
+            plan, capacity: capacity(("gpu-a", 8, 5), ("gpu-b", 8, 8), held: ["qwen-2-72b-staging": 4]))
         #expect(verdict.fits)
         #expect(
             verdict.summary
                 == "needs 1 × 4 = 4 nvidia.com/gpu; free 3 of 16 allocatable (+4 held by this release) (gpu-a 3/8 free, gpu-b 0/8 free)"
         )
         // Another release's GPUs are not ours to take.
-        let other = CapacityCheck.evaluate(plan, capacity: capacity(("gpu-a", 8, 5), ("gpu-b", 8, 8), held: ["qwen-2-72b-dev": 4]))
+        let other = CapacityCheck.evaluate(
+            plan, capacity: capacity(("gpu-a", 8, 5), ("gpu-b", 8, 8), held: ["qwen-2-72b-dev": 4]))
         #expect(!other.fits)
         #expect(!other.summary.contains("held by this release"))
     }
@@ -289,7 +313,9 @@ import Testing
 
     @Test func statesHoldingTheReleaseAreTheActiveOnes() {
         #expect(
-            OperationState.holdingRelease == [.prechecking, .applying, .waitingReady, .warming, .verifying, .rollingBack]
+            OperationState.holdingRelease == [
+                .prechecking, .applying, .waitingReady, .warming, .verifying, .rollingBack,
+            ]
         )
         #expect(OperationState.waitingReady.rawValue == "waiting_ready")
         #expect(OperationState.rollingBack.rawValue == "rolling_back")

@@ -11,7 +11,8 @@ import Testing
         let h = Harness()
         let target = h.target("llama-3-8b", in: "staging")
         h.releases.seed(target, [.superseded, .deployed])
-        h.engines.script(Self.llamaStaging, EngineScript(healthStatuses: [503, 503, 200], servedModels: ["llama-3-8b"]))
+        h.engines.script(
+            Self.llamaStaging, EngineScript(healthStatuses: [503, 503, 200], servedModels: ["llama-3-8b"]))
 
         let outcome = await h.run("/infer deploy llama-3-8b to staging")
 
@@ -22,7 +23,10 @@ import Testing
         // The record went through every state, in order, and ended with the new revision and the plan.
         #expect(
             await h.store.stateHistory(of: id)
-                == [.requested, .planned, .queued, .prechecking, .applying, .waitingReady, .warming, .verifying, .succeeded]
+                == [
+                    .requested, .planned, .queued, .prechecking, .applying, .waitingReady, .warming, .verifying,
+                    .succeeded,
+                ]
         )
         let record = try #require(await h.record(id))
         #expect(record.kind == .deploy)
@@ -79,8 +83,11 @@ import Testing
         #expect(card.conversation == Conversation(channel: "C0OPS"))
         #expect(card.title == "Deploy llama-3-8b to staging, requested by <@U0ADMIN>")
         #expect(card.reply.fields.contains(Reply.Field("operation", id.rawValue)))
-        #expect(card.reply.fields.contains(Reply.Field("endpoint", "llama-3-8b-staging.inferops-staging.svc.cluster.local:8000")))
-        #expect(posts.dropFirst().allSatisfy { $0.conversation == Conversation(channel: "C0OPS", thread: card.message.id) })
+        #expect(
+            card.reply.fields.contains(
+                Reply.Field("endpoint", "llama-3-8b-staging.inferops-staging.svc.cluster.local:8000")))
+        #expect(
+            posts.dropFirst().allSatisfy { $0.conversation == Conversation(channel: "C0OPS", thread: card.message.id) })
         let last = try #require(posts.last)
         #expect(last.reply.tone == .success)
         #expect(last.title.hasPrefix("Deployed llama-3-8b to staging: revision 3, verified in "))
@@ -113,7 +120,8 @@ import Testing
         #expect(upgrade.values["replicaCount"] == .number(2))
         #expect(upgrade.values["engine"]?["maxModelLen"] == .number(4096))
         #expect(upgrade.values["resources"]?["gpus"] == .number(4))
-        #expect(h.releases.revisions(of: h.target("qwen-2-72b", in: "staging")).map(\.description) == ["Install complete"])
+        #expect(
+            h.releases.revisions(of: h.target("qwen-2-72b", in: "staging")).map(\.description) == ["Install complete"])
         let journal = await h.store.journal(of: outcome.operation!).map(\.message)
         #expect(journal.contains("Plan ready: 2 × Qwen/Qwen2-72B-Instruct@main, 4 GPU each."))
         #expect(journal.contains { $0.hasPrefix("GPU capacity is enough: needs 2 × 4 = 8 nvidia.com/gpu") })
@@ -184,7 +192,10 @@ import Testing
         let last = try #require(h.chat.posts.last)
         #expect(last.reply.tone == .failure)
         #expect(last.title == message)
-        #expect(last.reply.hint == "Free GPUs (roll back or remove another model), lower `replicaCount`, or ask for the deploy to wait.")
+        #expect(
+            last.reply.hint
+                == "Free GPUs (roll back or remove another model), lower `replicaCount`, or ask for the deploy to wait."
+        )
         #expect(await h.store.auditLog().map(\.outcome) == ["accepted", "failed"])
     }
 
@@ -236,11 +247,14 @@ import Testing
             return
         }
         #expect(message == "The engine did not become ready within the readiness budget. context deadline exceeded")
-        #expect(await h.store.stateHistory(of: id) == [.requested, .planned, .queued, .prechecking, .applying, .failed])
+        #expect(
+            await h.store.stateHistory(of: id) == [.requested, .planned, .queued, .prechecking, .applying, .failed])
         let thread = h.chat.posts(for: id)
         let explained = try #require(thread.first { $0.title == failure.message })
         #expect(explained.reply.tone == .failure)
-        #expect(explained.reply.hint == "Look at the pods' events (`kubectl describe pod`), or raise the environment's readiness budget.")
+        #expect(
+            explained.reply.hint
+                == "Look at the pods' events (`kubectl describe pod`), or raise the environment's readiness budget.")
         #expect(thread.last?.title == "The deploy failed.")
         #expect(thread.last?.reply.hint == failure.hint)
         #expect(h.releases.rollbacks.isEmpty)
@@ -261,7 +275,11 @@ import Testing
         #expect(outcome == .failed(outcome.operation, expected))
         let id = try #require(outcome.operation)
         #expect(await h.store.stateHistory(of: id).suffix(3) == [.applying, .waitingReady, .failed])
-        #expect(h.chat.posts(for: id).contains { $0.title == expected && $0.reply.hint == "Look at the engine's logs (`kubectl logs`) and the pods' events." })
+        #expect(
+            h.chat.posts(for: id).contains {
+                $0.title == expected
+                    && $0.reply.hint == "Look at the engine's logs (`kubectl logs`) and the pods' events."
+            })
         #expect(h.releases.rollbacks.isEmpty)
     }
 
@@ -287,7 +305,9 @@ import Testing
         #expect(message == ReleaseFailure.readinessTimeout(detail: "context deadline exceeded").message)
         #expect(h.releases.rollbacks == [2])
         #expect(
-            await h.store.stateHistory(of: id) == [.requested, .planned, .queued, .prechecking, .applying, .rollingBack, .rolledBack]
+            await h.store.stateHistory(of: id) == [
+                .requested, .planned, .queued, .prechecking, .applying, .rollingBack, .rolledBack,
+            ]
         )
         #expect(await h.record(id)?.revision == 4)
         #expect(illegalMoves(await h.store.stateHistory(of: id)) == [])
@@ -296,7 +316,9 @@ import Testing
         #expect(revisions.last?.description == "Rollback to 2")
         let last = try #require(h.chat.posts(for: id).last)
         #expect(last.reply.tone == .warning)
-        #expect(last.title.hasPrefix("The deploy failed and was rolled back: revision 2 restored as revision 4 and verified in "))
+        #expect(
+            last.title.hasPrefix(
+                "The deploy failed and was rolled back: revision 2 restored as revision 4 and verified in "))
         #expect(await h.store.auditLog().map(\.outcome) == ["accepted", "rolled_back"])
         #expect(await h.store.lastVerification(model: "llama-3-8b", environment: "staging")?.revision == 4)
         let journal = await h.store.journal(of: id).map(\.message)
@@ -326,7 +348,8 @@ import Testing
         let h = Harness()
         h.releases.script(.upgrade, .fail(.rolloutFailed(detail: "ProgressDeadlineExceeded")))
         let outcome = await h.run("deploy llama-3-8b to production")
-        #expect(outcome.message == "There is no earlier good revision to roll back to; the failed release stays as it is.")
+        #expect(
+            outcome.message == "There is no earlier good revision to roll back to; the failed release stays as it is.")
         #expect(h.releases.rollbacks.isEmpty)
         #expect(await h.record(try #require(outcome.operation))?.state == .failed)
     }
@@ -340,7 +363,9 @@ import Testing
         #expect(outcome.message == "The Kubernetes API is unreachable: connection refused")
         let id = try #require(outcome.operation)
         #expect(await h.store.stateHistory(of: id).suffix(2) == [.rollingBack, .failed])
-        #expect(h.chat.posts(for: id).last?.title == "The automatic rollback failed too: The Kubernetes API is unreachable: connection refused")
+        #expect(
+            h.chat.posts(for: id).last?.title
+                == "The automatic rollback failed too: The Kubernetes API is unreachable: connection refused")
     }
 
     @Test func slowVerificationIsAWarningNotAFailure() async throws {
@@ -370,8 +395,12 @@ import Testing
         let id = try #require(recovered.operation)
         #expect(recovered == .completed(id))
         #expect(h.releases.rollbacks == [2])
-        #expect(await h.store.journal(of: id).map(\.message).contains("Running helm rollback to revision 2 (recovering from pending-upgrade)."))
-        #expect(h.chat.posts.last?.title.hasPrefix("Rolled llama-3-8b in staging back to revision 2 (now revision 4), verified in ") == true)
+        #expect(
+            await h.store.journal(of: id).map(\.message).contains(
+                "Running helm rollback to revision 2 (recovering from pending-upgrade)."))
+        #expect(
+            h.chat.posts.last?.title.hasPrefix(
+                "Rolled llama-3-8b in staging back to revision 2 (now revision 4), verified in ") == true)
         #expect(h.releases.revisions(of: target).last?.state == .deployed)
 
         #expect(await h.run("deploy llama-3-8b to staging").succeeded)
@@ -394,15 +423,23 @@ import Testing
         #expect(h.releases.calls(.uninstall).count == 1)
         #expect(h.releases.rollbacks.isEmpty)
         #expect(h.releases.revisions(of: target).isEmpty)
-        #expect(h.chat.posts.last?.title == "Recovered llama-3-8b-staging: the stuck first install was removed. Deploy again when ready.")
-        #expect(await h.store.stateHistory(of: try #require(recovered.operation)) == [.requested, .planned, .queued, .prechecking, .applying, .succeeded])
+        #expect(
+            h.chat.posts.last?.title
+                == "Recovered llama-3-8b-staging: the stuck first install was removed. Deploy again when ready.")
+        #expect(
+            await h.store.stateHistory(of: try #require(recovered.operation)) == [
+                .requested, .planned, .queued, .prechecking, .applying, .succeeded,
+            ])
     }
 
     @Test func anotherHelmRunOnTheReleaseIsReported() async throws {
         let h = Harness()
         h.releases.script(.upgrade, .fail(.operationInProgress))
         let outcome = await h.run("deploy llama-3-8b to staging")
-        #expect(outcome.message == "Helm reports another operation (install/upgrade/rollback) in progress on this release.")
-        #expect(h.chat.posts.last?.reply.hint == "Wait for it to finish; if nothing is running, the release is stuck: see `/infer status`.")
+        #expect(
+            outcome.message == "Helm reports another operation (install/upgrade/rollback) in progress on this release.")
+        #expect(
+            h.chat.posts.last?.reply.hint
+                == "Wait for it to finish; if nothing is running, the release is stuck: see `/infer status`.")
     }
 }

@@ -16,8 +16,11 @@ import Testing
         #expect(try await engine.status(target) == nil)
         #expect(try await engine.upgrade(upgrade()).revision == 1)
         #expect(try await engine.upgrade(upgrade()).revision == 2)
-        engine.script(.upgrade, .fail(.readinessTimeout(detail: "timed out")), .fail(.chartError(detail: "bad template")))
-        await #expect(throws: ReleaseFailure.readinessTimeout(detail: "timed out")) { try await engine.upgrade(upgrade()) }
+        engine.script(
+            .upgrade, .fail(.readinessTimeout(detail: "timed out")), .fail(.chartError(detail: "bad template")))
+        await #expect(throws: ReleaseFailure.readinessTimeout(detail: "timed out")) {
+            try await engine.upgrade(upgrade())
+        }
         // A chart that does not render never becomes a revision.
         await #expect(throws: ReleaseFailure.chartError(detail: "bad template")) { try await engine.upgrade(upgrade()) }
         #expect(engine.revisions(of: target).map(\.state) == [.superseded, .deployed, .failed])
@@ -32,10 +35,14 @@ import Testing
         #expect(history.last?.appVersion == "v0.6.3")
         #expect(history.first?.chart == "vllm-engine-0.1.0")
 
-        await #expect(throws: ReleaseFailure.missingRevision(9)) { try await engine.rollback(target, to: 9, timeout: .seconds(1)) }
+        await #expect(throws: ReleaseFailure.missingRevision(9)) {
+            try await engine.rollback(target, to: 9, timeout: .seconds(1))
+        }
         try await engine.uninstall(target, timeout: .seconds(1))
         #expect(try await engine.history(target).isEmpty)
-        await #expect(throws: ReleaseFailure.releaseNotFound) { try await engine.uninstall(target, timeout: .seconds(1)) }
+        await #expect(throws: ReleaseFailure.releaseNotFound) {
+            try await engine.uninstall(target, timeout: .seconds(1))
+        }
         #expect(engine.calls(.upgrade).count == 4)
     }
 
@@ -93,7 +100,8 @@ import Testing
         var done = try #require(await store.operation(holder))
         done.state = .succeeded
         try await store.update(done)
-        #expect(try await store.claimRelease(for: ids[ids[0] == holder ? 1 : 0], release: target.release, at: now) == nil)
+        #expect(
+            try await store.claimRelease(for: ids[ids[0] == holder ? 1 : 0], release: target.release, at: now) == nil)
         await #expect(throws: InMemoryOperationStore.StoreError.unknownOperation(OperationID("op-ffffffff"))) {
             try await store.claimRelease(for: OperationID("op-ffffffff"), release: "other", at: now)
         }
@@ -105,22 +113,32 @@ import Testing
         for (index, state) in [OperationState.succeeded, .applying, .queued].enumerated() {
             try await store.insert(
                 OperationRecord(
-                    id: OperationID("op-0000000\(index)"), kind: .deploy, requester: Fixtures.admin, environment: "staging",
+                    id: OperationID("op-0000000\(index)"), kind: .deploy, requester: Fixtures.admin,
+                    environment: "staging",
                     model: "llama-3-8b", state: state, command: "deploy", createdAt: time.now()
                 )
             )
             time.advance(by: .seconds(1))
         }
         #expect(await store.unfinishedOperations().map(\.id.rawValue) == ["op-00000001", "op-00000002"])
-        #expect(await store.recentOperations(model: "llama-3-8b", environment: nil, limit: 2).map(\.id.rawValue) == ["op-00000002", "op-00000001"])
+        #expect(
+            await store.recentOperations(model: "llama-3-8b", environment: nil, limit: 2).map(\.id.rawValue) == [
+                "op-00000002", "op-00000001",
+            ])
         #expect(await store.recentOperations(model: "qwen-2-72b", environment: nil, limit: 9).isEmpty)
         let lock = EnvironmentLock(environment: "staging", holder: Fixtures.admin, reason: nil, since: time.now())
         #expect(await store.acquireLock(lock) == nil)
-        #expect(await store.acquireLock(EnvironmentLock(environment: "staging", holder: Fixtures.deployer, reason: nil, since: time.now())) == lock)
+        #expect(
+            await store.acquireLock(
+                EnvironmentLock(environment: "staging", holder: Fixtures.deployer, reason: nil, since: time.now()))
+                == lock)
         #expect(await store.releaseLock(environment: "staging") == lock)
         #expect(await store.releaseLock(environment: "staging") == nil)
         await #expect(throws: InMemoryOperationStore.StoreError.self) {
-            try await store.insert(OperationRecord(id: OperationID("op-00000000"), kind: .lock, requester: Fixtures.admin, environment: "dev", command: "lock dev", createdAt: time.now()))
+            try await store.insert(
+                OperationRecord(
+                    id: OperationID("op-00000000"), kind: .lock, requester: Fixtures.admin, environment: "dev",
+                    command: "lock dev", createdAt: time.now()))
         }
     }
 
@@ -151,7 +169,8 @@ import Testing
         #expect(try await engines.get(endpoint, path: "/health", timeout: .seconds(1)).status == 200)
         #expect(try await engines.get(endpoint, path: "/metrics", timeout: .seconds(1)).status == 404)
         await #expect(throws: EngineUnreachable.self) {
-            try await engines.get(EngineEndpoint(target: target, service: "nobody"), path: "/health", timeout: .seconds(1))
+            try await engines.get(
+                EngineEndpoint(target: target, service: "nobody"), path: "/health", timeout: .seconds(1))
         }
         #expect(engines.requests(to: "/health") == 4)
         #expect(engines.requests(to: "/health", service: "svc") == 3)

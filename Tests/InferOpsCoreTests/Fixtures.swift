@@ -11,7 +11,8 @@ enum Fixtures {
             name: "cancel", summary: "Cancel an operation that is still queued or running.", permission: "cancel",
             changes: true,
             arguments: [
-                ArgumentSpec(name: "operation", kind: .operation, summary: "The operation id, as shown in its thread (op-…).")
+                ArgumentSpec(
+                    name: "operation", kind: .operation, summary: "The operation id, as shown in its thread (op-…).")
             ],
             examples: ["/infer cancel op-1a2b3c4d"]
         ),
@@ -20,7 +21,8 @@ enum Fixtures {
             permission: "deploy", changes: true,
             arguments: [
                 ArgumentSpec(name: "model", kind: .model, summary: "The model's name in the catalog (config/models)."),
-                ArgumentSpec(name: "environment", kind: .environment, keyword: "to", summary: "The environment to deploy to."),
+                ArgumentSpec(
+                    name: "environment", kind: .environment, keyword: "to", summary: "The environment to deploy to."),
             ],
             options: [
                 OptionSpec(
@@ -32,7 +34,8 @@ enum Fixtures {
                     summary: "Override a chart value; only the keys the environment allows."
                 ),
                 OptionSpec(
-                    name: "dry-run", kind: .flag, summary: "Show the plan and the rendered change without applying anything."
+                    name: "dry-run", kind: .flag,
+                    summary: "Show the plan and the rendered change without applying anything."
                 ),
             ],
             examples: [
@@ -67,7 +70,8 @@ enum Fixtures {
             permission: "rollback", changes: true,
             arguments: [
                 ArgumentSpec(name: "model", kind: .model, summary: "The model to roll back."),
-                ArgumentSpec(name: "environment", kind: .environment, keyword: "in", summary: "The environment it runs in."),
+                ArgumentSpec(
+                    name: "environment", kind: .environment, keyword: "in", summary: "The environment it runs in."),
             ],
             options: [
                 OptionSpec(
@@ -78,12 +82,14 @@ enum Fixtures {
             examples: ["/infer rollback llama-3-8b in staging", "/infer rollback llama-3-8b in staging --to 3"]
         ),
         CommandSpec(
-            name: "status", summary: "Show what runs where, how it is doing, and what is in flight.", permission: "view",
+            name: "status", summary: "Show what runs where, how it is doing, and what is in flight.",
+            permission: "view",
             changes: false,
             arguments: [
                 ArgumentSpec(name: "model", kind: .model, optional: true, summary: "Only this model."),
                 ArgumentSpec(
-                    name: "environment", kind: .environment, keyword: "in", optional: true, summary: "Only this environment."
+                    name: "environment", kind: .environment, keyword: "in", optional: true,
+                    summary: "Only this environment."
                 ),
             ],
             examples: ["/infer status", "/infer status llama-3-8b", "/infer status in staging"]
@@ -144,7 +150,8 @@ enum Fixtures {
         latencyTarget: .seconds(3)
     )
 
-    static func environment(_ name: String, autoRollback: Bool = false, allowedSetKeys: [String]) -> EnvironmentSettings {
+    static func environment(_ name: String, autoRollback: Bool = false, allowedSetKeys: [String]) -> EnvironmentSettings
+    {
         EnvironmentSettings(
             name: name, kubeContext: "kind-inferops", namespace: "inferops-\(name)", chart: "charts/vllm-engine",
             chartVersion: nil, valuesFiles: ["values/\(name).yaml"], replicas: 1, readinessBudget: .seconds(600),
@@ -155,8 +162,10 @@ enum Fixtures {
     static func configuration(_ adjust: (inout Configuration) -> Void = { _ in }) -> Configuration {
         var configuration = Configuration(
             environments: [
-                "dev": environment("dev", allowedSetKeys: ["replicaCount", "engine.maxModelLen", "engine.gpuMemoryUtilization"]),
-                "staging": environment("staging", allowedSetKeys: ["replicaCount", "engine.maxModelLen", "engine.gpuMemoryUtilization"]),
+                "dev": environment(
+                    "dev", allowedSetKeys: ["replicaCount", "engine.maxModelLen", "engine.gpuMemoryUtilization"]),
+                "staging": environment(
+                    "staging", allowedSetKeys: ["replicaCount", "engine.maxModelLen", "engine.gpuMemoryUtilization"]),
                 "production": environment("production", autoRollback: true, allowedSetKeys: ["replicaCount"]),
             ],
             models: ["llama-3-8b": llama, "qwen-2-72b": qwen],

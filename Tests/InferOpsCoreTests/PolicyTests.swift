@@ -50,7 +50,8 @@ import Testing
 
     @Test func tableCoversEveryRoleVerbAndEnvironment() {
         let covered = Set(Self.table.map { "\($0.role) \($0.verb)" })
-        let expected = Set(Fixtures.policy.roles.flatMap { role in Fixtures.catalog.names.map { "\(role.name) \($0)" } })
+        let expected = Set(
+            Fixtures.policy.roles.flatMap { role in Fixtures.catalog.names.map { "\(role.name) \($0)" } })
         #expect(covered == expected)
         #expect(Fixtures.configuration().environmentNames == ["dev", "production", "staging"])
     }
@@ -107,13 +108,15 @@ import Testing
         #expect {
             try Fixtures.policy.authorize(Fixtures.viewer, "lock", in: "staging", verb: "lock")
         } throws: { error in
-            (error as? Denial)?.hint == "It comes with the roles `admin`, `staging-deployer`; ask an administrator to add you."
+            (error as? Denial)?.hint
+                == "It comes with the roles `admin`, `staging-deployer`; ask an administrator to add you."
         }
     }
 
     @Test func denialWhenNoRoleGrantsIt() {
         let policy = Policy(roles: [
-            Policy.Role(name: "viewer", members: ["*"], grants: [Policy.Grant(permissions: ["view"], environments: ["*"])])
+            Policy.Role(
+                name: "viewer", members: ["*"], grants: [Policy.Grant(permissions: ["view"], environments: ["*"])])
         ])
         #expect {
             try policy.authorize(Fixtures.viewer, "deploy", in: "staging", verb: "deploy")

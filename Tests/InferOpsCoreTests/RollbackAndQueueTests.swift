@@ -32,7 +32,9 @@ import Testing
         let outcome = await h.run("rollback llama-3-8b in staging --to 1")
         #expect(outcome.succeeded)
         #expect(h.releases.rollbacks == [1])
-        #expect(h.chat.posts(for: try #require(outcome.operation)).first?.title == "Roll back llama-3-8b in staging to revision 1, requested by <@U0ADMIN>")
+        #expect(
+            h.chat.posts(for: try #require(outcome.operation)).first?.title
+                == "Roll back llama-3-8b in staging to revision 1, requested by <@U0ADMIN>")
     }
 
     @Test func rollbackToAMissingRevisionSaysSo() async throws {
@@ -104,7 +106,8 @@ import Testing
         // Helm calls: everything of the first, then everything of the second, never overlapping.
         let release = "llama-3-8b-staging"
         let oneDeploy = [
-            "began status \(release)", "ended status \(release)", "began history \(release)", "ended history \(release)",
+            "began status \(release)", "ended status \(release)", "began history \(release)",
+            "ended history \(release)",
             "began upgrade \(release)", "ended upgrade \(release)",
         ]
         #expect(h.releases.events.map(\.description) == oneDeploy + oneDeploy)
@@ -115,7 +118,10 @@ import Testing
         let secondStarted = try #require(journal.firstIndex { $0.operation == secondID && $0.state == .prechecking })
         #expect(firstEnded < secondStarted)
         #expect(journal[secondStarted...].allSatisfy { $0.operation == secondID })
-        #expect(await h.store.stateHistory(of: secondID) == [.requested, .planned, .queued, .prechecking, .applying, .waitingReady, .warming, .verifying, .succeeded])
+        #expect(
+            await h.store.stateHistory(of: secondID) == [
+                .requested, .planned, .queued, .prechecking, .applying, .waitingReady, .warming, .verifying, .succeeded,
+            ])
         #expect(h.releases.revisions(of: target).map(\.state) == [.superseded, .superseded, .deployed])
     }
 
@@ -161,12 +167,17 @@ import Testing
         let cancel = await h.run("cancel \(id)")
 
         #expect(cancel == .completed(id))
-        #expect(h.chat.posts.contains { $0.title == "Cancelling \(id); its thread reports when it has stopped." && $0.operation == nil })
+        #expect(
+            h.chat.posts.contains {
+                $0.title == "Cancelling \(id); its thread reports when it has stopped." && $0.operation == nil
+            })
         let outcome = await deploy.value
         #expect(outcome == .failed(id, "cancelled"))
         #expect(await h.record(id)?.state == .cancelled)
         #expect(illegalMoves(await h.store.stateHistory(of: id)) == [])
-        #expect(h.chat.posts(for: id).last?.title == "Cancelled. Helm was stopped cleanly; `/infer status` shows where the release stands.")
+        #expect(
+            h.chat.posts(for: id).last?.title
+                == "Cancelled. Helm was stopped cleanly; `/infer status` shows where the release stands.")
         let audit = await h.store.auditLog()
         #expect(audit.contains { $0.action == "cancel" && $0.outcome == "accepted" && $0.operation == id })
         #expect(audit.last?.action == "deploy")
@@ -220,7 +231,8 @@ import Testing
         let cancel = await h.run("cancel \(id)")
 
         #expect(cancel == .completed(id))
-        #expect(h.chat.posts.last?.title == "\(id) was not running in this daemon; its record is now closed as cancelled.")
+        #expect(
+            h.chat.posts.last?.title == "\(id) was not running in this daemon; its record is now closed as cancelled.")
         hold.open()
         let outcome = await deploy.value
         // Known issue (Dispatcher.cancel with Dispatcher.runOperation): until `running.add` runs, cancel
@@ -265,7 +277,11 @@ import Testing
         let done = await h.run("deploy llama-3-8b to production")
         let id = try #require(done.operation)
         let outcome = await h.run("cancel \(id)", as: Fixtures.deployer)
-        #expect(outcome == .refused("<@U0DEPLOYER> may not `cancel` in `production`: the permission `cancel` on `production` is missing."))
+        #expect(
+            outcome
+                == .refused(
+                    "<@U0DEPLOYER> may not `cancel` in `production`: the permission `cancel` on `production` is missing."
+                ))
         #expect(await h.store.auditLog().last?.outcome == "denied")
     }
 
@@ -283,9 +299,12 @@ import Testing
 
         #expect(
             outcome
-                == .refused("op-0000cafe (rollback by <@U0DEPLOYER>, applying) is already working on llama-3-8b-staging.")
+                == .refused(
+                    "op-0000cafe (rollback by <@U0DEPLOYER>, applying) is already working on llama-3-8b-staging.")
         )
-        #expect(h.chat.posts.last?.reply.hint == "Wait for it to end, or `/infer cancel op-0000cafe` if the daemon running it is gone.")
+        #expect(
+            h.chat.posts.last?.reply.hint
+                == "Wait for it to end, or `/infer cancel op-0000cafe` if the daemon running it is gone.")
         #expect(h.releases.calls.isEmpty)
         let id = try #require(await h.store.allOperations().last?.id)
         #expect(await h.record(id)?.state == .failed)

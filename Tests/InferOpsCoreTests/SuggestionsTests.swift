@@ -24,7 +24,9 @@ import Testing
         #expect(Suggestions.closest(to: word, in: Self.verbs) == expected)
     }
 
-    @Test(arguments: ["kubectl", "xyzzy", "terraform", "apply", "delete", "rm", "sudo", "🚀", "", "a-very-long-word-indeed"])
+    @Test(arguments: [
+        "kubectl", "xyzzy", "terraform", "apply", "delete", "rm", "sudo", "🚀", "", "a-very-long-word-indeed",
+    ])
     func suggestsNothingForFarWords(word: String) {
         #expect(Suggestions.closest(to: word, in: Self.verbs) == [])
         #expect(Suggestions.didYouMean(word, in: Self.verbs) == "")
