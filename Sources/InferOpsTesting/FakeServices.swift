@@ -1,0 +1,24 @@
+import InferOpsCore
+
+/// One of each fake, sharing one `ManualTime`, and the `Services` the dispatcher runs on.
+public struct FakeServices: Sendable {
+    public let time: ManualTime
+    public let store: InMemoryOperationStore
+    public let releases: FakeReleaseEngine
+    public let cluster: FakeCluster
+    public let engines: FakeEngineClient
+    public let chat: RecordingChat
+
+    public init(time: ManualTime = ManualTime()) {
+        self.time = time
+        store = InMemoryOperationStore()
+        releases = FakeReleaseEngine(time: time)
+        cluster = FakeCluster()
+        engines = FakeEngineClient(time: time)
+        chat = RecordingChat()
+    }
+
+    public var services: Services {
+        Services(store: store, releases: releases, cluster: cluster, engines: engines, chat: chat, time: time)
+    }
+}

@@ -1,0 +1,179 @@
+import Foundation
+import InferOpsCore
+
+/// The operation store in memory. An actor, so `claimRelease` checks and claims in one step with no
+/// suspension in between, like the SQLite store's single write transaction.
+public actor InMemoryOperationStore: OperationStore {
+    public enum StoreError: Error, Equatable {
+        case duplicateOperation(OperationID)
+        case unknownOperation(OperationID)
+    }
+
+    /// Everything stored, plus the states each operation went through, for assertions.
+    public struct Snapshot: Sendable {
+        /// In insertion order.
+        public var operations: [OperationRecord] = []
+        /// Every journal entry of every operation, in the order they were appended.
+        public var journal: [JournalEntry] = []
+        public var audit: [AuditEntry] = []
+        public var verifications: [Verification] = []
+        public var locks: [String: EnvironmentLock] = [:]
+        /// Each operation's successive states as stored (repeats collapsed).
+        public var stateHistory: [OperationID: [OperationState]] = [:]
+
+        public func operation(_ id: OperationID) -> OperationRecord? { operations.first { $0.id == id } }
+    }
+
+    private struct Waiter {
+        var condition: @Sendable (Snapshot) -> Bool
+        var continuation: CheckedContinuation<Void, any Error>
+    }
+
+    public private(set) var snapshot = Snapshot()
+    private var waiters: [UInt64: Waiter] = [:]
+    private var nextWaiter: UInt64 = 0
+
+    public init() {}
+
+    // MARK: for tests
+
+    public func stateHistory(of id: OperationID) -> [OperationState] { snapshot.stateHistory[id] ?? [] }
+    public func allOperations() -> [OperationRecord] { snapshot.operations }
+    public func allJournalEntries() -> [JournalEntry] { snapshot.journal }
+
+    /// Returns once `condition` holds for what is stored.
+    public func waitFor(_ condition: @escaping @Sendable (Snapshot) -> Bool) async throws {
+        if condition(snapshot) { return }
+        nextWaiter += 1
+        let id = nextWaiter
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                if Task.isCancelled {
+                    continuation.resume(throwing: CancellationError())
+                } else {
+                    waiters[id] = Waiter(condition: condition, continuation: continuation)
+                }
+            }
+        } onCancel: {
+            Task { await self.cancelWaiter(id) }
+        }
+    }
+
+    private func cancelWaiter(_ id: UInt64) {
+        waiters.removeValue(forKey: id)?.continuation.resume(throwing: CancellationError())
+    }
+
+    private func changed() {
+        for (id, waiter) in waiters where waiter.condition(snapshot) {
+            waiters[id] = nil
+            waiter.continuation.resume()
+        }
+    }
+
+    private func store(_ operation: OperationRecord, at index: Int?) {
+        if let index {
+            snapshot.operations[index] = operation
+        } else {
+            snapshot.operations.append(operation)
+        }
+        if snapshot.stateHistory[operation.id]?.last != operation.state {
+            snapshot.stateHistory[operation.id, default: []].append(operation.state)
+        }
+        changed()
+    }
+
+    // MARK: OperationStore
+
+    public func insert(_ operation: OperationRecord) throws {
+        guard snapshot.operation(operation.id) == nil else { throw StoreError.duplicateOperation(operation.id) }
+        store(operation, at: nil)
+    }
+
+    public func update(_ operation: OperationRecord) throws {
+        guard let index = snapshot.operations.firstIndex(where: { $0.id == operation.id }) else {
+            throw StoreError.unknownOperation(operation.id)
+        }
+        store(operation, at: index)
+    }
+
+    public func operation(_ id: OperationID) -> OperationRecord? { snapshot.operation(id) }
+
+    public func claimRelease(for operation: OperationID, release: String, at: Date) throws -> OperationRecord? {
+        let holder = snapshot.operations
+            .filter {
+                $0.id != operation && $0.target?.release == release && OperationState.holdingRelease.contains($0.state)
+            }
+            .min { $0.createdAt < $1.createdAt }
+        if let holder { return holder }
+        guard let index = snapshot.operations.firstIndex(where: { $0.id == operation }) else {
+            throw StoreError.unknownOperation(operation)
+        }
+        var claimed = snapshot.operations[index]
+        claimed.state = .prechecking
+        claimed.updatedAt = at
+        store(claimed, at: index)
+        return nil
+    }
+
+    public func unfinishedOperations() -> [OperationRecord] {
+        // Stable sort: operations created at the same instant stay in insertion order.
+        snapshot.operations.enumerated()
+            .filter { !$0.element.state.isFinished }
+            .sorted { ($0.element.createdAt, $0.offset) < ($1.element.createdAt, $1.offset) }
+            .map(\.element)
+    }
+
+    public func recentOperations(model: String?, environment: String?, limit: Int) -> [OperationRecord] {
+        Array(
+            snapshot.operations.enumerated()
+                .filter {
+                    (model == nil || $0.element.model == model)
+                        && (environment == nil || $0.element.environment == environment)
+                }
+                .sorted { ($0.element.createdAt, $0.offset) > ($1.element.createdAt, $1.offset) }
+                .map(\.element)
+                .prefix(limit)
+        )
+    }
+
+    public func appendJournal(_ entry: JournalEntry) {
+        snapshot.journal.append(entry)
+        changed()
+    }
+
+    public func journal(of operation: OperationID) -> [JournalEntry] {
+        snapshot.journal.filter { $0.operation == operation }
+    }
+
+    public func appendAudit(_ entry: AuditEntry) {
+        snapshot.audit.append(entry)
+        changed()
+    }
+
+    public func auditLog() -> [AuditEntry] { snapshot.audit }
+
+    public func recordVerification(_ verification: Verification) {
+        snapshot.verifications.append(verification)
+        changed()
+    }
+
+    public func lastVerification(model: String, environment: String) -> Verification? {
+        snapshot.verifications.last { $0.model == model && $0.environment == environment }
+    }
+
+    public func acquireLock(_ lock: EnvironmentLock) -> EnvironmentLock? {
+        if let held = snapshot.locks[lock.environment] { return held }
+        snapshot.locks[lock.environment] = lock
+        changed()
+        return nil
+    }
+
+    public func releaseLock(environment: String) -> EnvironmentLock? {
+        defer { changed() }
+        return snapshot.locks.removeValue(forKey: environment)
+    }
+
+    public func locks() -> [EnvironmentLock] {
+        snapshot.locks.values.sorted { $0.environment < $1.environment }
+    }
+}

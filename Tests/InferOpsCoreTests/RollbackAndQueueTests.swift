@@ -1,0 +1,312 @@
+import Foundation
+import InferOpsCore
+import InferOpsTesting
+import Testing
+
+/// `rollback`, one operation per release at a time, and `cancel`.
+@Suite(.timeLimit(.minutes(1))) struct RollbackAndQueueTests {
+    @Test func rollbackToThePreviousRevision() async throws {
+        let h = Harness()
+        let target = h.target("llama-3-8b", in: "staging")
+        h.releases.seed(target, [.superseded, .superseded, .deployed])
+
+        let outcome = await h.run("rollback llama-3-8b in staging")
+
+        let id = try #require(outcome.operation)
+        #expect(outcome == .completed(id))
+        #expect(h.releases.rollbacks == [2])
+        #expect(
+            await h.store.stateHistory(of: id)
+                == [.requested, .planned, .queued, .prechecking, .applying, .waitingReady, .verifying, .succeeded]
+        )
+        #expect(await h.record(id)?.revision == 4)
+        #expect(h.releases.revisions(of: target).last?.description == "Rollback to 2")
+        #expect(await h.store.lastVerification(model: "llama-3-8b", environment: "staging")?.revision == 4)
+        #expect(await h.store.auditLog().map(\.outcome) == ["accepted", "succeeded"])
+        #expect(h.chat.posts(for: id).first?.title == "Roll back llama-3-8b in staging, requested by <@U0ADMIN>")
+    }
+
+    @Test func rollbackToANamedRevision() async throws {
+        let h = Harness()
+        h.releases.seed(h.target("llama-3-8b", in: "staging"), [.superseded, .superseded, .deployed])
+        let outcome = await h.run("rollback llama-3-8b in staging --to 1")
+        #expect(outcome.succeeded)
+        #expect(h.releases.rollbacks == [1])
+        #expect(
+            h.chat.posts(for: try #require(outcome.operation)).first?.title
+                == "Roll back llama-3-8b in staging to revision 1, requested by <@U0ADMIN>")
+    }
+
+    @Test func rollbackToAMissingRevisionSaysSo() async throws {
+        let h = Harness()
+        h.releases.seed(h.target("llama-3-8b", in: "staging"), [.superseded, .deployed])
+
+        let outcome = await h.run("rollback llama-3-8b in staging --to 7")
+
+        #expect(outcome.message == "The release has no revision 7.")
+        #expect(h.chat.posts.last?.reply.hint == "List the revisions with `/infer history`.")
+        #expect(h.releases.changingCalls.isEmpty)
+        #expect(await h.record(try #require(outcome.operation))?.state == .failed)
+    }
+
+    @Test func rollbackToTheDeployedRevisionIsRefused() async throws {
+        let h = Harness()
+        h.releases.seed(h.target("llama-3-8b", in: "staging"), [.superseded, .deployed])
+        let outcome = await h.run("rollback llama-3-8b in staging --to 2")
+        #expect(outcome.message == "Revision 2 is already the deployed revision.")
+        #expect(h.chat.posts.last?.reply.hint == "`/infer history llama-3-8b in staging` lists the others.")
+        #expect(h.releases.changingCalls.isEmpty)
+    }
+
+    @Test func rollbackWithoutAnEarlierRevision() async throws {
+        let h = Harness()
+        h.releases.seed(h.target("llama-3-8b", in: "staging"), [.deployed])
+        let outcome = await h.run("rollback llama-3-8b in staging")
+        #expect(outcome.message == "The release has no earlier revision to roll back to.")
+        #expect(h.releases.changingCalls.isEmpty)
+    }
+
+    @Test func rollbackOfAReleaseThatDoesNotExist() async throws {
+        let h = Harness()
+        let outcome = await h.run("rollback llama-3-8b in staging")
+        #expect(outcome.message == "There is no such release.")
+        #expect(h.chat.posts.last?.reply.hint == "Check the model and environment, or deploy it first.")
+        #expect(h.releases.changingCalls.isEmpty)
+    }
+
+    /// The second deploy of a release waits for the first to end; their Helm calls never overlap.
+    @Test func concurrentDeploysOfOneReleaseRunOneAfterTheOther() async throws {
+        let h = Harness()
+        let target = h.target("llama-3-8b", in: "staging")
+        h.releases.seed(target, [.deployed])
+        let gate = Gate()
+        h.releases.script(.upgrade, .hold(gate))
+
+        let first = h.start("deploy llama-3-8b to staging")
+        try await gate.waitUntilReached()
+        let firstID = try await h.operation(titled: "Deploy llama-3-8b to staging")
+        let second = h.start("deploy llama-3-8b to staging --set replicaCount=2", as: Fixtures.deployer)
+        let queued = try await h.chat.waitForEvent { $0.title.hasPrefix("Queued behind") }
+        let secondID = try #require(queued.operation)
+
+        // While the first is in Helm, the second waits in `queued` and Helm has seen one upgrade.
+        #expect(secondID != firstID)
+        #expect(queued.title == "Queued behind \(firstID) on llama-3-8b-staging; it starts when that one ends.")
+        #expect(await h.record(secondID)?.state == .queued)
+        #expect(await h.record(firstID)?.state == .applying)
+        #expect(h.releases.upgrades.count == 1)
+        #expect(h.releases.state.inFlight.map(\.method) == [.upgrade])
+
+        gate.open()
+        let firstOutcome = await first.value
+        let secondOutcome = await second.value
+
+        #expect(firstOutcome == .completed(firstID))
+        #expect(secondOutcome == .completed(secondID))
+        // Helm calls: everything of the first, then everything of the second, never overlapping.
+        let release = "llama-3-8b-staging"
+        let oneDeploy = [
+            "began status \(release)", "ended status \(release)", "began history \(release)",
+            "ended history \(release)",
+            "began upgrade \(release)", "ended upgrade \(release)",
+        ]
+        #expect(h.releases.events.map(\.description) == oneDeploy + oneDeploy)
+        #expect(h.releases.upgrades.map { $0.values["replicaCount"] } == [.number(1), .number(2)])
+        // Journals: nothing of the second after `queued` is written before the first has ended.
+        let journal = await h.store.allJournalEntries()
+        let firstEnded = try #require(journal.firstIndex { $0.operation == firstID && $0.state == .succeeded })
+        let secondStarted = try #require(journal.firstIndex { $0.operation == secondID && $0.state == .prechecking })
+        #expect(firstEnded < secondStarted)
+        #expect(journal[secondStarted...].allSatisfy { $0.operation == secondID })
+        #expect(
+            await h.store.stateHistory(of: secondID) == [
+                .requested, .planned, .queued, .prechecking, .applying, .waitingReady, .warming, .verifying, .succeeded,
+            ])
+        #expect(h.releases.revisions(of: target).map(\.state) == [.superseded, .superseded, .deployed])
+    }
+
+    @Test func deploysOfDifferentReleasesDoNotWaitForEachOther() async throws {
+        let h = Harness()
+        let gate = Gate()
+        h.releases.script(.upgrade, .hold(gate))
+        let held = h.start("deploy llama-3-8b to staging")
+        try await gate.waitUntilReached()
+        // Another model in the same environment goes straight through while the first is in Helm.
+        let other = await h.run("deploy qwen-2-72b to staging")
+        #expect(other.succeeded)
+        gate.open()
+        #expect(await held.value.succeeded)
+    }
+
+    @Test func statusShowsTheOperationInFlight() async throws {
+        let h = Harness()
+        h.releases.seed(h.target("llama-3-8b", in: "staging"), [.deployed])
+        let gate = Gate()
+        h.releases.script(.upgrade, .hold(gate))
+        let deploy = h.start("deploy llama-3-8b to staging")
+        try await gate.waitUntilReached()
+        let id = try await h.operation(titled: "Deploy llama-3-8b to staging")
+
+        #expect(await h.run("status in staging", as: Fixtures.viewer) == .completed(nil))
+
+        let row = try #require(h.chat.posts.last?.reply.table?.rows.first)
+        #expect(row.first == "llama-3-8b")
+        #expect(row.last == "\(id) deploy (applying)")
+        gate.open()
+        _ = await deploy.value
+    }
+
+    @Test func cancelWhileWaitingForReadiness() async throws {
+        let h = Harness()
+        h.engines.script("llama-3-8b-staging", EngineScript(healthStatuses: [503], servedModels: ["llama-3-8b"]))
+        let deploy = h.start("deploy llama-3-8b to staging")
+        try await h.engines.waitFor { ($0.counts["llama-3-8b-staging"]?["/health"] ?? 0) >= 3 }
+        let id = try await h.operation(titled: "Deploy llama-3-8b to staging")
+        #expect(await h.record(id)?.state == .waitingReady)
+
+        let cancel = await h.run("cancel \(id)")
+
+        #expect(cancel == .completed(id))
+        #expect(
+            h.chat.posts.contains {
+                $0.title == "Cancelling \(id); its thread reports when it has stopped." && $0.operation == nil
+            })
+        let outcome = await deploy.value
+        #expect(outcome == .failed(id, "cancelled"))
+        #expect(await h.record(id)?.state == .cancelled)
+        #expect(illegalMoves(await h.store.stateHistory(of: id)) == [])
+        #expect(
+            h.chat.posts(for: id).last?.title
+                == "Cancelled. Helm was stopped cleanly; `/infer status` shows where the release stands.")
+        let audit = await h.store.auditLog()
+        #expect(audit.contains { $0.action == "cancel" && $0.outcome == "accepted" && $0.operation == id })
+        #expect(audit.last?.action == "deploy")
+        #expect(audit.last?.outcome == "cancelled")
+        #expect(h.releases.rollbacks.isEmpty)
+    }
+
+    /// Cancelling while Helm runs: the engine stops Helm (SIGTERM) and throws `ReleaseFailure.cancelled`,
+    /// as `ReleaseEngine.upgrade` documents. The operation should end `cancelled`, with no rollback.
+    @Test(arguments: ["staging", "production"])
+    func cancelWhileHelmRuns(environment: String) async throws {
+        let h = Harness()
+        let target = h.target("llama-3-8b", in: environment)
+        h.releases.seed(target, [.deployed])
+        let gate = Gate()
+        h.releases.script(.upgrade, .hold(gate))
+        let deploy = h.start("deploy llama-3-8b to \(environment)")
+        try await gate.waitUntilReached()
+        let id = try await h.operation(titled: "Deploy llama-3-8b to \(environment)")
+
+        #expect(await h.run("cancel \(id)") == .completed(id))
+        let outcome = await deploy.value
+
+        // The fake did what Helm does on SIGTERM: the new revision is marked failed.
+        #expect(h.releases.revisions(of: target).first { $0.revision == 2 }?.state == .failed)
+        // Known issue (DeployWorkflow.run, `catch let failure as ReleaseFailure` around the upgrade): the
+        // workflow treats `ReleaseFailure.cancelled` like any Helm failure and calls `recover`, so
+        // Dispatcher.runOperation's `catch ReleaseFailure.cancelled` never sees it. In staging the
+        // operation ends `failed` ("The deploy failed."); in production (autoRollback) the cancelled
+        // deploy is rolled back to revision 1 first. RollbackWorkflow has the same catch.
+        await withKnownIssue("a cancel during helm upgrade ends as a failed deploy, or a rollback with autoRollback") {
+            #expect(outcome == .failed(id, "cancelled"))
+            #expect(h.releases.rollbacks.isEmpty)
+            #expect(await h.store.stateHistory(of: id).suffix(2) == [.applying, .cancelled])
+            // With autoRollback the record also goes rolling_back → cancelled, which the state machine
+            // forbids: OperationReporter.finish does not check moves.
+            #expect(illegalMoves(await h.store.stateHistory(of: id)) == [])
+        }
+    }
+
+    /// A cancel that arrives between the operation being recorded and its task being registered.
+    @Test func cancelRightAfterTheRequestStopsTheOperation() async throws {
+        let h = Harness()
+        // Hold the deploy just after it is recorded as queued, before it is registered as running.
+        let hold = h.chat.holdPost { reply, _, _ in reply.title == "Queued." }
+        let deploy = h.start("deploy llama-3-8b to staging")
+        try await hold.waitUntilReached()
+        let id = try #require(await h.store.allOperations().first?.id)
+        #expect(await h.record(id)?.state == .queued)
+
+        let cancel = await h.run("cancel \(id)")
+
+        #expect(cancel == .completed(id))
+        #expect(
+            h.chat.posts.last?.title == "\(id) was not running in this daemon; its record is now closed as cancelled.")
+        hold.open()
+        let outcome = await deploy.value
+        // Known issue (Dispatcher.cancel with Dispatcher.runOperation): until `running.add` runs, cancel
+        // thinks the operation belongs to a daemon that stopped, writes it as `cancelled` and tells the
+        // user so; the operation then goes on regardless: claimRelease moves it back to `prechecking`
+        // and Helm upgrades the release.
+        await withKnownIssue("an operation cancelled before it is registered as running still deploys") {
+            #expect(h.releases.upgrades.isEmpty)
+            #expect(await h.record(id)?.state == .cancelled)
+            #expect(outcome != .completed(id))
+        }
+    }
+
+    @Test func cancelOfAnOperationLeftBehindClosesItsRecord() async throws {
+        let h = Harness()
+        let orphan = OperationRecord(
+            id: OperationID("op-0000beef"), kind: .deploy, requester: Fixtures.deployer, environment: "staging",
+            model: "llama-3-8b", target: h.target("llama-3-8b", in: "staging"), state: .applying,
+            command: "deploy llama-3-8b to staging", createdAt: h.time.now()
+        )
+        try await h.store.insert(orphan)
+
+        #expect(await h.run("cancel op-0000beef", as: Fixtures.deployer) == .completed(orphan.id))
+
+        #expect(await h.record(orphan.id)?.state == .cancelled)
+        #expect(await h.record(orphan.id)?.outcome == "Cancelled by <@U0DEPLOYER>: no daemon was running it.")
+        #expect(h.chat.posts.last?.reply.hint?.contains("`/infer rollback`") == true)
+        #expect(h.releases.calls.isEmpty)
+    }
+
+    @Test func cancelOfAFinishedOrUnknownOperation() async throws {
+        let h = Harness()
+        let done = await h.run("deploy llama-3-8b to staging")
+        let id = try #require(done.operation)
+        #expect(await h.run("cancel \(id)") == .refused("\(id) has already ended: succeeded."))
+        #expect(await h.run("cancel op-00000000") == .refused("There is no operation op-00000000."))
+        #expect(h.chat.posts.last?.reply.hint == "`/infer status` lists the operations in flight.")
+    }
+
+    @Test func cancelNeedsThePermissionInTheOperationsEnvironment() async throws {
+        let h = Harness()
+        let done = await h.run("deploy llama-3-8b to production")
+        let id = try #require(done.operation)
+        let outcome = await h.run("cancel \(id)", as: Fixtures.deployer)
+        #expect(
+            outcome
+                == .refused(
+                    "<@U0DEPLOYER> may not `cancel` in `production`: the permission `cancel` on `production` is missing."
+                ))
+        #expect(await h.store.auditLog().last?.outcome == "denied")
+    }
+
+    /// Another daemon holds the release in the store: the operation is refused, not run.
+    @Test func releaseClaimedByAnotherDaemonIsRefused() async throws {
+        let h = Harness()
+        let other = OperationRecord(
+            id: OperationID("op-0000cafe"), kind: .rollback, requester: Fixtures.deployer, environment: "staging",
+            model: "llama-3-8b", target: h.target("llama-3-8b", in: "staging"), state: .applying,
+            command: "rollback llama-3-8b in staging", createdAt: h.time.now()
+        )
+        try await h.store.insert(other)
+
+        let outcome = await h.run("deploy llama-3-8b to staging")
+
+        #expect(
+            outcome
+                == .refused(
+                    "op-0000cafe (rollback by <@U0DEPLOYER>, applying) is already working on llama-3-8b-staging.")
+        )
+        #expect(
+            h.chat.posts.last?.reply.hint
+                == "Wait for it to end, or `/infer cancel op-0000cafe` if the daemon running it is gone.")
+        #expect(h.releases.calls.isEmpty)
+        let id = try #require(await h.store.allOperations().last?.id)
+        #expect(await h.record(id)?.state == .failed)
+    }
+}
