@@ -189,6 +189,9 @@ public final class SQLiteStore: OperationStore, Sendable {
             guard var claimed = try OperationRow.fetchOne(db, key: operation.rawValue)?.operation else {
                 throw SQLiteStoreError.unknownOperation(operation)
             }
+            guard !claimed.state.isFinished else {
+                throw OperationAlreadyEnded(operation: operation, state: claimed.state)
+            }
             claimed.state = .prechecking
             claimed.updatedAt = at
             try OperationRow(claimed).update(db)

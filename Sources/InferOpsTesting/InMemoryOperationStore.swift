@@ -109,6 +109,9 @@ public actor InMemoryOperationStore: OperationStore {
             throw StoreError.unknownOperation(operation)
         }
         var claimed = snapshot.operations[index]
+        guard !claimed.state.isFinished else {
+            throw OperationAlreadyEnded(operation: operation, state: claimed.state)
+        }
         claimed.state = .prechecking
         claimed.updatedAt = at
         store(claimed, at: index)

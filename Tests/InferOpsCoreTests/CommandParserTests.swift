@@ -310,43 +310,25 @@ import Testing
         #expect(CommandParser.excerpt(String(repeating: "y", count: 40)) == String(repeating: "y", count: 40))
     }
 
-    /// A quoted verb is refused, but the message suggests the very word the user typed.
-    @Test func quotedVerbMessageDoesNotSuggestItself() {
-        #expect {
-            _ = try parser.parse("\"deploy\" llama-3-8b to staging")
-        } throws: { error in
-            let message = (error as? CommandError)?.message ?? ""
-            // Known issue (CommandParser.parse, the unknown-verb branch): a quoted verb is "unknown",
-            // and the suggestion then proposes that same verb: "Unknown command `deploy`. Did you mean `deploy`?".
-            withKnownIssue("a quoted verb is called unknown and then suggested back") {
-                #expect(!message.contains("Did you mean `deploy`"), "message: \(message)")
-            }
-            return message.hasPrefix("Unknown command `deploy`.")
-        }
+    /// A quoted verb reads like the same verb unquoted.
+    @Test func quotedVerbIsTheVerb() throws {
+        let parsed = try parser.parse("\"deploy\" llama-3-8b to staging")
+        #expect(parsed.verb == "deploy")
+        #expect(parsed.argument("model") == "llama-3-8b")
     }
 
     /// `--reason="two words"` is the `--flag=value` form with a quoted value, as people type it.
     @Test func quotedInlineValue() {
-        // Known issue (CommandLexer.tokenize): a token with a quote anywhere in it is marked quoted as a
-        // whole, and quoted tokens are never options, so this is refused as
-        // "Unexpected `--reason=two words`." instead of setting the reason.
-        withKnownIssue("a quoted value after `--flag=` turns the whole token into a quoted word") {
-            let parsed = try parser.parse("lock production --reason=\"two words\"")
-            #expect(parsed.option("reason") == "two words")
-        }
+        let parsed = try? parser.parse("lock production --reason=\"two words\"")
+        #expect(parsed?.option("reason") == "two words")
     }
 
     /// An option name that grows when lower-cased (`İ` becomes `i` and a combining dot) must be refused
     /// like any unknown option. Runs in a child process, because it brings the process down.
     @Test func optionNameThatGrowsWhenLowercasedIsRefused() async {
-        // Known issue (CommandParser.parse(_:as:), the `--name=value` split): the index of `=` is found
-        // in the lower-cased name and then used on the original text; when lower-casing made the
-        // name longer, the index lies past the end and slicing traps ("Range requires lowerBound <=
-        // upperBound"). Any chat user can stop the daemon with `/infer help --İİ=`, before authorization.
-        await withKnownIssue("`--İİ=` crashes the parser") {
-            await #expect(processExitsWith: .success) {
-                _ = try? Fixtures.parser.parse("help --\u{130}\u{130}=")
-            }
+        // The `=` is found in the original text, before lower-casing changes its length.
+        await #expect(processExitsWith: .success) {
+            _ = try? Fixtures.parser.parse("help --\u{130}\u{130}=")
         }
     }
 
@@ -361,13 +343,8 @@ import Testing
             }
         }
         #expect(messages.count == 1, "\(messages)")
-        // Known issue (CommandParser.parse(_:as:), `for (name, value) in result.arguments`): the names are
-        // checked in dictionary order, which Swift seeds randomly per process, so the message names the
-        // model in some runs (and daemon lifetimes) and the environment in others. Intermittent here for
-        // the same reason.
-        withKnownIssue("which bad name is reported depends on dictionary order", isIntermittent: true) {
-            #expect(messages.first?.hasPrefix("`$(a)` is not a valid model name") == true, "\(messages)")
-        }
+        // Names are checked in declaration order, so the model is reported first.
+        #expect(messages.first?.hasPrefix("`$(a)` is not a valid model name") == true, "\(messages)")
     }
 
     /// The canonical form, stored in records and the audit log, must read back as the same command.
@@ -381,13 +358,8 @@ import Testing
         for input in inputs {
             let parsed = try parser.parse(input)
             let canonical = parsed.canonical(spec: spec(parsed.verb))
-            // Known issue (CommandParser.quoteIfNeeded): only values with spaces or ASCII quotes are quoted,
-            // so a value that is a keyword (`to`), starts with `--`, or holds a curly quote reads back as
-            // something else or not at all.
-            withKnownIssue("canonical form does not quote keywords, `--` values or curly quotes") {
-                let reparsed = try? parser.parse(canonical)
-                #expect(reparsed == parsed, "\(input) → \(canonical)")
-            }
+            let reparsed = try? parser.parse(canonical)
+            #expect(reparsed == parsed, "\(input) → \(canonical)")
         }
     }
 }

@@ -356,14 +356,7 @@ import Testing
         _ = await h.run("history llama-3-8b in staging")
 
         let title = try #require(h.chat.posts.last?.title)
-        // Known issue (Dispatcher.handle, the final `catch`): every error thrown while executing is
-        // treated as internal, user-facing or not, so the user sees "Something went wrong inside
-        // InferOps (reference err-…)" instead of "The Kubernetes API is unreachable: …" and its hint.
-        // Dispatcher.runOperation's final `catch` does the same for e.g. `releases.status` failing in
-        // DeployWorkflow's precheck.
-        withKnownIssue("a user-facing port error is reported as an internal error") {
-            #expect(title == failure.message)
-        }
+        #expect(title == failure.message)
     }
 
     @Test func userFacingPortErrorInsideAWorkflowIsShown() async throws {
@@ -375,9 +368,7 @@ import Testing
 
         let id = try #require(outcome.operation)
         let title = try #require(h.chat.posts(for: id).last?.title)
-        withKnownIssue("a user-facing port error in a workflow is reported as an internal error") {
-            #expect(title == failure.message)
-        }
+        #expect(title == failure.message)
         #expect(await h.record(id)?.state == .failed)
     }
 
@@ -408,12 +399,9 @@ import Testing
             group.cancelAll()
             return first == true
         }
-        // Known issue (EngineVerifier.waitReady; also DeployWorkflow.checkCapacity's wait and the latency
-        // in EngineVerifier.verify): deadlines and latencies are read from ContinuousClock, not from the
-        // TimeSource, so a test clock cannot spend a budget and tests cannot reach those paths quickly.
-        withKnownIssue("the readiness deadline uses ContinuousClock instead of the TimeSource") {
-            #expect(gaveUpInBudget)
-        }
-        #expect(time.sleepCount >= 2_400)
+        // Budgets are measured on the TimeSource, so the test clock spends them.
+        #expect(gaveUpInBudget)
+        // 600 s of 250 ms polls: 2,400 polls, with a sleep between each.
+        #expect(time.sleepCount == 2_399)
     }
 }

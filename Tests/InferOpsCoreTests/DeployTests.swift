@@ -177,10 +177,11 @@ import Testing
 
         let outcome = await h.run("deploy qwen-2-72b to staging")
 
-        guard case .failed(let id?, let message) = outcome else {
+        guard case .refused(let message) = outcome else {
             Issue.record("outcome: \(outcome)")
             return
         }
+        let id = try #require(await h.store.allOperations().first?.id)
         #expect(
             message
                 == "Not enough free GPUs for qwen-2-72b-staging: needs 1 × 4 = 4 nvidia.com/gpu; free 6 of 16 allocatable (gpu-a 3/8 free, gpu-b 3/8 free)."

@@ -203,19 +203,11 @@ import Testing
 
         // The fake did what Helm does on SIGTERM: the new revision is marked failed.
         #expect(h.releases.revisions(of: target).first { $0.revision == 2 }?.state == .failed)
-        // Known issue (DeployWorkflow.run, `catch let failure as ReleaseFailure` around the upgrade): the
-        // workflow treats `ReleaseFailure.cancelled` like any Helm failure and calls `recover`, so
-        // Dispatcher.runOperation's `catch ReleaseFailure.cancelled` never sees it. In staging the
-        // operation ends `failed` ("The deploy failed."); in production (autoRollback) the cancelled
-        // deploy is rolled back to revision 1 first. RollbackWorkflow has the same catch.
-        await withKnownIssue("a cancel during helm upgrade ends as a failed deploy, or a rollback with autoRollback") {
-            #expect(outcome == .failed(id, "cancelled"))
-            #expect(h.releases.rollbacks.isEmpty)
-            #expect(await h.store.stateHistory(of: id).suffix(2) == [.applying, .cancelled])
-            // With autoRollback the record also goes rolling_back → cancelled, which the state machine
-            // forbids: OperationReporter.finish does not check moves.
-            #expect(illegalMoves(await h.store.stateHistory(of: id)) == [])
-        }
+        // A cancel is not a failure to recover from: no automatic rollback, the record ends cancelled.
+        #expect(outcome == .failed(id, "cancelled"))
+        #expect(h.releases.rollbacks.isEmpty)
+        #expect(await h.store.stateHistory(of: id).suffix(2) == [.applying, .cancelled])
+        #expect(illegalMoves(await h.store.stateHistory(of: id)) == [])
     }
 
     /// A cancel that arrives between the operation being recorded and its task being registered.
@@ -231,19 +223,13 @@ import Testing
         let cancel = await h.run("cancel \(id)")
 
         #expect(cancel == .completed(id))
-        #expect(
-            h.chat.posts.last?.title == "\(id) was not running in this daemon; its record is now closed as cancelled.")
+        #expect(h.chat.posts.last?.title == "Cancelling \(id); its thread reports when it has stopped.")
         hold.open()
         let outcome = await deploy.value
-        // Known issue (Dispatcher.cancel with Dispatcher.runOperation): until `running.add` runs, cancel
-        // thinks the operation belongs to a daemon that stopped, writes it as `cancelled` and tells the
-        // user so; the operation then goes on regardless: claimRelease moves it back to `prechecking`
-        // and Helm upgrades the release.
-        await withKnownIssue("an operation cancelled before it is registered as running still deploys") {
-            #expect(h.releases.upgrades.isEmpty)
-            #expect(await h.record(id)?.state == .cancelled)
-            #expect(outcome != .completed(id))
-        }
+        // The cancel was remembered until the task existed: nothing was upgraded.
+        #expect(h.releases.upgrades.isEmpty)
+        #expect(await h.record(id)?.state == .cancelled)
+        #expect(outcome != .completed(id))
     }
 
     @Test func cancelOfAnOperationLeftBehindClosesItsRecord() async throws {

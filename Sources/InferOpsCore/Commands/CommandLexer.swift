@@ -54,8 +54,9 @@ public enum CommandLexer {
             }
             if let open = opening(character) {
                 quote = open
+                // Only a token that starts with a quote is literal text; `--reason="two words"` is an option.
+                if !inToken { wasQuoted = true }
                 inToken = true
-                wasQuoted = true
                 continue
             }
             inToken = true
@@ -81,6 +82,10 @@ public enum CommandLexer {
         case "\u{2018}": "\u{2019}"
         default: nil
         }
+    }
+
+    static func isClosingQuote(_ character: Character) -> Bool {
+        character == "\u{201D}" || character == "\u{2019}"
     }
 
     static func closes(_ open: Character, _ character: Character) -> Bool {

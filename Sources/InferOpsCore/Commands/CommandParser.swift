@@ -19,15 +19,16 @@ public struct ParsedCommand: Hashable, Sendable {
     /// The command in a canonical form, for records and the audit log.
     public func canonical(spec: CommandSpec) -> String {
         var parts = [verb]
+        let keywords = Set(spec.arguments.compactMap(\.keyword))
         for argument in spec.arguments {
             guard let value = arguments[argument.name] else { continue }
             if let keyword = argument.keyword { parts.append(keyword) }
-            parts.append(CommandParser.quoteIfNeeded(value))
+            parts.append(CommandParser.quoteIfNeeded(value, keywords: keywords))
         }
         for option in spec.options {
             for value in options[option.name] ?? [] {
                 parts.append("--\(option.name)")
-                if option.kind != .flag { parts.append(CommandParser.quoteIfNeeded(value)) }
+                if option.kind != .flag { parts.append(CommandParser.quoteIfNeeded(value, keywords: keywords)) }
             }
         }
         return parts.joined(separator: " ")
@@ -68,7 +69,7 @@ public struct CommandParser: Sendable {
             )
         }
         let verb = verbToken.text.lowercased()
-        guard !verbToken.quoted, let spec = catalog.spec(named: verb) else {
+        guard let spec = catalog.spec(named: verb) else {
             throw CommandError(
                 "Unknown command `\(Self.excerpt(verbToken.text))`." + Suggestions.didYouMean(verb, in: catalog.names),
                 hint: "`/infer help` lists the commands."
@@ -85,11 +86,13 @@ public struct CommandParser: Sendable {
             let token = tokens[index]
             index += 1
             if !token.quoted, token.text.hasPrefix("--") {
-                var name = String(token.text.dropFirst(2)).lowercased()
+                // Split before lower-casing: lower-casing can change a string's length.
+                let body = String(token.text.dropFirst(2))
+                var name = body.lowercased()
                 var inlineValue: String? = nil
-                if let equals = name.firstIndex(of: "=") {
-                    inlineValue = String(token.text.dropFirst(2))[equals...].dropFirst().description
-                    name = String(name[..<equals])
+                if let equals = body.firstIndex(of: "=") {
+                    inlineValue = String(body[body.index(after: equals)...])
+                    name = String(body[..<equals]).lowercased()
                 }
                 guard let option = spec.options.first(where: { $0.name == name }) else {
                     let known = spec.options.map { "--" + $0.name }
@@ -143,8 +146,9 @@ public struct CommandParser: Sendable {
             let introduced = argument.keyword.map { " (after `\($0)`)" } ?? ""
             throw CommandError("The \(argument.name) is missing\(introduced).", hint: usage)
         }
-        for (name, value) in result.arguments {
-            guard let argument = spec.arguments.first(where: { $0.name == name }) else { continue }
+        // In declaration order, so the same input always reports the same problem first.
+        for argument in spec.arguments {
+            guard let value = result.arguments[argument.name] else { continue }
             try Self.check(value, for: argument, usage: usage)
         }
         return result
@@ -200,8 +204,12 @@ public struct CommandParser: Sendable {
         return cleaned.count > 40 ? String(cleaned.prefix(40)) + "…" : cleaned
     }
 
-    static func quoteIfNeeded(_ value: String) -> String {
-        value.contains(where: { $0.isWhitespace || $0 == "\"" || $0 == "'" }) || value.isEmpty
-            ? JSONValue.quote(value) : value
+    /// Quotes a value whenever reading it back unquoted would mean something else: spaces, quotes of
+    /// any kind, a leading dash (an option), or a word that is one of the verb's keywords.
+    static func quoteIfNeeded(_ value: String, keywords: Set<String>) -> String {
+        let needsQuotes = value.isEmpty || value.hasPrefix("-") || value.hasPrefix("\u{2014}") || value.hasPrefix("\u{2013}")
+            || keywords.contains(value.lowercased())
+            || value.contains(where: { $0.isWhitespace || CommandLexer.opening($0) != nil || CommandLexer.isClosingQuote($0) })
+        return needsQuotes ? JSONValue.quote(value) : value
     }
 }

@@ -48,7 +48,7 @@ public enum JSONValue: Hashable, Sendable, Codable, CustomStringConvertible {
 
     public var intValue: Int? {
         switch self {
-        case .number(let value) where value == value.rounded(): return Int(value)
+        case .number(let value) where value == value.rounded() && abs(value) <= 9_007_199_254_740_992: return Int(value)
         case .string(let value): return Int(value)
         default: return nil
         }

@@ -31,11 +31,11 @@ public enum OperationState: String, Hashable, Sendable, Codable, CaseIterable {
         case .planned: return ending.union([.queued, .succeeded])
         case .queued: return ending.union([.prechecking])
         case .prechecking: return ending.union([.applying])
-        case .applying: return ending.union([.waitingReady, .rollingBack])
+        case .applying: return ending.union([.waitingReady, .rollingBack, .succeeded])
         case .waitingReady: return ending.union([.warming, .verifying, .rollingBack])
         case .warming: return ending.union([.verifying, .rollingBack])
         case .verifying: return ending.union([.succeeded, .rollingBack])
-        case .rollingBack: return [.rolledBack, .failed]
+        case .rollingBack: return [.rolledBack, .failed, .cancelled]
         case .succeeded, .failed, .rolledBack, .cancelled: return []
         }
     }

@@ -57,6 +57,9 @@ public struct DeployPlan: Hashable, Sendable {
 
 /// Builds deploy plans from the catalog, the environment and the command's `--set` values.
 public enum DeployPlanner {
+    /// More replicas than this in one command is a typo, not a plan.
+    public static let maximumReplicas = 64
+
     /// - Throws: `Refusal` for a `--set` key outside the environment's whitelist or a bad value.
     public static func plan(
         model: ModelSpec, environment: EnvironmentSettings, chartVersion: String?, overrides: [String]
@@ -79,8 +82,18 @@ public enum DeployPlanner {
             let (path, value) = try parseOverride(override, allowed: environment.allowedSetKeys, environment: environment.name)
             values = values.setting(path: path, to: value)
         }
-        let replicas = values["replicaCount"]?.intValue ?? environment.replicas
-        guard replicas >= 0 else { throw Refusal("`replicaCount` must be 0 or more.") }
+        // The capacity check counts these replicas, so the chart must get exactly this number.
+        let replicas: Int
+        switch values["replicaCount"] {
+        case nil:
+            replicas = environment.replicas
+        case .number(let number)? where number == number.rounded() && (0...maximumReplicas).contains(Int(exactly: number) ?? -1):
+            replicas = Int(number)
+        default:
+            throw Refusal(
+                "`replicaCount` must be a whole number from 0 to \(maximumReplicas), not `\(CommandParser.excerpt(values["replicaCount"]!.description))`."
+            )
+        }
         return DeployPlan(
             model: model, environment: environment.name, target: target,
             endpoint: EngineEndpoint(target: target, service: target.release),

@@ -35,7 +35,7 @@ struct DeployWorkflow: Sendable {
         let applied: ReleaseStatus
         do {
             applied = try await withProgress { try await services.releases.upgrade(plan.upgrade) }
-        } catch let failure as ReleaseFailure {
+        } catch let failure as ReleaseFailure where failure != .cancelled {
             return try await recover(from: failure, lastGood: lastGood)
         }
         try await reporter.setRevision(applied.revision)
@@ -102,8 +102,8 @@ struct DeployWorkflow: Sendable {
             )
         }
         try await reporter.report(Reply(.warning, "Waiting up to \(patience.spoken) for GPUs: \(verdict.summary)."))
-        let deadline = ContinuousClock.now + patience
-        while ContinuousClock.now < deadline {
+        let deadline = services.time.now().addingTimeInterval(patience.seconds)
+        while services.time.now() < deadline {
             try await services.time.sleep(for: .seconds(2))
             capacity = try await services.cluster.gpuCapacity(kubeContext: plan.target.kubeContext)
             verdict = CapacityCheck.evaluate(plan, capacity: capacity)

@@ -43,6 +43,10 @@ public final class Dispatcher: Sendable {
                 return .refused(denial.message)
             }
             return try await execute(validated, spec: spec, text: text, user: command.user, conversation: conversation)
+        } catch let error as any UserFacingError {
+            // A port's own classified failure (e.g. the cluster is unreachable) is safe to show.
+            _ = try? await services.chat.post(.error(error), in: conversation, operation: nil)
+            return .failed(nil, error.message)
         } catch {
             // Not user-facing: log it in full with a correlation id, show only the id.
             let correlation = OperationID.random().rawValue.replacingOccurrences(of: "op-", with: "err-")
@@ -154,6 +158,9 @@ public final class Dispatcher: Sendable {
         _ operation: OperationRecord, release: String, conversation: Conversation, title: String, fields: [Reply.Field],
         prepare: @escaping @Sendable (OperationReporter) async throws -> @Sendable () async throws -> CommandOutcome
     ) async throws -> CommandOutcome {
+        // Reserved before the record exists, so a `/infer cancel` can never miss it.
+        await running.reserve(operation.id)
+        defer { Task { await self.running.remove(operation.id) } }
         let reporter = OperationReporter(operation: operation, services: services, channel: conversation.channel)
         try await reporter.open(title: title, fields: fields)
         try await audit(operation.requester, operation.kind.rawValue, operation.environment, operation.model, "accepted", operation: operation.id)
@@ -177,19 +184,24 @@ public final class Dispatcher: Sendable {
             }
             return try await workflow()
         }
-        await running.add(operation.id, task)
-        defer { Task { await self.running.remove(operation.id) } }
+        await running.attach(operation.id, task)
         do {
             return try await withTaskCancellationHandler {
                 try await task.value
             } onCancel: {
                 task.cancel()
             }
+        } catch let ended as OperationAlreadyEnded {
+            // Cancelled before it claimed the release: nothing ran, and the record is already closed.
+            return .failed(operation.id, ended.state.rawValue)
         } catch is CancellationError {
             return try await finishCancelled(reporter)
         } catch ReleaseFailure.cancelled {
             return try await finishCancelled(reporter)
-        } catch VerificationFailure.notReady(_, _) where task.isCancelled {
+        } catch let failure as any UserFacingError where !task.isCancelled {
+            try? await reporter.finish(.failed, .error(failure))
+            return .failed(operation.id, failure.message)
+        } catch _ where task.isCancelled {
             return try await finishCancelled(reporter)
         } catch {
             // The workflow could not record its own end; record a failure so nothing is left in flight.
@@ -334,13 +346,29 @@ public final class Dispatcher: Sendable {
 }
 
 /// The operations this daemon is running, so `/infer cancel` can stop them.
+///
+/// An operation is reserved before its record is written and its task attached once it exists; a
+/// cancel in between is remembered and applied when the task is attached.
 actor RunningOperations {
-    var tasks: [OperationID: Task<CommandOutcome, any Error>] = [:]
-    func add(_ id: OperationID, _ task: Task<CommandOutcome, any Error>) { tasks[id] = task }
-    func remove(_ id: OperationID) { tasks[id] = nil }
+    var tasks: [OperationID: Task<CommandOutcome, any Error>?] = [:]
+    var cancelRequested: Set<OperationID> = []
+
+    func reserve(_ id: OperationID) { tasks[id] = .some(nil) }
+
+    func attach(_ id: OperationID, _ task: Task<CommandOutcome, any Error>) {
+        tasks[id] = task
+        if cancelRequested.remove(id) != nil { task.cancel() }
+    }
+
+    func remove(_ id: OperationID) {
+        tasks[id] = nil
+        cancelRequested.remove(id)
+    }
+
+    /// Whether the operation runs in this daemon; if so it is (or will be) cancelled.
     func cancel(_ id: OperationID) -> Bool {
-        guard let task = tasks[id] else { return false }
-        task.cancel()
+        guard let entry = tasks[id] else { return false }
+        if let task = entry { task.cancel() } else { cancelRequested.insert(id) }
         return true
     }
 }

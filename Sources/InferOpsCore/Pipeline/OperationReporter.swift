@@ -61,6 +61,9 @@ public actor OperationReporter {
 
     /// Ends the operation: records the final state and outcome, audits it, updates the card.
     public func finish(_ state: OperationState, _ reply: Reply) async throws {
+        guard operation.state.canMove(to: state) else {
+            throw OperationStateError(from: operation.state, to: state)
+        }
         operation.state = state
         operation.outcome = reply.title
         operation.updatedAt = services.time.now()
@@ -110,6 +113,11 @@ extension Duration {
         if seconds < 60 { return String(format: "%.1f s", seconds) }
         let whole = Int(seconds.rounded())
         return "\(whole / 60) min \(whole % 60) s"
+    }
+
+    /// Seconds as a `TimeInterval`, for date arithmetic.
+    public var seconds: Double {
+        Double(components.seconds) + Double(components.attoseconds) / 1e18
     }
 
     public var milliseconds: Int {

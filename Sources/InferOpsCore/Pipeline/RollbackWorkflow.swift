@@ -53,7 +53,7 @@ struct RollbackWorkflow: Sendable {
         let restored: ReleaseStatus
         do {
             restored = try await services.releases.rollback(target, to: revision, timeout: environment.readinessBudget)
-        } catch let failure as ReleaseFailure {
+        } catch let failure as ReleaseFailure where failure != .cancelled {
             return try await fail(failure)
         }
         try await reporter.setRevision(restored.revision)

@@ -12,6 +12,7 @@ public protocol OperationStore: Sendable {
     /// Atomically moves `operation` to `prechecking` unless another unfinished operation in a state of
     /// `OperationState.holdingRelease` acts on the same release; returns that operation instead.
     /// This is what keeps two daemons (or `inferops exec` runs) from interleaving on one release.
+    /// - Throws: `OperationAlreadyEnded` when `operation` was closed meanwhile (cancelled elsewhere).
     func claimRelease(for operation: OperationID, release: String, at: Date) async throws -> OperationRecord?
     /// Operations not yet finished, oldest first.
     func unfinishedOperations() async throws -> [OperationRecord]
@@ -34,6 +35,16 @@ public protocol OperationStore: Sendable {
     /// Releases the lock and returns it, or `nil` when the environment was not locked.
     func releaseLock(environment: String) async throws -> EnvironmentLock?
     func locks() async throws -> [EnvironmentLock]
+}
+
+/// The operation was closed (cancelled) before it could claim its release; it must not run.
+public struct OperationAlreadyEnded: Error, Equatable, Sendable {
+    public var operation: OperationID
+    public var state: OperationState
+    public init(operation: OperationID, state: OperationState) {
+        self.operation = operation
+        self.state = state
+    }
 }
 
 extension OperationState {
