@@ -22,13 +22,8 @@ public final class ConsoleTransport: ChatTransport, Sendable {
     }
 
     public func update(_ message: MessageRef, with reply: Reply, operation: OperationID?) async throws {
-        // A terminal cannot edit what it printed; the final state is printed once as the thread's last line.
-        var summary = reply
-        summary.title = "status card: " + reply.title
-        summary.lines = []
-        summary.table = nil
-        summary.hint = nil
-        output(ConsoleRenderer.render(summary, operation: operation, threaded: true))
+        // A terminal cannot edit what it printed, and the thread's last reply already says how the
+        // operation ended, so the status card's final edit is not printed again.
     }
 }
 
