@@ -30,8 +30,7 @@ public final class Dispatcher: Sendable {
                 parsed = try parser.parse(command.text)
                 validated = try validator.validate(parsed)
             } catch let error as any UserFacingError {
-                try await services.chat.post(.error(error), in: conversation, operation: nil)
-                return .refused(error.message)
+                return try await refuse(error, in: conversation)
             }
             let spec = catalog.spec(named: parsed.verb)!
             let text = parsed.canonical(spec: spec)
@@ -105,15 +104,11 @@ public final class Dispatcher: Sendable {
             do {
                 plan = try DeployPlanner.plan(model: model, environment: environment, chartVersion: chartVersion, overrides: overrides)
             } catch {
-                try await audit(user, "deploy", environment.name, model.name, "refused", detail: error.message)
-                try await services.chat.post(.error(error), in: conversation, operation: nil)
-                return .refused(error.message)
+                return try await refuse(error, in: conversation, audit: (user, "deploy", environment.name, model.name))
             }
             if dryRun { return try await dryRunDeploy(plan, user: user, conversation: conversation) }
             if let refusal = try await lockRefusal(environment, user: user) {
-                try await audit(user, "deploy", environment.name, model.name, "refused", detail: refusal.message)
-                try await services.chat.post(.error(refusal), in: conversation, operation: nil)
-                return .refused(refusal.message)
+                return try await refuse(refusal, in: conversation, audit: (user, "deploy", environment.name, model.name))
             }
             let operation = OperationRecord(
                 id: .random(), kind: .deploy, requester: user, environment: environment.name, model: model.name,
@@ -132,9 +127,7 @@ public final class Dispatcher: Sendable {
             }
         case .rollback(let model, let environment, let revision):
             if let refusal = try await lockRefusal(environment, user: user) {
-                try await audit(user, "rollback", environment.name, model.name, "refused", detail: refusal.message)
-                try await services.chat.post(.error(refusal), in: conversation, operation: nil)
-                return .refused(refusal.message)
+                return try await refuse(refusal, in: conversation, audit: (user, "rollback", environment.name, model.name))
             }
             let target = environment.target(model: model.name)
             let operation = OperationRecord(
@@ -269,9 +262,7 @@ public final class Dispatcher: Sendable {
         if let existing = try await services.store.acquireLock(lock) {
             let refusal = Refusal(
                 "`\(environment.name)` is already locked by <@\(existing.holder)>" + (existing.reason.map { ": \($0)" } ?? "") + ".")
-            try await audit(user, "lock", environment.name, nil, "refused", detail: refusal.message)
-            try await services.chat.post(.error(refusal), in: conversation, operation: nil)
-            return .refused(refusal.message)
+            return try await refuse(refusal, in: conversation, audit: (user, "lock", environment.name, nil))
         }
         try await audit(user, "lock", environment.name, nil, "succeeded", detail: reason)
         try await services.chat.post(
@@ -283,8 +274,7 @@ public final class Dispatcher: Sendable {
     func unlock(_ environment: EnvironmentSettings, reason: String?, user: UserID, conversation: Conversation) async throws -> CommandOutcome {
         guard let released = try await services.store.releaseLock(environment: environment.name) else {
             let refusal = Refusal("`\(environment.name)` is not locked.")
-            try await services.chat.post(.error(refusal), in: conversation, operation: nil)
-            return .refused(refusal.message)
+            return try await refuse(refusal, in: conversation)
         }
         try await audit(user, "unlock", environment.name, nil, "succeeded",
                         detail: "held by \(released.holder)" + (reason.map { ": \($0)" } ?? ""))
@@ -297,13 +287,11 @@ public final class Dispatcher: Sendable {
     func cancel(_ id: OperationID, user: UserID, conversation: Conversation) async throws -> CommandOutcome {
         guard let operation = try await services.store.operation(id) else {
             let refusal = Refusal("There is no operation \(id).", hint: "`/infer status` lists the operations in flight.")
-            try await services.chat.post(.error(refusal), in: conversation, operation: nil)
-            return .refused(refusal.message)
+            return try await refuse(refusal, in: conversation)
         }
         guard !operation.state.isFinished else {
             let refusal = Refusal("\(id) has already ended: \(operation.state.rawValue).")
-            try await services.chat.post(.error(refusal), in: conversation, operation: nil)
-            return .refused(refusal.message)
+            return try await refuse(refusal, in: conversation)
         }
         try await audit(user, "cancel", operation.environment, id.rawValue, "accepted", operation: id)
         if await running.cancel(id) {
@@ -325,6 +313,18 @@ public final class Dispatcher: Sendable {
     }
 
     // MARK: audit
+
+    /// Posts a refusal and, for commands that change something, audits it: nothing ran.
+    func refuse(
+        _ refusal: any UserFacingError, in conversation: Conversation,
+        audit subject: (user: UserID, action: String, environment: String?, subject: String?)? = nil
+    ) async throws -> CommandOutcome {
+        if let subject {
+            try await audit(subject.user, subject.action, subject.environment, subject.subject, "refused", detail: refusal.message)
+        }
+        try await services.chat.post(.error(refusal), in: conversation, operation: nil)
+        return .refused(refusal.message)
+    }
 
     func audit(_ user: UserID, _ action: String, _ environment: String?, _ subject: String?, _ outcome: String,
                operation: OperationID? = nil, detail: String? = nil) async throws {
