@@ -29,6 +29,7 @@ public struct ConfigurationLoader {
             return Loaded(configuration: Self.empty, catalog: CommandCatalog(specs: []), problems: reader.problems)
         }
         reader.checkKeys(root, known: ["chat", "kubernetes", "helm", "storage", "models", "commands", "environments", "policy"], in: "the top level")
+        Self.refuseLiteralSecrets(in: root, reader: reader)
         var chat = ChatSettings()
         if let node = reader.mapping(root, "chat", in: "the top level") {
             reader.checkKeys(node, known: ["transport", "console"], in: "chat")
@@ -94,6 +95,27 @@ public struct ConfigurationLoader {
                                          models: models, policy: policy, storage: storage),
             catalog: catalog, problems: problems
         )
+    }
+
+    /// Secrets come from the environment or mounted files, never from this file: a key that names a
+    /// secret must hold `{env: NAME}` or `{file: PATH}`, not the secret itself.
+    static func refuseLiteralSecrets(in node: Node, reader: YAMLReader) {
+        switch node {
+        case .mapping(let mapping):
+            for (key, value) in mapping {
+                let name = (key.string ?? "").lowercased().replacingOccurrences(of: "_", with: "")
+                let secretLike = ["token", "password", "secret", "apikey", "privatekey", "clientkey"].contains { name.hasSuffix($0) }
+                if secretLike, value.scalar != nil, !(value.string ?? "").isEmpty {
+                    reader.problem(key, "`\(key.string ?? "")` holds a secret in the configuration file.",
+                                   fix: "write `\(key.string ?? ""): {env: VARIABLE}` or `{file: /path/to/secret}` and remove the value from the file (and its history)")
+                }
+                refuseLiteralSecrets(in: value, reader: reader)
+            }
+        case .sequence(let sequence):
+            for item in sequence { refuseLiteralSecrets(in: item, reader: reader) }
+        case .scalar:
+            break
+        }
     }
 
     static let empty = Configuration(environments: [:], models: [:], policy: Policy(roles: []))

@@ -66,6 +66,18 @@ struct ConfigurationCheckTests {
         #expect(problem(containing: "not valid YAML") == nil)
     }
 
+    @Test("A secret written into the file is refused at its line")
+    func literalSecret() throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("inferops-secret-\(UUID().uuidString.prefix(8)).yaml").path
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        try "chat:\n  transport: console\n  botToken: xoxb-123456\nenvironments: {}\npolicy: {roles: []}\n"
+            .write(toFile: file, atomically: true, encoding: .utf8)
+        let problems = ConfigurationLoader(path: file).load().problems
+        let secret = try #require(problems.first { $0.message.contains("holds a secret") })
+        #expect(secret.line == 3 && secret.critical && secret.fix.contains("{env: VARIABLE}"))
+        #expect(!problems.contains { $0.description.contains("xoxb-123456") })
+    }
+
     @Test("Broken YAML is reported at its line")
     func brokenYAML() throws {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("inferops-broken-\(UUID().uuidString.prefix(8)).yaml").path

@@ -93,6 +93,8 @@ struct DeployEndToEndTests {
         first.waitUntilExit()
         let firstText = String(decoding: firstOutput.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         #expect(first.terminationStatus == 0, "\(firstText)")
+        // While Helm waited, the thread reported what the cluster said about the pods.
+        #expect(firstText.contains("0 of 1 replicas ready"), "\(firstText)")
         #expect(second.status == 2, "\(second.output)")
         #expect(second.output.contains("is already working on llama-3-8b-staging"), "\(second.output)")
         #expect(!second.output.contains("Running helm upgrade"))
