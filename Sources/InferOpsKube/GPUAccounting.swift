@@ -95,6 +95,7 @@ enum PodDiagnosis {
             phase: phase,
             ready: ready,
             node: node,
+            address: pod.status?.podIP.flatMap { $0.isEmpty ? nil : $0 },
             reason: ready ? nil : reason(pod, phase: phase)
         )
     }

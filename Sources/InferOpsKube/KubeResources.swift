@@ -93,6 +93,7 @@ struct ContainerStatus: Decodable, Sendable {
 
 struct PodStatus: Decodable, Sendable {
     var phase: String?
+    var podIP: String?
     var reason: String?
     var message: String?
     var conditions: [PodCondition]?

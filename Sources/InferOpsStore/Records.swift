@@ -263,6 +263,54 @@ struct LockRecord: FetchableRecord, PersistableRecord {
     }
 }
 
+/// A row of `registrations`: the desired routing of one model in one environment.
+struct RegistrationRecord: FetchableRecord, PersistableRecord {
+    static let databaseTableName = "registrations"
+
+    enum Columns {
+        static let model = Column("model")
+        static let environment = Column("environment")
+        static let state = Column("state")
+        static let endpoints = Column("endpoints")
+        static let changedBy = Column("changed_by")
+        static let changedAt = Column("changed_at")
+        static let reason = Column("reason")
+    }
+
+    var registration: Registration
+
+    init(_ registration: Registration) {
+        self.registration = registration
+    }
+
+    init(row: Row) throws {
+        let table = Self.databaseTableName
+        let endpointsText: String = try row.decode(forColumn: Columns.endpoints)
+        guard let endpoints = try? JSONDecoder().decode([String].self, from: Data(endpointsText.utf8)) else {
+            throw SQLiteStoreError.unreadableValue(table: table, column: Columns.endpoints.name, value: endpointsText)
+        }
+        registration = Registration(
+            model: try row.decode(forColumn: Columns.model),
+            environment: try row.decode(forColumn: Columns.environment),
+            state: try row.decodeRaw(RegistrationState.self, forColumn: Columns.state, table: table),
+            endpoints: endpoints,
+            changedBy: UserID(try row.decode(String.self, forColumn: Columns.changedBy)),
+            changedAt: StoredTime.date(milliseconds: try row.decode(forColumn: Columns.changedAt)),
+            reason: try row.decode(forColumn: Columns.reason)
+        )
+    }
+
+    func encode(to container: inout PersistenceContainer) {
+        container[Columns.model] = registration.model
+        container[Columns.environment] = registration.environment
+        container[Columns.state] = registration.state.rawValue
+        container[Columns.endpoints] = JSONValue.array(registration.endpoints.map(JSONValue.string)).canonical
+        container[Columns.changedBy] = registration.changedBy.rawValue
+        container[Columns.changedAt] = StoredTime.milliseconds(registration.changedAt)
+        container[Columns.reason] = registration.reason
+    }
+}
+
 extension Row {
     /// Reads a string column into one of the core's string enums, naming the value when it is not
     /// one this build knows (for example, a state written by a newer version).

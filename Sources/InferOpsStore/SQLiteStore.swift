@@ -224,6 +224,26 @@ public final class SQLiteStore: OperationStore, Sendable {
         }
     }
 
+    public func saveRegistration(_ registration: Registration) async throws {
+        try await writer.write { db in try RegistrationRecord(registration).save(db) }
+    }
+
+    public func registration(model: String, environment: String) async throws -> Registration? {
+        try await writer.read { db in
+            try RegistrationRecord
+                .filter(RegistrationRecord.Columns.model == model && RegistrationRecord.Columns.environment == environment)
+                .fetchOne(db)?.registration
+        }
+    }
+
+    public func registrations() async throws -> [Registration] {
+        try await writer.read { db in
+            try RegistrationRecord
+                .order(RegistrationRecord.Columns.environment, RegistrationRecord.Columns.model)
+                .fetchAll(db).map(\.registration)
+        }
+    }
+
     // MARK: For tests
 
     /// Runs raw SQL through the writer, so tests can prove the schema itself refuses what the

@@ -111,6 +111,21 @@ enum Schema {
             CREATE INDEX operations_release_state ON operations (release, state);
             """
         ),
+        (
+            "v3-registrations",
+            """
+            CREATE TABLE registrations (
+                model TEXT NOT NULL,
+                environment TEXT NOT NULL,
+                state TEXT NOT NULL,
+                endpoints TEXT NOT NULL CHECK (json_valid(endpoints)),
+                changed_by TEXT NOT NULL,
+                changed_at INTEGER NOT NULL,
+                reason TEXT,
+                PRIMARY KEY (environment, model)
+            ) STRICT;
+            """
+        ),
     ]
 
     /// The migrator that brings any older database up to date. It never erases a database whose

@@ -18,6 +18,8 @@ public actor InMemoryOperationStore: OperationStore {
         public var audit: [AuditEntry] = []
         public var verifications: [Verification] = []
         public var locks: [String: EnvironmentLock] = [:]
+        /// Keyed by `environment/model`.
+        public var registrations: [String: Registration] = [:]
         /// Each operation's successive states as stored (repeats collapsed).
         public var stateHistory: [OperationID: [OperationState]] = [:]
 
@@ -178,5 +180,18 @@ public actor InMemoryOperationStore: OperationStore {
 
     public func locks() -> [EnvironmentLock] {
         snapshot.locks.values.sorted { $0.environment < $1.environment }
+    }
+
+    public func saveRegistration(_ registration: Registration) {
+        snapshot.registrations["\(registration.environment)/\(registration.model)"] = registration
+        changed()
+    }
+
+    public func registration(model: String, environment: String) -> Registration? {
+        snapshot.registrations["\(environment)/\(model)"]
+    }
+
+    public func registrations() -> [Registration] {
+        snapshot.registrations.values.sorted { ($0.environment, $0.model) < ($1.environment, $1.model) }
     }
 }

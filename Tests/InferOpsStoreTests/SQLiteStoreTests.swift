@@ -87,6 +87,32 @@ struct SQLiteStoreTests {
         }
     }
 
+    @Test("A registration reads back as saved, and saving again replaces it", arguments: StoreKind.allCases)
+    func registrationRoundTrip(_ kind: StoreKind) async throws {
+        try await kind.withStore { store throws in
+            var llama = Registration(
+                model: "llama-3-8b", environment: "staging", state: .enabled,
+                endpoints: ["http://10.0.0.7:8000", "http://10.0.0.8:8000"], changedBy: UserID("U1"), changedAt: moment(1)
+            )
+            let mistral = Registration(
+                model: "mistral-7b", environment: "production", state: .removed, endpoints: [], changedBy: UserID("U2"),
+                changedAt: moment(2), reason: "replaced by llama"
+            )
+            try await store.saveRegistration(llama)
+            try await store.saveRegistration(mistral)
+            #expect(try await store.registration(model: "llama-3-8b", environment: "staging") == llama)
+            #expect(try await store.registration(model: "llama-3-8b", environment: "production") == nil)
+
+            llama.state = .disabled
+            llama.endpoints = []
+            llama.reason = "bad answers \"quoted\""
+            llama.changedAt = moment(3)
+            try await store.saveRegistration(llama)
+            #expect(try await store.registration(model: "llama-3-8b", environment: "staging") == llama)
+            #expect(try await store.registrations() == [mistral, llama])
+        }
+    }
+
     @Test("Concurrent claims of one release have exactly one winner", arguments: StoreKind.allCases)
     func concurrentReleaseClaims(_ kind: StoreKind) async throws {
         try await kind.withStore { store throws in
@@ -497,6 +523,7 @@ struct SQLiteStoreTests {
         #expect(
             SQLiteStore.migrationNames == [
                 "v1-operations", "v1-journal", "v1-audit", "v1-verifications", "v1-locks", "v2-operation-revision",
+                "v3-registrations",
             ]
         )
     }

@@ -41,14 +41,17 @@ public struct PodSnapshot: Hashable, Sendable, Codable {
     public var phase: String
     public var ready: Bool
     public var node: String?
+    /// The pod's IP address, once it has one: what the router reaches a replica at.
+    public var address: String?
     /// Why it is not ready: the scheduler's message, a container waiting reason, or `nil`.
     public var reason: String?
 
-    public init(name: String, phase: String, ready: Bool, node: String? = nil, reason: String? = nil) {
+    public init(name: String, phase: String, ready: Bool, node: String? = nil, address: String? = nil, reason: String? = nil) {
         self.name = name
         self.phase = phase
         self.ready = ready
         self.node = node
+        self.address = address
         self.reason = reason
     }
 }

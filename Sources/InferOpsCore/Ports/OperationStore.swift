@@ -30,6 +30,12 @@ public protocol OperationStore: Sendable {
     func recordVerification(_ verification: Verification) async throws
     func lastVerification(model: String, environment: String) async throws -> Verification?
 
+    /// Records the desired routing of a model in an environment (replacing the previous one).
+    func saveRegistration(_ registration: Registration) async throws
+    func registration(model: String, environment: String) async throws -> Registration?
+    /// Every registration, sorted by environment then model.
+    func registrations() async throws -> [Registration]
+
     /// Takes the lock; returns the existing lock instead when someone already holds it.
     func acquireLock(_ lock: EnvironmentLock) async throws -> EnvironmentLock?
     /// Releases the lock and returns it, or `nil` when the environment was not locked.

@@ -1,0 +1,73 @@
+import Foundation
+
+/// The LLM router in front of the engines: one OpenAI-compatible entrypoint that routes by model name.
+///
+/// The router's own registry is not the truth: routers keep it in memory and lose it on restart,
+/// and vllm-router has no enable/disable. The desired state lives in the store (`Registration`);
+/// adapters only make the router match it.
+public protocol ModelRouter: Sendable {
+    /// Every worker the router knows now.
+    func workers() async throws -> [RouterWorker]
+    /// Adds a worker serving `worker.model` at `worker.url`.
+    func add(_ worker: RouterWorker) async throws
+    /// Removes the worker at `url`; a worker the router does not know is not an error.
+    func remove(url: String) async throws
+    /// A completion through the router, by model name, as a client would send it.
+    func complete(model: String, prompt: String, maxTokens: Int, timeout: Duration) async throws -> EngineResponse
+}
+
+/// One router worker: an engine replica, or the daemon's deny backend standing in for a model.
+public struct RouterWorker: Hashable, Sendable, Codable, CustomStringConvertible {
+    public var url: String
+    public var model: String
+
+    public init(url: String, model: String) {
+        self.url = url
+        self.model = model
+    }
+
+    public var description: String { "\(model) → \(url)" }
+}
+
+/// The router did not answer (connection refused, timeout) or refused the change.
+public struct RouterUnavailable: UserFacingError, Equatable {
+    public var detail: String
+    public init(_ detail: String) { self.detail = detail }
+    public var message: String { "The router is unreachable: \(detail)." }
+    public var hint: String? { "Check that the router runs; InferOps repairs its registry when it is back." }
+}
+
+/// What operators asked the router to do with a model in an environment.
+public enum RegistrationState: String, Hashable, Sendable, Codable, CaseIterable {
+    /// Routed to its engines.
+    case enabled
+    /// Kept registered but denied: requests get the deny backend's message.
+    case disabled
+    /// Deregistered: requests get the deny backend's message, too.
+    case removed
+}
+
+/// The desired routing of one model in one environment, with who changed it, when and why.
+public struct Registration: Hashable, Sendable, Codable {
+    public var model: String
+    public var environment: String
+    public var state: RegistrationState
+    /// The worker URLs of the engine replicas that serve now (empty unless enabled).
+    public var endpoints: [String]
+    public var changedBy: UserID
+    public var changedAt: Date
+    public var reason: String?
+
+    public init(
+        model: String, environment: String, state: RegistrationState, endpoints: [String], changedBy: UserID,
+        changedAt: Date, reason: String? = nil
+    ) {
+        self.model = model
+        self.environment = environment
+        self.state = state
+        self.endpoints = endpoints
+        self.changedBy = changedBy
+        self.changedAt = changedAt
+        self.reason = reason
+    }
+}
