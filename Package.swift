@@ -15,6 +15,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", exact: "3.12.3"),
         .package(url: "https://github.com/groue/GRDB.swift", exact: "7.10.0"),
         .package(url: "https://github.com/jpsim/Yams", exact: "5.0.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", exact: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-metrics", exact: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", exact: "2.4.1"),
     ],
     targets: [
         // The domain: commands, policy, plans, operations, replies and the ports. No I/O.
@@ -34,6 +37,17 @@ let package = Package(
         .target(name: "InferOpsHTTP", dependencies: ["CCurl"], swiftSettings: strict),
         .target(name: "InferOpsKube", dependencies: ["InferOpsCore", "InferOpsHTTP", "Yams"], swiftSettings: strict),
         .target(name: "InferOpsHelm", dependencies: ["InferOpsCore"], swiftSettings: strict),
+        .target(name: "InferOpsRouter", dependencies: ["InferOpsCore", "InferOpsHTTP"], swiftSettings: strict),
+        .target(
+            name: "InferOpsServer",
+            dependencies: [
+                "InferOpsCore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            swiftSettings: strict
+        ),
         .target(
             name: "InferOpsStore",
             dependencies: ["InferOpsCore", .product(name: "GRDB", package: "GRDB.swift")],
@@ -44,6 +58,7 @@ let package = Package(
             name: "InferOpsApp",
             dependencies: [
                 "InferOpsCore", "InferOpsHTTP", "InferOpsKube", "InferOpsHelm", "InferOpsStore", "InferOpsConsole",
+                "InferOpsRouter", "InferOpsServer",
                 "Yams", .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
@@ -58,6 +73,13 @@ let package = Package(
         .testTarget(name: "InferOpsStoreTests", dependencies: ["InferOpsStore", "InferOpsCore"]),
         .testTarget(name: "InferOpsHelmTests", dependencies: ["InferOpsHelm", "InferOpsCore"]),
         .testTarget(name: "InferOpsKubeTests", dependencies: ["InferOpsKube", "InferOpsHTTP", "InferOpsCore"]),
+        .testTarget(name: "InferOpsRouterTests", dependencies: ["InferOpsRouter", "InferOpsHTTP", "InferOpsCore"]),
+        .testTarget(
+            name: "InferOpsServerTests",
+            dependencies: [
+                "InferOpsServer", "InferOpsCore", .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ]
+        ),
         .testTarget(
             name: "InferOpsEndToEndTests",
             dependencies: ["InferOpsApp", "InferOpsCore", "InferOpsTesting"]
