@@ -236,6 +236,14 @@ public final class SQLiteStore: OperationStore, Sendable {
         }
     }
 
+    public func removeRegistration(model: String, environment: String) async throws {
+        _ = try await writer.write { db in
+            try RegistrationRecord
+                .filter(RegistrationRecord.Columns.model == model && RegistrationRecord.Columns.environment == environment)
+                .deleteAll(db)
+        }
+    }
+
     public func registrations() async throws -> [Registration] {
         try await writer.read { db in
             try RegistrationRecord

@@ -191,6 +191,11 @@ public actor InMemoryOperationStore: OperationStore {
         snapshot.registrations["\(environment)/\(model)"]
     }
 
+    public func removeRegistration(model: String, environment: String) {
+        snapshot.registrations["\(environment)/\(model)"] = nil
+        changed()
+    }
+
     public func registrations() -> [Registration] {
         snapshot.registrations.values.sorted { ($0.environment, $0.model) < ($1.environment, $1.model) }
     }

@@ -170,7 +170,7 @@ import Testing
         }
         let parsed = try Fixtures.parser.parse("deploy llama-3-8b to staging --set replicaCount=$(id)")
         let validated = try Fixtures.validator.validate(parsed)
-        guard case .deploy(let model, let environment, let chartVersion, let overrides, _) = validated else {
+        guard case .deploy(let model, let environment, let chartVersion, let overrides, _, _) = validated else {
             Issue.record("validated: \(validated)")
             return
         }

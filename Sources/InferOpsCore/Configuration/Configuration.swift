@@ -117,12 +117,15 @@ public struct EnvironmentSettings: Hashable, Sendable {
     public var autoRollback: Bool
     public var capacity: CapacityPolicy
     public var engineAccess: EngineAccess
+    /// The LLM router that fronts this environment's engines, if any.
+    public var router: RouterSettings?
 
     public init(
         name: String, kubeContext: String? = nil, namespace: String, chart: String, chartVersion: String? = nil,
         valuesFiles: [String] = [], replicas: Int = 1, readinessBudget: Duration = .seconds(600),
         verification: VerificationSettings = VerificationSettings(), allowedSetKeys: [String] = [],
-        autoRollback: Bool = false, capacity: CapacityPolicy = .refuse, engineAccess: EngineAccess = .serviceProxy
+        autoRollback: Bool = false, capacity: CapacityPolicy = .refuse, engineAccess: EngineAccess = .serviceProxy,
+        router: RouterSettings? = nil
     ) {
         self.name = name
         self.kubeContext = kubeContext
@@ -137,10 +140,50 @@ public struct EnvironmentSettings: Hashable, Sendable {
         self.autoRollback = autoRollback
         self.capacity = capacity
         self.engineAccess = engineAccess
+        self.router = router
     }
 
     public func target(model: String) -> ReleaseTarget {
         ReleaseTarget(release: Naming.release(model: model, environment: name), namespace: namespace, kubeContext: kubeContext)
+    }
+}
+
+/// How an environment's router is reached and how its workers are named.
+public struct RouterSettings: Hashable, Sendable {
+    /// The router's base URL (its admin API and its OpenAI entrypoint share it).
+    public var url: String
+    /// Register every verified deploy without asking for `--register`.
+    public var autoRegister: Bool
+    /// The URL the router reaches an engine replica at: `{podIP}` and `{port}` are filled in.
+    public var workerURLTemplate: String
+    /// The engine port in each pod.
+    public var enginePort: Int
+    /// The base URL of this daemon's deny backend as the router reaches it; each denied model gets
+    /// its own worker URL under it.
+    public var denyBackendURL: String
+
+    public init(
+        url: String, autoRegister: Bool = false, workerURLTemplate: String = "http://{podIP}:{port}", enginePort: Int = 8000,
+        denyBackendURL: String
+    ) {
+        self.url = url
+        self.autoRegister = autoRegister
+        self.workerURLTemplate = workerURLTemplate
+        self.enginePort = enginePort
+        self.denyBackendURL = denyBackendURL
+    }
+
+    /// The worker URL of one ready replica.
+    public func workerURL(podIP: String) -> String {
+        workerURLTemplate.replacingOccurrences(of: "{podIP}", with: podIP)
+            .replacingOccurrences(of: "{port}", with: String(enginePort))
+    }
+
+    /// The worker URL that stands in for a denied model: the deny backend, under a path naming the
+    /// environment and model so each denied model is its own worker.
+    public func denyWorkerURL(environment: String, model: String) -> String {
+        let base = denyBackendURL.hasSuffix("/") ? String(denyBackendURL.dropLast()) : denyBackendURL
+        return "\(base)/deny/\(environment)/\(model)"
     }
 }
 

@@ -3,6 +3,7 @@ import Foundation
 /// What an operation does.
 public enum OperationKind: String, Hashable, Sendable, Codable, CaseIterable {
     case deploy, rollback, lock, unlock, cancel
+    case register, deregister, enable, disable
 }
 
 /// The life of an operation (DESIGN §3). Every change is recorded before its side effect.
@@ -11,6 +12,8 @@ public enum OperationState: String, Hashable, Sendable, Codable, CaseIterable {
     case queued, prechecking, applying
     case waitingReady = "waiting_ready"
     case warming, verifying
+    /// Changing the router's registry (register, deregister, enable, disable, or after a deploy).
+    case registering
     case rollingBack = "rolling_back"
     case succeeded, failed
     case rolledBack = "rolled_back"
@@ -30,11 +33,12 @@ public enum OperationState: String, Hashable, Sendable, Codable, CaseIterable {
         case .requested: return ending.union([.planned])
         case .planned: return ending.union([.queued, .succeeded])
         case .queued: return ending.union([.prechecking])
-        case .prechecking: return ending.union([.applying])
+        case .prechecking: return ending.union([.applying, .registering])
         case .applying: return ending.union([.waitingReady, .rollingBack, .succeeded])
         case .waitingReady: return ending.union([.warming, .verifying, .rollingBack])
         case .warming: return ending.union([.verifying, .rollingBack])
-        case .verifying: return ending.union([.succeeded, .rollingBack])
+        case .verifying: return ending.union([.succeeded, .registering, .rollingBack])
+        case .registering: return ending.union([.succeeded, .verifying])
         case .rollingBack: return [.rolledBack, .failed, .cancelled]
         case .succeeded, .failed, .rolledBack, .cancelled: return []
         }

@@ -6,6 +6,10 @@ struct DeployWorkflow: Sendable {
     let plan: DeployPlan
     let environment: EnvironmentSettings
     let reporter: OperationReporter
+    /// The environment's router side, when it has a router.
+    var registrar: Registrar? = nil
+    /// Register the model once verified (`--register`, or the environment registers automatically).
+    var registers = false
 
     var verifier: EngineVerifier {
         EngineVerifier(engines: services.engines, time: services.time, settings: environment.verification)
@@ -52,12 +56,21 @@ struct DeployWorkflow: Sendable {
                 )
             )
             let slow = latency > environment.verification.latencyTarget
+            var summary = "Deployed \(plan.model.name) to \(plan.environment): revision \(applied.revision), verified in \(latency.spoken)"
+                + (slow ? " (over the \(environment.verification.latencyTarget.spoken) target)." : ".")
+            if let registrar {
+                switch try await RoutingRefresh(registrar: registrar, reporter: reporter).run(model: plan.model.name, register: registers) {
+                case .routed(let routed)?: summary += " " + routed
+                case .failed(let failure)?:
+                    try await reporter.finish(.failed, Reply(.failure, summary + " But routing failed: " + failure.message, hint: failure.hint))
+                    return .failed(id, failure.message)
+                case nil: break
+                }
+            }
             try await reporter.finish(
                 .succeeded,
                 Reply(
-                    slow ? .warning : .success,
-                    "Deployed \(plan.model.name) to \(plan.environment): revision \(applied.revision), verified in \(latency.spoken)"
-                        + (slow ? " (over the \(environment.verification.latencyTarget.spoken) target)." : "."),
+                    slow ? .warning : .success, summary,
                     fields: [Reply.Field("endpoint", plan.endpoint.description), Reply.Field("digest", plan.shortDigest)]
                 )
             )

@@ -99,7 +99,29 @@ public final class Dispatcher: Sendable {
             return try await unlock(environment, reason: reason, user: user, conversation: conversation)
         case .cancel(let id):
             return try await cancel(id, user: user, conversation: conversation)
-        case .deploy(let model, let environment, let chartVersion, let overrides, let dryRun):
+        case .routing(let kind, let model, let environment, let reason):
+            if let refusal = try await lockRefusal(environment, user: user) {
+                return try await refuse(refusal, in: conversation, audit: (user, kind.rawValue, environment.name, model.name))
+            }
+            guard let registrar = registrar(for: environment) else {
+                return try await refuse(Refusal("`\(environment.name)` has no router configured."), in: conversation)
+            }
+            let target = environment.target(model: model.name)
+            let operation = OperationRecord(
+                id: .random(), kind: kind, requester: user, environment: environment.name, model: model.name,
+                target: target, command: text, createdAt: services.time.now()
+            )
+            let verb = kind.rawValue.prefix(1).uppercased() + kind.rawValue.dropFirst()
+            return try await runOperation(operation, release: target.release, conversation: conversation,
+                title: "\(verb) \(model.name) in \(environment.name), requested by <@\(user)>"
+                    + (reason.map { ": \($0)" } ?? ""),
+                fields: [Reply.Field("router", registrar.settings.url)]
+            ) { reporter in
+                try await reporter.move(to: .planned, "\(verb) planned.")
+                return { try await RegistrationWorkflow(services: self.services, model: model, environment: environment,
+                                                        registrar: registrar, change: kind, reason: reason, reporter: reporter).run() }
+            }
+        case .deploy(let model, let environment, let chartVersion, let overrides, let dryRun, let register):
             let plan: DeployPlan
             do {
                 plan = try DeployPlanner.plan(model: model, environment: environment, chartVersion: chartVersion, overrides: overrides)
@@ -123,7 +145,10 @@ public final class Dispatcher: Sendable {
                     to: .planned, "Plan ready: \(plan.replicas) × \(model.modelID)@\(model.revision), \(plan.gpusPerReplica) GPU each.",
                     fields: [Reply.Field("chart", plan.chart + (plan.chartVersion.map { " \($0)" } ?? "")), Reply.Field("digest", plan.shortDigest)]
                 )
-                return { try await DeployWorkflow(services: self.services, plan: plan, environment: environment, reporter: reporter).run() }
+                let registrar = self.registrar(for: environment)
+                let registers = register || environment.router?.autoRegister == true
+                return { try await DeployWorkflow(services: self.services, plan: plan, environment: environment, reporter: reporter,
+                                                  registrar: registrar, registers: registers).run() }
             }
         case .rollback(let model, let environment, let revision):
             if let refusal = try await lockRefusal(environment, user: user) {
@@ -139,8 +164,9 @@ public final class Dispatcher: Sendable {
                 fields: [Reply.Field("release", target.release)]
             ) { reporter in
                 try await reporter.move(to: .planned, "Rollback planned\(revision.map { " to revision \($0)" } ?? " to the previous good revision").")
+                let registrar = self.registrar(for: environment)
                 return { try await RollbackWorkflow(services: self.services, model: model, environment: environment,
-                                                    requestedRevision: revision, reporter: reporter).run() }
+                                                    requestedRevision: revision, reporter: reporter, registrar: registrar).run() }
             }
         }
     }
@@ -245,6 +271,12 @@ public final class Dispatcher: Sendable {
         return .completed(nil)
     }
 
+    /// The router side of an environment, when it has a router.
+    func registrar(for environment: EnvironmentSettings) -> Registrar? {
+        guard let settings = environment.router, let router = services.routers.router(for: environment) else { return nil }
+        return Registrar(services: services, environment: environment, settings: settings, router: router)
+    }
+
     // MARK: locks and cancel
 
     func lockRefusal(_ environment: EnvironmentSettings, user: UserID) async throws -> Refusal? {
@@ -336,7 +368,9 @@ public final class Dispatcher: Sendable {
 
     func subject(of command: ValidatedCommand) -> String? {
         switch command {
-        case .deploy(let model, _, _, _, _), .rollback(let model, _, _), .history(let model, _): model.name
+        case .deploy(let model, _, _, _, _, _), .rollback(let model, _, _), .history(let model, _),
+            .routing(_, let model, _, _):
+            model.name
         case .status(let model, _): model?.name
         case .cancel(let id): id.rawValue
         case .help(let verb): verb

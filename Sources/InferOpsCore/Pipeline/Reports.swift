@@ -36,20 +36,27 @@ struct Reports: Sendable {
         let unfinished = try await services.store.unfinishedOperations()
         var rows: [[String]] = []
         for env in environments {
+            let routerWorkers: [RouterWorker]?
+            if env.router != nil, let router = services.routers.router(for: env) {
+                routerWorkers = try? await router.workers()
+            } else {
+                routerWorkers = nil
+            }
             for model in models {
+                let routing = try await routingState(model: model.name, environment: env, workers: routerWorkers)
                 let target = env.target(model: model.name)
                 let release: ReleaseStatus?
                 do {
                     release = try await services.releases.status(target)
                 } catch let failure as ReleaseFailure {
-                    rows.append([model.name, env.name, "unknown: \(failure.message)", "", "", "", ""])
+                    rows.append([model.name, env.name, "unknown: \(failure.message)", "", "", "", routing, ""])
                     continue
                 }
                 let inFlight = unfinished.filter { $0.target?.release == target.release }
                     .map { "\($0.id) \($0.kind.rawValue) (\($0.state.rawValue))" }
                 guard let release else {
                     if filtered || !inFlight.isEmpty {
-                        rows.append([model.name, env.name, "not deployed", "", "", "", inFlight.joined(separator: ", ")])
+                        rows.append([model.name, env.name, "not deployed", "", "", "", routing, inFlight.joined(separator: ", ")])
                     }
                     continue
                 }
@@ -61,7 +68,7 @@ struct Reports: Sendable {
                 } ?? "never"
                 rows.append([
                     model.name, env.name, "\(release.state) rev \(release.revision)",
-                    [release.chart, release.appVersion].compactMap { $0 }.joined(separator: " / "), ready, verified,
+                    [release.chart, release.appVersion].compactMap { $0 }.joined(separator: " / "), ready, verified, routing,
                     inFlight.isEmpty ? "–" : inFlight.joined(separator: ", "),
                 ])
             }
@@ -76,8 +83,29 @@ struct Reports: Sendable {
         return Reply(
             .info, "Status",
             lines: lockLines,
-            table: Reply.Table(headers: ["model", "env", "helm", "chart / app", "ready", "last verified", "in flight"], rows: rows)
+            table: Reply.Table(headers: ["model", "env", "helm", "chart / app", "ready", "last verified", "routing", "in flight"], rows: rows)
         )
+    }
+
+    /// Enabled, disabled (with who and why), removed, or drifted when the router does not match.
+    func routingState(model: String, environment: EnvironmentSettings, workers: [RouterWorker]?) async throws -> String {
+        guard let settings = environment.router else { return "–" }
+        guard let registration = try await services.store.registration(model: model, environment: environment.name) else {
+            return "not registered"
+        }
+        var text: String
+        switch registration.state {
+        case .enabled: text = "enabled (\(registration.endpoints.count) replica\(registration.endpoints.count == 1 ? "" : "s"))"
+        case .disabled: text = "disabled by <@\(registration.changedBy)>" + (registration.reason.map { ": \($0)" } ?? "")
+        case .removed: text = "removed by <@\(registration.changedBy)>" + (registration.reason.map { ": \($0)" } ?? "")
+        }
+        guard let workers else { return text + "; router unreachable" }
+        let desired = Set(RouterReconciler.desiredWorkers(registration, settings: settings))
+        let actual = Set(workers.filter { $0.model == model })
+        if desired != actual {
+            text = "drifted: router has \(actual.intersection(desired).count) of \(desired.count) workers (\(text))"
+        }
+        return text
     }
 
     func history(model: ModelSpec, environment: EnvironmentSettings) async throws -> Reply {

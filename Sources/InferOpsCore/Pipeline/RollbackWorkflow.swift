@@ -7,6 +7,8 @@ struct RollbackWorkflow: Sendable {
     let environment: EnvironmentSettings
     let requestedRevision: Int?
     let reporter: OperationReporter
+    /// The environment's router side, so an enabled registration follows the restored engines.
+    var registrar: Registrar? = nil
 
     func run() async throws -> CommandOutcome {
         let id = await reporter.operation.id
@@ -68,10 +70,19 @@ struct RollbackWorkflow: Sendable {
                              latency: latency, revision: restored.revision)
             )
             try await reporter.report(Reply(.progress, "Test completion answered in \(latency.spoken): “\(text)”"))
+            var summary = "Rolled \(model.name) in \(environment.name) back to revision \(revision) (now revision \(restored.revision)), verified in \(latency.spoken)."
+            if let registrar {
+                switch try await RoutingRefresh(registrar: registrar, reporter: reporter).run(model: model.name, register: false) {
+                case .routed(let routed)?: summary += " " + routed
+                case .failed(let failure)?:
+                    try await reporter.finish(.failed, Reply(.failure, summary + " But routing failed: " + failure.message, hint: failure.hint))
+                    return .failed(id, failure.message)
+                case nil: break
+                }
+            }
             try await reporter.finish(
                 .succeeded,
-                Reply(.success, "Rolled \(model.name) in \(environment.name) back to revision \(revision) (now revision \(restored.revision)), verified in \(latency.spoken).",
-                      fields: [Reply.Field("endpoint", endpoint.description)])
+                Reply(.success, summary, fields: [Reply.Field("endpoint", endpoint.description)])
             )
             return .completed(id)
         } catch let failure as VerificationFailure {

@@ -7,12 +7,15 @@ public struct Services: Sendable {
     public var cluster: any ClusterInspector
     public var engines: any EngineClient
     public var chat: any ChatTransport
+    /// The router of each environment that has one.
+    public var routers: any RouterDirectory
     public var time: any TimeSource
     public var logger: Logger
 
     public init(
         store: any OperationStore, releases: any ReleaseEngine, cluster: any ClusterInspector,
-        engines: any EngineClient, chat: any ChatTransport, time: any TimeSource = SystemTime(),
+        engines: any EngineClient, chat: any ChatTransport, routers: any RouterDirectory = NoRouters(),
+        time: any TimeSource = SystemTime(),
         logger: Logger = Logger(label: "inferops")
     ) {
         self.store = store
@@ -20,6 +23,7 @@ public struct Services: Sendable {
         self.cluster = cluster
         self.engines = engines
         self.chat = chat
+        self.routers = routers
         self.time = time
         self.logger = logger
     }

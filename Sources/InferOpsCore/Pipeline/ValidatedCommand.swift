@@ -1,6 +1,6 @@
 /// A command checked against the configuration: every name it uses exists.
 public enum ValidatedCommand: Hashable, Sendable {
-    case deploy(model: ModelSpec, environment: EnvironmentSettings, chartVersion: String?, overrides: [String], dryRun: Bool)
+    case deploy(model: ModelSpec, environment: EnvironmentSettings, chartVersion: String?, overrides: [String], dryRun: Bool, register: Bool)
     case rollback(model: ModelSpec, environment: EnvironmentSettings, revision: Int?)
     case status(model: ModelSpec?, environment: EnvironmentSettings?)
     case history(model: ModelSpec, environment: EnvironmentSettings)
@@ -8,12 +8,14 @@ public enum ValidatedCommand: Hashable, Sendable {
     case unlock(environment: EnvironmentSettings, reason: String?)
     case cancel(OperationID)
     case help(verb: String?)
+    /// `register`, `deregister`, `enable` or `disable`.
+    case routing(OperationKind, model: ModelSpec, environment: EnvironmentSettings, reason: String?)
 
     /// The environment the command acts in, when it names one.
     public var environment: EnvironmentSettings? {
         switch self {
-        case .deploy(_, let environment, _, _, _), .rollback(_, let environment, _), .history(_, let environment),
-            .lock(let environment, _), .unlock(let environment, _):
+        case .deploy(_, let environment, _, _, _, _), .rollback(_, let environment, _), .history(_, let environment),
+            .lock(let environment, _), .unlock(let environment, _), .routing(_, _, let environment, _):
             environment
         case .status(_, let environment):
             environment
@@ -43,9 +45,13 @@ public struct CommandValidator: Sendable {
                     throw Refusal("`\(CommandParser.excerpt(version))` is not a chart version (like `0.1.0`).")
                 }
             }
+            if command.flag("register"), environment.router == nil {
+                throw Refusal("`\(environment.name)` has no router configured, so `--register` cannot be done.",
+                              hint: "Add `router:` to the environment in the configuration, or deploy without `--register`.")
+            }
             return .deploy(
                 model: model, environment: environment, chartVersion: command.option("chart-version"),
-                overrides: command.values("set"), dryRun: command.flag("dry-run")
+                overrides: command.values("set"), dryRun: command.flag("dry-run"), register: command.flag("register")
             )
         case "rollback":
             return .rollback(
@@ -65,6 +71,15 @@ public struct CommandValidator: Sendable {
             return .unlock(environment: try environment(command.argument("environment")), reason: command.option("reason"))
         case "cancel":
             return .cancel(OperationID(command.argument("operation") ?? ""))
+        case "register", "deregister", "enable", "disable":
+            let environment = try environment(command.argument("environment"))
+            guard environment.router != nil else {
+                throw Refusal("`\(environment.name)` has no router configured, so models cannot be routed there.",
+                              hint: "Add `router:` to the environment in the configuration.")
+            }
+            return .routing(
+                OperationKind(rawValue: command.verb)!, model: try model(command.argument("model")), environment: environment,
+                reason: command.option("reason"))
         case "help":
             if let verb = command.argument("verb") {
                 guard catalog.spec(named: verb) != nil else {

@@ -71,3 +71,14 @@ public struct Registration: Hashable, Sendable, Codable {
         self.reason = reason
     }
 }
+
+/// Finds the router client of an environment.
+public protocol RouterDirectory: Sendable {
+    func router(for environment: EnvironmentSettings) -> (any ModelRouter)?
+}
+
+/// For daemons and tests with no router configured anywhere.
+public struct NoRouters: RouterDirectory {
+    public init() {}
+    public func router(for environment: EnvironmentSettings) -> (any ModelRouter)? { nil }
+}

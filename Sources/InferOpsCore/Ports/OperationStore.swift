@@ -33,6 +33,8 @@ public protocol OperationStore: Sendable {
     /// Records the desired routing of a model in an environment (replacing the previous one).
     func saveRegistration(_ registration: Registration) async throws
     func registration(model: String, environment: String) async throws -> Registration?
+    /// Forgets a registration (used only to undo one that never reached the router).
+    func removeRegistration(model: String, environment: String) async throws
     /// Every registration, sorted by environment then model.
     func registrations() async throws -> [Registration]
 
@@ -56,6 +58,6 @@ public struct OperationAlreadyEnded: Error, Equatable, Sendable {
 extension OperationState {
     /// States in which an operation acts on its release; only one operation per release may be in them.
     public static let holdingRelease: Set<OperationState> = [
-        .prechecking, .applying, .waitingReady, .warming, .verifying, .rollingBack,
+        .prechecking, .applying, .waitingReady, .warming, .verifying, .registering, .rollingBack,
     ]
 }

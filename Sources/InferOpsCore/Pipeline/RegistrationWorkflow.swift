@@ -1,0 +1,158 @@
+/// `register`, `deregister`, `enable` and `disable`: changes a model's routing in an environment.
+struct RegistrationWorkflow: Sendable {
+    let services: Services
+    let model: ModelSpec
+    let environment: EnvironmentSettings
+    let registrar: Registrar
+    let change: OperationKind
+    let reason: String?
+    let reporter: OperationReporter
+
+    func run() async throws -> CommandOutcome {
+        let id = await reporter.operation.id
+        let requester = await reporter.operation.requester
+        let previous = try await services.store.registration(model: model.name, environment: environment.name)
+        try await reporter.move(to: .prechecking, "Checking \(model.name) in \(environment.name).")
+        let next: Registration
+        switch change {
+        case .register, .enable:
+            if change == .enable, previous == nil || previous?.state == .removed {
+                return try await refuse(Refusal(
+                    "\(model.name) is not registered in \(environment.name), so there is nothing to enable.",
+                    hint: "Register it with `/infer register \(model.name) in \(environment.name)`."))
+            }
+            if let refusal = try await readinessRefusal() { return try await refuse(refusal) }
+            let serving = try await registrar.servingEndpoints(model: model.name)
+            next = Registration(model: model.name, environment: environment.name, state: .enabled, endpoints: serving.urls,
+                                changedBy: requester, changedAt: services.time.now(), reason: reason)
+        case .disable, .deregister:
+            guard let previous, previous.state != .removed else {
+                return try await refuse(Refusal("\(model.name) is not registered in \(environment.name).",
+                                                hint: "`/infer status \(model.name)` shows its routing."))
+            }
+            if change == .disable, previous.state == .disabled {
+                return try await refuse(Refusal("\(model.name) is already disabled in \(environment.name)."))
+            }
+            next = Registration(model: model.name, environment: environment.name,
+                                state: change == .disable ? .disabled : .removed, endpoints: [],
+                                changedBy: requester, changedAt: services.time.now(), reason: reason)
+        default:
+            preconditionFailure("not a registration change: \(change)")
+        }
+        let outcome = try await RegistrationStep(registrar: registrar, reporter: reporter).apply(next, previous: previous)
+        guard case .routed(let summary) = outcome else {
+            if case .failed(let failure) = outcome { return try await fail(failure) }
+            return .failed(id, "registration failed")
+        }
+        try await reporter.finish(.succeeded, Reply(.success, summary, fields: [Reply.Field("router", registrar.settings.url)]))
+        return .completed(id)
+    }
+
+    /// A registration needs a deployed release whose replicas are all ready and whose engine answers.
+    func readinessRefusal() async throws -> Refusal? {
+        let target = environment.target(model: model.name)
+        guard let release = try await services.releases.status(target), release.state == .deployed else {
+            return Refusal("\(model.name) is not deployed in \(environment.name), so there is no engine to route to.",
+                           hint: "Deploy it first: `/infer deploy \(model.name) to \(environment.name) --register`.")
+        }
+        let serving = try await registrar.servingEndpoints(model: model.name)
+        guard serving.ready > 0, serving.ready >= serving.desired, serving.urls.count == serving.ready else {
+            return Refusal(
+                "\(model.name) in \(environment.name) is not ready: \(serving.ready) of \(serving.desired) replicas ready.",
+                hint: "Wait for the rollout (`/infer status \(model.name) in \(environment.name)`), then register.")
+        }
+        let verifier = EngineVerifier(engines: services.engines, time: services.time, settings: environment.verification)
+        let endpoint = EngineEndpoint(target: target, service: target.release)
+        do {
+            try await verifier.waitReady(endpoint, servedName: model.name, budget: environment.verification.requestTimeout)
+            _ = try await verifier.verify(endpoint, servedName: model.name)
+        } catch let failure as VerificationFailure {
+            return Refusal("\(model.name)'s engine in \(environment.name) does not answer: \(failure.message)",
+                           hint: failure.hint)
+        }
+        return nil
+    }
+
+    func refuse(_ refusal: Refusal) async throws -> CommandOutcome {
+        try await reporter.finish(.failed, .error(refusal))
+        return .refused(refusal.message)
+    }
+
+    func fail(_ failure: any UserFacingError) async throws -> CommandOutcome {
+        try await reporter.finish(.failed, .error(failure))
+        return .failed(await reporter.operation.id, failure.message)
+    }
+}
+
+/// The router part shared by the registration verbs and by `deploy --register`: record, apply,
+/// verify through the router, and report each step in the operation's thread.
+struct RegistrationStep: Sendable {
+    let registrar: Registrar
+    let reporter: OperationReporter
+
+    enum Outcome: Sendable {
+        case routed(String)
+        case failed(any UserFacingError)
+    }
+
+    func apply(_ next: Registration, previous: Registration?) async throws -> Outcome {
+        let model = next.model
+        let environment = next.environment
+        try await reporter.move(
+            to: .registering,
+            next.state == .enabled
+                ? "Routing \(model) to \(next.endpoints.count) engine replica\(next.endpoints.count == 1 ? "" : "s") in the router."
+                : "Routing \(model) to the deny backend (\(next.state.rawValue)).")
+        let actions: [RouterReconciler.Action]
+        do {
+            actions = try await registrar.apply(next, previous: previous)
+        } catch let failure as RouterUnavailable {
+            return .failed(Refusal(failure.message + " Nothing was changed: the previous routing is restored.", hint: failure.hint))
+        }
+        try await reporter.report(Reply(.progress, actions.isEmpty
+            ? "The router already matched." : "Router updated: " + actions.map(\.description).joined(separator: "; ") + "."))
+        try await reporter.move(to: .verifying, "Sending a request for \(model) through the router.")
+        do {
+            if next.state == .enabled {
+                let (latency, text) = try await registrar.verifyRouted(model: model)
+                try await reporter.report(Reply(.progress, "Completion through the router answered in \(latency.spoken): “\(text)”"))
+                return .routed("\(model) is routable in \(environment) through the router, verified in \(latency.spoken).")
+            }
+            let message = try await registrar.verifyDenied(model: model)
+            return .routed("\(model) is \(next.state.rawValue) in \(environment); requests for it get: “\(message)”")
+        } catch let failure as VerificationFailure {
+            if let previous {
+                _ = try? await registrar.apply(previous, previous: previous)
+            } else {
+                await registrar.forget(next)
+            }
+            return .failed(Refusal(failure.message + (previous == nil ? "" : " The previous routing is restored.")))
+        } catch let failure as RouterUnavailable {
+            return .failed(failure)
+        }
+    }
+}
+
+/// After a deploy or rollback: registers the model when asked, and otherwise keeps an enabled
+/// registration pointing at the replicas that serve now (their addresses change with every rollout).
+struct RoutingRefresh: Sendable {
+    let registrar: Registrar
+    let reporter: OperationReporter
+
+    /// `nil` when there was nothing to do.
+    func run(model: String, register: Bool) async throws -> RegistrationStep.Outcome? {
+        let services = registrar.services
+        let environment = registrar.environment.name
+        let previous = try await services.store.registration(model: model, environment: environment)
+        guard register || previous?.state == .enabled else { return nil }
+        let serving = try await registrar.servingEndpoints(model: model)
+        if !register, let previous, previous.endpoints == serving.urls { return nil }
+        let requester = await reporter.operation.requester
+        let next = Registration(
+            model: model, environment: environment, state: .enabled, endpoints: serving.urls,
+            changedBy: register ? requester : previous?.changedBy ?? requester,
+            changedAt: register ? services.time.now() : previous?.changedAt ?? services.time.now(),
+            reason: register ? nil : previous?.reason)
+        return try await RegistrationStep(registrar: registrar, reporter: reporter).apply(next, previous: previous)
+    }
+}

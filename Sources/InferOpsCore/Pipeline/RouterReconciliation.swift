@@ -1,0 +1,75 @@
+/// The background repair of every router: compares each router's workers with the desired state
+/// and fixes drift (a restarted router has an empty registry; a rollout changes pod addresses).
+public struct RouterReconciliation: Sendable {
+    public struct Pass: Hashable, Sendable {
+        public var environment: String
+        /// What was changed; empty when the router matched.
+        public var actions: [RouterReconciler.Action]
+        /// Set when the router could not be read or changed.
+        public var failure: String?
+    }
+
+    let configuration: Configuration
+    let services: Services
+
+    public init(configuration: Configuration, services: Services) {
+        self.configuration = configuration
+        self.services = services
+    }
+
+    /// One pass over every environment that has a router.
+    public func reconcileOnce() async -> [Pass] {
+        var passes: [Pass] = []
+        for name in configuration.environmentNames {
+            guard let environment = configuration.environments[name], let settings = environment.router,
+                let router = services.routers.router(for: environment)
+            else { continue }
+            let registrar = Registrar(services: services, environment: environment, settings: settings, router: router)
+            do {
+                var registrations = try await services.store.registrations().filter { $0.environment == name }
+                for (index, registration) in registrations.enumerated() where registration.state == .enabled {
+                    let serving = try await registrar.servingEndpoints(model: registration.model)
+                    // With no replica ready (mid-rollout), keep routing where it was rather than nowhere.
+                    guard !serving.urls.isEmpty, serving.urls != registration.endpoints else { continue }
+                    registrations[index].endpoints = serving.urls
+                    try await services.store.saveRegistration(registrations[index])
+                }
+                let actions = RouterReconciler.plan(desired: registrations, actual: try await router.workers(), settings: settings)
+                for action in actions { try await registrar.perform(action) }
+                passes.append(Pass(environment: name, actions: actions, failure: nil))
+            } catch let error as any UserFacingError {
+                passes.append(Pass(environment: name, actions: [], failure: error.message))
+            } catch {
+                passes.append(Pass(environment: name, actions: [], failure: "\(error)"))
+            }
+        }
+        return passes
+    }
+
+    /// Reconciles every `interval` until cancelled, reporting repairs and outages (once each) on `channel`.
+    public func run(every interval: Duration, channel: String, observe: @Sendable ([Pass]) -> Void = { _ in }) async {
+        var failing: Set<String> = []
+        while !Task.isCancelled {
+            let passes = await reconcileOnce()
+            observe(passes)
+            for pass in passes {
+                if let failure = pass.failure {
+                    if failing.insert(pass.environment).inserted {
+                        _ = try? await services.chat.post(
+                            Reply(.warning, "Router in \(pass.environment) cannot be reconciled: \(failure)",
+                                  hint: "InferOps keeps trying and reports when it has repaired it."),
+                            in: Conversation(channel: channel), operation: nil)
+                    }
+                    continue
+                }
+                let recovered = failing.remove(pass.environment) != nil
+                guard !pass.actions.isEmpty || recovered else { continue }
+                let what = pass.actions.isEmpty ? "it matches the desired state again" : pass.actions.map(\.description).joined(separator: "; ")
+                _ = try? await services.chat.post(
+                    Reply(.warning, "Router in \(pass.environment) repaired: \(what)."),
+                    in: Conversation(channel: channel), operation: nil)
+            }
+            try? await services.time.sleep(for: interval)
+        }
+    }
+}
