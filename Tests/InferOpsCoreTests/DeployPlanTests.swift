@@ -272,11 +272,12 @@ import Testing
         .requested: [.planned, .failed, .cancelled],
         .planned: [.queued, .succeeded, .failed, .cancelled],
         .queued: [.prechecking, .failed, .cancelled],
-        .prechecking: [.applying, .failed, .cancelled],
+        .prechecking: [.applying, .registering, .failed, .cancelled],
         .applying: [.waitingReady, .rollingBack, .succeeded, .failed, .cancelled],
         .waitingReady: [.warming, .verifying, .rollingBack, .failed, .cancelled],
         .warming: [.verifying, .rollingBack, .failed, .cancelled],
-        .verifying: [.succeeded, .rollingBack, .failed, .cancelled],
+        .verifying: [.succeeded, .registering, .rollingBack, .failed, .cancelled],
+        .registering: [.succeeded, .verifying, .failed, .cancelled],
         .rollingBack: [.rolledBack, .failed, .cancelled],
         .succeeded: [], .failed: [], .rolledBack: [], .cancelled: [],
     ]
@@ -300,7 +301,7 @@ import Testing
     @Test func statesHoldingTheReleaseAreTheActiveOnes() {
         #expect(
             OperationState.holdingRelease == [
-                .prechecking, .applying, .waitingReady, .warming, .verifying, .rollingBack,
+                .prechecking, .applying, .waitingReady, .warming, .verifying, .registering, .rollingBack,
             ]
         )
         #expect(OperationState.waitingReady.rawValue == "waiting_ready")
