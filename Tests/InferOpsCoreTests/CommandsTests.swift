@@ -206,19 +206,21 @@ import Testing
         #expect(reply.title == "Status")
         #expect(reply.lines == ["🔒 production locked by <@U0ADMIN> 0 s ago: freeze"])
         let table = try #require(reply.table)
-        #expect(table.headers == ["model", "env", "helm", "chart / app", "ready", "last verified", "in flight"])
+        #expect(table.headers == ["model", "env", "helm", "chart / app", "ready", "last verified", "routing", "in flight"])
         #expect(table.rows.count == 1)
         let row = try #require(table.rows.first)
         #expect(
             Array(row.prefix(5)) == ["llama-3-8b", "staging", "deployed rev 2", "vllm-engine-0.1.0 / v0.6.3", "1/2"])
         #expect(row[5].hasPrefix("5 min ago, ") && row[5].hasSuffix(" (rev 2)"), "\(row[5])")
+        // No router in this environment, and nothing in flight.
         #expect(row[6] == "–")
+        #expect(row[7] == "–")
     }
 
     @Test func statusOfANamedModelSaysWhereItIsNotDeployed() async throws {
         let h = Harness()
         #expect(await h.run("status qwen-2-72b in staging") == .completed(nil))
-        #expect(h.chat.posts.last?.reply.table?.rows == [["qwen-2-72b", "staging", "not deployed", "", "", "", ""]])
+        #expect(h.chat.posts.last?.reply.table?.rows == [["qwen-2-72b", "staging", "not deployed", "", "", "", "–", ""]])
         #expect(await h.run("status") == .completed(nil))
         #expect(h.chat.posts.last?.title == "Nothing is deployed yet.")
     }
