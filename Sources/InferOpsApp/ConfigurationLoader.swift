@@ -28,7 +28,7 @@ public struct ConfigurationLoader {
         guard let root = reader.load() else {
             return Loaded(configuration: Self.empty, catalog: CommandCatalog(specs: []), problems: reader.problems)
         }
-        reader.checkKeys(root, known: ["chat", "kubernetes", "helm", "storage", "models", "commands", "environments", "policy"], in: "the top level")
+        reader.checkKeys(root, known: ["chat", "kubernetes", "helm", "storage", "server", "models", "commands", "environments", "policy"], in: "the top level")
         Self.refuseLiteralSecrets(in: root, reader: reader)
         var chat = ChatSettings()
         if let node = reader.mapping(root, "chat", in: "the top level") {
@@ -67,6 +67,14 @@ public struct ConfigurationLoader {
                 storage.path = file == ":memory:" ? file : resolve(file)
             }
         }
+        var server = ServerSettings()
+        if let node = reader.mapping(root, "server", in: "the top level") {
+            reader.checkKeys(node, known: ["host", "port", "publicURL", "reconcileInterval"], in: "server")
+            server.host = reader.string(node, "host", in: "server") ?? server.host
+            server.port = reader.int(node, "port", in: "server", range: 0...65535) ?? server.port
+            server.publicURL = reader.string(node, "publicURL", in: "server")
+            server.reconcileInterval = reader.duration(node, "reconcileInterval", in: "server") ?? server.reconcileInterval
+        }
         let modelsFolder = resolve(reader.mapping(root, "models", in: "the top level").flatMap { reader.string($0, "directory", in: "models") } ?? "models")
         let commandsFolder = resolve(reader.mapping(root, "commands", in: "the top level").flatMap { reader.string($0, "directory", in: "commands") } ?? "../commands")
         let (models, modelProblems) = Self.loadModels(in: modelsFolder)
@@ -82,7 +90,7 @@ public struct ConfigurationLoader {
                     reader.problem(key, "the environment name `\(name)` is not a lower-case word.", fix: "rename it, e.g. `staging`")
                     continue
                 }
-                if let environment = environmentSettings(name: name, node: value, reader: reader) {
+                if let environment = environmentSettings(name: name, node: value, reader: reader, server: server) {
                     environments[name] = environment
                 }
             }
@@ -92,7 +100,7 @@ public struct ConfigurationLoader {
         problems = reader.problems + problems
         return Loaded(
             configuration: Configuration(chat: chat, kubernetes: kubernetes, helm: helm, environments: environments,
-                                         models: models, policy: policy, storage: storage),
+                                         models: models, policy: policy, storage: storage, server: server),
             catalog: catalog, problems: problems
         )
     }
@@ -120,14 +128,14 @@ public struct ConfigurationLoader {
 
     static let empty = Configuration(environments: [:], models: [:], policy: Policy(roles: []))
 
-    func environmentSettings(name: String, node: Node, reader: YAMLReader) -> EnvironmentSettings? {
+    func environmentSettings(name: String, node: Node, reader: YAMLReader, server: ServerSettings) -> EnvironmentSettings? {
         let section = "environments.\(name)"
         guard node.mapping != nil else {
             reader.problem(node, "`\(name)` must be a mapping.", fix: "indent its keys under `\(name):`")
             return nil
         }
         reader.checkKeys(node, known: ["kubeContext", "namespace", "chart", "chartVersion", "valuesFiles", "replicas", "readinessBudget",
-                                       "verification", "allowedSetKeys", "autoRollback", "capacity", "engineAccess"], in: section)
+                                       "verification", "allowedSetKeys", "autoRollback", "capacity", "engineAccess", "router"], in: section)
         guard let namespace = reader.string(node, "namespace", in: section, required: true),
               let chart = reader.string(node, "chart", in: section, required: true)
         else { return nil }
@@ -165,6 +173,24 @@ public struct ConfigurationLoader {
             case "wait": environment.capacity = .wait(reader.duration(capacity, "waitUpTo", in: sub) ?? .seconds(600))
             case let other:
                 reader.problem(capacity["whenShort"], "`whenShort: \(other)` is not a choice.", fix: "use `refuse` or `wait`")
+            }
+        }
+        if let router = reader.mapping(node, "router", in: section) {
+            let sub = section + ".router"
+            reader.checkKeys(router, known: ["url", "autoRegister", "workerURL", "enginePort", "denyBackendURL"], in: sub)
+            if let url = reader.string(router, "url", in: sub, required: true) {
+                if !(url.hasPrefix("http://") || url.hasPrefix("https://")) {
+                    reader.problem(router["url"], "the router URL `\(url)` is not an http(s) URL.", fix: "write e.g. `url: http://vllm-router:30000`")
+                }
+                let template = reader.string(router, "workerURL", in: sub) ?? "http://{podIP}:{port}"
+                if !template.contains("{podIP}") {
+                    reader.problem(router["workerURL"], "`workerURL` must contain `{podIP}`.", fix: "write e.g. `workerURL: http://{podIP}:{port}`")
+                }
+                environment.router = RouterSettings(
+                    url: url, autoRegister: reader.bool(router, "autoRegister", in: sub) ?? false, workerURLTemplate: template,
+                    enginePort: reader.int(router, "enginePort", in: sub, range: 1...65535) ?? 8000,
+                    denyBackendURL: reader.string(router, "denyBackendURL", in: sub)
+                        ?? server.publicURL ?? "http://\(server.host):\(server.port)")
             }
         }
         if let access = node["engineAccess"] {

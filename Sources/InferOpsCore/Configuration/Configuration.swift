@@ -8,11 +8,13 @@ public struct Configuration: Hashable, Sendable {
     public var models: [String: ModelSpec]
     public var policy: Policy
     public var storage: StorageSettings
+    public var server: ServerSettings
 
     public init(
         chat: ChatSettings = ChatSettings(), kubernetes: KubernetesSettings = KubernetesSettings(),
         helm: HelmSettings = HelmSettings(), environments: [String: EnvironmentSettings],
-        models: [String: ModelSpec], policy: Policy, storage: StorageSettings = StorageSettings()
+        models: [String: ModelSpec], policy: Policy, storage: StorageSettings = StorageSettings(),
+        server: ServerSettings = ServerSettings()
     ) {
         self.chat = chat
         self.kubernetes = kubernetes
@@ -21,6 +23,7 @@ public struct Configuration: Hashable, Sendable {
         self.models = models
         self.policy = policy
         self.storage = storage
+        self.server = server
     }
 
     public var environmentNames: [String] { environments.keys.sorted() }
@@ -53,6 +56,24 @@ public struct HelmSettings: Hashable, Sendable {
     public init(binary: String = "helm", driver: String = "secret") {
         self.binary = binary
         self.driver = driver
+    }
+}
+
+/// The daemon's own HTTP listener: health, readiness, metrics and the deny backend.
+public struct ServerSettings: Hashable, Sendable {
+    public var host: String
+    /// 0 picks a free port (tests); the deny backend's URL then follows the port actually bound.
+    public var port: Int
+    /// How routers reach this daemon; `http://{host}:{port}` when not set.
+    public var publicURL: String?
+    /// How often every router is compared with the desired state and repaired.
+    public var reconcileInterval: Duration
+
+    public init(host: String = "127.0.0.1", port: Int = 8470, publicURL: String? = nil, reconcileInterval: Duration = .seconds(2)) {
+        self.host = host
+        self.port = port
+        self.publicURL = publicURL
+        self.reconcileInterval = reconcileInterval
     }
 }
 

@@ -74,6 +74,10 @@ public final class Dispatcher: Sendable {
             }
         case .help:
             break
+        case .deploy(_, let environment, _, _, _, true):
+            // `--register` changes the router too, which takes the register permission.
+            try configuration.policy.authorize(user, spec.permission, in: environment.name, verb: spec.name)
+            try configuration.policy.authorize(user, "register", in: environment.name, verb: "deploy --register")
         default:
             try configuration.policy.authorize(user, spec.permission, in: command.environment?.name ?? "*", verb: spec.name)
         }
