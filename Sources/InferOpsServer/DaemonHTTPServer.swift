@@ -30,7 +30,9 @@ public struct DaemonHTTPServer: Service {
         public var deny: DenyBackend.Configuration
 
         public init(
-            host: String = "127.0.0.1", port: Int = 8181, serverName: String = "inferops",
+            host: String = "127.0.0.1",
+            port: Int = 8181,
+            serverName: String = "inferops",
             deny: DenyBackend.Configuration = .init()
         ) {
             self.host = host
@@ -86,7 +88,8 @@ public struct DaemonHTTPServer: Service {
         let port = ListenerPort()
         self.port = port
         let routes = DaemonRoutes(
-            readiness: readiness, metrics: metrics,
+            readiness: readiness,
+            metrics: metrics,
             deny: DenyBackend(configuration: configuration.deny, metrics: metrics, lookup: denials)
         )
         self.application = Application(
@@ -140,8 +143,12 @@ struct DaemonRoutes: Sendable {
         }
         router.get("readyz") { _, context in
             let report = await readiness.evaluate()
+            // Debug, not info: orchestrators probe every few seconds, and `/readyz` itself says what fails.
             if !report.isReady {
-                context.logger.info("not ready", metadata: ["readyz.failing": "\(report.failing.joined(separator: ","))"])
+                context.logger.debug(
+                    "not ready",
+                    metadata: ["readyz.failing": "\(report.failing.joined(separator: ","))"]
+                )
             }
             return Responses.json(report, status: report.isReady ? .ok : .serviceUnavailable)
         }
@@ -152,14 +159,18 @@ struct DaemonRoutes: Sendable {
         // The deny backend, at the root and under /deny/{environment}/{model}. The router sends
         // inference requests to any path a client used (`/v1/chat/completions`, `/v1/responses`,
         // `/tokenize`, ...), so every POST that no other route claims is answered here. `**` matches
-        // what literal routes leave, so `/v1/**` is needed beside `/v1/models`.
+        // what literal routes leave, so `/v1/**` is needed beside `/v1/models`; a POST to the path of
+        // a GET route (`/healthz`) is a 404. Routes with literal paths added later (chat callbacks)
+        // take precedence over these wildcards.
         let deny = self.deny
         let atRoot: @Sendable (Request, BasicRequestContext) async throws -> Response = { request, context in
             await deny.respond(to: request, context: context, pathEnvironment: nil, pathModel: nil)
         }
         let underPrefix: @Sendable (Request, BasicRequestContext) async throws -> Response = { request, context in
             await deny.respond(
-                to: request, context: context, pathEnvironment: context.parameters.get("environment"),
+                to: request,
+                context: context,
+                pathEnvironment: context.parameters.get("environment"),
                 pathModel: context.parameters.get("model")
             )
         }

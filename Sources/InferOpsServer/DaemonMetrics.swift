@@ -114,31 +114,43 @@ public struct DaemonMetrics: Sendable {
     // static constant.
     static var operations: MetricNameDescriptor {
         MetricNameDescriptor(
-            namespace: "inferops", metricName: "operations", unitName: "total",
+            namespace: "inferops",
+            metricName: "operations",
+            unitName: "total",
             helpText: "Operations that finished, by kind and final state."
         )
     }
     static var stepDuration: MetricNameDescriptor {
         MetricNameDescriptor(
-            namespace: "inferops", metricName: "step_duration", unitName: "seconds",
+            namespace: "inferops",
+            metricName: "step_duration",
+            unitName: "seconds",
             helpText: "How long each step of an operation took, by operation kind and step."
         )
     }
     static var reconciliations: MetricNameDescriptor {
         MetricNameDescriptor(
-            namespace: "inferops", subsystem: "router", metricName: "reconciliations", unitName: "total",
+            namespace: "inferops",
+            subsystem: "router",
+            metricName: "reconciliations",
+            unitName: "total",
             helpText: "Comparisons of the router's workers with the desired registrations, by result."
         )
     }
     static var repairs: MetricNameDescriptor {
         MetricNameDescriptor(
-            namespace: "inferops", subsystem: "router", metricName: "repairs", unitName: "total",
+            namespace: "inferops",
+            subsystem: "router",
+            metricName: "repairs",
+            unitName: "total",
             helpText: "Router workers added or removed to make the router match the desired registrations."
         )
     }
     static var deniedRequests: MetricNameDescriptor {
         MetricNameDescriptor(
-            namespace: "inferops", metricName: "denied_requests", unitName: "total",
+            namespace: "inferops",
+            metricName: "denied_requests",
+            unitName: "total",
             helpText: "Answers of the deny backend to requests the router forwarded, by environment and model state."
         )
     }

@@ -38,7 +38,9 @@ public struct DenyBackend: Sendable {
         public var maxBodySize: Int
 
         public init(
-            defaultEnvironment: String? = nil, environments: Set<String> = [], contact: String? = nil,
+            defaultEnvironment: String? = nil,
+            environments: Set<String> = [],
+            contact: String? = nil,
             maxBodySize: Int = 1 << 20
         ) {
             self.defaultEnvironment = defaultEnvironment
@@ -83,14 +85,19 @@ public struct DenyBackend: Sendable {
     ///   - pathEnvironment: The environment segment of a `/deny/{environment}/{model}` URL, still percent-encoded.
     ///   - pathModel: The model segment of that URL; the body's `model` wins when the body has one.
     func respond(
-        to request: Request, context: some RequestContext, pathEnvironment: String?, pathModel: String?
+        to request: Request,
+        context: some RequestContext,
+        pathEnvironment: String?,
+        pathModel: String?
     ) async -> Response {
-        let environment = pathEnvironment.flatMap(Self.decodedSegment) ?? configuration.defaultEnvironment
         // Hummingbird tags each request's logger with an id; it is the correlation id of STYLE 5.
         let requestID = context.logger[metadataKey: "hb.request.id"]?.description ?? String(UUID().uuidString.prefix(8))
         let answer = await self.answer(
-            to: request, requestID: requestID, logger: context.logger, environment: environment,
-            pathModel: pathModel.flatMap(Self.decodedSegment)
+            to: request,
+            requestID: requestID,
+            logger: context.logger,
+            pathEnvironment: pathEnvironment,
+            pathModel: pathModel
         )
         metrics.recordDeniedRequest(environment: answer.environmentLabel, state: answer.state)
         context.logger.debug(
@@ -111,8 +118,27 @@ public struct DenyBackend: Sendable {
     }
 
     private func answer(
-        to request: Request, requestID: String, logger: Logger, environment: String?, pathModel: String?
+        to request: Request,
+        requestID: String,
+        logger: Logger,
+        pathEnvironment: String?,
+        pathModel: String?
     ) async -> Answer {
+        // Under the prefix the URL names the environment; at the root the configured default does.
+        let environment: String?
+        if let pathEnvironment {
+            guard let decoded = Self.decodedSegment(pathEnvironment) else {
+                return badRequest(
+                    "The URL does not name a valid environment.",
+                    code: "invalid_environment",
+                    param: nil,
+                    environment: nil
+                )
+            }
+            environment = decoded
+        } else {
+            environment = configuration.defaultEnvironment
+        }
         // The body is read only to find the model. Its size is checked before reading when the
         // client declares it, and while reading when it does not (chunked bodies).
         let limit = configuration.maxBodySize
@@ -126,11 +152,15 @@ public struct DenyBackend: Sendable {
             return tooLarge(environment: environment)
         } catch {
             return badRequest(
-                "The request body could not be read.", code: "invalid_body", param: nil, environment: environment
+                "The request body could not be read.",
+                code: "invalid_body",
+                param: nil,
+                environment: environment
             )
         }
 
-        var model = pathModel
+        // The path's model is only a fallback, so it is checked only when the body names none.
+        var model = pathModel.map { $0.removingPercentEncoding ?? $0 }
         switch Self.model(in: body) {
         case .named(let named):
             model = named
@@ -141,13 +171,17 @@ public struct DenyBackend: Sendable {
         }
         guard let model else {
             return badRequest(
-                "The request names no model; set the `model` field to the model to use.", code: "model_required",
-                param: "model", environment: environment
+                "The request names no model; set the `model` field to the model to use.",
+                code: "model_required",
+                param: "model",
+                environment: environment
             )
         }
         guard Self.isPlausibleName(model) else {
             return badRequest(
-                "The `model` field is not a valid model name.", code: "invalid_model", param: "model",
+                "The `model` field is not a valid model name.",
+                code: "invalid_model",
+                param: "model",
                 environment: environment
             )
         }
@@ -169,9 +203,12 @@ public struct DenyBackend: Sendable {
                 error: OpenAIError(
                     message: "InferOps could not read the registration of the model `\(model)` (request \(requestID))."
                         + " Try again in a few seconds.",
-                    type: "server_error", param: nil, code: "registry_unavailable"
+                    type: "server_error",
+                    param: nil,
+                    code: "registry_unavailable"
                 ),
-                state: .lookupFailed, environmentLabel: label(for: environment)
+                state: .lookupFailed,
+                environmentLabel: label(for: environment)
             )
         }
         return Self.answer(for: registration, model: model, environment: environment, contact: configuration.contact)
@@ -187,10 +224,13 @@ public struct DenyBackend: Sendable {
             return Answer(
                 status: .notFound,
                 error: OpenAIError(
-                    message: "The model `\(model)` is not registered\(place).", type: "model_not_found", param: "model",
+                    message: "The model `\(model)` is not registered\(place).",
+                    type: "model_not_found",
+                    param: "model",
                     code: "model_not_found"
                 ),
-                state: .unknown, environmentLabel: ""
+                state: .unknown,
+                environmentLabel: ""
             )
         }
         let name = registration.model
@@ -203,18 +243,25 @@ public struct DenyBackend: Sendable {
                 status: .forbidden,
                 error: OpenAIError(
                     message: "The model `\(name)` is disabled in \(place) \(change) \(ask) to enable it.",
-                    type: "model_disabled", param: "model", code: "model_disabled"
+                    type: "model_disabled",
+                    param: "model",
+                    code: "model_disabled"
                 ),
-                state: .disabled, environmentLabel: ""
+                state: .disabled,
+                environmentLabel: ""
             )
         case .removed:
             return Answer(
                 status: .notFound,
                 error: OpenAIError(
-                    message: "The model `\(name)` was deregistered from \(place) \(change) \(ask) to register it again.",
-                    type: "model_not_found", param: "model", code: "model_not_found"
+                    message:
+                        "The model `\(name)` was deregistered from \(place) \(change) \(ask) to register it again.",
+                    type: "model_not_found",
+                    param: "model",
+                    code: "model_not_found"
                 ),
-                state: .removed, environmentLabel: ""
+                state: .removed,
+                environmentLabel: ""
             )
         case .enabled:
             // The desired state says "serve", but the router still points the model here: its
@@ -224,9 +271,12 @@ public struct DenyBackend: Sendable {
                 error: OpenAIError(
                     message: "The model `\(name)` is enabled in \(place), but the router has not caught up yet."
                         + " Try again in a few seconds.",
-                    type: "server_error", param: "model", code: "model_not_ready"
+                    type: "server_error",
+                    param: "model",
+                    code: "model_not_ready"
                 ),
-                state: .enabled, environmentLabel: ""
+                state: .enabled,
+                environmentLabel: ""
             )
         }
     }
@@ -250,9 +300,12 @@ public struct DenyBackend: Sendable {
             status: .contentTooLarge,
             error: OpenAIError(
                 message: "The request body is larger than \(configuration.maxBodySize) bytes.",
-                type: "invalid_request_error", param: nil, code: "request_too_large"
+                type: "invalid_request_error",
+                param: nil,
+                code: "request_too_large"
             ),
-            state: .tooLarge, environmentLabel: label(for: environment)
+            state: .tooLarge,
+            environmentLabel: label(for: environment)
         )
     }
 
@@ -260,7 +313,8 @@ public struct DenyBackend: Sendable {
         Answer(
             status: .badRequest,
             error: OpenAIError(message: message, type: "invalid_request_error", param: param, code: code),
-            state: .badRequest, environmentLabel: label(for: environment)
+            state: .badRequest,
+            environmentLabel: label(for: environment)
         )
     }
 
@@ -294,7 +348,9 @@ public struct DenyBackend: Sendable {
             let decoded = try JSONDecoder().decode(ModelField.self, from: Data(body.readableBytesView))
             return decoded.model.flatMap { $0.isEmpty ? nil : BodyModel.named($0) } ?? .absent
         } catch DecodingError.typeMismatch(_, let context) where context.codingPath.last?.stringValue == "model" {
-            return .invalid(Problem(message: "The `model` field must be a string.", code: "invalid_model", param: "model"))
+            return .invalid(
+                Problem(message: "The `model` field must be a string.", code: "invalid_model", param: "model")
+            )
         } catch DecodingError.typeMismatch {
             return .invalid(Problem(message: "The request body must be a JSON object.", code: "invalid_json"))
         } catch {
@@ -328,6 +384,8 @@ public struct DenyBackend: Sendable {
     }
 
     /// A path segment, percent-decoded, or `nil` when it does not decode to a plausible name.
+    /// Environment names are shorter and plainer than model names, but the same bound keeps the
+    /// label and the message sane.
     static func decodedSegment(_ segment: String) -> String? {
         guard let decoded = segment.removingPercentEncoding, isPlausibleName(decoded) else { return nil }
         return decoded

@@ -53,14 +53,6 @@ final class ListenerPort: Sendable {
         }
     }
 
-    /// The port is not yet known, or the server has stopped.
-    var current: Int? {
-        state.withLock { value in
-            if case .listening(let port) = value.state { return port }
-            return nil
-        }
-    }
-
     func listening(on port: Int) {
         resolve(.listening(port), with: .success(port))
     }

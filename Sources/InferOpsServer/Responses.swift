@@ -53,7 +53,11 @@ enum Responses {
         )
     }
 
-    static func text(_ text: String, status: HTTPResponse.Status = .ok, contentType: String = "text/plain; charset=utf-8")
+    static func text(
+        _ text: String,
+        status: HTTPResponse.Status = .ok,
+        contentType: String = "text/plain; charset=utf-8"
+    )
         -> Response
     {
         Response(

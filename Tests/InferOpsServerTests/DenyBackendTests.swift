@@ -14,14 +14,22 @@ import Testing
         let server = try makeServer()
         try await server.application.test(.router) { client in
             let response = try await client.execute(
-                uri: "/v1/completions", method: .post, headers: [.contentType: "application/json"],
+                uri: "/v1/completions",
+                method: .post,
+                headers: [.contentType: "application/json"],
                 body: json(#"{"model":"llama-3-8b","prompt":"the secret prompt","max_tokens":8}"#)
             )
             #expect(response.status == .forbidden)
             #expect(response.headers[.contentType] == "application/json")
             let error = try decodeError(response.body)
             #expect(
-                error == .init(message: Self.disabledMessage, type: "model_disabled", param: "model", code: "model_disabled")
+                error
+                    == .init(
+                        message: Self.disabledMessage,
+                        type: "model_disabled",
+                        param: "model",
+                        code: "model_disabled"
+                    )
             )
             #expect(!String(buffer: response.body).contains("secret"))
         }
@@ -31,7 +39,9 @@ import Testing
         let server = try makeServer()
         try await server.application.test(.router) { client in
             let response = try await client.execute(
-                uri: "/v1/chat/completions", method: .post, headers: [.authorization: "Bearer sk-client-token"],
+                uri: "/v1/chat/completions",
+                method: .post,
+                headers: [.authorization: "Bearer sk-client-token"],
                 body: json(#"{"model":"llama-3-8b","messages":[{"role":"user","content":"hi"}],"stream":true}"#)
             )
             #expect(response.status == .forbidden)
@@ -47,7 +57,9 @@ import Testing
         let server = try makeServer()
         try await server.application.test(.router) { client in
             let response = try await client.execute(
-                uri: "/v1/embeddings", method: .post, body: json(#"{"model":"mistral-7b","input":"x"}"#)
+                uri: "/v1/embeddings",
+                method: .post,
+                body: json(#"{"model":"mistral-7b","input":"x"}"#)
             )
             #expect(response.status == .notFound)
             let error = try decodeError(response.body)
@@ -67,14 +79,18 @@ import Testing
         let server = try makeServer()
         try await server.application.test(.router) { client in
             let response = try await client.execute(
-                uri: "/v1/completions", method: .post, body: json(#"{"model":"foo","prompt":"x"}"#)
+                uri: "/v1/completions",
+                method: .post,
+                body: json(#"{"model":"foo","prompt":"x"}"#)
             )
             #expect(response.status == .notFound)
             #expect(
                 try decodeError(response.body)
                     == .init(
-                        message: "The model `foo` is not registered in `staging`.", type: "model_not_found",
-                        param: "model", code: "model_not_found"
+                        message: "The model `foo` is not registered in `staging`.",
+                        type: "model_not_found",
+                        param: "model",
+                        code: "model_not_found"
                     )
             )
         }
@@ -91,10 +107,16 @@ import Testing
         )
         try await server.application.test(.router) { client in
             let disabled = try await client.execute(
-                uri: "/v1/completions", method: .post, body: json(#"{"model":"llama-3-8b"}"#)
+                uri: "/v1/completions",
+                method: .post,
+                body: json(#"{"model":"llama-3-8b"}"#)
             )
             #expect(disabled.status == .forbidden)
-            let unknown = try await client.execute(uri: "/v1/completions", method: .post, body: json(#"{"model":"foo"}"#))
+            let unknown = try await client.execute(
+                uri: "/v1/completions",
+                method: .post,
+                body: json(#"{"model":"foo"}"#)
+            )
             #expect(try decodeError(unknown.body).message == "The model `foo` is not registered.")
         }
         #expect(asked.values == ["nil/llama-3-8b", "nil/foo"])
@@ -105,7 +127,8 @@ import Testing
         try await server.application.test(.router) { client in
             // No model in the body: the path names it.
             let fromPath = try await client.execute(
-                uri: "/deny/staging/llama-3-8b/v1/chat/completions", method: .post,
+                uri: "/deny/staging/llama-3-8b/v1/chat/completions",
+                method: .post,
                 body: json(#"{"messages":[{"role":"user","content":"hi"}]}"#)
             )
             #expect(fromPath.status == .forbidden)
@@ -113,7 +136,9 @@ import Testing
 
             // The path's environment is used for the lookup: production has its own registration.
             let production = try await client.execute(
-                uri: "/deny/production/llama-3-8b/v1/completions", method: .post, body: json(#"{"model":"llama-3-8b"}"#)
+                uri: "/deny/production/llama-3-8b/v1/completions",
+                method: .post,
+                body: json(#"{"model":"llama-3-8b"}"#)
             )
             #expect(production.status == .notFound)
             #expect(
@@ -133,7 +158,9 @@ import Testing
         let server = try makeServer()
         try await server.application.test(.router) { client in
             let response = try await client.execute(
-                uri: "/deny/staging/mistral-7b/v1/completions", method: .post, body: json(#"{"model":"llama-3-8b"}"#)
+                uri: "/deny/staging/mistral-7b/v1/completions",
+                method: .post,
+                body: json(#"{"model":"llama-3-8b"}"#)
             )
             #expect(response.status == .forbidden)
             #expect(try decodeError(response.body).message == Self.disabledMessage)
@@ -141,7 +168,11 @@ import Testing
     }
 
     @Test func theWorkerURLRoundTripsModelNamesWithSlashes() async throws {
-        let url = DenyBackend.workerURL(base: "http://10.0.3.7:8181/", environment: "staging", model: "meta-llama/Llama-3-8B")
+        let url = DenyBackend.workerURL(
+            base: "http://10.0.3.7:8181/",
+            environment: "staging",
+            model: "meta-llama/Llama-3-8B"
+        )
         #expect(url == "http://10.0.3.7:8181/deny/staging/meta-llama%2FLlama-3-8B")
         let path = String(url.dropFirst("http://10.0.3.7:8181".count))
 
@@ -164,7 +195,9 @@ import Testing
             let atRoot = try await client.execute(uri: path, method: .post, body: json(#"{"model":"llama-3-8b"}"#))
             #expect(atRoot.status == .forbidden)
             let prefixed = try await client.execute(
-                uri: "/deny/staging/llama-3-8b" + path, method: .post, body: json(#"{"model":"llama-3-8b"}"#)
+                uri: "/deny/staging/llama-3-8b" + path,
+                method: .post,
+                body: json(#"{"model":"llama-3-8b"}"#)
             )
             #expect(prefixed.status == .forbidden)
         }
@@ -193,7 +226,9 @@ import Testing
                     try decodeError(response.body)
                         == .init(
                             message: "The request names no model; set the `model` field to the model to use.",
-                            type: "invalid_request_error", param: "model", code: "model_required"
+                            type: "invalid_request_error",
+                            param: "model",
+                            code: "model_required"
                         )
                 )
             }
@@ -204,12 +239,18 @@ import Testing
         let server = try makeServer()
         try await server.application.test(.router) { client in
             let broken = try await client.execute(
-                uri: "/v1/completions", method: .post, body: json(#"{"model":"llama-3-8b", "prompt": <script>"#)
+                uri: "/v1/completions",
+                method: .post,
+                body: json(#"{"model":"llama-3-8b", "prompt": <script>"#)
             )
             #expect(broken.status == .badRequest)
             #expect(
                 try decodeError(broken.body)
-                    == .init(message: "The request body is not valid JSON.", type: "invalid_request_error", code: "invalid_json")
+                    == .init(
+                        message: "The request body is not valid JSON.",
+                        type: "invalid_request_error",
+                        code: "invalid_json"
+                    )
             )
             #expect(!String(buffer: broken.body).contains("script"))
 
@@ -222,16 +263,38 @@ import Testing
             #expect(try decodeError(number.body).message == "The `model` field must be a string.")
 
             let control = try await client.execute(
-                uri: "/v1/completions", method: .post, body: json(#"{"model":"llama\u0007"}"#)
+                uri: "/v1/completions",
+                method: .post,
+                body: json(#"{"model":"llama\u0007"}"#)
             )
             #expect(control.status == .badRequest)
             #expect(try decodeError(control.body).code == "invalid_model")
 
             let long = try await client.execute(
-                uri: "/v1/completions", method: .post, body: json(#"{"model":""# + String(repeating: "m", count: 300) + #""}"#)
+                uri: "/v1/completions",
+                method: .post,
+                body: json(#"{"model":""# + String(repeating: "m", count: 300) + #""}"#)
             )
             #expect(long.status == .badRequest)
             #expect(!String(buffer: long.body).contains("mmmm"))
+        }
+    }
+
+    @Test func implausibleNamesInThePathAre400() async throws {
+        let server = try makeServer()
+        try await server.application.test(.router) { client in
+            // An environment the URL names is used as given or refused; it never falls back to the default.
+            let environment = try await client.execute(
+                uri: "/deny/stag%0Aing/llama-3-8b/v1/completions",
+                method: .post,
+                body: json(#"{"model":"llama-3-8b"}"#)
+            )
+            #expect(environment.status == .badRequest)
+            #expect(try decodeError(environment.body).code == "invalid_environment")
+
+            let model = try await client.execute(uri: "/deny/staging/llama%07/v1/completions", method: .post)
+            #expect(model.status == .badRequest)
+            #expect(try decodeError(model.body).code == "invalid_model")
         }
     }
 
@@ -241,20 +304,25 @@ import Testing
         try await server.application.test(.router) { client in
             let prompt = String(repeating: "x", count: limit)
             let response = try await client.execute(
-                uri: "/v1/completions", method: .post, body: json(#"{"model":"llama-3-8b","prompt":"\#(prompt)"}"#)
+                uri: "/v1/completions",
+                method: .post,
+                body: json(#"{"model":"llama-3-8b","prompt":"\#(prompt)"}"#)
             )
             #expect(response.status == .contentTooLarge)
             #expect(
                 try decodeError(response.body)
                     == .init(
-                        message: "The request body is larger than 1048576 bytes.", type: "invalid_request_error",
+                        message: "The request body is larger than 1048576 bytes.",
+                        type: "invalid_request_error",
                         code: "request_too_large"
                     )
             )
             // A body just under the limit is read.
             let fits = String(repeating: "x", count: limit - 100)
             let small = try await client.execute(
-                uri: "/v1/completions", method: .post, body: json(#"{"model":"llama-3-8b","prompt":"\#(fits)"}"#)
+                uri: "/v1/completions",
+                method: .post,
+                body: json(#"{"model":"llama-3-8b","prompt":"\#(fits)"}"#)
             )
             #expect(small.status == .forbidden)
         }
@@ -264,7 +332,9 @@ import Testing
         let server = try makeServer()
         try await server.application.test(.router) { client in
             let response = try await client.execute(
-                uri: "/v1/completions", method: .post, body: json(#"{"model":"qwen-2-7b"}"#)
+                uri: "/v1/completions",
+                method: .post,
+                body: json(#"{"model":"qwen-2-7b"}"#)
             )
             #expect(response.status == .serviceUnavailable)
             let error = try decodeError(response.body)
@@ -278,12 +348,16 @@ import Testing
         let server = try makeServer(denials: { _, _ in throw DatabaseLocked() })
         try await server.application.test(.router) { client in
             let response = try await client.execute(
-                uri: "/v1/completions", method: .post, body: json(#"{"model":"llama-3-8b"}"#)
+                uri: "/v1/completions",
+                method: .post,
+                body: json(#"{"model":"llama-3-8b"}"#)
             )
             #expect(response.status == .serviceUnavailable)
             let error = try decodeError(response.body)
             #expect(error.code == "registry_unavailable")
-            #expect(error.message.hasPrefix("InferOps could not read the registration of the model `llama-3-8b` (request "))
+            #expect(
+                error.message.hasPrefix("InferOps could not read the registration of the model `llama-3-8b` (request ")
+            )
             #expect(!error.message.contains("DatabaseLocked"))
         }
     }
@@ -321,13 +395,15 @@ import Testing
         var registration = disabledLlama
         registration.reason = "  flaky\nunder load  "
         #expect(
-            DenyBackend.answer(for: registration, model: "llama-3-8b", environment: "staging", contact: nil).error.message
+            DenyBackend.answer(for: registration, model: "llama-3-8b", environment: "staging", contact: nil).error
+                .message
                 == "The model `llama-3-8b` is disabled in `staging` by U024BE7LH at 2026-11-29T13:05:00Z:"
                 + " flaky under load. Ask them to enable it."
         )
         registration.reason = nil
         #expect(
-            DenyBackend.answer(for: registration, model: "llama-3-8b", environment: "staging", contact: "#ml").error.message
+            DenyBackend.answer(for: registration, model: "llama-3-8b", environment: "staging", contact: "#ml").error
+                .message
                 == "The model `llama-3-8b` is disabled in `staging` by U024BE7LH at 2026-11-29T13:05:00Z."
                 + " Ask them or #ml to enable it."
         )

@@ -8,7 +8,7 @@ import Testing
 @testable import InferOpsServer
 
 #if canImport(FoundationNetworking)
-import FoundationNetworking
+    import FoundationNetworking
 #endif
 
 /// The server as the daemon runs it: a service in a `ServiceGroup`, on a real socket.
@@ -29,7 +29,13 @@ import FoundationNetworking
             #expect(String(decoding: health, as: UTF8.self) == "ok\n")
 
             var request = URLRequest(
-                url: URL(string: DenyBackend.workerURL(base: "http://127.0.0.1:\(port)", environment: "staging", model: "llama-3-8b") + "/v1/chat/completions")!
+                url: URL(
+                    string: DenyBackend.workerURL(
+                        base: "http://127.0.0.1:\(port)",
+                        environment: "staging",
+                        model: "llama-3-8b"
+                    ) + "/v1/chat/completions"
+                )!
             )
             request.httpMethod = "POST"
             request.setValue("application/json", forHTTPHeaderField: "Content-Type")
@@ -76,7 +82,9 @@ import FoundationNetworking
         try await server.application.test(.live) { client in
             #expect(client.port != nil)
             let response = try await client.execute(
-                uri: "/deny/staging/mistral-7b/v1/completions", method: .post, body: json(#"{"prompt":"x"}"#)
+                uri: "/deny/staging/mistral-7b/v1/completions",
+                method: .post,
+                body: json(#"{"prompt":"x"}"#)
             )
             #expect(response.status == .notFound)
             #expect(try decodeError(response.body).code == "model_not_found")
@@ -147,22 +155,22 @@ enum RawHTTP {
 
     /// A peer that already closed must fail the send, not raise SIGPIPE and end the test process.
     #if canImport(Glibc)
-    private static let noSignal = Int32(MSG_NOSIGNAL)
+        private static let noSignal = Int32(MSG_NOSIGNAL)
     #else
-    private static let noSignal: Int32 = 0
+        private static let noSignal: Int32 = 0
     #endif
 
     private static func blockingExchange(port: Int, request: String) throws -> String {
         #if canImport(Glibc)
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         #else
-        let fd = socket(AF_INET, SOCK_STREAM, 0)
+            let fd = socket(AF_INET, SOCK_STREAM, 0)
         #endif
         guard fd >= 0 else { throw Failure(step: "socket") }
         defer { close(fd) }
         #if !canImport(Glibc)
-        var one: Int32 = 1
-        setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, socklen_t(MemoryLayout<Int32>.size))
+            var one: Int32 = 1
+            setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, socklen_t(MemoryLayout<Int32>.size))
         #endif
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)

@@ -153,8 +153,12 @@ import Testing
             #expect(text.contains("# TYPE inferops_step_duration_seconds histogram\n"))
             #expect(sample(text, #"inferops_step_duration_seconds_count{kind="deploy",step="applying"}"#) == "2")
             #expect(sample(text, #"inferops_step_duration_seconds_sum{kind="deploy",step="applying"}"#) == "42.5")
-            #expect(sample(text, #"inferops_step_duration_seconds_bucket{kind="deploy",step="applying",le="1.0"}"#) == "1")
-            #expect(sample(text, #"inferops_step_duration_seconds_bucket{kind="deploy",step="applying",le="60.0"}"#) == "2")
+            #expect(
+                sample(text, #"inferops_step_duration_seconds_bucket{kind="deploy",step="applying",le="1.0"}"#) == "1"
+            )
+            #expect(
+                sample(text, #"inferops_step_duration_seconds_bucket{kind="deploy",step="applying",le="60.0"}"#) == "2"
+            )
 
             #expect(text.contains("# TYPE inferops_router_reconciliations_total counter\n"))
             #expect(sample(text, #"inferops_router_reconciliations_total{result="in_sync"}"#) == "2")

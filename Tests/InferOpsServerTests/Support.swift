@@ -11,24 +11,47 @@ import Testing
 let changedAt = Date(timeIntervalSince1970: 1_795_957_500)
 
 let disabledLlama = Registration(
-    model: "llama-3-8b", environment: "staging", state: .disabled, endpoints: [], changedBy: UserID("U024BE7LH"),
-    changedAt: changedAt, reason: "bad answers under load"
+    model: "llama-3-8b",
+    environment: "staging",
+    state: .disabled,
+    endpoints: [],
+    changedBy: UserID("U024BE7LH"),
+    changedAt: changedAt,
+    reason: "bad answers under load"
 )
 let removedMistral = Registration(
-    model: "mistral-7b", environment: "staging", state: .removed, endpoints: [], changedBy: UserID("U0G9QF9C6"),
-    changedAt: changedAt, reason: "replaced by llama-3-8b."
+    model: "mistral-7b",
+    environment: "staging",
+    state: .removed,
+    endpoints: [],
+    changedBy: UserID("U0G9QF9C6"),
+    changedAt: changedAt,
+    reason: "replaced by llama-3-8b."
 )
 let productionLlama = Registration(
-    model: "llama-3-8b", environment: "production", state: .removed, endpoints: [], changedBy: UserID("U0PROD"),
+    model: "llama-3-8b",
+    environment: "production",
+    state: .removed,
+    endpoints: [],
+    changedBy: UserID("U0PROD"),
     changedAt: changedAt
 )
 let slashedModel = Registration(
-    model: "meta-llama/Llama-3-8B", environment: "staging", state: .disabled, endpoints: [],
-    changedBy: UserID("U024BE7LH"), changedAt: changedAt, reason: "licence review"
+    model: "meta-llama/Llama-3-8B",
+    environment: "staging",
+    state: .disabled,
+    endpoints: [],
+    changedBy: UserID("U024BE7LH"),
+    changedAt: changedAt,
+    reason: "licence review"
 )
 let enabledQwen = Registration(
-    model: "qwen-2-7b", environment: "staging", state: .enabled, endpoints: ["http://10.0.0.9:8000"],
-    changedBy: UserID("U024BE7LH"), changedAt: changedAt
+    model: "qwen-2-7b",
+    environment: "staging",
+    state: .enabled,
+    endpoints: ["http://10.0.0.9:8000"],
+    changedBy: UserID("U024BE7LH"),
+    changedAt: changedAt
 )
 let fixtures = [disabledLlama, removedMistral, productionLlama, slashedModel, enabledQwen]
 
@@ -51,7 +74,9 @@ func makeServer(
     checks: [String: ReadinessCheck] = [:],
     readinessTimeout: Duration = .seconds(2),
     deny: DenyBackend.Configuration = .init(
-        defaultEnvironment: "staging", environments: ["staging", "production"], contact: "#ml-platform"
+        defaultEnvironment: "staging",
+        environments: ["staging", "production"],
+        contact: "#ml-platform"
     ),
     metrics: DaemonMetrics = DaemonMetrics(),
     denials: DenialLookup? = nil,
