@@ -31,9 +31,13 @@ public actor OperationReporter {
         guard operation.state.canMove(to: state) || operation.state == state else {
             throw OperationStateError(from: operation.state, to: state)
         }
+        let finishedStep = operation.state
         operation.state = state
         operation.updatedAt = services.time.now()
         try await services.store.update(operation)
+        if finishedStep != state {
+            services.observer.stepFinished(kind: operation.kind, step: finishedStep, duration: stepStarted.duration(to: .now))
+        }
         stepStarted = .now
         try await journal(message)
         try await say(Reply(.progress, message, fields: fields))
@@ -64,6 +68,8 @@ public actor OperationReporter {
         guard operation.state.canMove(to: state) else {
             throw OperationStateError(from: operation.state, to: state)
         }
+        services.observer.stepFinished(kind: operation.kind, step: operation.state, duration: stepStarted.duration(to: .now))
+        services.observer.operationFinished(kind: operation.kind, outcome: state)
         operation.state = state
         operation.outcome = reply.title
         operation.updatedAt = services.time.now()

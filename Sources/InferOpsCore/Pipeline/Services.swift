@@ -9,13 +9,15 @@ public struct Services: Sendable {
     public var chat: any ChatTransport
     /// The router of each environment that has one.
     public var routers: any RouterDirectory
+    /// Told of every finished step and operation (metrics).
+    public var observer: any OperationObserver
     public var time: any TimeSource
     public var logger: Logger
 
     public init(
         store: any OperationStore, releases: any ReleaseEngine, cluster: any ClusterInspector,
         engines: any EngineClient, chat: any ChatTransport, routers: any RouterDirectory = NoRouters(),
-        time: any TimeSource = SystemTime(),
+        observer: any OperationObserver = NoObserver(), time: any TimeSource = SystemTime(),
         logger: Logger = Logger(label: "inferops")
     ) {
         self.store = store
@@ -24,6 +26,7 @@ public struct Services: Sendable {
         self.engines = engines
         self.chat = chat
         self.routers = routers
+        self.observer = observer
         self.time = time
         self.logger = logger
     }
@@ -55,4 +58,16 @@ public enum CommandOutcome: Hashable, Sendable {
         if case .completed = self { return true }
         return false
     }
+}
+
+/// Hears how operations go, for metrics. Calls must return at once.
+public protocol OperationObserver: Sendable {
+    func stepFinished(kind: OperationKind, step: OperationState, duration: Duration)
+    func operationFinished(kind: OperationKind, outcome: OperationState)
+}
+
+public struct NoObserver: OperationObserver {
+    public init() {}
+    public func stepFinished(kind: OperationKind, step: OperationState, duration: Duration) {}
+    public func operationFinished(kind: OperationKind, outcome: OperationState) {}
 }
