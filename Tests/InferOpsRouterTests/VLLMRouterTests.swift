@@ -194,3 +194,34 @@ import Testing
         }
     }
 }
+
+/// The router in front of the Kubernetes emulator's engines, reached at `http://<podIP>:8000` as in a cluster.
+@Suite struct RouterWithEmulatorTests {
+    @Test func theRouterReachesEveryReplicaAtItsPodIP() async throws {
+        try await RouterLab.run { lab in
+            let emulator = try await KubeEmulatorProcess()
+            defer { emulator.stop() }
+            try await emulator.deploy("llama-3-8b-staging", servedName: "llama-3-8b", replicas: 2, http: lab.http)
+            try await waitUntil("two ready engines") {
+                try await emulator.engines(http: lab.http).filter(\.podReady).count == 2
+            }
+            let ips = try await emulator.podIPs(app: "llama-3-8b-staging", http: lab.http)
+            #expect(ips.count == 2)
+            #expect(Set(ips).count == 2, "distinct pod IPs: \(ips)")
+            for ip in ips { try await lab.router.add(RouterWorker(url: "http://\(ip):8000", model: "llama-3-8b")) }
+
+            for _ in 0..<4 {
+                let response = try await lab.router.complete(
+                    model: "llama-3-8b",
+                    prompt: "hi",
+                    maxTokens: 4,
+                    timeout: .seconds(15)
+                )
+                #expect(response.status == 200)
+            }
+            let engines = try await emulator.engines(http: lab.http)
+            #expect(Set(engines.map(\.url)) == Set(ips.map { "http://\($0):8000" }))
+            #expect(engines.map { $0.requests["completions"] ?? 0 } == [2, 2], "round robin over both pods")
+        }
+    }
+}
