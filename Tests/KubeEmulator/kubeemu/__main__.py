@@ -9,6 +9,7 @@ import sys
 import threading
 
 from .controller import ClusterConfig, Controller
+from .podnet import PodNetworkError
 from .server import RequestLog, make_server
 from .store import Store
 
@@ -59,6 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(default 2)")
     p.add_argument("--engine-latency", type=float, default=0.0,
                    help="seconds each fake completion takes (default 0; per pod: inferops.dev/simulate-latency-ms)")
+    p.add_argument("--engine-port", type=int, default=8000,
+                   help="port each fake engine listens on, on its pod's own IP (default 8000, as vLLM)")
     p.add_argument("--log", help="append a JSON line per API request to this file")
     return p.parse_args(argv)
 
@@ -66,9 +69,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     store = Store()
-    controller = Controller(store, ClusterConfig(gpu_nodes=args.gpu_nodes, gpus_per_node=args.gpus_per_node,
-                                                 cpu_nodes=args.cpu_nodes, ready_after=args.ready_after,
-                                                 engine_latency=args.engine_latency))
+    try:
+        controller = Controller(store, ClusterConfig(gpu_nodes=args.gpu_nodes, gpus_per_node=args.gpus_per_node,
+                                                     cpu_nodes=args.cpu_nodes, ready_after=args.ready_after,
+                                                     engine_latency=args.engine_latency,
+                                                     engine_port=args.engine_port))
+    except PodNetworkError as e:
+        print(f"kubeemu: {e}", file=sys.stderr, flush=True)
+        return 1
     controller.bootstrap()
     server = make_server(args.host, args.port, store, controller, RequestLog(args.log))
     port = server.server_address[1]
@@ -82,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.port_file:
         _write_atomic(args.port_file, f"{port}\n")
     print(f"kubeemu: listening on {url} ({args.gpu_nodes} GPU nodes x {args.gpus_per_node} GPUs, "
-          f"{args.cpu_nodes} CPU nodes, ready after {args.ready_after:g}s)", file=sys.stderr, flush=True)
+          f"{args.cpu_nodes} CPU nodes, ready after {args.ready_after:g}s; pods in {controller.podnet.cidr}, "
+          f"engines on port {args.engine_port})", file=sys.stderr, flush=True)
 
     done = threading.Event()
 

@@ -1,5 +1,6 @@
 """The simulated cluster: GPU nodes, a scheduler, Deployment and ReplicaSet controllers, a kubelet
-that runs one fake engine per bound pod, an Endpoints controller and Events.
+that runs one fake engine per bound pod (on the pod's own loopback IP, port 8000), an Endpoints
+controller and Events.
 
 Everything runs in one thread that wakes on every store write, when a pod's ready time comes, and
 at least once a second, and reconciles the whole store. It only writes when something
@@ -20,6 +21,7 @@ import uuid
 from typing import Any
 
 from .engine import Engine, parse_engine_args
+from .podnet import PodNetwork
 from .resources import lookup
 from .store import ApiError, Store, now_rfc3339, random_suffix
 
@@ -31,7 +33,8 @@ ANN_LATENCY_MS = "inferops.dev/simulate-latency-ms"
 ANN_ENGINE_URL = "kubeemu.inferops.dev/engine-url"
 ANN_REVISION = "deployment.kubernetes.io/revision"
 HASH_LABEL = "pod-template-hash"
-POD_IP = "127.0.0.1"
+HOST_IP = "127.0.0.1"
+ENGINE_BIND_ATTEMPTS = 32  # pod addresses tried when an unrelated process holds one
 PROBE_EVENT_AFTER = 1.0  # seconds a loading pod runs before its first failed-probe event
 
 R_POD = lookup("", "v1", "pods")
@@ -135,6 +138,7 @@ class PodRuntime:
     image_pull_error: bool = False
     engine: Engine | None = None
     forced: bool = False
+    ip: str = ""
 
     def is_ready(self, now: float | None = None) -> bool:
         if self.failing or self.image_pull_error or self.ready_at is None:
@@ -149,6 +153,7 @@ class ClusterConfig:
     cpu_nodes: int = 1
     ready_after: float = 2.0
     engine_latency: float = 0.0
+    engine_port: int = 8000
 
 
 class Controller:
@@ -163,6 +168,7 @@ class Controller:
         self.stop_event = threading.Event()
         self.thread: threading.Thread | None = None
         self.ticks = 0
+        self.podnet = PodNetwork(config.engine_port)
 
     # -----------------------------------------------------------------------------------------
     # lifecycle
@@ -193,6 +199,7 @@ class Controller:
         for rt in list(self.runtime.values()):
             if rt.engine:
                 rt.engine.stop()
+        self.podnet.close()
 
     def _run(self) -> None:
         last = 0.0
@@ -348,6 +355,7 @@ class Controller:
                 if rt.engine:
                     info = rt.engine.info()
                     info["node"] = rt.node
+                    info["podIP"] = rt.ip
                     info["podReady"] = rt.is_ready()
                     out.append(info)
             return out
@@ -375,6 +383,13 @@ class Controller:
             i = self.rr.get((ns, svc_name), 0)
             self.rr[(ns, svc_name)] = i + 1
             return engines[i % len(engines)]
+
+    def pod_address(self, ns: str, name: str) -> tuple[str, int]:
+        """The pod's IP (empty before it is scheduled) and the engine port."""
+        with self.store.lock:
+            pod = self.store.get(R_POD, ns, name)
+            rt = self.runtime.get(pod["metadata"]["uid"])
+            return (rt.ip if rt else ""), self.cfg.engine_port
 
     def pod_engine(self, ns: str, name: str) -> Engine | None:
         with self.store.lock:
@@ -879,7 +894,7 @@ class Controller:
         rt = PodRuntime(uid=uid, namespace=pod["metadata"]["namespace"], name=pod["metadata"]["name"],
                         node=pod["spec"]["nodeName"], bound_at=now,
                         ready_at=None if (delay is None or failing) else now + delay,
-                        failing=failing, image_pull_error=pull_error)
+                        failing=failing, image_pull_error=pull_error, ip=self.podnet.next_ip())
         self.runtime[uid] = rt
         return rt
 
@@ -896,8 +911,16 @@ class Controller:
                 latency = float(ann[ANN_LATENCY_MS]) / 1000.0
         except ValueError:
             pass
-        rt.engine = Engine(rt.namespace, rt.name, served, model, rt.ready_at, latency=latency,
-                           max_model_len=max_len or 4096)
+        for attempt in range(ENGINE_BIND_ATTEMPTS):
+            try:
+                rt.engine = Engine(rt.namespace, rt.name, served, model, rt.ready_at, latency=latency,
+                                   max_model_len=max_len or 4096, host=rt.ip, port=self.cfg.engine_port)
+                return
+            except OSError:
+                # Someone else listens on this address and port: the pod moves to the next address.
+                if attempt == ENGINE_BIND_ATTEMPTS - 1:
+                    raise
+                rt.ip = self.podnet.next_ip()
 
     def _update_pods(self) -> None:
         now = time.time()
@@ -1013,8 +1036,8 @@ class Controller:
         status = {
             "phase": "Pending" if rt.image_pull_error else "Running",
             "conditions": conditions,
-            "hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}],
-            "podIP": POD_IP, "podIPs": [{"ip": POD_IP}],
+            "hostIP": HOST_IP, "hostIPs": [{"ip": HOST_IP}],
+            "podIP": rt.ip, "podIPs": [{"ip": rt.ip}],
             "startTime": bound,
             "containerStatuses": statuses,
             "qosClass": old.get("qosClass") or self._qos(pod),
@@ -1131,10 +1154,12 @@ class Controller:
                 if not pod["spec"].get("nodeName") or pod["metadata"].get("deletionTimestamp"):
                     continue
                 rt = self.runtime.get(pod["metadata"]["uid"])
-                addr = {"ip": POD_IP, "nodeName": pod["spec"]["nodeName"],
+                if rt is None:
+                    continue
+                addr = {"ip": rt.ip, "nodeName": pod["spec"]["nodeName"],
                         "targetRef": {"kind": "Pod", "namespace": ns, "name": pod["metadata"]["name"],
                                       "uid": pod["metadata"]["uid"]}}
-                (ready_addrs if rt and rt.is_ready() else not_ready_addrs).append(addr)
+                (ready_addrs if rt.is_ready() else not_ready_addrs).append(addr)
                 for c in pod["spec"].get("containers") or []:
                     for p in c.get("ports") or []:
                         if p.get("name"):

@@ -1,6 +1,7 @@
 """A fake OpenAI-compatible inference engine (the parts of vLLM's HTTP API that InferOps uses).
 
-One engine runs per bound pod, on an ephemeral port of 127.0.0.1, inside the emulator's process.
+One engine runs per bound pod, inside the emulator's process, listening on the pod's IP (a loopback
+address of the emulator's own range, see ``podnet``) and port 8000, as vLLM does in a real pod.
 While the pod is "loading" (before its ready time) every endpoint answers 503; afterwards:
 
 * ``GET /health`` -> 200 (empty body, like vLLM)
@@ -56,7 +57,7 @@ class Engine:
 
     def __init__(self, namespace: str, pod: str, served_name: str, model_id: str,
                  ready_at: float | None, latency: float = 0.0, max_model_len: int = 4096,
-                 host: str = "127.0.0.1") -> None:
+                 host: str = "127.0.0.1", port: int = 0) -> None:
         self.namespace = namespace
         self.pod = pod
         self.served_name = served_name
@@ -68,7 +69,7 @@ class Engine:
         self.lock = threading.Lock()
         self.counts: collections.Counter[str] = collections.Counter()
         self.running = 0
-        self.server = _Server((host, 0), self._handler_class())
+        self.server = _Server((host, port), self._handler_class())  # OSError when the address is taken
         self.host = host
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.2},

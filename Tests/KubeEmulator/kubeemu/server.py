@@ -591,7 +591,8 @@ class Handler(BaseHTTPRequestHandler):
             self.server.store.get(res, ns, name)
             engine = ctl.pod_engine(ns, name)
             if engine is None:
-                raise ApiError(503, "ServiceUnavailable", "error trying to reach service: dial tcp 127.0.0.1:8000: "
+                ip, port = ctl.pod_address(ns, name)
+                raise ApiError(503, "ServiceUnavailable", f"error trying to reach service: dial tcp {ip}:{port}: "
                                                           "connect: connection refused")
         else:
             raise not_found(res, name)

@@ -323,7 +323,7 @@ class EngineAndProxyTests(unittest.TestCase):
         cls.emu.stop()
 
     def engine_call(self, engine: dict, method: str, path: str, body=None) -> tuple[int, object]:
-        conn = http.client.HTTPConnection("127.0.0.1", engine["port"], timeout=10)
+        conn = http.client.HTTPConnection(engine["host"], engine["port"], timeout=10)
         try:
             data = json.dumps(body).encode() if body is not None else None
             conn.request(method, path, body=data, headers={"Content-Type": "application/json"} if data else {})
@@ -391,12 +391,13 @@ class EngineAndProxyTests(unittest.TestCase):
         pod = wait_until(lambda: (lambda p: p if is_ready(p) else None)(self.emu.pods(NS, "app%3Ddelay")[0]),
                          message="pod Ready")
         self.assertEqual(pod["metadata"]["annotations"]["kubeemu.inferops.dev/engine-url"], eng["url"])
+        self.assertEqual(eng["url"], f"http://{pod['status']['podIP']}:8000")
 
     def test_streaming_completion(self):
         self.emu.ok("POST", f"/apis/apps/v1/namespaces/{NS}/deployments", deployment("stream"))
         eng = self.engine_of("stream")
         wait_until(lambda: self.engine_call(eng, "GET", "/health")[0] == 200, message="ready")
-        conn = http.client.HTTPConnection("127.0.0.1", eng["port"], timeout=10)
+        conn = http.client.HTTPConnection(eng["host"], eng["port"], timeout=10)
         conn.request("POST", "/v1/chat/completions", body=json.dumps(
             {"model": "stream", "stream": True, "messages": [{"role": "user", "content": "x"}]}))
         resp = conn.getresponse()
@@ -434,6 +435,8 @@ class EngineAndProxyTests(unittest.TestCase):
                                  else None)(e.get(f"/api/v1/namespaces/{NS}/endpoints/svc-model")),
                         message="two ready addresses in the Endpoints")
         self.assertEqual(ep["subsets"][0]["ports"], [{"port": 8000, "protocol": "TCP", "name": "http"}])
+        self.assertEqual(sorted(a["ip"] for a in ep["subsets"][0]["addresses"]),
+                         sorted(p["status"]["podIP"] for p in e.pods(NS, "app%3Dsvc-model")))
         # Pod proxy.
         pod = e.pods(NS, "app%3Dsvc-model")[0]["metadata"]["name"]
         status, models = e.call("GET", f"/api/v1/namespaces/{NS}/pods/{pod}:8000/proxy/v1/models")
@@ -445,6 +448,34 @@ class EngineAndProxyTests(unittest.TestCase):
                          (503, "Status", 'no endpoints available for service "empty"'))
         status, err = e.call("GET", f"/api/v1/namespaces/{NS}/services/ghost:8000/proxy/v1/models")
         self.assertEqual((status, err["message"]), (404, 'services "ghost" not found'))
+
+    def test_each_pod_has_its_own_ip_with_the_engine_on_port_8000(self):
+        e = self.emu
+        # No GPUs: the tests of this class share one emulator's 8.
+        e.ok("POST", f"/apis/apps/v1/namespaces/{NS}/deployments", deployment("podip", replicas=3, gpus=0))
+        engines = wait_until(lambda: (lambda xs: xs if len(xs) == 3 and all(x["podReady"] for x in xs) else None)(
+            [x for x in e.engines() if x["pod"].startswith("podip-")]), message="three ready engines")
+        pods = {p["metadata"]["name"]: p for p in e.pods(NS, "app%3Dpodip")}
+        ips = set()
+        for eng in engines:
+            pod = pods[eng["pod"]]
+            ip = pod["status"]["podIP"]
+            ips.add(ip)
+            self.assertRegex(ip, r"^127\.(\d+)\.\d+\.\d+$")
+            self.assertNotEqual(ip, "127.0.0.1")
+            self.assertEqual(pod["status"]["podIPs"], [{"ip": ip}])
+            self.assertEqual((eng["host"], eng["port"], eng["podIP"], eng["url"]), (ip, 8000, ip, f"http://{ip}:8000"))
+            self.assertEqual(pod["metadata"]["annotations"]["kubeemu.inferops.dev/engine-url"], f"http://{ip}:8000")
+            status, models = self.engine_call(eng, "GET", "/v1/models")
+            self.assertEqual((status, models["data"][0]["id"]), (200, "podip"))
+        self.assertEqual(len(ips), 3, "distinct pod IPs")
+        self.assertEqual(len({ip.split(".")[1] for ip in ips}), 1, "one /16 per emulator")
+        # A replaced pod gets a new address; the old one is not reused.
+        victim = engines[0]["pod"]
+        e.ok("DELETE", f"/api/v1/namespaces/{NS}/pods/{victim}")
+        fresh = wait_until(lambda: [p for p in e.pods(NS, "app%3Dpodip") if p["metadata"]["name"] not in pods
+                                    and p.get("status", {}).get("podIP")], message="a replacement pod with an IP")
+        self.assertNotIn(fresh[0]["status"]["podIP"], ips)
 
     def test_kubectl_get(self):
         kubectl = tool("kubectl")
@@ -459,6 +490,28 @@ class EngineAndProxyTests(unittest.TestCase):
         r = run([kubectl, "--kubeconfig", self.emu.kubeconfig, "get", "events"])
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("Scheduled", r.stdout)
+
+
+class PodNetworkTests(unittest.TestCase):
+    def test_two_emulators_get_different_ranges_and_the_engine_port_flag_works(self):
+        first = Emulator(ready_after=0.1)
+        second = Emulator("--engine-port", "8001", ready_after=0.1)
+        try:
+            for emu in (first, second):
+                emu.ok("POST", f"/apis/apps/v1/namespaces/{NS}/deployments", deployment("twin"))
+            a, b = (wait_until(lambda emu=emu: next((x for x in emu.engines() if x["podReady"]), None),
+                               message="a ready engine") for emu in (first, second))
+            self.assertNotEqual(a["host"].split(".")[1], b["host"].split(".")[1], "each emulator has its own /16")
+            self.assertEqual((a["port"], b["port"]), (8000, 8001))
+            for eng in (a, b):
+                conn = http.client.HTTPConnection(eng["host"], eng["port"], timeout=10)
+                conn.request("GET", "/health")
+                self.assertEqual(conn.getresponse().status, 200)
+                conn.close()
+            self.assertIn("pods in 127.", first.stderr())
+        finally:
+            first.stop()
+            second.stop()
 
 
 if __name__ == "__main__":

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import base64
+import random
 import unittest
 
 import tests.support  # noqa: F401  (puts kubeemu on sys.path)
 
 from kubeemu import patch, protobuf, selectors
+from kubeemu.engine import Engine
+from kubeemu.podnet import PodNetwork
 from kubeemu.resources import lookup
 from kubeemu.store import ApiError, Store
 
@@ -281,6 +284,53 @@ class StoreTests(unittest.TestCase):
             "metadata": {"name": "svc"}, "spec": {"ports": [{"port": 8000}]}})
         self.assertTrue(svc["spec"]["clusterIP"])
         self.assertEqual(svc["spec"]["ports"][0], {"port": 8000, "protocol": "TCP", "targetPort": 8000})
+
+
+class FixedDraws(random.Random):
+    """Shuffles to the same order every time, so two networks draw the same /16 first."""
+
+    def shuffle(self, x):  # noqa: D401
+        x.sort()
+
+
+class PodNetworkUnitTests(unittest.TestCase):
+    def test_a_drawn_range_that_is_claimed_is_skipped(self):
+        first = PodNetwork(engine_port=18999, rng=FixedDraws())
+        second = PodNetwork(engine_port=18999, rng=FixedDraws())
+        try:
+            self.assertEqual(first.octet, 2)
+            self.assertEqual(second.octet, 3, "the second network cannot bind 127.2.0.1 and draws again")
+            self.assertEqual(first.cidr, "127.2.0.0/16")
+        finally:
+            first.close()
+            second.close()
+
+    def test_addresses_are_sequential_and_skip_0_and_255(self):
+        net = PodNetwork(engine_port=18998)
+        try:
+            x = net.octet
+            ips = [net.next_ip() for _ in range(300)]
+            self.assertEqual(ips[:2], [f"127.{x}.0.2", f"127.{x}.0.3"])
+            self.assertEqual(len(set(ips)), 300)
+            self.assertNotIn(f"127.{x}.0.255", ips)
+            self.assertNotIn(f"127.{x}.1.0", ips)
+            self.assertIn(f"127.{x}.1.1", ips)
+        finally:
+            net.close()
+
+    def test_an_engine_binds_its_pod_address(self):
+        net = PodNetwork(engine_port=18997)
+        try:
+            ip = net.next_ip()
+            engine = Engine("ns", "pod", "m", "org/m", ready_at=0, host=ip, port=18997)
+            try:
+                self.assertEqual(engine.url, f"http://{ip}:18997")
+                with self.assertRaises(OSError):
+                    Engine("ns", "pod2", "m", "org/m", ready_at=0, host=ip, port=18997)
+            finally:
+                engine.stop()
+        finally:
+            net.close()
 
 
 if __name__ == "__main__":
