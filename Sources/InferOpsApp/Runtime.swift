@@ -4,6 +4,8 @@ import InferOpsCore
 import InferOpsHTTP
 import InferOpsHelm
 import InferOpsKube
+import InferOpsRouter
+import InferOpsServer
 import InferOpsStore
 import Logging
 
@@ -15,6 +17,8 @@ public struct Runtime: Sendable {
     public let configuration: Configuration
     let kube: KubeRuntime
     let workFolder: String
+    public let services: Services
+    public let metrics: DaemonMetrics
 
     /// Stops the HTTP thread and removes the temporary folder for values files.
     public func shutdown() async {
@@ -56,13 +60,20 @@ public struct Runtime: Sendable {
             },
             uniquingKeysWith: { first, _ in first })
         let engines = kube.engineClient(access: access)
+        let metrics = DaemonMetrics()
+        let routers = ConfiguredRouters(
+            routers: configuration.environments.compactMapValues { environment in
+                environment.router.map { VLLMRouter(baseURL: $0.url, http: kube.http) }
+            })
         let services = Services(
             store: store, releases: releases, cluster: kube.clusterInspector(), engines: engines,
-            chat: ConsoleTransport(output: output), logger: logger
+            chat: ConsoleTransport(output: output), routers: routers, observer: MetricsObserver(metrics: metrics),
+            logger: logger
         )
         return Runtime(
             dispatcher: Dispatcher(configuration: configuration, catalog: loaded.catalog, services: services),
-            store: store, configuration: configuration, kube: kube, workFolder: workFolder
+            store: store, configuration: configuration, kube: kube, workFolder: workFolder, services: services,
+            metrics: metrics
         )
     }
 
@@ -80,5 +91,84 @@ public struct Runtime: Sendable {
             if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
         }
         throw Refusal("`\(binary)` is not on PATH.", hint: "Install Helm, or set `helm.binary` to its path.")
+    }
+}
+
+/// The router client of each environment that configures one.
+struct ConfiguredRouters: RouterDirectory {
+    let routers: [String: VLLMRouter]
+    func router(for environment: EnvironmentSettings) -> (any ModelRouter)? { routers[environment.name] }
+}
+
+/// Records operations and their steps in the daemon's Prometheus metrics.
+struct MetricsObserver: OperationObserver {
+    let metrics: DaemonMetrics
+    func stepFinished(kind: OperationKind, step: OperationState, duration: Duration) {
+        metrics.recordStep(kind: kind, step: step, duration: duration)
+    }
+    func operationFinished(kind: OperationKind, outcome: OperationState) {
+        metrics.recordOperation(kind: kind, outcome: outcome)
+    }
+}
+
+extension Runtime {
+    /// The daemon's background parts for `serve`: the HTTP listener (health, readiness, metrics, the
+    /// deny backend) and the reconciliation of every router. Runs until the task is cancelled.
+    /// - Parameter ready: called with the listener's port once it accepts connections.
+    public func runBackground(ready: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
+        let configuration = self.configuration
+        let store = self.store
+        let services = self.services
+        let metrics = self.metrics
+        let readiness = Readiness(checks: [
+            "storage": { (try? await store.locks()) != nil },
+            "router": {
+                for environment in configuration.environments.values {
+                    guard let router = services.routers.router(for: environment) else { continue }
+                    if (try? await router.workers()) == nil { return false }
+                }
+                return true
+            },
+            "chat": { true },
+        ])
+        let server = try DaemonHTTPServer(
+            configuration: .init(
+                host: configuration.server.host, port: configuration.server.port,
+                deny: .init(
+                    defaultEnvironment: configuration.environmentNames.first,
+                    environments: Set(configuration.environmentNames))),
+            readiness: readiness, metrics: metrics,
+            denials: { environment, model in
+                if let environment { return try await store.registration(model: model, environment: environment) }
+                return try await store.registrations().first { $0.model == model }
+            },
+            onListening: ready)
+        let reconciliation = RouterReconciliation(configuration: configuration, services: services)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await server.run() }
+            if configuration.environments.values.contains(where: { $0.router != nil }) {
+                group.addTask {
+                    await reconciliation.run(every: configuration.server.reconcileInterval, channel: "console") { passes in
+                        for pass in passes {
+                            if pass.failure != nil {
+                                metrics.recordReconciliation(.failed)
+                            } else if pass.actions.isEmpty {
+                                metrics.recordReconciliation(.inSync)
+                            } else {
+                                metrics.recordReconciliation(.repaired)
+                                for action in pass.actions {
+                                    switch action {
+                                    case .add: metrics.recordRepair(.add)
+                                    case .remove: metrics.recordRepair(.remove)
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            try await group.next()
+            group.cancelAll()
+        }
     }
 }

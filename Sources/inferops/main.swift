@@ -50,7 +50,29 @@ struct Serve: AsyncParsableCommand {
         let runtime = try await start(loaded)
         let session = ConsoleSession(dispatcher: runtime.dispatcher, output: standardOutput)
         let echoing = echo || isatty(STDIN_FILENO) == 0
+        // The listener and the router reconciliation run beside the console until its input ends.
+        let (listening, listeningContinuation) = AsyncStream.makeStream(of: Int.self)
+        let background = Task {
+            defer { listeningContinuation.finish() }
+            try await runtime.runBackground { port in listeningContinuation.yield(port) }
+        }
+        var port: Int?
+        for await bound in listening {
+            port = bound
+            break
+        }
+        guard port != nil else {
+            if case .failure(let error) = await background.result {
+                printError("inferops: the HTTP listener did not start: \(error)")
+            }
+            throw ExitCode(69)
+        }
+        printError("inferops: listening on http://\(loaded.configuration.server.host):\(port!) (/healthz, /readyz, /metrics, deny backend)")
         _ = await session.run(lines: ConsoleSession.standardInputLines(), startingAs: loaded.configuration.chat.consoleUser, echo: echoing)
+        background.cancel()
+        if case .failure(let error) = await background.result, !(error is CancellationError) {
+            printError("inferops: \(error)")
+        }
         await runtime.shutdown()
     }
 }
