@@ -295,8 +295,8 @@ class FixedDraws(random.Random):
 
 class PodNetworkUnitTests(unittest.TestCase):
     def test_a_drawn_range_that_is_claimed_is_skipped(self):
-        first = PodNetwork(engine_port=18999, rng=FixedDraws())
-        second = PodNetwork(engine_port=18999, rng=FixedDraws())
+        first = PodNetwork(engine_port=18999, rng=FixedDraws(), claim_port=18999)
+        second = PodNetwork(engine_port=18999, rng=FixedDraws(), claim_port=18999)
         try:
             self.assertEqual(first.octet, 2)
             self.assertEqual(second.octet, 3, "the second network cannot bind 127.2.0.1 and draws again")
@@ -306,7 +306,7 @@ class PodNetworkUnitTests(unittest.TestCase):
             second.close()
 
     def test_addresses_are_sequential_and_skip_0_and_255(self):
-        net = PodNetwork(engine_port=18998)
+        net = PodNetwork(engine_port=18998, claim_port=18998)
         try:
             x = net.octet
             ips = [net.next_ip() for _ in range(300)]
@@ -319,7 +319,7 @@ class PodNetworkUnitTests(unittest.TestCase):
             net.close()
 
     def test_an_engine_binds_its_pod_address(self):
-        net = PodNetwork(engine_port=18997)
+        net = PodNetwork(engine_port=18997, claim_port=18997)
         try:
             ip = net.next_ip()
             engine = Engine("ns", "pod", "m", "org/m", ready_at=0, host=ip, port=18997)
