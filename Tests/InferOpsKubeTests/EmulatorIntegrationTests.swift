@@ -169,16 +169,18 @@ struct EmulatorIntegrationTests {
         try await waitUntil("the engine to become ready") {
             try await cluster.inspector.workload(target).readyReplicas == 1
         }
-        // The emulator runs each fake engine on its own loopback port, as a port-forward would.
+        // The emulator runs each fake engine at its pod's own loopback address, as a pod network would.
         let engines = try await cluster.http.send(HTTPRequest(url: "\(cluster.emulator.server)/_emu/engines"))
         let list = try JSONDecoder().decode(JSONValue.self, from: engines.bodyData)
-        guard case .array(let all)? = list["engines"], let port = all.first?["port"]?.intValue else {
+        guard case .array(let all)? = list["engines"], let port = all.first?["port"]?.intValue,
+            let host = all.first?["podIP"]?.stringValue
+        else {
             Issue.record("no engine in \(engines.text)")
             return
         }
         let client = KubernetesEngineClient(
             contexts: cluster.contexts,
-            access: .direct(urlTemplate: "http://127.0.0.1:{port}")
+            access: .direct(urlTemplate: "http://\(host):{port}")
         )
         let endpoint = EngineEndpoint(target: target, service: "direct-dev", port: port)
         #expect(try await client.get(endpoint, path: "/health", timeout: .seconds(5)).status == 200)
