@@ -138,12 +138,12 @@ import Testing
     }
 
     static let deployUsage =
-        "Usage: `/infer deploy <model> to <environment> [--chart-version \"…\"] [--set key=value …] [--dry-run]`"
+        "Usage: `/infer deploy <model> to <environment> [--chart-version \"…\"] [--set key=value …] [--dry-run] [--register]`"
     static let rollbackUsage = "Usage: `/infer rollback <model> in <environment> [--to N]`"
 
     static let errors: [Invalid] = [
         Invalid(
-            "", "No command given.", hint: "Commands: cancel, deploy, help, history, lock, rollback, status, unlock."),
+            "", "No command given.", hint: "Commands: cancel, deploy, deregister, disable, enable, help, history, lock, register, rollback, status, unlock."),
         Invalid("/infer", "No command given."),
         Invalid("   ", "No command given."),
         Invalid(

@@ -274,17 +274,19 @@ import Testing
         #expect(reply.title == "deploy: Deploy a model engine to an environment and verify it with a test completion.")
         #expect(
             reply.lines == [
-                "Usage: `/infer deploy <model> to <environment> [--chart-version \"…\"] [--set key=value …] [--dry-run]`",
+                "Usage: `/infer deploy <model> to <environment> [--chart-version \"…\"] [--set key=value …] [--dry-run] [--register]`",
                 "  <model>: The model's name in the catalog (config/models).",
                 "  <environment>: The environment to deploy to.",
                 "  --chart-version: Deploy this version of the engine chart instead of the environment's default.",
                 "  --set (repeatable): Override a chart value; only the keys the environment allows.",
                 "  --dry-run: Show the plan and the rendered change without applying anything.",
+                "  --register: Once verified, route the model by name through the environment's router.",
                 "Needs the permission `deploy`.",
                 "Examples:",
                 "  /infer deploy llama-3-8b to staging",
                 "  /infer deploy llama-3-8b to staging --set replicaCount=2",
                 "  /infer deploy llama-3-8b to staging --dry-run",
+                "  /infer deploy llama-3-8b to staging --register",
             ]
         )
         #expect(await h.run("help deplyo") == .refused("There is no command `deplyo`. Did you mean `deploy`?"))

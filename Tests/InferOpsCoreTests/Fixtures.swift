@@ -37,13 +37,36 @@ enum Fixtures {
                     name: "dry-run", kind: .flag,
                     summary: "Show the plan and the rendered change without applying anything."
                 ),
+                OptionSpec(
+                    name: "register", kind: .flag,
+                    summary: "Once verified, route the model by name through the environment's router."
+                ),
             ],
             examples: [
                 "/infer deploy llama-3-8b to staging",
                 "/infer deploy llama-3-8b to staging --set replicaCount=2",
                 "/infer deploy llama-3-8b to staging --dry-run",
+                "/infer deploy llama-3-8b to staging --register",
             ]
         ),
+        routing(
+            "deregister", summary: "Take a model out of the router; requests for it get a clear refusal.",
+            permission: "register", model: "The registered model.",
+            reason: "Why; shown to every client that asks for the model.",
+            example: "/infer deregister mistral-7b in staging --reason \"replaced by llama-3-8b\""),
+        routing(
+            "disable", summary: "Deny every request for a model through the router, with a message saying who and why.",
+            permission: "disable", model: "The registered model.",
+            reason: "Why; shown to every client that asks for the model.",
+            example: "/infer disable llama-3-8b in production --reason \"wrong answers under load, see INC-4711\""),
+        routing(
+            "enable", summary: "Route a disabled model to its engines again, and verify it through the router.",
+            permission: "disable", model: "The disabled model.", reason: "Why; recorded with the registration.",
+            example: "/infer enable llama-3-8b in production --reason \"fixed in revision 7\""),
+        routing(
+            "register", summary: "Route a deployed model by name through the environment's router, and verify it.",
+            permission: "register", model: "The model, deployed and ready in the environment.",
+            reason: "Why; recorded with the registration.", example: "/infer register llama-3-8b in staging"),
         CommandSpec(
             name: "help", summary: "List the commands, or explain one.", permission: "none", changes: false,
             arguments: [ArgumentSpec(name: "verb", kind: .verb, optional: true, summary: "The command to explain.")],
@@ -103,6 +126,23 @@ enum Fixtures {
         ),
     ]
 
+    /// The four routing verbs share one shape.
+    static func routing(
+        _ name: String, summary: String, permission: String, model: String, reason: String, example: String
+    ) -> CommandSpec {
+        CommandSpec(
+            name: name, summary: summary, permission: permission, changes: true,
+            arguments: [
+                ArgumentSpec(name: "model", kind: .model, summary: model),
+                ArgumentSpec(
+                    name: "environment", kind: .environment, keyword: "in",
+                    summary: "The environment whose router routes it."),
+            ],
+            options: [OptionSpec(name: "reason", kind: .string, summary: reason)],
+            examples: [example]
+        )
+    }
+
     static let catalog = CommandCatalog(specs: specs)
     static let parser = CommandParser(catalog: catalog)
 
@@ -123,7 +163,7 @@ enum Fixtures {
             name: "staging-deployer", members: [deployer.rawValue],
             grants: [
                 Policy.Grant(
-                    permissions: ["deploy", "rollback", "cancel", "lock", "unlock", "view"], environments: ["staging"]
+                    permissions: ["deploy", "rollback", "cancel", "lock", "unlock", "view", "register"], environments: ["staging"]
                 ),
                 Policy.Grant(permissions: ["view"], environments: ["production"]),
             ]

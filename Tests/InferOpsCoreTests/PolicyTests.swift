@@ -24,6 +24,10 @@ import Testing
         Row(role: "admin", verb: "status", dev: true, staging: true, production: true),
         Row(role: "admin", verb: "history", dev: true, staging: true, production: true),
         Row(role: "admin", verb: "help", dev: true, staging: true, production: true),
+        Row(role: "admin", verb: "register", dev: true, staging: true, production: true),
+        Row(role: "admin", verb: "deregister", dev: true, staging: true, production: true),
+        Row(role: "admin", verb: "enable", dev: true, staging: true, production: true),
+        Row(role: "admin", verb: "disable", dev: true, staging: true, production: true),
 
         Row(role: "staging-deployer", verb: "deploy", dev: false, staging: true, production: false),
         Row(role: "staging-deployer", verb: "rollback", dev: false, staging: true, production: false),
@@ -33,6 +37,10 @@ import Testing
         Row(role: "staging-deployer", verb: "status", dev: true, staging: true, production: true),
         Row(role: "staging-deployer", verb: "history", dev: true, staging: true, production: true),
         Row(role: "staging-deployer", verb: "help", dev: true, staging: true, production: true),
+        Row(role: "staging-deployer", verb: "register", dev: false, staging: true, production: false),
+        Row(role: "staging-deployer", verb: "deregister", dev: false, staging: true, production: false),
+        Row(role: "staging-deployer", verb: "enable", dev: false, staging: false, production: false),
+        Row(role: "staging-deployer", verb: "disable", dev: false, staging: false, production: false),
 
         Row(role: "viewer", verb: "deploy", dev: false, staging: false, production: false),
         Row(role: "viewer", verb: "rollback", dev: false, staging: false, production: false),
@@ -42,6 +50,10 @@ import Testing
         Row(role: "viewer", verb: "status", dev: true, staging: true, production: true),
         Row(role: "viewer", verb: "history", dev: true, staging: true, production: true),
         Row(role: "viewer", verb: "help", dev: true, staging: true, production: true),
+        Row(role: "viewer", verb: "register", dev: false, staging: false, production: false),
+        Row(role: "viewer", verb: "deregister", dev: false, staging: false, production: false),
+        Row(role: "viewer", verb: "enable", dev: false, staging: false, production: false),
+        Row(role: "viewer", verb: "disable", dev: false, staging: false, production: false),
     ]
 
     static let members: [String: UserID] = [

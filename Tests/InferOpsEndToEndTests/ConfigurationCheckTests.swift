@@ -11,7 +11,11 @@ struct ConfigurationCheckTests {
     func shippedFilesAreValid(_ file: String) {
         let loaded = ConfigurationLoader(path: repositoryRoot.appendingPathComponent(file).path).load()
         #expect(loaded.critical.isEmpty, "\(loaded.critical)")
-        #expect(loaded.catalog.names == ["cancel", "deploy", "help", "history", "lock", "rollback", "status", "unlock"])
+        #expect(
+            loaded.catalog.names == [
+                "cancel", "deploy", "deregister", "disable", "enable", "help", "history", "lock", "register", "rollback",
+                "status", "unlock",
+            ])
         #expect(loaded.configuration.models.keys.sorted() == ["llama-3-70b", "llama-3-8b", "mistral-7b"])
         #expect(loaded.configuration.environments["staging"] != nil)
     }
