@@ -62,6 +62,15 @@ final class Sandbox {
     var kubeconfig: String { folder.appendingPathComponent("kubeconfig").path }
     var config: String { folder.appendingPathComponent("inferops.yaml").path }
 
+    /// Extra top-level YAML and per-environment YAML, for routed sandboxes.
+    var extraTopLevel = ""
+    var extraEnvironment = ""
+
+    var emulatorURL: String {
+        let port = (try? String(contentsOf: folder.appendingPathComponent("port"), encoding: .utf8)) ?? ""
+        return "http://127.0.0.1:\(port.trimmingCharacters(in: .whitespacesAndNewlines))"
+    }
+
     init(helm: HelmBinary, gpuNodes: Int = 2, gpusPerNode: Int = 4, readyAfter: Double = 1) throws {
         self.helm = helm
         guard FileManager.default.isExecutableFile(atPath: helm.path) else {
@@ -124,6 +133,7 @@ final class Sandbox {
                 verification:
                   warmupRequests: 2
                   requestTimeout: 5s
+                \(extraEnvironment)
 
             """
         }
@@ -138,6 +148,7 @@ final class Sandbox {
               binary: \(helm.path)
             storage:
               path: \(folder.path)/inferops.sqlite
+            \(extraTopLevel)
             models:
               directory: \(root)/config/models
             commands:

@@ -1,0 +1,255 @@
+import Foundation
+import Testing
+
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
+
+/// A free loopback port: bound to port 0, read back, released.
+func freePort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr = in_addr(s_addr: UInt32(0x7F00_0001).bigEndian)
+    _ = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+    }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
+
+/// One HTTP request, answered synchronously (these tests run processes and wait for them anyway).
+func request(_ method: String, _ url: String, json: String? = nil, timeout: TimeInterval = 10) -> (status: Int, body: String) {
+    var request = URLRequest(url: URL(string: url)!, timeoutInterval: timeout)
+    request.httpMethod = method
+    if let json {
+        request.httpBody = Data(json.utf8)
+        request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+    }
+    let done = DispatchSemaphore(value: 0)
+    nonisolated(unsafe) var result: (Int, String) = (0, "")
+    URLSession.shared.dataTask(with: request) { data, response, error in
+        result = ((response as? HTTPURLResponse)?.statusCode ?? 0, data.map { String(decoding: $0, as: UTF8.self) } ?? "\(error.map { "\($0)" } ?? "")")
+        done.signal()
+    }.resume()
+    done.wait()
+    return result
+}
+
+/// The sandbox plus the real vllm-router and a running `inferops serve` daemon (its HTTP listener is
+/// the deny backend, and it reconciles the router every second).
+final class RoutedSandbox {
+    let sandbox: Sandbox
+    let routerPort: Int
+    let routerMetricsPort: Int
+    let serverPort: Int
+    var router: Process?
+    let daemon: Process
+    let daemonInput = Pipe()
+    let daemonLog: URL
+    var routerURL: String { "http://127.0.0.1:\(routerPort)" }
+
+    init() throws {
+        sandbox = try Sandbox(helm: .helm4)
+        routerPort = try freePort()
+        routerMetricsPort = try freePort()
+        serverPort = try freePort()
+        sandbox.extraTopLevel = """
+            server:
+              host: 127.0.0.1
+              port: \(serverPort)
+              reconcileInterval: 1s
+            """
+        sandbox.extraEnvironment = """
+            router:
+                  url: http://127.0.0.1:\(routerPort)
+            """
+        try sandbox.writeConfiguration()
+        daemonLog = sandbox.folder.appendingPathComponent("daemon.log")
+        daemon = Process()
+        try startRouter()
+        _ = FileManager.default.createFile(atPath: daemonLog.path, contents: nil)
+        daemon.executableURL = URL(fileURLWithPath: sandbox.inferops)
+        daemon.arguments = ["serve", "--config", sandbox.config]
+        daemon.standardInput = daemonInput
+        let logHandle = try FileHandle(forWritingTo: daemonLog)
+        daemon.standardOutput = logHandle
+        daemon.standardError = logHandle
+        try daemon.run()
+        let log = daemonLog
+        try eventually("the daemon's listener") {
+            guard daemon.isRunning else {
+                Issue.record("the daemon exited: \(String(decoding: (try? Data(contentsOf: log)) ?? Data(), as: UTF8.self))")
+                throw CancellationError()
+            }
+            return request("GET", "http://127.0.0.1:\(serverPort)/healthz", timeout: 1).status == 200
+        }
+    }
+
+    deinit {
+        try? daemonInput.fileHandleForWriting.close()
+        daemon.waitUntilExit()
+        stopRouter()
+    }
+
+    static var routerBinary: String { repositoryRoot.appendingPathComponent(".tools/router/bin/vllm-router").path }
+
+    func startRouter() throws {
+        guard FileManager.default.isExecutableFile(atPath: Self.routerBinary) else {
+            Issue.record("\(Self.routerBinary) is missing: run scripts/install-tools")
+            throw CancellationError()
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.routerBinary)
+        process.arguments = [
+            "--enable-igw", "--policy", "round_robin", "--host", "127.0.0.1", "--port", "\(routerPort)",
+            "--prometheus-port", "\(routerMetricsPort)",
+        ]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        router = process
+        try eventually("the router to answer /liveness") { request("GET", "\(routerURL)/liveness", timeout: 1).status == 200 }
+    }
+
+    func stopRouter() {
+        guard let router, router.isRunning else { return }
+        kill(router.processIdentifier, SIGKILL)
+        router.waitUntilExit()
+        self.router = nil
+    }
+
+    func complete(_ model: String) -> (status: Int, body: String) {
+        request("POST", "\(routerURL)/v1/completions", json: #"{"model":"\#(model)","prompt":"hello","max_tokens":4}"#)
+    }
+
+    /// Completion requests each engine of `model` has served, by pod.
+    func engineCompletions(_ model: String) throws -> [String: Int] {
+        let answer = request("GET", "\(sandbox.emulatorURL)/_emu/engines")
+        let json = try JSONSerialization.jsonObject(with: Data(answer.body.utf8)) as? [String: Any]
+        var counts: [String: Int] = [:]
+        for engine in json?["engines"] as? [[String: Any]] ?? [] where engine["servedName"] as? String == model {
+            let requests = engine["requests"] as? [String: Any] ?? [:]
+            counts[engine["pod"] as? String ?? "?"] = requests.filter { $0.key.contains("completions") }
+                .reduce(0) { $0 + (($1.value as? Int) ?? 0) }
+        }
+        return counts
+    }
+
+    var daemonOutput: String {
+        String(decoding: (try? Data(contentsOf: daemonLog)) ?? Data(), as: UTF8.self)
+    }
+}
+
+/// The router side against the real vllm-router, with Helm 4 and the emulator.
+@Suite("Routing end to end", .serialized)
+struct RoutingEndToEndTests {
+    @Test("Register, route, disable (200 of 200 denied), enable, deregister")
+    func routingLifecycle() throws {
+        let routed = try RoutedSandbox()
+        let sandbox = routed.sandbox
+        let deploy = try sandbox.exec("/infer deploy llama-3-8b to staging --register")
+        #expect(deploy.status == 0, "\(deploy.output)")
+        #expect(deploy.output.contains("Completion through the router answered in"), "\(deploy.output)")
+        #expect(deploy.output.contains("llama-3-8b is routable in staging through the router, verified in"))
+        #expect(routed.complete("llama-3-8b").status == 200)
+
+        let disable = try sandbox.exec(#"/infer disable llama-3-8b in staging --reason "wrong answers""#, as: "alice")
+        #expect(disable.status == 0, "\(disable.output)")
+        let served = try routed.engineCompletions("llama-3-8b").values.reduce(0, +)
+        var denied = 0
+        for _ in 0..<200 {
+            let answer = routed.complete("llama-3-8b")
+            if answer.status == 403, answer.body.contains("`llama-3-8b` is disabled in `staging` by alice"),
+                answer.body.contains("wrong answers")
+            {
+                denied += 1
+            }
+        }
+        #expect(denied == 200)
+        #expect(try routed.engineCompletions("llama-3-8b").values.reduce(0, +) == served, "a request reached the engine")
+        let status = try sandbox.exec("/infer status llama-3-8b in staging")
+        #expect(status.output.contains("disabled by <@alice>: wrong answers"), "\(status.output)")
+
+        let enable = try sandbox.exec("/infer enable llama-3-8b in staging")
+        #expect(enable.status == 0, "\(enable.output)")
+        #expect(routed.complete("llama-3-8b").status == 200)
+
+        let deregister = try sandbox.exec(#"/infer deregister llama-3-8b in staging --reason "replaced""#)
+        #expect(deregister.status == 0, "\(deregister.output)")
+        let gone = routed.complete("llama-3-8b")
+        #expect(gone.status == 404 && gone.body.contains("deregistered from `staging`"), "\(gone)")
+    }
+
+    @Test("Two replicas of one model are both routed to")
+    func twoReplicas() throws {
+        let routed = try RoutedSandbox()
+        let deploy = try routed.sandbox.exec("/infer deploy mistral-7b to staging --set replicaCount=2 --register")
+        #expect(deploy.status == 0, "\(deploy.output)")
+        #expect(deploy.output.contains("Routing mistral-7b to 2 engine replicas"), "\(deploy.output)")
+        for _ in 0..<20 { #expect(routed.complete("mistral-7b").status == 200) }
+        let counts = try routed.engineCompletions("mistral-7b")
+        #expect(counts.count == 2 && counts.values.allSatisfy { $0 > 0 }, "\(counts)")
+    }
+
+    @Test("After the router restarts, every enabled model is routable again and the repair is reported")
+    func routerRestart() throws {
+        let routed = try RoutedSandbox()
+        #expect(try routed.sandbox.exec("/infer deploy llama-3-8b to staging --register").status == 0)
+        routed.stopRouter()
+        try routed.startRouter()
+        let restarted = ContinuousClock.now
+        try eventually("llama-3-8b to be routable again", timeout: .seconds(10)) { routed.complete("llama-3-8b").status == 200 }
+        let repairedIn = ContinuousClock.now - restarted
+        #expect(repairedIn < .seconds(10))
+        try eventually("the repair to be reported", timeout: .seconds(5)) {
+            routed.daemonOutput.contains("Router in staging repaired: add llama-3-8b")
+        }
+    }
+
+    @Test("Router down during register: retried, reported, nothing half-done")
+    func routerDownDuringRegister() throws {
+        let routed = try RoutedSandbox()
+        let sandbox = routed.sandbox
+        #expect(try sandbox.exec("/infer deploy llama-3-8b to staging").status == 0)
+        routed.stopRouter()
+        let register = try sandbox.exec("/infer register llama-3-8b in staging")
+        #expect(register.status != 0, "\(register.output)")
+        #expect(register.output.contains("The router is unreachable"), "\(register.output)")
+        #expect(register.output.contains("Nothing was changed"), "\(register.output)")
+        #expect(register.output.contains("attempts"), "the retries are reported: \(register.output)")
+        let status = try sandbox.exec("/infer status llama-3-8b in staging")
+        #expect(status.output.contains("not registered"), "\(status.output)")
+        try routed.startRouter()
+        // The reconciler has nothing to restore: no registration was recorded.
+        #expect(request("GET", "\(routed.routerURL)/workers").body.contains("llama-3-8b") == false)
+        let again = try sandbox.exec("/infer register llama-3-8b in staging")
+        #expect(again.status == 0, "\(again.output)")
+        #expect(routed.complete("llama-3-8b").status == 200)
+    }
+
+    @Test("Registering a model that is not deployed or not ready is refused with the reason")
+    func misconfiguredRegistrations() throws {
+        let routed = try RoutedSandbox()
+        let sandbox = routed.sandbox
+        let notDeployed = try sandbox.exec("/infer register mistral-7b in staging")
+        #expect(notDeployed.status == 2, "\(notDeployed.output)")
+        #expect(notDeployed.output.contains("mistral-7b is not deployed in staging"), "\(notDeployed.output)")
+
+        #expect(try sandbox.exec("/infer deploy llama-3-8b to staging").status == 0)
+        let pods = request("GET", "\(sandbox.emulatorURL)/api/v1/namespaces/inference-staging/pods").body
+        let podName = try #require(
+            (try JSONSerialization.jsonObject(with: Data(pods.utf8)) as? [String: Any]).flatMap {
+                (($0["items"] as? [[String: Any]])?.first?["metadata"] as? [String: Any])?["name"] as? String
+            })
+        #expect(request("POST", "\(sandbox.emulatorURL)/_emu/pods/inference-staging/\(podName)/ready", json: #"{"ready":false}"#).status == 200)
+        let notReady = try sandbox.exec("/infer register llama-3-8b in staging")
+        #expect(notReady.status == 2, "\(notReady.output)")
+        #expect(notReady.output.contains("is not ready: 0 of 1 replicas ready"), "\(notReady.output)")
+        #expect(request("GET", "\(routed.routerURL)/workers").body.contains("llama-3-8b") == false)
+    }
+}
