@@ -140,6 +140,14 @@ final class RoutedSandbox {
         return counts
     }
 
+    /// The worker URLs the router has for `model` (`GET /workers`).
+    func routerWorkers(_ model: String) throws -> [String] {
+        let body = request("GET", "\(routerURL)/workers").body
+        let json = try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]
+        return (json?["workers"] as? [[String: Any]] ?? []).filter { $0["model_id"] as? String == model }
+            .compactMap { $0["url"] as? String }
+    }
+
     var daemonOutput: String {
         String(decoding: (try? Data(contentsOf: daemonLog)) ?? Data(), as: UTF8.self)
     }
@@ -226,7 +234,7 @@ struct RoutingEndToEndTests {
         #expect(status.output.contains("not registered"), "\(status.output)")
         try routed.startRouter()
         // The reconciler has nothing to restore: no registration was recorded.
-        #expect(request("GET", "\(routed.routerURL)/workers").body.contains("llama-3-8b") == false)
+        #expect(try routed.routerWorkers("llama-3-8b").isEmpty)
         let again = try sandbox.exec("/infer register llama-3-8b in staging")
         #expect(again.status == 0, "\(again.output)")
         #expect(routed.complete("llama-3-8b").status == 200)
@@ -250,6 +258,53 @@ struct RoutingEndToEndTests {
         let notReady = try sandbox.exec("/infer register llama-3-8b in staging")
         #expect(notReady.status == 2, "\(notReady.output)")
         #expect(notReady.output.contains("is not ready: 0 of 1 replicas ready"), "\(notReady.output)")
-        #expect(request("GET", "\(routed.routerURL)/workers").body.contains("llama-3-8b") == false)
+        #expect(try routed.routerWorkers("llama-3-8b").isEmpty)
+    }
+}
+
+@Suite("Routing end to end: the daemon", .serialized)
+struct RoutingDaemonTests {
+    @Test("Redeploy and rollback keep the registration on the replicas that serve now")
+    func redeployAndRollbackFollowTheReplicas() throws {
+        let routed = try RoutedSandbox()
+        let sandbox = routed.sandbox
+        #expect(try sandbox.exec("/infer deploy llama-3-8b to staging --register").status == 0)
+        let two = try sandbox.exec("/infer deploy llama-3-8b to staging --set replicaCount=2")
+        #expect(two.status == 0, "\(two.output)")
+        #expect(two.output.contains("Routing llama-3-8b to 2 engine replicas"), "\(two.output)")
+        for _ in 0..<10 { #expect(routed.complete("llama-3-8b").status == 200) }
+        #expect(try routed.engineCompletions("llama-3-8b").values.filter { $0 > 0 }.count == 2)
+        #expect(try routed.routerWorkers("llama-3-8b").count == 2)
+        #expect(try sandbox.exec("/infer status llama-3-8b in staging").output.contains("enabled (2 replicas)"))
+
+        let rollback = try sandbox.exec("/infer rollback llama-3-8b in staging --to 1")
+        #expect(rollback.status == 0, "\(rollback.output)")
+        #expect(try routed.routerWorkers("llama-3-8b").count == 1)
+        #expect(routed.complete("llama-3-8b").status == 200)
+        #expect(try sandbox.exec("/infer status llama-3-8b in staging").output.contains("enabled (1 replica)"))
+    }
+
+    @Test("/healthz, /readyz and /metrics of the daemon")
+    func listener() throws {
+        let routed = try RoutedSandbox()
+        let base = "http://127.0.0.1:\(routed.serverPort)"
+        // A command typed into the daemon's console runs in the daemon, so its metrics count it.
+        routed.daemonInput.fileHandleForWriting.write(Data("/infer deploy llama-3-8b to staging --register\n".utf8))
+        try eventually("the deploy in the daemon to finish") {
+            routed.daemonOutput.contains("llama-3-8b is routable in staging through the router")
+        }
+        #expect(request("GET", "\(base)/healthz").status == 200)
+        let ready = request("GET", "\(base)/readyz")
+        #expect(ready.status == 200, "\(ready.body)")
+        let metrics = request("GET", "\(base)/metrics").body
+        #expect(metrics.contains(#"inferops_operations_total{kind="deploy",outcome="succeeded"} 1"#), "\(metrics)")
+        #expect(metrics.contains(#"inferops_step_duration_seconds_count{kind="deploy",step="applying"} 1"#), "\(metrics)")
+        #expect(metrics.contains(#"inferops_router_reconciliations_total{result="in_sync"}"#))
+
+        routed.stopRouter()
+        try eventually("/readyz to report the router") {
+            let answer = request("GET", "\(base)/readyz")
+            return answer.status == 503 && answer.body.contains("router")
+        }
     }
 }
