@@ -18,6 +18,7 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird", exact: "2.28.1"),
         .package(url: "https://github.com/apple/swift-metrics", exact: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", exact: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", exact: "2.13.0"),
     ],
     targets: [
         // The domain: commands, policy, plans, operations, replies and the ports. No I/O.
@@ -60,6 +61,7 @@ let package = Package(
                 "InferOpsCore", "InferOpsHTTP", "InferOpsKube", "InferOpsHelm", "InferOpsStore", "InferOpsConsole",
                 "InferOpsRouter", "InferOpsServer",
                 "Yams", .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict
         ),

@@ -39,15 +39,4 @@ public struct ConsoleSession: Sendable {
         }
         return failures
     }
-
-    /// Standard input as a stream of lines.
-    public static func standardInputLines() -> AsyncStream<String> {
-        AsyncStream { continuation in
-            let thread = Thread {
-                while let line = readLine(strippingNewline: true) { continuation.yield(line) }
-                continuation.finish()
-            }
-            thread.start()
-        }
-    }
 }

@@ -8,6 +8,8 @@ import InferOpsRouter
 import InferOpsServer
 import InferOpsStore
 import Logging
+import ServiceLifecycle
+import Synchronization
 
 /// The composition root: turns a validated configuration into the adapters behind every port,
 /// and the dispatcher that drives them.
@@ -115,7 +117,9 @@ extension Runtime {
     /// The daemon's background parts for `serve`: the HTTP listener (health, readiness, metrics, the
     /// deny backend) and the reconciliation of every router. Runs until the task is cancelled.
     /// - Parameter ready: called with the listener's port once it accepts connections.
-    public func runBackground(ready: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
+    public func runBackground(
+        stopper: BackgroundStopper = BackgroundStopper(), ready: @escaping @Sendable (Int) async -> Void = { _ in }
+    ) async throws {
         let configuration = self.configuration
         let store = self.store
         let services = self.services
@@ -144,8 +148,13 @@ extension Runtime {
             },
             onListening: ready)
         let reconciliation = RouterReconciliation(configuration: configuration, services: services)
+        // The listener runs in a ServiceGroup so that stopping it is a graceful shutdown: requests in
+        // flight finish, and nothing is reported as an error.
+        let serviceGroup = ServiceGroup(
+            configuration: .init(services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: Logger(label: "inferops.services")))
+        stopper.group.withLock { $0 = serviceGroup }
         try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await server.run() }
+            group.addTask { try await serviceGroup.run() }
             if configuration.environments.values.contains(where: { $0.router != nil }) {
                 group.addTask {
                     await reconciliation.run(every: configuration.server.reconcileInterval, channel: "console") { passes in
@@ -170,5 +179,15 @@ extension Runtime {
             try await group.next()
             group.cancelAll()
         }
+    }
+}
+
+/// Stops the daemon's background parts gracefully: the listener finishes the requests in flight,
+/// then the reconciliation ends.
+public final class BackgroundStopper: Sendable {
+    let group = Mutex<ServiceGroup?>(nil)
+    public init() {}
+    public func stop() async {
+        await group.withLock { $0 }?.triggerGracefulShutdown()
     }
 }

@@ -52,9 +52,10 @@ struct Serve: AsyncParsableCommand {
         let echoing = echo || isatty(STDIN_FILENO) == 0
         // The listener and the router reconciliation run beside the console until its input ends.
         let (listening, listeningContinuation) = AsyncStream.makeStream(of: Int.self)
+        let stopper = BackgroundStopper()
         let background = Task {
             defer { listeningContinuation.finish() }
-            try await runtime.runBackground { port in listeningContinuation.yield(port) }
+            try await runtime.runBackground(stopper: stopper) { port in listeningContinuation.yield(port) }
         }
         var port: Int?
         for await bound in listening {
@@ -68,8 +69,18 @@ struct Serve: AsyncParsableCommand {
             throw ExitCode(69)
         }
         printError("inferops: listening on http://\(loaded.configuration.server.host):\(port!) (/healthz, /readyz, /metrics, deny backend)")
-        _ = await session.run(lines: ConsoleSession.standardInputLines(), startingAs: loaded.configuration.chat.consoleUser, echo: echoing)
-        background.cancel()
+        // Input ends at end of file, or when SIGTERM/SIGINT stopped the background parts.
+        let (lines, linesContinuation) = AsyncStream.makeStream(of: String.self)
+        Thread {
+            while let line = readLine(strippingNewline: true) { linesContinuation.yield(line) }
+            linesContinuation.finish()
+        }.start()
+        Task {
+            _ = await background.result
+            linesContinuation.finish()
+        }
+        _ = await session.run(lines: lines, startingAs: loaded.configuration.chat.consoleUser, echo: echoing)
+        await stopper.stop()
         if case .failure(let error) = await background.result, !(error is CancellationError) {
             printError("inferops: \(error)")
         }
