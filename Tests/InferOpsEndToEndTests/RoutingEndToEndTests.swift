@@ -53,7 +53,7 @@ final class RoutedSandbox {
     let daemonLog: URL
     var routerURL: String { "http://127.0.0.1:\(routerPort)" }
 
-    init() throws {
+    init(autoRegister: Bool = false) throws {
         sandbox = try Sandbox(helm: .helm4)
         routerPort = try freePort()
         routerMetricsPort = try freePort()
@@ -67,6 +67,7 @@ final class RoutedSandbox {
         sandbox.extraEnvironment = """
             router:
                   url: http://127.0.0.1:\(routerPort)
+                  autoRegister: \(autoRegister)
             """
         try sandbox.writeConfiguration()
         daemonLog = sandbox.folder.appendingPathComponent("daemon.log")
@@ -259,6 +260,23 @@ struct RoutingEndToEndTests {
         #expect(notReady.status == 2, "\(notReady.output)")
         #expect(notReady.output.contains("is not ready: 0 of 1 replicas ready"), "\(notReady.output)")
         #expect(try routed.routerWorkers("llama-3-8b").isEmpty)
+
+        // Ready again, but its Service is gone: the engine cannot be reached, so it is not registered.
+        #expect(request("POST", "\(sandbox.emulatorURL)/_emu/pods/inference-staging/\(podName)/ready", json: #"{"ready":true}"#).status == 200)
+        #expect(request("DELETE", "\(sandbox.emulatorURL)/api/v1/namespaces/inference-staging/services/llama-3-8b-staging").status == 200)
+        let unreachable = try sandbox.exec("/infer register llama-3-8b in staging")
+        #expect(unreachable.status == 2, "\(unreachable.output)")
+        #expect(unreachable.output.contains("llama-3-8b's engine in staging does not answer"), "\(unreachable.output)")
+        #expect(try routed.routerWorkers("llama-3-8b").isEmpty)
+    }
+
+    @Test("An environment that registers automatically routes every verified deploy")
+    func autoRegister() throws {
+        let routed = try RoutedSandbox(autoRegister: true)
+        let deploy = try routed.sandbox.exec("/infer deploy llama-3-8b to staging")
+        #expect(deploy.status == 0, "\(deploy.output)")
+        #expect(deploy.output.contains("llama-3-8b is routable in staging through the router"), "\(deploy.output)")
+        #expect(routed.complete("llama-3-8b").status == 200)
     }
 }
 
