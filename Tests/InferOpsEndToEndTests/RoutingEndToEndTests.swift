@@ -289,15 +289,20 @@ struct RoutingDaemonTests {
         #expect(try sandbox.exec("/infer deploy llama-3-8b to staging --register").status == 0)
         let two = try sandbox.exec("/infer deploy llama-3-8b to staging --set replicaCount=2")
         #expect(two.status == 0, "\(two.output)")
-        #expect(two.output.contains("Routing llama-3-8b to 2 engine replicas"), "\(two.output)")
+        // The deploy moves the routing itself, unless the daemon's reconciler saw the new replicas
+        // first; either way the router must end up with both.
+        try eventually("the router to route to both replicas", timeout: .seconds(10)) {
+            try routed.routerWorkers("llama-3-8b").count == 2
+        }
         for _ in 0..<10 { #expect(routed.complete("llama-3-8b").status == 200) }
         #expect(try routed.engineCompletions("llama-3-8b").values.filter { $0 > 0 }.count == 2)
-        #expect(try routed.routerWorkers("llama-3-8b").count == 2)
         #expect(try sandbox.exec("/infer status llama-3-8b in staging").output.contains("enabled (2 replicas)"))
 
         let rollback = try sandbox.exec("/infer rollback llama-3-8b in staging --to 1")
         #expect(rollback.status == 0, "\(rollback.output)")
-        #expect(try routed.routerWorkers("llama-3-8b").count == 1)
+        try eventually("the router to route to the one replica left", timeout: .seconds(10)) {
+            try routed.routerWorkers("llama-3-8b").count == 1
+        }
         #expect(routed.complete("llama-3-8b").status == 200)
         #expect(try sandbox.exec("/infer status llama-3-8b in staging").output.contains("enabled (1 replica)"))
     }
