@@ -56,25 +56,14 @@ struct DeployWorkflow: Sendable {
                 )
             )
             let slow = latency > environment.verification.latencyTarget
-            var summary = "Deployed \(plan.model.name) to \(plan.environment): revision \(applied.revision), verified in \(latency.spoken)"
+            let summary = "Deployed \(plan.model.name) to \(plan.environment): revision \(applied.revision), verified in \(latency.spoken)"
                 + (slow ? " (over the \(environment.verification.latencyTarget.spoken) target)." : ".")
-            if let registrar {
-                switch try await RoutingRefresh(registrar: registrar, reporter: reporter).run(model: plan.model.name, register: registers) {
-                case .routed(let routed)?: summary += " " + routed
-                case .failed(let failure)?:
-                    try await reporter.finish(.failed, Reply(.failure, summary + " But routing failed: " + failure.message, hint: failure.hint))
-                    return .failed(id, failure.message)
-                case nil: break
-                }
-            }
-            try await reporter.finish(
-                .succeeded,
-                Reply(
+            return try await RoutingRefresh.finish(
+                registrar: registrar, reporter: reporter, model: plan.model.name, register: registers,
+                success: Reply(
                     slow ? .warning : .success, summary,
                     fields: [Reply.Field("endpoint", plan.endpoint.description), Reply.Field("digest", plan.shortDigest)]
-                )
-            )
-            return .completed(id)
+                ))
         } catch let failure as VerificationFailure {
             return try await recover(from: failure, lastGood: lastGood)
         }

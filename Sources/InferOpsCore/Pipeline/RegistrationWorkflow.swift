@@ -139,6 +139,29 @@ struct RoutingRefresh: Sendable {
     let registrar: Registrar
     let reporter: OperationReporter
 
+    /// Ends a deploy or rollback that Helm and the engine verified: with `success`, plus what the
+    /// routing did; or failed, when the routing failed.
+    static func finish(
+        registrar: Registrar?, reporter: OperationReporter, model: String, register: Bool, success: Reply
+    ) async throws -> CommandOutcome {
+        let id = await reporter.operation.id
+        var reply = success
+        if let registrar {
+            switch try await RoutingRefresh(registrar: registrar, reporter: reporter).run(model: model, register: register) {
+            case .routed(let routed)?:
+                reply.title += " " + routed
+            case .failed(let failure)?:
+                try await reporter.finish(
+                    .failed, Reply(.failure, success.title + " But routing failed: " + failure.message, hint: failure.hint))
+                return .failed(id, failure.message)
+            case nil:
+                break
+            }
+        }
+        try await reporter.finish(.succeeded, reply)
+        return .completed(id)
+    }
+
     /// `nil` when there was nothing to do.
     func run(model: String, register: Bool) async throws -> RegistrationStep.Outcome? {
         let services = registrar.services

@@ -70,21 +70,10 @@ struct RollbackWorkflow: Sendable {
                              latency: latency, revision: restored.revision)
             )
             try await reporter.report(Reply(.progress, "Test completion answered in \(latency.spoken): “\(text)”"))
-            var summary = "Rolled \(model.name) in \(environment.name) back to revision \(revision) (now revision \(restored.revision)), verified in \(latency.spoken)."
-            if let registrar {
-                switch try await RoutingRefresh(registrar: registrar, reporter: reporter).run(model: model.name, register: false) {
-                case .routed(let routed)?: summary += " " + routed
-                case .failed(let failure)?:
-                    try await reporter.finish(.failed, Reply(.failure, summary + " But routing failed: " + failure.message, hint: failure.hint))
-                    return .failed(id, failure.message)
-                case nil: break
-                }
-            }
-            try await reporter.finish(
-                .succeeded,
-                Reply(.success, summary, fields: [Reply.Field("endpoint", endpoint.description)])
-            )
-            return .completed(id)
+            let summary = "Rolled \(model.name) in \(environment.name) back to revision \(revision) (now revision \(restored.revision)), verified in \(latency.spoken)."
+            return try await RoutingRefresh.finish(
+                registrar: registrar, reporter: reporter, model: model.name, register: false,
+                success: Reply(.success, summary, fields: [Reply.Field("endpoint", endpoint.description)]))
         } catch let failure as VerificationFailure {
             return try await fail(failure)
         }
