@@ -35,20 +35,7 @@ final class FakeWorker {
         process.standardError = try FileHandle(forWritingTo: log)
         try process.run()
 
-        let deadline = ContinuousClock.now + .seconds(20)
-        while true {
-            if let text = try? String(contentsOf: portFile, encoding: .utf8),
-                let port = Int(text.trimmingCharacters(in: .whitespacesAndNewlines))
-            {
-                self.port = port
-                return
-            }
-            if !process.isRunning || ContinuousClock.now > deadline {
-                stopProcess(process)
-                throw TestFailure("fake worker \(name) did not start: \(tail(of: log))")
-            }
-            try await Task.sleep(for: .milliseconds(20))
-        }
+        port = try await waitForPortFile(portFile, of: process, log: log, within: .seconds(20), what: "fake worker \(name)")
     }
 
     /// One request the worker received.

@@ -45,20 +45,8 @@ final class KubeEmulatorProcess {
         process.standardError = try FileHandle(forWritingTo: log)
         try process.run()
 
-        let deadline = ContinuousClock.now + .seconds(30)
-        while true {
-            if let text = try? String(contentsOf: portFile, encoding: .utf8),
-                let port = Int(text.trimmingCharacters(in: .whitespacesAndNewlines))
-            {
-                self.port = port
-                return
-            }
-            if !process.isRunning || ContinuousClock.now > deadline {
-                stopProcess(process)
-                throw TestFailure("the Kubernetes API emulator did not start: \(tail(of: log))")
-            }
-            try await Task.sleep(for: .milliseconds(20))
-        }
+        port = try await waitForPortFile(
+            portFile, of: process, log: log, within: .seconds(30), what: "the Kubernetes API emulator")
     }
 
     func stop() {

@@ -114,3 +114,21 @@ final class CountingHTTPClient: HTTPClient {
         return try await inner.send(request)
     }
 }
+
+/// Waits for a child to write the port it listens on (its start-up event), polling with a deadline.
+/// - Throws: `TestFailure` with the child's stderr when it exits or the deadline passes first.
+func waitForPortFile(_ portFile: URL, of process: Process, log: URL, within limit: Duration, what: String) async throws -> Int {
+    let deadline = ContinuousClock.now + limit
+    while true {
+        if let text = try? String(contentsOf: portFile, encoding: .utf8),
+            let port = Int(text.trimmingCharacters(in: .whitespacesAndNewlines))
+        {
+            return port
+        }
+        if !process.isRunning || ContinuousClock.now > deadline {
+            stopProcess(process)
+            throw TestFailure("\(what) did not start: \(tail(of: log))")
+        }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+}
