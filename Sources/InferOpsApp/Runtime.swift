@@ -18,14 +18,14 @@ public struct Runtime: Sendable {
     public let store: SQLiteStore
     public let configuration: Configuration
     let kube: KubeRuntime
-    let workFolder: String
+    let workFolder: PrivateWorkFolder
     public let services: Services
     public let metrics: DaemonMetrics
 
-    /// Stops the HTTP thread and removes the temporary folder for values files.
+    /// Stops the HTTP thread and removes the private work folder (values files, helm's caches).
     public func shutdown() async {
         await kube.shutdown()
-        try? FileManager.default.removeItem(atPath: workFolder)
+        workFolder.remove()
     }
 
     /// - Throws: `Refusal` with a clear message when an adapter cannot start (no helm binary,
@@ -42,12 +42,18 @@ public struct Runtime: Sendable {
                           hint: "Check `storage.path` and that its folder is writable.")
         }
         let helmPath = try Self.locate(configuration.helm.binary)
-        let workFolder = FileManager.default.temporaryDirectory.appendingPathComponent("inferops-\(getpid())").path
-        try FileManager.default.createDirectory(atPath: workFolder, withIntermediateDirectories: true,
-                                                attributes: [.posixPermissions: 0o700])
+        let workFolder: PrivateWorkFolder
+        do {
+            workFolder = try PrivateWorkFolder()
+        } catch {
+            throw Refusal("Cannot create a private work folder: \(error).", hint: "Point TMPDIR at a folder only this user can change.")
+        }
+        // A start that fails after this point leaves no folder behind.
+        var started = false
+        defer { if !started { workFolder.remove() } }
         let releases = HelmReleaseEngine(
             helmPath: helmPath, kubeconfig: configuration.kubernetes.kubeconfig,
-            environment: ["HELM_DRIVER": configuration.helm.driver], workingDirectory: workFolder
+            environment: ["HELM_DRIVER": configuration.helm.driver], workingDirectory: workFolder.path
         )
         do {
             _ = try await releases.version()
@@ -72,6 +78,7 @@ public struct Runtime: Sendable {
             chat: ConsoleTransport(output: output), routers: routers, observer: MetricsObserver(metrics: metrics),
             logger: logger
         )
+        started = true
         return Runtime(
             dispatcher: Dispatcher(configuration: configuration, catalog: loaded.catalog, services: services),
             store: store, configuration: configuration, kube: kube, workFolder: workFolder, services: services,

@@ -14,7 +14,8 @@ import Darwin
 /// Values may hold secrets (tokens in env vars), so they never go on the command line, where every
 /// local user can read them in `/proc/PID/cmdline`. The file is created with mode 0600 in one
 /// `open(O_CREAT|O_EXCL)`, so there is no moment when it exists with wider permissions or could be
-/// a link planted by someone else, and it is removed as soon as helm has exited.
+/// a link planted by someone else, and it is removed as soon as helm has exited. The folder must be
+/// private to the daemon's user (`PrivateWorkFolder.ensure`).
 enum ValuesFile {
     struct WriteFailure: Error, CustomStringConvertible {
         var path: String
@@ -37,11 +38,8 @@ enum ValuesFile {
     }
 
     static func write(_ values: JSONValue, in folder: String) throws -> String {
-        try FileManager.default.createDirectory(
-            atPath: folder,
-            withIntermediateDirectories: true,
-            attributes: [.posixPermissions: 0o700]
-        )
+        // A folder someone else made or links to could let them swap the file before helm reads it.
+        try PrivateWorkFolder.ensure(folder)
         let path = (folder as NSString).appendingPathComponent("values-\(UUID().uuidString).json")
         let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard descriptor >= 0 else { throw WriteFailure(path: path, errno: errno) }

@@ -66,6 +66,7 @@ struct Serve: AsyncParsableCommand {
             if case .failure(let error) = await background.result {
                 printError("inferops: the HTTP listener did not start: \(error)")
             }
+            await runtime.shutdown()
             throw ExitCode(69)
         }
         printError("inferops: listening on http://\(loaded.configuration.server.host):\(port!) (/healthz, /readyz, /metrics, deny backend)")
@@ -102,7 +103,9 @@ struct Exec: AsyncParsableCommand {
     func run() async throws {
         let loaded = try options.load()
         let runtime = try await start(loaded)
-        let outcome = await runtime.dispatcher.handle(IncomingCommand(user: UserID(user), text: command, channel: "exec"))
+        let outcome = await cancellingOnSignals {
+            await runtime.dispatcher.handle(IncomingCommand(user: UserID(user), text: command, channel: "exec"))
+        }
         await runtime.shutdown()
         switch outcome {
         case .completed: return
@@ -148,4 +151,21 @@ func start(_ loaded: ConfigurationLoader.Loaded) async throws -> Runtime {
         printError("inferops: \(refusal.message)" + (refusal.hint.map { " \($0)" } ?? ""))
         throw ExitCode(69)
     }
+}
+
+/// Runs `body` with SIGINT and SIGTERM turned into its cancellation instead of the end of the process:
+/// a stopped `exec` then stops helm with SIGTERM (helm runs in its own process group, so a Ctrl-C
+/// never reaches it) and the caller still shuts the runtime down and removes its work folder.
+func cancellingOnSignals<T: Sendable>(_ body: @escaping @Sendable () async -> T) async -> T {
+    let task = Task { await body() }
+    let sources = [SIGINT, SIGTERM].map { number in
+        signal(number, SIG_IGN)  // delivered to the dispatch source instead
+        let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+        source.setEventHandler { task.cancel() }
+        source.resume()
+        return source
+    }
+    let result = await task.value
+    for source in sources { source.cancel() }
+    return result
 }
