@@ -15,8 +15,13 @@ struct ProcessOutput: Sendable {
     /// The exit code, or the signal number when `signalled`.
     var status: Int32
     var signalled: Bool
+    /// What the child printed, or its tail when it printed more than the runner keeps (see
+    /// `ProcessRunner.stdoutLimit`).
     var stdout: Data
     var stderr: Data
+    /// How many bytes were left out of the front of `stdout` and `stderr`; 0 when they are whole.
+    var stdoutDropped = 0
+    var stderrDropped = 0
 
     var succeeded: Bool { !signalled && status == 0 }
     var stderrText: String { String(decoding: stderr, as: UTF8.self) }
@@ -50,12 +55,39 @@ enum ProcessRunError: Error, Sendable {
 ///
 /// Cancelling the calling task sends SIGTERM, which helm answers by marking the revision `failed`
 /// (SIGKILL would leave it `pending-*`), and waits for the exit. Only a child that ignores SIGTERM
-/// for `terminationGrace` gets SIGKILL.
+/// for `terminationGrace` gets SIGKILL. Signals go to the child's whole process group, so a
+/// credential plugin or any other process helm started is stopped with it.
+///
+/// The end of a run is the child's exit, not the end of its output: a process helm started (a hung
+/// kubeconfig `exec` plugin, a grandchild) inherits its stdout and stderr and can hold them open
+/// long after helm has gone. Once the child has exited, the runner reads for `outputGrace` more,
+/// then stops reading, and SIGKILLs whatever is left of the group before it reaps the child (a
+/// reaped leader frees its pid, and with it the group id a later signal would go to). A process
+/// that left the group (`setsid`) is not signalled, but it no longer holds up the run either.
+///
+/// Output is kept up to a limit per stream, so a child that prints without end cannot exhaust the
+/// daemon's memory. The runner keeps the **tail** of a stream that exceeds its limit, after a line
+/// `… N bytes truncated …`: helm writes its error last, and the classifier reads the last
+/// `Error:` line. The buffer holds at most twice the limit at any moment.
 struct ProcessRunner: Sendable {
     var terminationGrace: Duration
+    /// How long the runner keeps reading after the child has exited, for output still in flight.
+    var outputGrace: Duration
+    /// The most bytes of stdout kept; beyond it the tail is kept.
+    var stdoutLimit: Int
+    /// The most bytes of stderr kept; beyond it the tail is kept.
+    var stderrLimit: Int
 
-    init(terminationGrace: Duration = .seconds(30)) {
+    init(
+        terminationGrace: Duration = .seconds(30),
+        outputGrace: Duration = .seconds(2),
+        stdoutLimit: Int = 1 << 20,
+        stderrLimit: Int = 1 << 20
+    ) {
         self.terminationGrace = terminationGrace
+        self.outputGrace = outputGrace
+        self.stdoutLimit = stdoutLimit
+        self.stderrLimit = stderrLimit
     }
 
     /// - Parameters:
@@ -70,7 +102,7 @@ struct ProcessRunner: Sendable {
         environment: [String: String],
         deadline: Duration? = nil
     ) async throws -> ProcessOutput {
-        let child = Child(grace: terminationGrace)
+        let child = Child(runner: self)
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { continuation in
                 child.start(
@@ -94,18 +126,22 @@ private final class Child: Sendable {
 
     struct State {
         var continuation: CheckedContinuation<ProcessOutput, any Error>?
+        /// The child's pid, which is also its process group id.
         var pid: pid_t?
-        /// Set once the child has exited, before it is reaped: until then its pid cannot be reused,
-        /// so a signal sent while this is false always reaches this child.
+        /// Set once the child has exited: from then on its own exit decides the result, and a
+        /// cancellation or the deadline no longer changes it.
         var exited = false
+        /// Set just before the child is reaped: until then its pid, and so its group id, cannot be
+        /// reused, so a signal sent while this is false always reaches this child's group.
+        var reaped = false
         var stopReason: StopReason?
     }
 
-    let grace: Duration
+    let runner: ProcessRunner
     let state = Mutex(State())
 
-    init(grace: Duration) {
-        self.grace = grace
+    init(runner: ProcessRunner) {
+        self.runner = runner
     }
 
     func start(
@@ -139,9 +175,26 @@ private final class Child: Sendable {
         if stopNow { terminate(spawned.pid) }
 
         Thread.detachNewThread { [self] in
-            let (stdout, stderr) = spawned.drain()
-            let status = spawned.waitForExit { self.state.withLock { $0.exited = true } }
-            let output = ProcessOutput(status: status.code, signalled: status.signalled, stdout: stdout, stderr: stderr)
+            let (stdout, stderr) = spawned.drain(
+                limits: (runner.stdoutLimit, runner.stderrLimit),
+                outputGrace: runner.outputGrace
+            ) { self.state.withLock { $0.exited = true } }
+            let status = spawned.waitForExit {
+                self.state.withLock { state in
+                    state.exited = true
+                    // Whatever is left of the group (a plugin, a grandchild) does not outlive the run.
+                    _ = kill(-spawned.pid, SIGKILL)
+                    state.reaped = true
+                }
+            }
+            let output = ProcessOutput(
+                status: status.code,
+                signalled: status.signalled,
+                stdout: stdout.bytes,
+                stderr: stderr.bytes,
+                stdoutDropped: stdout.dropped,
+                stderrDropped: stderr.dropped
+            )
             let reason = state.withLock { $0.stopReason }
             switch reason {
             case .cancelled: finish(.failure(.cancelled(output)))
@@ -156,7 +209,7 @@ private final class Child: Sendable {
         }
     }
 
-    /// SIGTERM now, SIGKILL after the grace period if the child is still running.
+    /// SIGTERM to the child's group now, SIGKILL after the grace period if the child is still running.
     func stop(reason: StopReason) {
         let pid = state.withLock { state -> pid_t? in
             guard state.stopReason == nil, !state.exited else { return nil }
@@ -168,15 +221,16 @@ private final class Child: Sendable {
 
     private func terminate(_ pid: pid_t) {
         signal(pid, SIGTERM)
-        DispatchQueue.global().asyncAfter(deadline: .now() + grace.timeInterval) { [self] in
+        DispatchQueue.global().asyncAfter(deadline: .now() + runner.terminationGrace.timeInterval) { [self] in
             signal(pid, SIGKILL)
         }
     }
 
-    /// Sends `signal` unless the child has exited, under the lock that `exited` is set under.
+    /// Sends `signal` to the child's process group unless the child has been reaped, under the lock
+    /// that `reaped` is set under.
     private func signal(_ pid: pid_t, _ signal: Int32) {
         state.withLock { state in
-            if !state.exited { _ = kill(pid, signal) }
+            if !state.reaped { _ = kill(-pid, signal) }
         }
     }
 
@@ -282,16 +336,32 @@ private struct Spawned: Sendable {
         return ends
     }
 
-    /// Reads both pipes until both are closed, whichever fills first; closes them.
-    func drain() -> (stdout: Data, stderr: Data) {
-        var buffers = [Data(), Data()]
+    /// Reads both pipes, whichever fills first, until both are closed, or until `outputGrace` after
+    /// the child has exited, whichever comes first; closes them. Calls `exited` once on seeing the
+    /// child exit (it is not reaped here).
+    func drain(
+        limits: (stdout: Int, stderr: Int),
+        outputGrace: Duration,
+        exited: () -> Void
+    ) -> (stdout: TailBuffer, stderr: TailBuffer) {
+        var buffers = [TailBuffer(limit: limits.stdout), TailBuffer(limit: limits.stderr)]
         var descriptors = [
             pollfd(fd: stdout, events: Int16(POLLIN), revents: 0),
             pollfd(fd: stderr, events: Int16(POLLIN), revents: 0),
         ]
         var chunk = [UInt8](repeating: 0, count: 65536)
+        let clock = ContinuousClock()
+        var exitSeen: ContinuousClock.Instant?
         while descriptors.contains(where: { $0.fd >= 0 }) {
-            let ready = poll(&descriptors, nfds_t(descriptors.count), -1)
+            // While the child runs, wake up now and then to see whether it has exited: its output
+            // may be held open by a process it started.
+            var timeout: Int32 = 100
+            if let exitSeen {
+                let left = outputGrace - (clock.now - exitSeen)
+                if left <= .zero { break }
+                timeout = Int32(clamping: max(1, Int64(left.timeInterval * 1000)))
+            }
+            let ready = poll(&descriptors, nfds_t(descriptors.count), timeout)
             if ready < 0 {
                 if errno == EINTR { continue }
                 break
@@ -299,15 +369,27 @@ private struct Spawned: Sendable {
             for index in descriptors.indices where descriptors[index].fd >= 0 && descriptors[index].revents != 0 {
                 let count = chunk.withUnsafeMutableBytes { read(descriptors[index].fd, $0.baseAddress, $0.count) }
                 if count > 0 {
-                    buffers[index].append(contentsOf: chunk[0..<count])
+                    chunk.withUnsafeBytes { buffers[index].append(UnsafeRawBufferPointer(rebasing: $0[0..<count])) }
                 } else if count == 0 || errno != EINTR && errno != EAGAIN {
                     close(descriptors[index].fd)
                     descriptors[index].fd = -1  // poll ignores negative descriptors
                 }
             }
+            if exitSeen == nil, hasExited() {
+                exitSeen = clock.now
+                exited()
+            }
         }
         for descriptor in descriptors where descriptor.fd >= 0 { close(descriptor.fd) }
         return (buffers[0], buffers[1])
+    }
+
+    /// Whether the child has exited, without reaping it.
+    private func hasExited() -> Bool {
+        var info = siginfo_t()
+        // With WNOHANG and no exit yet, waitid returns 0 and leaves `si_signo` 0.
+        let result = waitid(P_PID, id_t(pid), &info, WEXITED | WNOHANG | WNOWAIT)
+        return result == 0 && info.si_signo != 0 || result < 0 && errno == ECHILD
     }
 
     /// Blocks until the child exits; calls `exited` while the child is a zombie (its pid still
@@ -320,6 +402,42 @@ private struct Spawned: Sendable {
         while waitpid(pid, &status, 0) < 0, errno == EINTR {}
         let signal = status & 0x7f
         return signal == 0 ? ((status >> 8) & 0xff, false) : (signal, true)
+    }
+}
+
+/// The last `limit` bytes of a stream and how many came before them.
+///
+/// Storage grows to at most twice the limit (plus one read) before the front is cut, so appending
+/// costs amortized constant time per byte and memory stays bounded however much is written.
+struct TailBuffer: Sendable {
+    let limit: Int
+    private(set) var storage = Data()
+    /// Bytes cut from the front of `storage` so far.
+    private var cut = 0
+
+    init(limit: Int) {
+        self.limit = max(0, limit)
+    }
+
+    mutating func append(_ bytes: UnsafeRawBufferPointer) {
+        storage.append(contentsOf: bytes)
+        if storage.count > 2 * limit {
+            // In place, so the storage is reused rather than a slice keeping the whole buffer alive.
+            let excess = storage.count - limit
+            storage.removeSubrange(storage.startIndex..<storage.startIndex + excess)
+            cut += excess
+        }
+    }
+
+    /// How many bytes the whole stream had beyond the kept tail.
+    var dropped: Int { cut + max(0, storage.count - limit) }
+
+    /// The stream when it fitted; otherwise a `… N bytes truncated …` line and the last `limit` bytes.
+    var bytes: Data {
+        let dropped = self.dropped
+        guard dropped > 0 else { return storage }
+        let tail = storage.subdata(in: storage.endIndex - limit..<storage.endIndex)
+        return Data("… \(dropped) bytes truncated …\n".utf8) + tail
     }
 }
 
