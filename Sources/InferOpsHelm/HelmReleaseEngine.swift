@@ -7,14 +7,34 @@ import Synchronization
 /// Every call is one helm process started with an argument vector (`HelmCommand`), never a shell,
 /// so no chat text can become a shell command. Helm's exit code is 1 for every failure, so failures
 /// are classified from stderr by `HelmErrorClassifier`; successes are read from `--output=json`.
+///
+/// Helm runs in an environment built from an allow-list (`processEnvironment`), never the daemon's
+/// whole one: helm reads settings such as `HELM_NAMESPACE`, `HELM_KUBECONTEXT`, `HELM_KUBEAPISERVER`
+/// and `HELM_KUBETOKEN` from its environment, and the daemon's environment also holds the chat
+/// tokens, which helm and its plugins have no business seeing.
 public final class HelmReleaseEngine: ReleaseEngine {
+    /// The variables helm gets from the daemon's environment: where programs are, and the home
+    /// folder that `~/.kube/config` and kubeconfig `exec` credential plugins are found from.
+    public static let inheritedVariables = ["PATH", "HOME"]
+    /// Also passed when no kubeconfig is configured, so helm finds the cluster the way the daemon
+    /// does (`$KUBECONFIG`, `~/.kube/config`, or the pod's service account).
+    public static let kubeconfigDiscoveryVariables = [
+        "KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT",
+    ]
+    /// The most helm may print on stdout before a call fails: more than any release's JSON or
+    /// rendered manifests (Kubernetes stores a release in at most 1 MiB, compressed), far less than
+    /// would strain the daemon.
+    public static let stdoutLimit = 16 << 20
+
     /// The helm executable.
     public let helmPath: String
     /// Passed as `--kubeconfig`; `nil` leaves the choice to helm (`$KUBECONFIG`, `~/.kube/config`).
     public let kubeconfig: String?
-    /// Added to the daemon's own environment for every helm run, e.g. `HELM_DRIVER=configmap`.
+    /// Helm settings from the configuration, e.g. `HELM_DRIVER=configmap`; they win over the defaults
+    /// of `processEnvironment`.
     public let environment: [String: String]
-    /// Where the temporary values files go; created with mode 0700 when missing.
+    /// Where the temporary values files go (created with mode 0700 when missing; an existing folder
+    /// must be a private one of the daemon's user), and helm's cache, configuration and data folders.
     public let workingDirectory: String
 
     private let configuredVersion: HelmVersion?
@@ -28,9 +48,9 @@ public final class HelmReleaseEngine: ReleaseEngine {
     /// - Parameters:
     ///   - helmPath: the helm executable.
     ///   - kubeconfig: passed as `--kubeconfig` when set.
-    ///   - environment: added to the process environment of every run (`HELM_DRIVER`, `HELM_CACHE_HOME`).
+    ///   - environment: Helm settings for every run (`HELM_DRIVER`); see `processEnvironment`.
     ///   - workingDirectory: where the temporary values files are written (mode 0600, removed after
-    ///     each call).
+    ///     each call) and helm keeps its caches; a private folder such as a `PrivateWorkFolder`.
     ///   - version: the Helm major version; `nil` asks the binary once (`helm version`) and keeps
     ///     the answer.
     ///   - terminationGrace: how long helm may take to exit after SIGTERM (it records the revision
@@ -50,7 +70,7 @@ public final class HelmReleaseEngine: ReleaseEngine {
         self.environment = environment
         self.workingDirectory = workingDirectory
         self.configuredVersion = version
-        self.runner = ProcessRunner(terminationGrace: terminationGrace)
+        self.runner = ProcessRunner(terminationGrace: terminationGrace, stdoutLimit: Self.stdoutLimit)
         self.queryDeadline = queryDeadline
     }
 
@@ -165,11 +185,42 @@ public final class HelmReleaseEngine: ReleaseEngine {
         .seconds(HelmCommand.timeoutSeconds(timeout)) + queryDeadline
     }
 
+    /// helm's whole environment: the allow-listed variables of the daemon's own, helm's cache,
+    /// configuration and data folders inside the work folder (so helm never reads a user's
+    /// repositories, registry logins or plugins), then the configured settings. Nothing else the
+    /// daemon's environment holds reaches helm.
+    /// - Parameters:
+    ///   - inherited: the daemon's environment.
+    ///   - settings: the configured Helm settings (`HELM_DRIVER`); they win.
+    ///   - kubeconfig: the configured kubeconfig; without one, the variables that locate a cluster are
+    ///     passed as well.
+    public static func processEnvironment(
+        inherited: [String: String],
+        settings: [String: String],
+        kubeconfig: String?,
+        workingDirectory: String
+    ) -> [String: String] {
+        var result: [String: String] = [:]
+        let names = inheritedVariables + (kubeconfig == nil ? kubeconfigDiscoveryVariables : [])
+        for name in names { result[name] = inherited[name] }
+        let helmHome = (workingDirectory as NSString).appendingPathComponent("helm")
+        result["HELM_CACHE_HOME"] = helmHome + "/cache"
+        result["HELM_CONFIG_HOME"] = helmHome + "/config"
+        result["HELM_DATA_HOME"] = helmHome + "/data"
+        return result.merging(settings) { $1 }
+    }
+
     /// Runs helm and turns the ways a run can end without an exit code of its own into failures.
     private func run(_ arguments: [String], deadline: Duration) async throws -> ProcessOutput {
-        let processEnvironment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        let processEnvironment = Self.processEnvironment(
+            inherited: ProcessInfo.processInfo.environment,
+            settings: environment,
+            kubeconfig: kubeconfig,
+            workingDirectory: workingDirectory
+        )
+        let output: ProcessOutput
         do {
-            return try await runner.run(
+            output = try await runner.run(
                 executable: helmPath,
                 arguments: arguments,
                 environment: processEnvironment,
@@ -185,6 +236,14 @@ public final class HelmReleaseEngine: ReleaseEngine {
                 detail: "helm \(arguments.first ?? "") did not finish within \(limit)s and was stopped"
             )
         }
+        // Only the tail is left: not a release, nor manifests anyone could use.
+        if output.stdoutDropped > 0 {
+            let limit = Self.stdoutLimit >> 20
+            throw ReleaseFailure.unclassified(
+                detail: "helm \(arguments.first ?? "") printed more than \(limit) MiB; its output was not read"
+            )
+        }
+        return output
     }
 
     private func classify(_ output: ProcessOutput, values: JSONValue = .object([:])) -> ReleaseFailure {

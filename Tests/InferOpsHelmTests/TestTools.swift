@@ -1,5 +1,12 @@
 import Foundation
+import Synchronization
 import Testing
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// Paths and waiting helpers shared by the unit and integration tests.
 enum TestTools {
@@ -41,6 +48,31 @@ enum TestTools {
             try await Task.sleep(for: .milliseconds(50))
         }
     }
+
+    /// Sets `variables` in this test process's own environment, the daemon's environment in these
+    /// tests, for the length of `body`, and restores them afterwards. Tests that do this take turns.
+    static func withProcessEnvironment<T>(
+        _ variables: [String: String],
+        _ body: () async throws -> T
+    ) async throws -> T {
+        while !environmentInUse.withLock({ inUse in
+            defer { inUse = true }
+            return !inUse
+        }) {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        defer { environmentInUse.withLock { $0 = false } }
+        let saved = variables.keys.map { ($0, getenv($0).map { String(cString: $0) }) }
+        for (name, value) in variables { setenv(name, value, 1) }
+        defer {
+            for (name, value) in saved {
+                if let value { setenv(name, value, 1) } else { unsetenv(name) }
+            }
+        }
+        return try await body()
+    }
+
+    private static let environmentInUse = Mutex(false)
 
     struct WaitTimedOut: Error, CustomStringConvertible {
         var what: String

@@ -197,7 +197,7 @@ struct HelmIntegrationTests {
         _ request: ReleaseUpgrade,
         state: ReleaseState
     ) async throws {
-        let valuesFile = try ValuesFile.write(request.values, in: emulator.folder)
+        let valuesFile = try ValuesFile.write(request.values, in: emulator.folder + "/work")
         defer { unlink(valuesFile) }
         let helm = Process()
         helm.executableURL = URL(fileURLWithPath: try IntegrationTools.helm(version))
@@ -272,6 +272,31 @@ struct HelmIntegrationTests {
             #expect(status.revision == 2)
             #expect(status.description.contains("context canceled"))
             #expect(try await engine.upgrade(request).state == .deployed)
+        }
+    }
+
+    @Test(
+        "HELM_NAMESPACE=elsewhere and other helm settings in the daemon's environment change nothing",
+        arguments: HelmVersion.allCases
+    )
+    func daemonEnvironment(_ version: HelmVersion) async throws {
+        try await KubeEmulator.with(tools) { emulator in
+            let engine = try emulator.engine(version)
+            // No kube context named: helm would take HELM_KUBECONTEXT's, which does not exist.
+            var request = upgrade("clean-env")
+            request.target.kubeContext = nil
+            let planted = [
+                "HELM_NAMESPACE": "elsewhere", "HELM_KUBECONTEXT": "elsewhere",
+                "HELM_KUBETOKEN": "kubetoken-planted-4f1d", "SLACK_BOT_TOKEN": "xoxb-planted-9c2e",
+            ]
+            try await TestTools.withProcessEnvironment(planted) {
+                #expect(ProcessInfo.processInfo.environment["HELM_NAMESPACE"] == "elsewhere")
+                let installed = try await engine.upgrade(request)
+                #expect(installed.state == .deployed)
+                #expect(installed.namespace == "models")
+                #expect(try await engine.status(request.target)?.namespace == "models")
+                #expect(try await engine.status(ReleaseTarget(release: "clean-env", namespace: "elsewhere")) == nil)
+            }
         }
     }
 
