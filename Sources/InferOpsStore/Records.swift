@@ -275,6 +275,7 @@ struct RegistrationRecord: FetchableRecord, PersistableRecord {
         static let changedBy = Column("changed_by")
         static let changedAt = Column("changed_at")
         static let reason = Column("reason")
+        static let version = Column("version")
     }
 
     var registration: Registration
@@ -296,7 +297,8 @@ struct RegistrationRecord: FetchableRecord, PersistableRecord {
             endpoints: endpoints,
             changedBy: UserID(try row.decode(String.self, forColumn: Columns.changedBy)),
             changedAt: StoredTime.date(milliseconds: try row.decode(forColumn: Columns.changedAt)),
-            reason: try row.decode(forColumn: Columns.reason)
+            reason: try row.decode(forColumn: Columns.reason),
+            version: try row.decode(forColumn: Columns.version)
         )
     }
 
@@ -308,6 +310,7 @@ struct RegistrationRecord: FetchableRecord, PersistableRecord {
         container[Columns.changedBy] = registration.changedBy.rawValue
         container[Columns.changedAt] = StoredTime.milliseconds(registration.changedAt)
         container[Columns.reason] = registration.reason
+        container[Columns.version] = registration.version
     }
 }
 

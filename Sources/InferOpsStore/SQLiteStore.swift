@@ -56,14 +56,20 @@ public final class SQLiteStore: OperationStore, Sendable {
         }
     }
 
-    /// - Throws: `SQLiteStoreError.unknownOperation` when no operation has this id.
-    public func update(_ operation: OperationRecord) async throws {
+    /// Reads the stored state and writes in one immediate transaction, so no other writer (another
+    /// process included) can change the operation in between.
+    /// - Throws: `SQLiteStoreError.unknownOperation` when no operation has this id;
+    ///   `OperationAlreadyEnded` or `OperationStateConflict` when it is not in `expectedState`.
+    public func update(_ operation: OperationRecord, from expectedState: OperationState) async throws {
         try await writer.write { db in
-            do {
-                try OperationRow(operation).update(db)
-            } catch RecordError.recordNotFound {
+            guard let stored = try OperationRow.fetchOne(db, key: operation.id.rawValue)?.operation else {
                 throw SQLiteStoreError.unknownOperation(operation.id)
             }
+            guard stored.state == expectedState else {
+                if stored.state.isFinished { throw OperationAlreadyEnded(operation: operation.id, state: stored.state) }
+                throw OperationStateConflict(operation: operation.id, expected: expectedState, found: stored.state)
+            }
+            try OperationRow(operation).update(db)
         }
     }
 
@@ -224,23 +230,40 @@ public final class SQLiteStore: OperationStore, Sendable {
         }
     }
 
-    public func saveRegistration(_ registration: Registration) async throws {
-        try await writer.write { db in try RegistrationRecord(registration).save(db) }
+    /// The version check and the write share one immediate transaction.
+    public func updateRegistration(_ registration: Registration, expectedVersion: Int?) async throws -> Registration? {
+        try await writer.write { db in
+            let stored = try Self.registrationRecord(db, model: registration.model, environment: registration.environment)
+            guard stored?.registration.version == expectedVersion else { return nil }
+            var next = registration
+            next.version = (expectedVersion ?? 0) + 1
+            if stored == nil {
+                try RegistrationRecord(next).insert(db)
+            } else {
+                try RegistrationRecord(next).update(db)
+            }
+            return next
+        }
+    }
+
+    private static func registrationRecord(_ db: Database, model: String, environment: String) throws -> RegistrationRecord? {
+        try RegistrationRecord
+            .filter(RegistrationRecord.Columns.model == model && RegistrationRecord.Columns.environment == environment)
+            .fetchOne(db)
     }
 
     public func registration(model: String, environment: String) async throws -> Registration? {
         try await writer.read { db in
-            try RegistrationRecord
-                .filter(RegistrationRecord.Columns.model == model && RegistrationRecord.Columns.environment == environment)
-                .fetchOne(db)?.registration
+            try Self.registrationRecord(db, model: model, environment: environment)?.registration
         }
     }
 
-    public func removeRegistration(model: String, environment: String) async throws {
-        _ = try await writer.write { db in
+    public func removeRegistration(model: String, environment: String, expectedVersion: Int) async throws -> Bool {
+        try await writer.write { db in
             try RegistrationRecord
                 .filter(RegistrationRecord.Columns.model == model && RegistrationRecord.Columns.environment == environment)
-                .deleteAll(db)
+                .filter(RegistrationRecord.Columns.version == expectedVersion)
+                .deleteAll(db) > 0
         }
     }
 

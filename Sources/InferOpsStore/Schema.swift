@@ -126,6 +126,14 @@ enum Schema {
             ) STRICT;
             """
         ),
+        (
+            // Every write of a registration names the version it decided from (compare-and-set).
+            // Rows written before this migration start at version 1.
+            "v4-registration-version",
+            """
+            ALTER TABLE registrations ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+            """
+        ),
     ]
 
     /// The migrator that brings any older database up to date. It never erases a database whose

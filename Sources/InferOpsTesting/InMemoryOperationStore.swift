@@ -91,9 +91,15 @@ public actor InMemoryOperationStore: OperationStore {
         store(operation, at: nil)
     }
 
-    public func update(_ operation: OperationRecord) throws {
+    /// Checks and writes with no suspension in between, like the SQLite store's one transaction.
+    public func update(_ operation: OperationRecord, from expectedState: OperationState) throws {
         guard let index = snapshot.operations.firstIndex(where: { $0.id == operation.id }) else {
             throw StoreError.unknownOperation(operation.id)
+        }
+        let stored = snapshot.operations[index].state
+        guard stored == expectedState else {
+            if stored.isFinished { throw OperationAlreadyEnded(operation: operation.id, state: stored) }
+            throw OperationStateConflict(operation: operation.id, expected: expectedState, found: stored)
         }
         store(operation, at: index)
     }
@@ -182,18 +188,25 @@ public actor InMemoryOperationStore: OperationStore {
         snapshot.locks.values.sorted { $0.environment < $1.environment }
     }
 
-    public func saveRegistration(_ registration: Registration) {
-        snapshot.registrations["\(registration.environment)/\(registration.model)"] = registration
+    public func updateRegistration(_ registration: Registration, expectedVersion: Int?) -> Registration? {
+        let key = "\(registration.environment)/\(registration.model)"
+        guard snapshot.registrations[key]?.version == expectedVersion else { return nil }
+        var next = registration
+        next.version = (expectedVersion ?? 0) + 1
+        snapshot.registrations[key] = next
         changed()
+        return next
     }
 
     public func registration(model: String, environment: String) -> Registration? {
         snapshot.registrations["\(environment)/\(model)"]
     }
 
-    public func removeRegistration(model: String, environment: String) {
+    public func removeRegistration(model: String, environment: String, expectedVersion: Int) -> Bool {
+        guard snapshot.registrations["\(environment)/\(model)"]?.version == expectedVersion else { return false }
         snapshot.registrations["\(environment)/\(model)"] = nil
         changed()
+        return true
     }
 
     public func registrations() -> [Registration] {

@@ -99,7 +99,7 @@ import Testing
         // Another release is free, and a finished holder no longer holds.
         var done = try #require(await store.operation(holder))
         done.state = .succeeded
-        try await store.update(done)
+        try await store.update(done, from: .prechecking)
         #expect(
             try await store.claimRelease(for: ids[ids[0] == holder ? 1 : 0], release: target.release, at: now) == nil)
         await #expect(throws: InMemoryOperationStore.StoreError.unknownOperation(OperationID("op-ffffffff"))) {

@@ -47,7 +47,7 @@ struct SQLiteStoreTests {
             operation.outcome = "Applying revision 4"
             operation.revision = 4
             operation.updatedAt = moment(999)
-            try await store.update(operation)
+            try await store.update(operation, from: .planned)
             #expect(try await store.operation(operation.id) == operation)
 
             operation.plan = nil
@@ -55,7 +55,7 @@ struct SQLiteStoreTests {
             operation.target = nil
             operation.thread = nil
             operation.outcome = nil
-            try await store.update(operation)
+            try await store.update(operation, from: .applying)
             #expect(try await store.operation(operation.id) == operation)
         }
     }
@@ -81,25 +81,26 @@ struct SQLiteStoreTests {
             #expect(try await store.claimRelease(for: other.id, release: "mistral-staging", at: moment(6)) == nil)
 
             first.state = .succeeded
-            try await store.update(first)
+            try await store.update(first, from: .prechecking)
             #expect(try await store.claimRelease(for: second.id, release: target.release, at: moment(7)) == nil)
             #expect(try await store.operation(second.id)?.state == .prechecking)
         }
     }
 
-    @Test("A registration reads back as saved, and saving again replaces it", arguments: StoreKind.allCases)
+    @Test("A registration reads back as recorded, with a version that each write moves on", arguments: StoreKind.allCases)
     func registrationRoundTrip(_ kind: StoreKind) async throws {
         try await kind.withStore { store throws in
             var llama = Registration(
                 model: "llama-3-8b", environment: "staging", state: .enabled,
                 endpoints: ["http://10.0.0.7:8000", "http://10.0.0.8:8000"], changedBy: UserID("U1"), changedAt: moment(1)
             )
-            let mistral = Registration(
+            var mistral = Registration(
                 model: "mistral-7b", environment: "production", state: .removed, endpoints: [], changedBy: UserID("U2"),
                 changedAt: moment(2), reason: "replaced by llama"
             )
-            try await store.saveRegistration(llama)
-            try await store.saveRegistration(mistral)
+            llama = try #require(try await store.updateRegistration(llama, expectedVersion: nil))
+            mistral = try #require(try await store.updateRegistration(mistral, expectedVersion: nil))
+            #expect(llama.version == 1)
             #expect(try await store.registration(model: "llama-3-8b", environment: "staging") == llama)
             #expect(try await store.registration(model: "llama-3-8b", environment: "production") == nil)
 
@@ -107,9 +108,113 @@ struct SQLiteStoreTests {
             llama.endpoints = []
             llama.reason = "bad answers \"quoted\""
             llama.changedAt = moment(3)
-            try await store.saveRegistration(llama)
+            let disabled = try #require(try await store.updateRegistration(llama, expectedVersion: 1))
+            #expect(disabled.version == 2)
+            llama.version = 2
+            #expect(disabled == llama)
             #expect(try await store.registration(model: "llama-3-8b", environment: "staging") == llama)
             #expect(try await store.registrations() == [mistral, llama])
+        }
+    }
+
+    /// The lost update the reconciler used to make: it read a row, waited on the cluster, and wrote
+    /// the whole row back over a `disable` made meanwhile.
+    @Test("A registration write from a stale read changes nothing", arguments: StoreKind.allCases)
+    func registrationCompareAndSet(_ kind: StoreKind) async throws {
+        try await kind.withStore { store throws in
+            let read = try #require(try await store.updateRegistration(
+                Registration(model: "llama-3-8b", environment: "staging", state: .enabled, endpoints: ["http://10.0.0.7:8000"],
+                             changedBy: UserID("U1"), changedAt: moment(1)),
+                expectedVersion: nil))
+            var disable = read
+            disable.state = .disabled
+            disable.endpoints = []
+            disable.changedBy = UserID("U2")
+            let disabled = try #require(try await store.updateRegistration(disable, expectedVersion: read.version))
+
+            var moved = read
+            moved.endpoints = ["http://10.0.0.9:8000"]
+            #expect(try await store.updateRegistration(moved, expectedVersion: read.version) == nil)
+            // Nor may a stale writer create a row that exists, or remove one that changed.
+            #expect(try await store.updateRegistration(moved, expectedVersion: nil) == nil)
+            #expect(try await store.removeRegistration(model: "llama-3-8b", environment: "staging", expectedVersion: read.version) == false)
+            #expect(try await store.registration(model: "llama-3-8b", environment: "staging") == disabled)
+
+            #expect(try await store.removeRegistration(model: "llama-3-8b", environment: "staging", expectedVersion: disabled.version))
+            #expect(try await store.registration(model: "llama-3-8b", environment: "staging") == nil)
+        }
+    }
+
+    @Test("Of concurrent writers from one read, exactly one wins", arguments: StoreKind.allCases)
+    func concurrentRegistrationWrites(_ kind: StoreKind) async throws {
+        try await kind.withStore { store throws in
+            let read = try #require(try await store.updateRegistration(
+                Registration(model: "llama-3-8b", environment: "staging", state: .enabled, endpoints: [],
+                             changedBy: UserID("U1"), changedAt: moment(1)),
+                expectedVersion: nil))
+            let winners = try await withThrowingTaskGroup(of: String?.self) { group in
+                for writer in 1...12 {
+                    group.addTask {
+                        var next = read
+                        next.changedBy = UserID("U\(writer)")
+                        return try await store.updateRegistration(next, expectedVersion: read.version)?.changedBy.rawValue
+                    }
+                }
+                return try await group.reduce(into: [String]()) { if let id = $1 { $0.append(id) } }
+            }
+            #expect(winners.count == 1)
+            let stored = try await store.registration(model: "llama-3-8b", environment: "staging")
+            #expect(stored?.changedBy.rawValue == winners.first)
+            #expect(stored?.version == 2)
+        }
+    }
+
+    /// A `cancel` from another process closed the record; the daemon running it must not write it
+    /// back to a running state.
+    @Test("An operation update names the state it expects, and never reopens a finished one", arguments: StoreKind.allCases)
+    func operationCompareAndSet(_ kind: StoreKind) async throws {
+        try await kind.withStore { store throws in
+            var running = makeOperation("op-00000001", state: .applying)
+            try await store.insert(running)
+            var cancelled = running
+            cancelled.state = .cancelled
+            cancelled.outcome = "Cancelled by <@U2>: no daemon was running it."
+            try await store.update(cancelled, from: .applying)
+
+            running.state = .waitingReady
+            await #expect(throws: OperationAlreadyEnded(operation: running.id, state: .cancelled)) {
+                try await store.update(running, from: .applying)
+            }
+            running.state = .succeeded
+            await #expect(throws: OperationAlreadyEnded(operation: running.id, state: .cancelled)) {
+                try await store.update(running, from: .waitingReady)
+            }
+            #expect(try await store.operation(running.id) == cancelled)
+
+            var other = makeOperation("op-00000002", state: .verifying)
+            try await store.insert(other)
+            other.state = .succeeded
+            await #expect(throws: OperationStateConflict(operation: other.id, expected: .applying, found: .verifying)) {
+                try await store.update(other, from: .applying)
+            }
+            #expect(try await store.operation(other.id)?.state == .verifying)
+        }
+    }
+
+    @Test("A registration row written without a version, as before v4, reads back at version 1", arguments: StoreKind.allCases)
+    func registrationVersionDefault(_ kind: StoreKind) async throws {
+        try await kind.withStore { store throws in
+            try await store.execute(sql: """
+                INSERT INTO registrations (model, environment, state, endpoints, changed_by, changed_at, reason)
+                VALUES ('llama-3-8b', 'staging', 'disabled', '[]', 'U1', 1700000000000, 'old')
+                """)
+            let stored = try #require(try await store.registration(model: "llama-3-8b", environment: "staging"))
+            #expect(stored.version == 1)
+            #expect(stored.state == .disabled)
+            var enabled = stored
+            enabled.state = .enabled
+            #expect(try await store.updateRegistration(enabled, expectedVersion: nil) == nil)
+            #expect(try await store.updateRegistration(enabled, expectedVersion: 1)?.version == 2)
         }
     }
 
@@ -147,7 +252,7 @@ struct SQLiteStoreTests {
         try await kind.withStore { store throws in
             let operation = makeOperation("op-00000404")
             await #expect(throws: SQLiteStoreError.unknownOperation(operation.id)) {
-                try await store.update(operation)
+                try await store.update(operation, from: .requested)
             }
             #expect(try await store.operation(operation.id) == nil)
         }
@@ -195,7 +300,7 @@ struct SQLiteStoreTests {
 
             var finishing = operations[1]
             finishing.state = .cancelled
-            try await store.update(finishing)
+            try await store.update(finishing, from: .requested)
             #expect(try await store.unfinishedOperations().map(\.id.rawValue).first == "op-00000002")
         }
     }
@@ -523,7 +628,7 @@ struct SQLiteStoreTests {
         #expect(
             SQLiteStore.migrationNames == [
                 "v1-operations", "v1-journal", "v1-audit", "v1-verifications", "v1-locks", "v2-operation-revision",
-                "v3-registrations",
+                "v3-registrations", "v4-registration-version",
             ]
         )
     }

@@ -10,6 +10,9 @@ struct DeployWorkflow: Sendable {
     var registrar: Registrar? = nil
     /// Register the model once verified (`--register`, or the environment registers automatically).
     var registers = false
+    /// Set when the requester may not change the router here: the registration and the routing
+    /// refresh are skipped, and the thread says so.
+    var routingDenial: Denial? = nil
 
     var verifier: EngineVerifier {
         EngineVerifier(engines: services.engines, time: services.time, settings: environment.verification)
@@ -59,7 +62,7 @@ struct DeployWorkflow: Sendable {
             let summary = "Deployed \(plan.model.name) to \(plan.environment): revision \(applied.revision), verified in \(latency.spoken)"
                 + (slow ? " (over the \(environment.verification.latencyTarget.spoken) target)." : ".")
             return try await RoutingRefresh.finish(
-                registrar: registrar, reporter: reporter, model: plan.model.name, register: registers,
+                registrar: registrar, reporter: reporter, model: plan.model.name, register: registers, denial: routingDenial,
                 success: Reply(
                     slow ? .warning : .success, summary,
                     fields: [Reply.Field("endpoint", plan.endpoint.description), Reply.Field("digest", plan.shortDigest)]

@@ -83,6 +83,18 @@ public final class Dispatcher: Sendable {
         }
     }
 
+    /// The router changes a deploy or rollback makes on its own (`router.autoRegister`, following
+    /// new replicas) act for the requester, so they take the `register` permission too. Without it
+    /// they are skipped, not the deploy; an explicit `--register` was refused above instead.
+    func automaticRoutingDenial(_ user: UserID, in environment: EnvironmentSettings) -> Denial? {
+        do {
+            try configuration.policy.authorize(user, "register", in: environment.name, verb: "register")
+            return nil
+        } catch {
+            return error
+        }
+    }
+
     // MARK: execute
 
     func execute(_ command: ValidatedCommand, spec: CommandSpec, text: String, user: UserID, conversation: Conversation) async throws -> CommandOutcome {
@@ -151,8 +163,9 @@ public final class Dispatcher: Sendable {
                 )
                 let registrar = self.registrar(for: environment)
                 let registers = register || environment.router?.autoRegister == true
+                let denial = self.automaticRoutingDenial(user, in: environment)
                 return { try await DeployWorkflow(services: self.services, plan: plan, environment: environment, reporter: reporter,
-                                                  registrar: registrar, registers: registers).run() }
+                                                  registrar: registrar, registers: registers, routingDenial: denial).run() }
             }
         case .rollback(let model, let environment, let revision):
             if let refusal = try await lockRefusal(environment, user: user) {
@@ -169,8 +182,10 @@ public final class Dispatcher: Sendable {
             ) { reporter in
                 try await reporter.move(to: .planned, "Rollback planned\(revision.map { " to revision \($0)" } ?? " to the previous good revision").")
                 let registrar = self.registrar(for: environment)
+                let denial = self.automaticRoutingDenial(user, in: environment)
                 return { try await RollbackWorkflow(services: self.services, model: model, environment: environment,
-                                                    requestedRevision: revision, reporter: reporter, registrar: registrar).run() }
+                                                    requestedRevision: revision, reporter: reporter, registrar: registrar,
+                                                    routingDenial: denial).run() }
             }
         }
     }
@@ -205,6 +220,7 @@ public final class Dispatcher: Sendable {
                 try await reporter.finish(.failed, .error(refusal))
                 return .refused(refusal.message)
             }
+            await reporter.releaseClaimed()
             return try await workflow()
         }
         await running.attach(operation.id, task)
@@ -339,7 +355,14 @@ public final class Dispatcher: Sendable {
         closed.state = .cancelled
         closed.outcome = "Cancelled by <@\(user)>: no daemon was running it."
         closed.updatedAt = services.time.now()
-        try await services.store.update(closed)
+        do {
+            try await services.store.update(closed, from: operation.state)
+        } catch is OperationAlreadyEnded, is OperationStateConflict {
+            // It moved on since it was read: a daemon is running it after all, or it just ended.
+            return try await refuse(Refusal("\(id) changed while it was being closed; nothing was changed.",
+                                            hint: "`/infer status` shows where it is now; cancel it again if it is still needed."),
+                                    in: conversation)
+        }
         try await services.store.appendJournal(JournalEntry(operation: id, at: services.time.now(), state: .cancelled, message: closed.outcome!))
         try await services.chat.post(
             Reply(.warning, "\(id) was not running in this daemon; its record is now closed as cancelled.",

@@ -8,12 +8,28 @@ public actor OperationReporter {
     let channel: String
     var card: MessageRef?
     var stepStarted: ContinuousClock.Instant
+    /// The state the store holds, which every write names as the one it expects. It runs ahead of
+    /// `operation.state` once the store claimed the release (`releaseClaimed`).
+    var storedState: OperationState
 
     public init(operation: OperationRecord, services: Services, channel: String) {
         self.operation = operation
         self.services = services
         self.channel = channel
         self.stepStarted = .now
+        self.storedState = operation.state
+    }
+
+    /// The store moved the operation to `prechecking` when it claimed the release for it.
+    public func releaseClaimed() {
+        storedState = .prechecking
+    }
+
+    /// Writes the operation, expecting the store to hold `storedState`.
+    /// - Throws: `OperationAlreadyEnded` when it was closed meanwhile (by a `cancel` in another process).
+    func write() async throws {
+        try await services.store.update(operation, from: storedState)
+        storedState = operation.state
     }
 
     /// Records the operation and opens its thread with the status card.
@@ -22,7 +38,7 @@ public actor OperationReporter {
         let reply = Reply(.progress, title, fields: fields + [Reply.Field("operation", operation.id.rawValue)])
         card = try await services.chat.post(reply, in: Conversation(channel: channel), operation: operation.id)
         operation.thread = card?.id
-        try await services.store.update(operation)
+        try await write()
         try await journal("\(operation.kind.rawValue) requested by \(operation.requester): \(operation.command)")
     }
 
@@ -34,7 +50,7 @@ public actor OperationReporter {
         let finishedStep = operation.state
         operation.state = state
         operation.updatedAt = services.time.now()
-        try await services.store.update(operation)
+        try await write()
         if finishedStep != state {
             services.observer.stepFinished(kind: operation.kind, step: finishedStep, duration: stepStarted.duration(to: .now))
         }
@@ -55,12 +71,12 @@ public actor OperationReporter {
     public func setPlan(_ plan: JSONValue, digest: String) async throws {
         operation.plan = plan
         operation.planDigest = digest
-        try await services.store.update(operation)
+        try await write()
     }
 
     public func setRevision(_ revision: Int?) async throws {
         operation.revision = revision
-        try await services.store.update(operation)
+        try await write()
     }
 
     /// Ends the operation: records the final state and outcome, audits it, updates the card.
@@ -69,11 +85,11 @@ public actor OperationReporter {
             throw OperationStateError(from: operation.state, to: state)
         }
         services.observer.stepFinished(kind: operation.kind, step: operation.state, duration: stepStarted.duration(to: .now))
-        services.observer.operationFinished(kind: operation.kind, outcome: state)
         operation.state = state
         operation.outcome = reply.title
         operation.updatedAt = services.time.now()
-        try await services.store.update(operation)
+        try await write()
+        services.observer.operationFinished(kind: operation.kind, outcome: state)
         try await journal(reply.title)
         try await services.store.appendAudit(
             AuditEntry(

@@ -16,21 +16,28 @@ struct Registrar: Sendable {
         return (urls, workload.readyReplicas, workload.desiredReplicas)
     }
 
-    /// Applies `registration` to the router (only this model's workers change).
-    /// - Throws: `RouterUnavailable` after restoring `previous` in the store and undoing what was applied.
-    func apply(_ registration: Registration, previous: Registration?) async throws -> [RouterReconciler.Action] {
-        try await services.store.saveRegistration(registration)
+    /// Records `registration` in place of `previous` (the row the caller decided from) and applies it
+    /// to the router (only this model's workers change).
+    /// - Returns: the registration as recorded (with its version) and what was changed in the router.
+    /// - Throws: `RegistrationChanged`, changing nothing, when the stored row is no longer `previous`;
+    ///   `RouterUnavailable` after restoring `previous` in the store and undoing what was applied.
+    func apply(
+        _ registration: Registration, previous: Registration?
+    ) async throws -> (recorded: Registration, actions: [RouterReconciler.Action]) {
+        guard let recorded = try await services.store.updateRegistration(registration, expectedVersion: previous?.version) else {
+            throw RegistrationChanged(model: registration.model, environment: registration.environment)
+        }
         var applied: [RouterReconciler.Action] = []
         do {
             let actual = try await router.workers().filter { $0.model == registration.model || isDenyWorker($0, model: registration.model) }
-            let actions = RouterReconciler.plan(desired: [registration], actual: actual, settings: settings)
+            let actions = RouterReconciler.plan(desired: [recorded], actual: actual, settings: settings)
             for action in actions {
                 try await perform(action)
                 applied.append(action)
             }
-            return actions
+            return (recorded, actions)
         } catch {
-            if let previous { try? await services.store.saveRegistration(previous) } else { try? await services.store.removeRegistration(model: registration.model, environment: registration.environment) }
+            try? await restore(previous, over: recorded)
             for action in applied.reversed() {
                 switch action {
                 case .add(let worker): try? await router.remove(url: worker.url)
@@ -41,12 +48,22 @@ struct Registrar: Sendable {
         }
     }
 
+    /// Puts `previous` back in the store in place of `recorded`, unless someone changed the row since.
+    func restore(_ previous: Registration?, over recorded: Registration) async throws {
+        if let previous {
+            _ = try await services.store.updateRegistration(previous, expectedVersion: recorded.version)
+        } else {
+            _ = try await services.store.removeRegistration(
+                model: recorded.model, environment: recorded.environment, expectedVersion: recorded.version)
+        }
+    }
+
     /// Takes a registration that never worked back out of the router and the store.
-    func forget(_ registration: Registration) async {
-        for worker in RouterReconciler.desiredWorkers(registration, settings: settings) {
+    func forget(_ recorded: Registration) async {
+        for worker in RouterReconciler.desiredWorkers(recorded, settings: settings) {
             try? await router.remove(url: worker.url)
         }
-        try? await services.store.removeRegistration(model: registration.model, environment: registration.environment)
+        try? await restore(nil, over: recorded)
     }
 
     func perform(_ action: RouterReconciler.Action) async throws {
@@ -92,5 +109,23 @@ struct Registrar: Sendable {
     static func errorMessage(_ body: Data) -> String? {
         guard let json = try? JSONDecoder().decode(JSONValue.self, from: body) else { return nil }
         return json["error"]?["message"]?.stringValue ?? json["message"]?.stringValue ?? json["error"]?.stringValue
+    }
+}
+
+/// The registration changed between being read and being written (someone disabled the model, or
+/// the reconciler followed a rollout): nothing was changed, so the other change stands.
+public struct RegistrationChanged: UserFacingError, Equatable {
+    public var model: String
+    public var environment: String
+    public init(model: String, environment: String) {
+        self.model = model
+        self.environment = environment
+    }
+
+    public var message: String {
+        "The routing of \(model) in \(environment) was changed by someone else while this ran, so nothing was changed."
+    }
+    public var hint: String? {
+        "`/infer status \(model) in \(environment)` shows it now; run the command again if it is still needed."
     }
 }

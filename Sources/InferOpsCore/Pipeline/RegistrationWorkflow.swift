@@ -16,6 +16,12 @@ struct RegistrationWorkflow: Sendable {
         let next: Registration
         switch change {
         case .register, .enable:
+            if change == .register, let previous, previous.state == .disabled {
+                // `register` is the deployer's verb; only `enable` (the `disable` permission) undoes a `disable`.
+                return try await refuse(Refusal(
+                    "\(model.name) is \(Self.describe(previous)). `register` does not switch a disabled model back on.",
+                    hint: Self.wayBack(previous)))
+            }
             if change == .enable, previous == nil || previous?.state == .removed {
                 return try await refuse(Refusal(
                     "\(model.name) is not registered in \(environment.name), so there is nothing to enable.",
@@ -73,6 +79,28 @@ struct RegistrationWorkflow: Sendable {
         return nil
     }
 
+    /// "disabled in staging by <@alice> since 2026-12-01T18:00:00Z: wrong answers": who, when and why.
+    static func describe(_ registration: Registration) -> String {
+        let state = switch registration.state {
+        case .enabled: "enabled in \(registration.environment)"
+        case .disabled: "disabled in \(registration.environment)"
+        case .removed: "deregistered from \(registration.environment)"
+        }
+        return "\(state) by <@\(registration.changedBy)> since \(Reports.timestamp(registration.changedAt))"
+            + (registration.reason.map { ": \($0)" } ?? " (no reason given)")
+    }
+
+    /// The verb that routes a disabled or deregistered model again, and the permission it takes.
+    static func wayBack(_ registration: Registration) -> String {
+        switch registration.state {
+        case .disabled:
+            "`/infer enable \(registration.model) in \(registration.environment)` routes it again; "
+                + "it takes the `disable` permission, like `disable`."
+        case .removed, .enabled:
+            "`/infer register \(registration.model) in \(registration.environment)` routes it again."
+        }
+    }
+
     func refuse(_ refusal: Refusal) async throws -> CommandOutcome {
         try await reporter.finish(.failed, .error(refusal))
         return .refused(refusal.message)
@@ -103,9 +131,12 @@ struct RegistrationStep: Sendable {
             next.state == .enabled
                 ? "Routing \(model) to \(next.endpoints.count) engine replica\(next.endpoints.count == 1 ? "" : "s") in the router."
                 : "Routing \(model) to the deny backend (\(next.state.rawValue)).")
+        let recorded: Registration
         let actions: [RouterReconciler.Action]
         do {
-            actions = try await registrar.apply(next, previous: previous)
+            (recorded, actions) = try await registrar.apply(next, previous: previous)
+        } catch let changed as RegistrationChanged {
+            return .failed(changed)
         } catch let failure as RouterUnavailable {
             return .failed(Refusal(failure.message + " Nothing was changed: the previous routing is restored.", hint: failure.hint))
         }
@@ -122,9 +153,9 @@ struct RegistrationStep: Sendable {
             return .routed("\(model) is \(next.state.rawValue) in \(environment); requests for it get: “\(message)”")
         } catch let failure as VerificationFailure {
             if let previous {
-                _ = try? await registrar.apply(previous, previous: previous)
+                _ = try? await registrar.apply(previous, previous: recorded)
             } else {
-                await registrar.forget(next)
+                await registrar.forget(recorded)
             }
             return .failed(Refusal(failure.message + (previous == nil ? "" : " The previous routing is restored.")))
         } catch let failure as RouterUnavailable {
@@ -135,6 +166,10 @@ struct RegistrationStep: Sendable {
 
 /// After a deploy or rollback: registers the model when asked, and otherwise keeps an enabled
 /// registration pointing at the replicas that serve now (their addresses change with every rollout).
+///
+/// Both act for the requester, so both need the `register` permission (checked at authorization,
+/// passed in as `denial`); without it the router is left alone and the thread says why. Neither
+/// ever changes a disabled or deregistered model: only `enable` and `register` do that.
 struct RoutingRefresh: Sendable {
     let registrar: Registrar
     let reporter: OperationReporter
@@ -142,14 +177,18 @@ struct RoutingRefresh: Sendable {
     /// Ends a deploy or rollback that Helm and the engine verified: with `success`, plus what the
     /// routing did; or failed, when the routing failed.
     static func finish(
-        registrar: Registrar?, reporter: OperationReporter, model: String, register: Bool, success: Reply
+        registrar: Registrar?, reporter: OperationReporter, model: String, register: Bool, denial: Denial?,
+        success: Reply
     ) async throws -> CommandOutcome {
         let id = await reporter.operation.id
         var reply = success
         if let registrar {
-            switch try await RoutingRefresh(registrar: registrar, reporter: reporter).run(model: model, register: register) {
+            switch try await RoutingRefresh(registrar: registrar, reporter: reporter).run(model: model, register: register, denial: denial) {
             case .routed(let routed)?:
                 reply.title += " " + routed
+            case .failed(let changed as RegistrationChanged)?:
+                // Someone else's change to the routing wins; the release itself is fine.
+                try await reporter.report(Reply(.warning, "The router was left as it is: " + changed.message, hint: changed.hint))
             case .failed(let failure)?:
                 try await reporter.finish(
                     .failed, Reply(.failure, success.title + " But routing failed: " + failure.message, hint: failure.hint))
@@ -162,14 +201,35 @@ struct RoutingRefresh: Sendable {
         return .completed(id)
     }
 
-    /// `nil` when there was nothing to do.
-    func run(model: String, register: Bool) async throws -> RegistrationStep.Outcome? {
+    /// `nil` when there was nothing to do, or nothing this requester may do (said in the thread).
+    func run(model: String, register: Bool, denial: Denial?) async throws -> RegistrationStep.Outcome? {
         let services = registrar.services
         let environment = registrar.environment.name
         let previous = try await services.store.registration(model: model, environment: environment)
+        if register, let previous, previous.state != .enabled {
+            try await reporter.report(Reply(
+                .warning,
+                "Not registering \(model): it is \(RegistrationWorkflow.describe(previous)). "
+                    + "Registering after a deploy never changes a \(previous.state == .disabled ? "disabled" : "deregistered") model.",
+                hint: RegistrationWorkflow.wayBack(previous)))
+            return nil
+        }
         guard register || previous?.state == .enabled else { return nil }
         let serving = try await registrar.servingEndpoints(model: model)
-        if !register, let previous, previous.endpoints == serving.urls { return nil }
+        // Already where it should be: nothing to change (a requester without `register` re-verifies nothing).
+        if let previous, previous.endpoints == serving.urls, !register || denial != nil { return nil }
+        if let denial {
+            try await reporter.report(Reply(
+                .warning,
+                register
+                    ? "Not registering \(model) in \(environment) automatically: \(denial.message)"
+                    : "The router still routes \(model) to the replicas before this change: \(denial.message)",
+                hint: register
+                    ? denial.hint
+                    : "A running daemon's router repair follows the new replicas; or someone with `register` runs "
+                        + "`/infer register \(model) in \(environment)`."))
+            return nil
+        }
         let requester = await reporter.operation.requester
         let next = Registration(
             model: model, environment: environment, state: .enabled, endpoints: serving.urls,

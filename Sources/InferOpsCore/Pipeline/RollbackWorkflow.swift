@@ -9,6 +9,8 @@ struct RollbackWorkflow: Sendable {
     let reporter: OperationReporter
     /// The environment's router side, so an enabled registration follows the restored engines.
     var registrar: Registrar? = nil
+    /// Set when the requester may not change the router here: the routing refresh is skipped.
+    var routingDenial: Denial? = nil
 
     func run() async throws -> CommandOutcome {
         let id = await reporter.operation.id
@@ -72,7 +74,7 @@ struct RollbackWorkflow: Sendable {
             try await reporter.report(Reply(.progress, "Test completion answered in \(latency.spoken): “\(text)”"))
             let summary = "Rolled \(model.name) in \(environment.name) back to revision \(revision) (now revision \(restored.revision)), verified in \(latency.spoken)."
             return try await RoutingRefresh.finish(
-                registrar: registrar, reporter: reporter, model: model.name, register: false,
+                registrar: registrar, reporter: reporter, model: model.name, register: false, denial: routingDenial,
                 success: Reply(.success, summary, fields: [Reply.Field("endpoint", endpoint.description)]))
         } catch let failure as VerificationFailure {
             return try await fail(failure)

@@ -17,6 +17,9 @@ public struct RouterReconciliation: Sendable {
         self.services = services
     }
 
+    /// Rounds of one pass when registrations keep changing under it; the next pass takes over after.
+    static let maximumRounds = 3
+
     /// One pass over every environment that has a router.
     public func reconcileOnce() async -> [Pass] {
         var passes: [Pass] = []
@@ -26,16 +29,30 @@ public struct RouterReconciliation: Sendable {
             else { continue }
             let registrar = Registrar(services: services, environment: environment, settings: settings, router: router)
             do {
-                var registrations = try await services.store.registrations().filter { $0.environment == name }
-                for (index, registration) in registrations.enumerated() where registration.state == .enabled {
+                // Follow the replicas that serve now. Each write names the version it was read at, so
+                // a row changed while the cluster was asked (a `disable`) is left as that change made it.
+                let enabled = try await services.store.registrations().filter { $0.environment == name && $0.state == .enabled }
+                for registration in enabled {
                     let serving = try await registrar.servingEndpoints(model: registration.model)
                     // With no replica ready (mid-rollout), keep routing where it was rather than nowhere.
                     guard !serving.urls.isEmpty, serving.urls != registration.endpoints else { continue }
-                    registrations[index].endpoints = serving.urls
-                    try await services.store.saveRegistration(registrations[index])
+                    var moved = registration
+                    moved.endpoints = serving.urls
+                    _ = try await services.store.updateRegistration(moved, expectedVersion: registration.version)
                 }
-                let actions = RouterReconciler.plan(desired: registrations, actual: try await router.workers(), settings: settings)
-                for action in actions { try await registrar.perform(action) }
+                // Act on the router from a fresh read, and read again afterwards: a change recorded
+                // while the router was being changed gets another round, so this pass never leaves
+                // the router on a state that was already replaced.
+                var actions: [RouterReconciler.Action] = []
+                var desired = try await services.store.registrations().filter { $0.environment == name }
+                for _ in 0..<Self.maximumRounds {
+                    let round = RouterReconciler.plan(desired: desired, actual: try await router.workers(), settings: settings)
+                    for action in round { try await registrar.perform(action) }
+                    actions += round
+                    let now = try await services.store.registrations().filter { $0.environment == name }
+                    if now == desired { break }
+                    desired = now
+                }
                 passes.append(Pass(environment: name, actions: actions, failure: nil))
             } catch let error as any UserFacingError {
                 passes.append(Pass(environment: name, actions: [], failure: error.message))

@@ -57,10 +57,13 @@ public struct Registration: Hashable, Sendable, Codable {
     public var changedBy: UserID
     public var changedAt: Date
     public var reason: String?
+    /// How many times the store has recorded this row (0 before the first time). Writes name the
+    /// version they decided from, so a change made in between is never overwritten.
+    public var version: Int
 
     public init(
         model: String, environment: String, state: RegistrationState, endpoints: [String], changedBy: UserID,
-        changedAt: Date, reason: String? = nil
+        changedAt: Date, reason: String? = nil, version: Int = 0
     ) {
         self.model = model
         self.environment = environment
@@ -69,6 +72,7 @@ public struct Registration: Hashable, Sendable, Codable {
         self.changedBy = changedBy
         self.changedAt = changedAt
         self.reason = reason
+        self.version = version
     }
 }
 

@@ -6,8 +6,13 @@ import Foundation
 public protocol OperationStore: Sendable {
     /// Records a new operation.
     func insert(_ operation: OperationRecord) async throws
-    /// Replaces the stored operation with `operation` (same id); used for state, plan, thread and outcome.
-    func update(_ operation: OperationRecord) async throws
+    /// Replaces the stored operation with `operation` (same id), in one step with checking that the
+    /// stored one is still in `expectedState`: the state the caller last read or wrote. Used for state,
+    /// plan, thread and outcome. So a record that another process closed (a `cancel` from
+    /// `inferops exec`) is never written back to a running state.
+    /// - Throws: `OperationAlreadyEnded` when the stored operation has finished meanwhile;
+    ///   `OperationStateConflict` when it is in another unfinished state.
+    func update(_ operation: OperationRecord, from expectedState: OperationState) async throws
     func operation(_ id: OperationID) async throws -> OperationRecord?
     /// Atomically moves `operation` to `prechecking` unless another unfinished operation in a state of
     /// `OperationState.holdingRelease` acts on the same release; returns that operation instead.
@@ -30,11 +35,16 @@ public protocol OperationStore: Sendable {
     func recordVerification(_ verification: Verification) async throws
     func lastVerification(model: String, environment: String) async throws -> Verification?
 
-    /// Records the desired routing of a model in an environment (replacing the previous one).
-    func saveRegistration(_ registration: Registration) async throws
+    /// Records the desired routing of a model in an environment, in one step with checking that the
+    /// stored one is still the one the caller decided from: at `expectedVersion`, or absent when it is
+    /// `nil`. A change made meanwhile (a `disable` while the reconciler waited on the cluster) is
+    /// therefore never overwritten.
+    /// - Returns: the registration as stored, with its new version; `nil` when the stored one changed.
+    func updateRegistration(_ registration: Registration, expectedVersion: Int?) async throws -> Registration?
     func registration(model: String, environment: String) async throws -> Registration?
-    /// Forgets a registration (used only to undo one that never reached the router).
-    func removeRegistration(model: String, environment: String) async throws
+    /// Forgets a registration if it is still at `expectedVersion` (used only to undo one that never
+    /// reached the router); returns whether it did.
+    func removeRegistration(model: String, environment: String, expectedVersion: Int) async throws -> Bool
     /// Every registration, sorted by environment then model.
     func registrations() async throws -> [Registration]
 
@@ -52,6 +62,18 @@ public struct OperationAlreadyEnded: Error, Equatable, Sendable {
     public init(operation: OperationID, state: OperationState) {
         self.operation = operation
         self.state = state
+    }
+}
+
+/// The stored operation is not in the state its writer expected: two writers act on one operation.
+public struct OperationStateConflict: Error, Equatable, Sendable {
+    public var operation: OperationID
+    public var expected: OperationState
+    public var found: OperationState
+    public init(operation: OperationID, expected: OperationState, found: OperationState) {
+        self.operation = operation
+        self.expected = expected
+        self.found = found
     }
 }
 
