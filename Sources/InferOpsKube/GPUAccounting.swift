@@ -13,6 +13,7 @@ enum GPUAccounting {
     static func capacity(nodes: [KubeNode], pods: [KubePod]) -> GPUCapacity {
         var requestedOnNode: [String: Int] = [:]
         var requestedByRelease: [String: Int] = [:]
+        var requestedOnNodeByRelease: [String: [String: Int]] = [:]
         for pod in pods where holdsGPUs(pod) {
             let gpus = request(of: pod.spec)
             guard gpus > 0 else { continue }
@@ -21,6 +22,9 @@ enum GPUAccounting {
             }
             if let release = pod.metadata.labels?[releaseLabel], !release.isEmpty {
                 requestedByRelease[release, default: 0] += gpus
+                if let node = pod.spec?.nodeName, !node.isEmpty {
+                    requestedOnNodeByRelease[node, default: [:]][release, default: 0] += gpus
+                }
             }
         }
         var result: [NodeGPUs] = []
@@ -31,7 +35,8 @@ enum GPUAccounting {
                 NodeGPUs(
                     node: node.metadata.name,
                     allocatable: acceptsPods(node) ? allocatable : 0,
-                    requested: requestedOnNode[node.metadata.name] ?? 0
+                    requested: requestedOnNode[node.metadata.name] ?? 0,
+                    requestedByRelease: requestedOnNodeByRelease[node.metadata.name] ?? [:]
                 )
             )
         }
@@ -96,7 +101,9 @@ enum PodDiagnosis {
             ready: ready,
             node: node,
             address: pod.status?.podIP.flatMap { $0.isEmpty ? nil : $0 },
-            reason: ready ? nil : reason(pod, phase: phase)
+            reason: ready ? nil : reason(pod, phase: phase),
+            unschedulable: pod.metadata.deletionTimestamp == nil && node == nil
+                && pod.status?.conditions?.contains { $0.type == "PodScheduled" && $0.status == "False" } == true
         )
     }
 

@@ -122,14 +122,6 @@ struct KubeNode: Decodable, Sendable {
     var status: NodeStatus?
 }
 
-struct KubeDeployment: Decodable, Sendable {
-    struct Spec: Decodable, Sendable {
-        var replicas: Int?
-    }
-    var metadata: ObjectMeta
-    var spec: Spec?
-}
-
 struct KubeEvent: Decodable, Sendable {
     struct InvolvedObject: Decodable, Sendable {
         var kind: String?

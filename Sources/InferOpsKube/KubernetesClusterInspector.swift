@@ -3,7 +3,7 @@ import InferOpsCore
 /// Reads GPU capacity and workload state from the Kubernetes API.
 ///
 /// Read-only: it needs `list` on nodes and pods (cluster-wide, for capacity), `get` on deployments
-/// and `list` on pods and events in the release namespaces.
+/// and `list` on pods, replicasets and events in the release namespaces.
 public struct KubernetesClusterInspector: ClusterInspector {
     public let contexts: KubeContexts
 
@@ -23,17 +23,50 @@ public struct KubernetesClusterInspector: ClusterInspector {
         let namespace = percentEncoded(target.namespace)
         let selector = percentEncoded("\(GPUAccounting.releaseLabel)=\(target.release)")
         async let pods = api.list("/api/v1/namespaces/\(namespace)/pods?labelSelector=\(selector)", of: KubePod.self)
-        let desired: Int
+        async let replicaSets = api.list(
+            "/apis/apps/v1/namespaces/\(namespace)/replicasets?labelSelector=\(selector)", of: JSONValue.self)
+        let deployment: JSONValue?
         do {
-            let deployment: KubeDeployment = try await api.get(
+            deployment = try await api.get(
                 "/apis/apps/v1/namespaces/\(namespace)/deployments/\(percentEncoded(target.release))"
             )
-            desired = deployment.spec?.replicas ?? 0
         } catch KubeAPIError.notFound {
-            desired = 0  // not installed yet, or already removed: no replicas are wanted
+            deployment = nil  // not installed yet, or already removed: no replicas are wanted
         }
-        let snapshots = try await pods.map(PodDiagnosis.snapshot).sorted { $0.name < $1.name }
-        return WorkloadSnapshot(desiredReplicas: desired, pods: snapshots)
+        // During a rollout only the pods of the current template's ReplicaSet are progress; until the
+        // controller has created that ReplicaSet, every pod with a hash is old.
+        var currentHash: String?
+        if let deployment {
+            currentHash = RolloutReading.currentHash(deployment: deployment, replicaSets: try await replicaSets)
+        }
+        var snapshots: [PodSnapshot] = []
+        for pod in try await pods {
+            var snapshot = PodDiagnosis.snapshot(pod)
+            if deployment != nil, let hash = pod.metadata.labels?[RolloutReading.hashLabel] {
+                snapshot.current = hash == currentHash
+            }
+            snapshots.append(snapshot)
+        }
+        return WorkloadSnapshot(
+            desiredReplicas: deployment?["spec"]?["replicas"]?.intValue ?? (deployment == nil ? 0 : 1),
+            pods: snapshots.sorted { $0.name < $1.name }
+        )
+    }
+
+    public func rollout(_ target: ReleaseTarget, rendered: String) async throws -> Rollout? {
+        guard let wanted = RolloutReading.deployment(in: rendered, release: target.release),
+            let name = wanted["metadata"]?["name"]?.stringValue
+        else { return nil }
+        let api = try await contexts.context(target.kubeContext)
+        let live: JSONValue?
+        do {
+            live = try await api.get(
+                "/apis/apps/v1/namespaces/\(percentEncoded(target.namespace))/deployments/\(percentEncoded(name))"
+            )
+        } catch KubeAPIError.notFound {
+            live = nil
+        }
+        return RolloutReading.rollout(rendered: wanted, live: live)
     }
 
     /// The events about one pod, oldest first: the scheduler's attempts, image pulls, probe failures.

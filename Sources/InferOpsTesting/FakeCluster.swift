@@ -7,6 +7,10 @@ public final class FakeCluster: ClusterInspector, Sendable {
         public var capacities: [GPUCapacity]
         /// Pods per release; a release without an entry has one ready pod.
         public var workloads: [String: WorkloadSnapshot] = [:]
+        /// What `rollout` answers per release; `nil` (the default) means no Deployment to compare.
+        public var rollouts: [String: Rollout] = [:]
+        /// The manifests each `rollout` call was given, in order.
+        public var renderedForRollout: [String] = []
         /// Thrown by `gpuCapacity` while set.
         public var capacityError: (any Error)?
         public var capacityCalls = 0
@@ -41,6 +45,10 @@ public final class FakeCluster: ClusterInspector, Sendable {
         observed.update { $0.workloads[release] = workload }
     }
 
+    public func setRollout(_ rollout: Rollout?, for release: String) {
+        observed.update { $0.rollouts[release] = rollout }
+    }
+
     public func failCapacity(with error: (any Error)?) {
         observed.update { $0.capacityError = error }
     }
@@ -72,6 +80,13 @@ public final class FakeCluster: ClusterInspector, Sendable {
                     desiredReplicas: 1,
                     pods: [PodSnapshot(name: "\(target.release)-0", phase: "Running", ready: true, node: "gpu-a")]
                 )
+        }
+    }
+
+    public func rollout(_ target: ReleaseTarget, rendered: String) async throws -> Rollout? {
+        observed.update { state in
+            state.renderedForRollout.append(rendered)
+            return state.rollouts[target.release]
         }
     }
 }

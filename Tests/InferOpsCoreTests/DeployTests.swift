@@ -96,8 +96,9 @@ import Testing
         #expect(h.chat.updates.first?.message == card.message)
         #expect(h.chat.updates.first?.reply.title == last.title)
 
-        // Ports: Helm once, the engine probed until healthy, warmed up twice, then tested.
-        #expect(h.releases.calls.map(\.method) == [.status, .history, .upgrade])
+        // Ports: Helm once (after a dry-run render for the capacity check), the engine probed until
+        // healthy, warmed up twice, then tested.
+        #expect(h.releases.calls.map(\.method) == [.status, .history, .render, .upgrade])
         let upgrade = try #require(h.releases.upgrades.first)
         #expect(upgrade.values["replicaCount"] == .number(1))
         #expect(upgrade.values["model"]?["servedName"] == .string("llama-3-8b"))

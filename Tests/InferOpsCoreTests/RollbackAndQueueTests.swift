@@ -107,7 +107,7 @@ import Testing
         let release = "llama-3-8b-staging"
         let oneDeploy = [
             "began status \(release)", "ended status \(release)", "began history \(release)",
-            "ended history \(release)",
+            "ended history \(release)", "began render \(release)", "ended render \(release)",
             "began upgrade \(release)", "ended upgrade \(release)",
         ]
         #expect(h.releases.events.map(\.description) == oneDeploy + oneDeploy)

@@ -77,11 +77,11 @@ struct GPUAccountingTests {
         #expect(
             capacity.nodes == [
                 // 2 (requests) + 1 (limits only); Succeeded, Failed and deleting pods hold nothing.
-                NodeGPUs(node: "gpu-a", allocatable: 8, requested: 3),
+                NodeGPUs(node: "gpu-a", allocatable: 8, requested: 3, requestedByRelease: ["llama": 3]),
                 // max(1 + 1 app containers, 3 init) = 3, plus the unlabelled pod's 1.
-                NodeGPUs(node: "gpu-b", allocatable: 4, requested: 4),
+                NodeGPUs(node: "gpu-b", allocatable: 4, requested: 4, requestedByRelease: ["mixtral": 3]),
                 // Cordoned and NotReady nodes take no new pods: nothing is allocatable there.
-                NodeGPUs(node: "gpu-cordoned", allocatable: 0, requested: 1),
+                NodeGPUs(node: "gpu-cordoned", allocatable: 0, requested: 1, requestedByRelease: ["qwen": 1]),
                 NodeGPUs(node: "gpu-down", allocatable: 0, requested: 0),
             ]
         )
@@ -145,7 +145,11 @@ struct PodDiagnosisTests {
             """
         )
         #expect(
-            pod == PodSnapshot(name: "big-0", phase: "Pending", ready: false, node: nil, reason: Self.schedulerMessage)
+            pod
+                == PodSnapshot(
+                    name: "big-0", phase: "Pending", ready: false, node: nil, reason: Self.schedulerMessage,
+                    unschedulable: true
+                )
         )
     }
 

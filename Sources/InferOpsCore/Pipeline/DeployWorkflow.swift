@@ -43,7 +43,7 @@ struct DeployWorkflow: Sendable {
         do {
             applied = try await withProgress { try await services.releases.upgrade(plan.upgrade) }
         } catch let failure as ReleaseFailure where failure != .cancelled {
-            return try await recover(from: failure, lastGood: lastGood)
+            return try await recover(from: await explained(failure), lastGood: lastGood)
         }
         try await reporter.setRevision(applied.revision)
         try await reporter.report(
@@ -94,8 +94,9 @@ struct DeployWorkflow: Sendable {
 
     /// Refuses, or waits for GPUs when the environment allows, before Helm runs.
     func checkCapacity() async throws -> Refusal? {
+        let rollout = try await plannedRollout()
         var capacity = try await services.cluster.gpuCapacity(kubeContext: plan.target.kubeContext)
-        var verdict = CapacityCheck.evaluate(plan, capacity: capacity)
+        var verdict = CapacityCheck.evaluate(plan, capacity: capacity, rollout: rollout)
         if verdict.fits {
             try await reporter.report(Reply(.progress, "GPU capacity is enough: \(verdict.summary)."))
             return nil
@@ -103,7 +104,7 @@ struct DeployWorkflow: Sendable {
         guard case .wait(let patience) = environment.capacity else {
             return Refusal(
                 "Not enough free GPUs for \(plan.target.release): \(verdict.summary).",
-                hint: "Free GPUs (roll back or remove another model), lower `replicaCount`, or ask for the deploy to wait."
+                hint: verdict.hint ?? "Free GPUs (roll back or remove another model), lower `replicaCount`, or ask for the deploy to wait."
             )
         }
         try await reporter.report(Reply(.warning, "Waiting up to \(patience.spoken) for GPUs: \(verdict.summary)."))
@@ -111,7 +112,7 @@ struct DeployWorkflow: Sendable {
         while services.time.now() < deadline {
             try await services.time.sleep(for: .seconds(2))
             capacity = try await services.cluster.gpuCapacity(kubeContext: plan.target.kubeContext)
-            verdict = CapacityCheck.evaluate(plan, capacity: capacity)
+            verdict = CapacityCheck.evaluate(plan, capacity: capacity, rollout: rollout)
             if verdict.fits {
                 try await reporter.report(Reply(.progress, "GPUs are free now: \(verdict.summary)."))
                 return nil
@@ -189,11 +190,21 @@ struct DeployWorkflow: Sendable {
     }
 }
 
-/// Turns the pods' state into one line: "1 of 2 replicas ready; llama-…-x7k Pending: 0/3 nodes…".
+/// Turns the pods' state into one line: "1 of 2 replicas ready; llama-…-x7k Pending: 0/3 nodes…", and
+/// during a rollout "1 of 2 new replicas ready; 1 old still serving": old pods never count as progress.
 public enum ProgressSummary {
     public static func describe(_ workload: WorkloadSnapshot) -> String {
-        var parts = ["\(workload.readyReplicas) of \(workload.desiredReplicas) replicas ready"]
-        let reasons = workload.pods.filter { !$0.ready }.map { pod in
+        let old = workload.oldPods
+        var parts = [
+            "\(workload.readyCurrentReplicas) of \(workload.desiredReplicas) \(old.isEmpty ? "" : "new ")replicas ready"
+        ]
+        if !old.isEmpty {
+            let serving = old.filter(\.ready).count
+            let stopping = old.count - serving
+            if serving > 0 { parts.append("\(serving) old still serving") }
+            if stopping > 0 { parts.append("\(stopping) old not ready (stopping)") }
+        }
+        let reasons = workload.pods.filter { $0.current && !$0.ready }.map { pod in
             "\(pod.name) \(pod.phase)" + (pod.reason.map { ": \($0)" } ?? "")
         }
         parts.append(contentsOf: reasons.prefix(3))

@@ -4,18 +4,25 @@ public protocol ClusterInspector: Sendable {
     func gpuCapacity(kubeContext: String?) async throws -> GPUCapacity
     /// The release's pods (label `app.kubernetes.io/instance={release}`), with why they are not ready.
     func workload(_ target: ReleaseTarget) async throws -> WorkloadSnapshot
+    /// How applying `rendered` (the manifests of a dry run) would roll the release's Deployment out:
+    /// its strategy, what runs now, and whether the pod template changes. `nil` when `rendered` has no
+    /// Deployment to compare.
+    func rollout(_ target: ReleaseTarget, rendered: String) async throws -> Rollout?
 }
 
 public struct NodeGPUs: Hashable, Sendable, Codable {
     public var node: String
     public var allocatable: Int
     public var requested: Int
+    /// GPUs that each release's pods bound here hold: a redeploy can reuse its own, on this node only.
+    public var requestedByRelease: [String: Int]
     public var free: Int { max(0, allocatable - requested) }
 
-    public init(node: String, allocatable: Int, requested: Int) {
+    public init(node: String, allocatable: Int, requested: Int, requestedByRelease: [String: Int] = [:]) {
         self.node = node
         self.allocatable = allocatable
         self.requested = requested
+        self.requestedByRelease = requestedByRelease
     }
 }
 
@@ -45,21 +52,36 @@ public struct PodSnapshot: Hashable, Sendable, Codable {
     public var address: String?
     /// Why it is not ready: the scheduler's message, a container waiting reason, or `nil`.
     public var reason: String?
+    /// The scheduler found no node for it; `reason` is then the scheduler's message.
+    public var unschedulable: Bool
+    /// Of the revision being rolled out (the Deployment's current pod template); `false` for pods of
+    /// an older ReplicaSet that still serve or are stopping during a rollout.
+    public var current: Bool
 
-    public init(name: String, phase: String, ready: Bool, node: String? = nil, address: String? = nil, reason: String? = nil) {
+    public init(
+        name: String, phase: String, ready: Bool, node: String? = nil, address: String? = nil, reason: String? = nil,
+        unschedulable: Bool = false, current: Bool = true
+    ) {
         self.name = name
         self.phase = phase
         self.ready = ready
         self.node = node
         self.address = address
         self.reason = reason
+        self.unschedulable = unschedulable
+        self.current = current
     }
 }
 
 public struct WorkloadSnapshot: Hashable, Sendable, Codable {
     public var desiredReplicas: Int
     public var pods: [PodSnapshot]
+    /// Every ready pod, of any revision: what serves now.
     public var readyReplicas: Int { pods.filter(\.ready).count }
+    /// Ready pods of the revision being rolled out: the progress of a rollout.
+    public var readyCurrentReplicas: Int { pods.filter { $0.current && $0.ready }.count }
+    /// Pods of older ReplicaSets, still serving or stopping.
+    public var oldPods: [PodSnapshot] { pods.filter { !$0.current } }
 
     public init(desiredReplicas: Int, pods: [PodSnapshot]) {
         self.desiredReplicas = desiredReplicas
