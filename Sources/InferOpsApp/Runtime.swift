@@ -71,7 +71,7 @@ public struct Runtime: Sendable {
             store: store, releases: releases, cluster: kube.clusterInspector(), engines: engines,
             chat: ConsoleTransport(output: output), routers: routers, observer: MetricsObserver(metrics: metrics),
             logger: logger
-        )
+        ).redacting(for: configuration, extra: kube.credentialLiterals)
         return Runtime(
             dispatcher: Dispatcher(configuration: configuration, catalog: loaded.catalog, services: services),
             store: store, configuration: configuration, kube: kube, workFolder: workFolder, services: services,
