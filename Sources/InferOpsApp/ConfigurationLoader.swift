@@ -97,12 +97,12 @@ public struct ConfigurationLoader {
             if mapping.count == 0 { reader.problem(node, "no environments are configured.", fix: "add one under `environments:`") }
         }
         let policy = policySettings(root, reader: reader, environments: Array(environments.keys), catalog: catalog)
-        problems = reader.problems + problems
-        return Loaded(
-            configuration: Configuration(chat: chat, kubernetes: kubernetes, helm: helm, environments: environments,
-                                         models: models, policy: policy, storage: storage, server: server),
-            catalog: catalog, problems: problems
-        )
+        let (valuesSecrets, valuesProblems) = Self.checkValuesFiles(Set(environments.values.flatMap(\.valuesFiles)).sorted())
+        problems = reader.problems + problems + valuesProblems
+        var configuration = Configuration(chat: chat, kubernetes: kubernetes, helm: helm, environments: environments,
+                                          models: models, policy: policy, storage: storage, server: server)
+        configuration.knownSecrets = valuesSecrets
+        return Loaded(configuration: configuration, catalog: catalog, problems: problems)
     }
 
     /// Secrets come from the environment or mounted files, never from this file: a key that names a
@@ -124,6 +124,64 @@ public struct ConfigurationLoader {
         case .scalar:
             break
         }
+    }
+
+    /// Values reach the engine's pod spec and Helm's release records, which anyone who may read the
+    /// namespace's Secrets (Helm's storage) or describe its pods can read, and a dry run shows them.
+    /// A secret belongs in a Kubernetes Secret the pod references, never in a value.
+    static let secretReferenceFix = "keep it in a Kubernetes Secret and reference it: "
+        + "`{name: HF_TOKEN, valueFrom: {secretKeyRef: {name: hf-token, key: token}}}` under `engine.env`, "
+        + "or `engine.hfToken.secretName` for the Hugging Face token; then remove the value from the file (and its history)"
+
+    /// Whether a key or an env var name names a secret by its last word (`hfToken`, `DB_PASSWORD`,
+    /// `OPENAI_API_KEY`), so `secretName` or `tokenizerMode` are not mistaken for one.
+    static func namesSecret(_ name: String) -> Bool {
+        let squashed = name.lowercased().filter { $0.isLetter || $0.isNumber }
+        return ["token", "password", "passwd", "secret", "apikey", "accesskey", "privatekey", "clientkey", "credential",
+                "credentials"].contains { squashed.hasSuffix($0) }
+    }
+
+    /// Refuses secrets written by value anywhere in values (a model's `values`, a values file): a key
+    /// that names a secret holding a string, an env entry `{name: HF_TOKEN, value: …}`, and any string
+    /// shaped like a well-known access token.
+    static func refuseSecretValues(in node: Node, reader: YAMLReader) {
+        switch node {
+        case .mapping(let mapping):
+            let envName = node["name"]?.string.flatMap { namesSecret($0) ? $0 : nil }
+            for (key, value) in mapping {
+                let name = key.string ?? ""
+                let literal = value.scalar != nil && !(value.string ?? "").isEmpty && value.null == nil
+                if literal, name == "value", let envName {
+                    reader.problem(value, "the env entry `\(envName)` holds its secret by value.", fix: secretReferenceFix)
+                } else if literal, namesSecret(name) {
+                    reader.problem(value, "`\(name)` holds a secret by value.", fix: secretReferenceFix)
+                } else {
+                    refuseSecretValues(in: value, reader: reader)
+                }
+            }
+        case .sequence(let sequence):
+            for item in sequence { refuseSecretValues(in: item, reader: reader) }
+        case .scalar:
+            if let text = node.string, text.contains(#/(?:^|[^A-Za-z0-9])(?:hf_|sk-|ghp_|gho_|ghs_|github_pat_|xox[abprs]-|AKIA)[A-Za-z0-9_\-]{8,}/#) {
+                reader.problem(node, "a value is shaped like an access token.", fix: secretReferenceFix)
+            }
+        }
+    }
+
+    /// Checks every values file the environments name, once each, and returns the secrets they hold
+    /// by value so that, should a file change after the check, replies still never show them.
+    static func checkValuesFiles(_ files: [String]) -> (secrets: [String], problems: [ConfigurationProblem]) {
+        var secrets: [String] = []
+        var problems: [ConfigurationProblem] = []
+        for file in files where FileManager.default.fileExists(atPath: file) {
+            let reader = YAMLReader(file: file)
+            if let root = reader.load() {
+                refuseSecretValues(in: root, reader: reader)
+                secrets += SecretRedactor.sensitiveStrings(in: jsonValue(root))
+            }
+            problems += reader.problems
+        }
+        return (secrets, problems)
     }
 
     static let empty = Configuration(environments: [:], models: [:], policy: Policy(roles: []))
@@ -153,6 +211,11 @@ public struct ConfigurationLoader {
         environment.replicas = reader.int(node, "replicas", in: section, range: 0...64) ?? environment.replicas
         environment.readinessBudget = reader.duration(node, "readinessBudget", in: section) ?? environment.readinessBudget
         environment.allowedSetKeys = reader.strings(node, "allowedSetKeys", in: section) ?? []
+        for (index, key) in environment.allowedSetKeys.enumerated()
+        where Self.namesSecret(String(key.split(separator: ".").last ?? "")) {
+            reader.problem(node["allowedSetKeys"]?.sequence?[index], "`--set \(key)` would make people type a secret in chat.",
+                           fix: "remove it from `allowedSetKeys`; " + Self.secretReferenceFix)
+        }
         environment.autoRollback = reader.bool(node, "autoRollback", in: section) ?? false
         if let verification = reader.mapping(node, "verification", in: section) {
             let sub = section + ".verification"
@@ -267,7 +330,10 @@ public struct ConfigurationLoader {
             model.gpusPerReplica = reader.int(node, "gpusPerReplica", in: "the model", range: 0...16) ?? model.gpusPerReplica
             model.image = reader.string(node, "image", in: "the model") ?? model.image
             model.engineArguments = reader.strings(node, "engineArgs", in: "the model") ?? []
-            if let values = node["values"] { model.values = jsonValue(values) }
+            if let values = node["values"] {
+                refuseSecretValues(in: values, reader: reader)
+                model.values = jsonValue(values)
+            }
             models[name] = model
         }
         return (models, problems)

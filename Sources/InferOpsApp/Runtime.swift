@@ -77,7 +77,7 @@ public struct Runtime: Sendable {
             store: store, releases: releases, cluster: kube.clusterInspector(), engines: engines,
             chat: ConsoleTransport(output: output), routers: routers, observer: MetricsObserver(metrics: metrics),
             logger: logger
-        )
+        ).redacting(for: configuration, extra: kube.credentialLiterals)
         started = true
         return Runtime(
             dispatcher: Dispatcher(configuration: configuration, catalog: loaded.catalog, services: services),

@@ -33,6 +33,29 @@ public final class KubeRuntime: Sendable {
         self.contexts = contexts
     }
 
+    /// The credentials the kubeconfig holds (tokens, client keys, with each key's base64 lines), so
+    /// the redactor can remove them should an error or a reply ever quote one.
+    public var credentialLiterals: [String] {
+        guard case .kubeconfig(let kubeconfig) = contexts.source else { return [] }
+        var found: [String] = []
+        for user in kubeconfig.users.values {
+            if let credential = user.credential, let token = try? credential.token(), !token.isEmpty {
+                found.append(token.reveal())
+            }
+            let key: String? =
+                switch user.clientKey {
+                case .pem(let bytes): String(decoding: bytes, as: UTF8.self)
+                case .file(let path): try? String(contentsOfFile: path, encoding: .utf8)
+                case nil: nil
+                }
+            if let key {
+                found.append(key.trimmingCharacters(in: .whitespacesAndNewlines))
+                found += key.split(whereSeparator: \.isNewline).map(String.init).filter { !$0.hasPrefix("-----") && $0.count >= 16 }
+            }
+        }
+        return found
+    }
+
     public func clusterInspector() -> KubernetesClusterInspector {
         KubernetesClusterInspector(contexts: contexts)
     }

@@ -23,6 +23,7 @@ struct OperationRow: FetchableRecord, PersistableRecord {
         static let plan = Column("plan")
         static let planDigest = Column("plan_digest")
         static let revision = Column("revision")
+        static let revisions = Column("revisions")
         static let command = Column("command")
         static let thread = Column("thread")
         static let outcome = Column("outcome")
@@ -56,6 +57,14 @@ struct OperationRow: FetchableRecord, PersistableRecord {
                 throw SQLiteStoreError.unreadableValue(table: table, column: Columns.plan.name, value: text)
             }
         }
+        var revisions: [Int] = []
+        if let text: String = try row.decode(forColumn: Columns.revisions) {
+            do {
+                revisions = try JSONDecoder().decode([Int].self, from: Data(text.utf8))
+            } catch {
+                throw SQLiteStoreError.unreadableValue(table: table, column: Columns.revisions.name, value: text)
+            }
+        }
         operation = OperationRecord(
             id: OperationID(try row.decode(String.self, forColumn: Columns.id)),
             kind: try row.decodeRaw(OperationKind.self, forColumn: Columns.kind, table: table),
@@ -67,6 +76,7 @@ struct OperationRow: FetchableRecord, PersistableRecord {
             plan: plan,
             planDigest: try row.decode(forColumn: Columns.planDigest),
             revision: try row.decode(forColumn: Columns.revision),
+            revisions: revisions,
             command: try row.decode(forColumn: Columns.command),
             thread: try row.decode(forColumn: Columns.thread),
             outcome: try row.decode(forColumn: Columns.outcome),
@@ -89,6 +99,8 @@ struct OperationRow: FetchableRecord, PersistableRecord {
         container[Columns.plan] = operation.plan?.canonical
         container[Columns.planDigest] = operation.planDigest
         container[Columns.revision] = operation.revision
+        container[Columns.revisions] = operation.revisions.isEmpty
+            ? nil : "[" + operation.revisions.map(String.init).joined(separator: ",") + "]"
         container[Columns.command] = operation.command
         container[Columns.thread] = operation.thread
         container[Columns.outcome] = operation.outcome

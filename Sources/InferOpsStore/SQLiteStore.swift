@@ -24,12 +24,37 @@ public final class SQLiteStore: OperationStore, Sendable {
         let url = URL(fileURLWithPath: path)
         try FileManager.default.createDirectory(
             at: url.deletingLastPathComponent(),
-            withIntermediateDirectories: true
+            withIntermediateDirectories: true,
+            attributes: [.posixPermissions: 0o700]
         )
+        try Self.restrictToOwner(url.path)
         var configuration = Configuration()
         // Another process (such as `inferops audit`) may briefly hold the write lock.
         configuration.busyMode = .timeout(5)
         try self.init(writer: DatabasePool(path: url.path, configuration: configuration))
+    }
+
+    /// The database holds plans (values included), the journal and the audit log: only its owner
+    /// may read it. The file is created 0600 before SQLite opens it, and SQLite gives its `-wal`,
+    /// `-shm` and `-journal` files the database file's mode; files left looser by an older build
+    /// are tightened.
+    static func restrictToOwner(_ path: String) throws {
+        let descriptor = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard descriptor >= 0 else {
+            throw SQLiteStoreError.unsafeFile(path: path, detail: String(cString: strerror(errno)))
+        }
+        defer { close(descriptor) }
+        guard fchmod(descriptor, 0o600) == 0 else {
+            throw SQLiteStoreError.unsafeFile(path: path, detail: String(cString: strerror(errno)))
+        }
+        for suffix in ["-wal", "-shm", "-journal"] {
+            let companion = path + suffix
+            var info = stat()
+            guard lstat(companion, &info) == 0 else { continue }
+            guard (info.st_mode & S_IFMT) == S_IFREG, chmod(companion, 0o600) == 0 else {
+                throw SQLiteStoreError.unsafeFile(path: companion, detail: "not a regular file this user owns")
+            }
+        }
     }
 
     /// A fresh, private database that lives as long as the store: for tests and dry runs.
@@ -308,6 +333,8 @@ public enum SQLiteStoreError: Error, Equatable, CustomStringConvertible {
     case unreadableValue(table: String, column: String, value: String)
     /// The database has migrations this build does not know: a newer InferOps has used it.
     case newerSchema(migrations: [String])
+    /// The database file (or its `-wal`/`-shm`) cannot be made readable by its owner only.
+    case unsafeFile(path: String, detail: String)
 
     public var description: String {
         switch self {
@@ -317,6 +344,8 @@ public enum SQLiteStoreError: Error, Equatable, CustomStringConvertible {
             "unreadable value in \(table).\(column): \(value)"
         case .newerSchema(let migrations):
             "the database was migrated by a newer InferOps (\(migrations.joined(separator: ", ")))"
+        case .unsafeFile(let path, let detail):
+            "cannot make \(path) private to its owner: \(detail)"
         }
     }
 }

@@ -134,6 +134,14 @@ enum Schema {
             ALTER TABLE registrations ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
             """
         ),
+        (
+            // Every Helm revision an operation made (a failed upgrade and its automatic rollback),
+            // as a JSON array of integers; NULL for operations recorded before it existed.
+            "v6-operation-revisions",
+            """
+            ALTER TABLE operations ADD COLUMN revisions TEXT CHECK (revisions IS NULL OR json_valid(revisions));
+            """
+        ),
     ]
 
     /// The migrator that brings any older database up to date. It never erases a database whose

@@ -91,4 +91,68 @@ struct ConfigurationCheckTests {
         let syntax = try #require(problems.first { $0.message.contains("not valid YAML") })
         #expect(syntax.line >= 3 && syntax.critical)
     }
+
+    @Test("Secrets written by value in model values, values files, env entries and --set keys are refused at their line")
+    func secretValuesRefused() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("inferops-check-\(UUID().uuidString.prefix(8))")
+        let models = folder.appendingPathComponent("models")
+        try FileManager.default.createDirectory(at: models, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let root = repositoryRoot.path
+        let file = folder.appendingPathComponent("inferops.yaml").path
+        let valuesFile = folder.appendingPathComponent("staging-values.yaml").path
+        let modelFile = models.appendingPathComponent("m.yaml").path
+        try """
+            name: m
+            modelId: org/m
+            values:
+              engine:
+                env:
+                  - name: HF_TOKEN
+                    value: hf_SEEDEDSECRET1234567890abcdef
+                  - name: LOG_LEVEL
+                    value: debug
+                hfToken:
+                  secretName: hf-token
+                  secretKey: token
+            """.write(toFile: modelFile, atomically: true, encoding: .utf8)
+        try """
+            engine:
+              apiKey: plain-values-s3cret
+              env:
+                - {name: OPENAI_API_KEY, value: plain-env-s3cret}
+                - name: HF_TOKEN
+                  valueFrom: {secretKeyRef: {name: hf-token, key: token}}
+              extraArgs: ["--served-model-name", "sk-proj-abcdefgh12345678"]
+            """.write(toFile: valuesFile, atomically: true, encoding: .utf8)
+        try """
+            models:
+              directory: \(models.path)
+            commands:
+              directory: \(root)/commands
+            environments:
+              staging:
+                namespace: inference
+                chart: \(root)/deploy/charts/vllm-engine
+                valuesFiles: [\(valuesFile)]
+                allowedSetKeys: [replicaCount, engine.hfToken.secretName, engine.apiKey]
+            policy:
+              roles:
+                - name: deployers
+                  members: [U1]
+                  grants:
+                    - permissions: [deploy]
+                      environments: [staging]
+            """.write(toFile: file, atomically: true, encoding: .utf8)
+        let loaded = ConfigurationLoader(path: file).load()
+        let refused = loaded.critical.filter { $0.fix.contains("secretKeyRef") }
+            .map { "\(URL(fileURLWithPath: $0.file).lastPathComponent):\($0.line)" }
+        #expect(
+            Set(refused) == ["m.yaml:7", "staging-values.yaml:2", "staging-values.yaml:4", "staging-values.yaml:7", "inferops.yaml:10"],
+            "\(loaded.problems)")
+        #expect(loaded.critical.contains { $0.message == "the env entry `HF_TOKEN` holds its secret by value." })
+        #expect(loaded.critical.contains { $0.message == "`--set engine.apiKey` would make people type a secret in chat." })
+        // Should such a file get through, the runtime still knows its secrets and keeps them out of replies.
+        #expect(Set(loaded.configuration.knownSecrets).isSuperset(of: ["plain-values-s3cret", "plain-env-s3cret"]))
+    }
 }

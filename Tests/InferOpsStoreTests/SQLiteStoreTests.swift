@@ -46,6 +46,8 @@ struct SQLiteStoreTests {
             operation.target = ReleaseTarget(release: "llama-3-8b-prod", namespace: "inference")
             operation.outcome = "Applying revision 4"
             operation.revision = 4
+            // A failed upgrade (3) and the automatic rollback that restored the release (4).
+            operation.revisions = [3, 4]
             operation.updatedAt = moment(999)
             try await store.update(operation, from: .planned)
             #expect(try await store.operation(operation.id) == operation)
@@ -628,9 +630,52 @@ struct SQLiteStoreTests {
         #expect(
             SQLiteStore.migrationNames == [
                 "v1-operations", "v1-journal", "v1-audit", "v1-verifications", "v1-locks", "v2-operation-revision",
-                "v3-registrations", "v4-registration-version",
+                "v3-registrations", "v4-registration-version", "v6-operation-revisions",
             ]
         )
+    }
+
+    @Test("An operation recorded before the revisions column existed reads back with none")
+    func revisionsBeforeTheirColumn() async throws {
+        let store = try SQLiteStore.inMemory()
+        let operation = makeOperation("op-00000009", state: .succeeded)
+        try await store.insert(operation)
+        try await store.execute(sql: "UPDATE operations SET revision = 2, revisions = NULL")
+        let read = try #require(try await store.operation(operation.id))
+        #expect(read.revision == 2)
+        #expect(read.revisions == [])
+    }
+
+    @Test("The database and its WAL and shared-memory files are readable by their owner only")
+    func privateFiles() async throws {
+        let folder = TemporaryFolder()
+        defer { folder.remove() }
+        let path = folder.path("state/inferops.sqlite")
+        // The most permissive umask a daemon could inherit: without it files would be 0666.
+        let previous = umask(0)
+        defer { umask(previous) }
+        do {
+            let store = try SQLiteStore(path: path)
+            try await store.insert(makeOperation("op-00000001", state: .applying))
+            // While the store is open its WAL and shared-memory files exist.
+            for file in [path, path + "-wal", path + "-shm"] {
+                #expect(try Self.mode(of: file) == 0o600, "\(file)")
+            }
+            #expect(try Self.mode(of: folder.path("state")) == 0o700)
+        }
+        // A database left world-readable by an older build is tightened when opened.
+        chmod(path, 0o644)
+        chmod(path + "-wal", 0o644)
+        _ = try SQLiteStore(path: path)
+        #expect(try Self.mode(of: path) == 0o600)
+        if FileManager.default.fileExists(atPath: path + "-wal") {
+            #expect(try Self.mode(of: path + "-wal") == 0o600)
+        }
+    }
+
+    static func mode(of path: String) throws -> Int {
+        let attributes = try FileManager.default.attributesOfItem(atPath: path)
+        return (attributes[.posixPermissions] as? Int ?? -1) & 0o777
     }
 
     @Test("A new store applies every migration once, in order", arguments: StoreKind.allCases)

@@ -9,6 +9,9 @@ public struct Configuration: Hashable, Sendable {
     public var policy: Policy
     public var storage: StorageSettings
     public var server: ServerSettings
+    /// Secrets the loader found written by value (in values files): replies and logs must never
+    /// show them. `inferops check` refuses such files; this is the defence if one gets through.
+    public var knownSecrets: [String] = []
 
     public init(
         chat: ChatSettings = ChatSettings(), kubernetes: KubernetesSettings = KubernetesSettings(),

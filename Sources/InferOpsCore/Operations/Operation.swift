@@ -63,6 +63,9 @@ public struct OperationRecord: Hashable, Sendable, Codable, Identifiable {
     public var planDigest: String?
     /// The Helm revision the operation produced or restored, once known.
     public var revision: Int?
+    /// Every Helm revision the operation made, oldest first: a failed upgrade's revision and the
+    /// revision of the automatic rollback that followed it both belong to the operation.
+    public var revisions: [Int]
     /// The command as typed, after parsing (never containing secrets).
     public var command: String
     /// The chat thread the operation reports into.
@@ -75,7 +78,7 @@ public struct OperationRecord: Hashable, Sendable, Codable, Identifiable {
     public init(
         id: OperationID, kind: OperationKind, requester: UserID, environment: String, model: String? = nil,
         target: ReleaseTarget? = nil, state: OperationState = .requested, plan: JSONValue? = nil,
-        planDigest: String? = nil, revision: Int? = nil, command: String, thread: String? = nil, outcome: String? = nil,
+        planDigest: String? = nil, revision: Int? = nil, revisions: [Int] = [], command: String, thread: String? = nil, outcome: String? = nil,
         createdAt: Date, updatedAt: Date? = nil
     ) {
         self.id = id
@@ -88,6 +91,7 @@ public struct OperationRecord: Hashable, Sendable, Codable, Identifiable {
         self.plan = plan
         self.planDigest = planDigest
         self.revision = revision
+        self.revisions = revisions
         self.command = command
         self.thread = thread
         self.outcome = outcome

@@ -43,7 +43,8 @@ struct DeployWorkflow: Sendable {
         do {
             applied = try await withProgress { try await services.releases.upgrade(plan.upgrade) }
         } catch let failure as ReleaseFailure where failure != .cancelled {
-            return try await recover(from: await explained(failure), lastGood: lastGood)
+            try await recordFailedRevision(after: current?.revision)
+            return try await recover(from: await explained(failure), lastGood: lastGood, before: current?.revision)
         }
         try await reporter.setRevision(applied.revision)
         try await reporter.report(
@@ -68,7 +69,7 @@ struct DeployWorkflow: Sendable {
                     fields: [Reply.Field("endpoint", plan.endpoint.description), Reply.Field("digest", plan.shortDigest)]
                 ))
         } catch let failure as VerificationFailure {
-            return try await recover(from: failure, lastGood: lastGood)
+            return try await recover(from: failure, lastGood: lastGood, before: current?.revision)
         }
     }
 
@@ -147,7 +148,8 @@ struct DeployWorkflow: Sendable {
     }
 
     /// After a failure: roll back automatically when configured and possible, else report and stop.
-    func recover(from failure: any UserFacingError, lastGood: Int?) async throws -> CommandOutcome {
+    /// - Parameter before: the release's revision before this deploy, to tell which revisions it made.
+    func recover(from failure: any UserFacingError, lastGood: Int?, before: Int?) async throws -> CommandOutcome {
         let id = await reporter.operation.id
         try await reporter.report(Reply(.failure, failure.message, hint: failure.hint))
         guard environment.autoRollback else { return try await fail(failure, reported: true) }
@@ -175,12 +177,21 @@ struct DeployWorkflow: Sendable {
             )
             return .failed(id, failure.message)
         } catch let rollbackFailure as any UserFacingError {
+            // A failed `helm rollback` also leaves a revision behind.
+            try await recordFailedRevision(after: max(await reporter.operation.revisions.max() ?? 0, before ?? 0))
             try await reporter.finish(
                 .failed,
                 Reply(.failure, "The automatic rollback failed too: \(rollbackFailure.message)", hint: rollbackFailure.hint)
             )
             return .failed(id, rollbackFailure.message)
         }
+    }
+
+    /// Helm records a failed upgrade as a new revision; find it, so history attributes it to this
+    /// operation. A failure before Helm wrote anything leaves the release at `before`.
+    func recordFailedRevision(after before: Int?) async throws {
+        guard let now = try? await services.releases.status(plan.target), now.revision > (before ?? 0) else { return }
+        try await reporter.recordFailedRevision(now.revision)
     }
 
     func fail(_ failure: any UserFacingError, reported: Bool = false) async throws -> CommandOutcome {

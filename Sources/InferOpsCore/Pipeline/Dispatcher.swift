@@ -15,7 +15,7 @@ public final class Dispatcher: Sendable {
     public init(configuration: Configuration, catalog: CommandCatalog, services: Services) {
         self.configuration = configuration
         self.catalog = catalog
-        self.services = services
+        self.services = services.redacting(for: configuration)
         self.parser = CommandParser(catalog: catalog)
         self.validator = CommandValidator(configuration: configuration, catalog: catalog)
     }
@@ -269,13 +269,16 @@ public final class Dispatcher: Sendable {
         let current = try await services.releases.status(plan.target)
         let capacity = try await services.cluster.gpuCapacity(kubeContext: plan.target.kubeContext)
         let verdict = CapacityCheck.evaluate(plan, capacity: capacity)
-        let manifestLines = rendered.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        // Values and manifests carry whatever secrets the values hold; the plan's own (from `--set`)
+        // join the configuration's before anything is shown. Whole text first: a key spans lines.
+        let redactor = services.redactor.adding(SecretRedactor.sensitiveStrings(in: plan.values))
+        let manifestLines = redactor.redact(rendered).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
         let shown = manifestLines.prefix(80)
         try await audit(user, "deploy", plan.environment, plan.model.name, "dry-run", detail: plan.digest)
         try await services.chat.post(
             Reply(
                 .info, "Dry run: deploy \(plan.model.name) to \(plan.environment) (nothing applied)",
-                lines: ["Values set by the plan: \(plan.values.canonical)", "Rendered manifests:"] + shown
+                lines: ["Values set by the plan: \(redactor.redact(plan.values.canonical))", "Rendered manifests:"] + shown
                     + (manifestLines.count > shown.count ? ["… \(manifestLines.count - shown.count) more lines"] : []),
                 fields: [
                     Reply.Field("release", plan.target.release),
@@ -389,7 +392,7 @@ public final class Dispatcher: Sendable {
                operation: OperationID? = nil, detail: String? = nil) async throws {
         try await services.store.appendAudit(
             AuditEntry(at: services.time.now(), actor: user, action: action, environment: environment, subject: subject,
-                       outcome: outcome, operation: operation, detail: detail)
+                       outcome: outcome, operation: operation, detail: detail.map(services.redactor.redact))
         )
     }
 

@@ -13,6 +13,8 @@ public actor OperationReporter {
     var storedState: OperationState
 
     public init(operation: OperationRecord, services: Services, channel: String) {
+        var operation = operation
+        operation.command = services.redactor.redact(operation.command)
         self.operation = operation
         self.services = services
         self.channel = channel
@@ -74,8 +76,18 @@ public actor OperationReporter {
         try await write()
     }
 
+    /// The revision the operation produced or restored; it also joins the revisions it made.
     public func setRevision(_ revision: Int?) async throws {
         operation.revision = revision
+        if let revision, !operation.revisions.contains(revision) { operation.revisions.append(revision) }
+        try await write()
+    }
+
+    /// A revision the operation made that did not become the release's (a failed upgrade or rollback),
+    /// so history attributes it too.
+    public func recordFailedRevision(_ revision: Int) async throws {
+        guard !operation.revisions.contains(revision) else { return }
+        operation.revisions.append(revision)
         try await write()
     }
 
@@ -86,7 +98,7 @@ public actor OperationReporter {
         }
         services.observer.stepFinished(kind: operation.kind, step: operation.state, duration: stepStarted.duration(to: .now))
         operation.state = state
-        operation.outcome = reply.title
+        operation.outcome = services.redactor.redact(reply.title)
         operation.updatedAt = services.time.now()
         try await write()
         services.observer.operationFinished(kind: operation.kind, outcome: state)
@@ -95,7 +107,7 @@ public actor OperationReporter {
             AuditEntry(
                 at: services.time.now(), actor: operation.requester, action: operation.kind.rawValue,
                 environment: operation.environment, subject: operation.model ?? operation.target?.release,
-                outcome: state.rawValue, operation: operation.id, detail: operation.planDigest
+                outcome: state.rawValue, operation: operation.id, detail: operation.planDigest.map(services.redactor.redact)
             )
         )
         try await say(reply)
@@ -108,7 +120,8 @@ public actor OperationReporter {
 
     func journal(_ message: String, duration: Duration? = nil) async throws {
         try await services.store.appendJournal(
-            JournalEntry(operation: operation.id, at: services.time.now(), state: operation.state, message: message, duration: duration)
+            JournalEntry(operation: operation.id, at: services.time.now(), state: operation.state,
+                         message: services.redactor.redact(message), duration: duration)
         )
     }
 

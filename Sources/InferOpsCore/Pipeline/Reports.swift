@@ -115,7 +115,13 @@ struct Reports: Sendable {
             return Reply(.info, "\(target.release) has no revisions: it was never deployed.")
         }
         let operations = try await services.store.recentOperations(model: model.name, environment: environment.name, limit: 500)
-        let byRevision = Dictionary(operations.compactMap { op in op.revision.map { ($0, op) } }, uniquingKeysWith: { first, _ in first })
+        // Newest first: a revision number reused after an uninstall belongs to the newer operation.
+        var byRevision: [Int: OperationRecord] = [:]
+        for operation in operations {
+            for revision in operation.revisions + [operation.revision].compactMap({ $0 }) where byRevision[revision] == nil {
+                byRevision[revision] = operation
+            }
+        }
         let rows = revisions.reversed().map { revision -> [String] in
             let operation = byRevision[revision.revision]
             return [
@@ -124,7 +130,7 @@ struct Reports: Sendable {
                 operation.map { "<@\($0.requester)>" } ?? "(outside InferOps)",
                 operation.map { "\($0.kind.rawValue) \($0.id)" } ?? "",
                 revision.chart + (revision.appVersion.isEmpty ? "" : " / \(revision.appVersion)"),
-                revision.description,
+                Self.oneLine(revision.description, redactor: services.redactor),
             ]
         }
         return Reply(
@@ -132,6 +138,15 @@ struct Reports: Sendable {
             table: Reply.Table(headers: ["rev", "status", "updated", "by", "operation", "chart / app", "description"], rows: rows),
             hint: "`/infer rollback \(model.name) in \(environment.name) --to N` returns to revision N."
         )
+    }
+
+    /// Helm's description of a failed revision is its raw error: several lines, possibly quoting
+    /// values. In a table cell it is redacted first (a cut could split a secret), then kept to one
+    /// short line.
+    static func oneLine(_ text: String, redactor: SecretRedactor, limit: Int = 120) -> String {
+        let words = redactor.redact(text).split(whereSeparator: { $0.isWhitespace || $0.isNewline || $0.asciiValue.map { $0 < 32 } == true })
+        let line = words.joined(separator: " ")
+        return line.count > limit ? String(line.prefix(limit - 1)) + "…" : line
     }
 
     static func timestamp(_ date: Date) -> String {

@@ -58,6 +58,10 @@ struct RollbackWorkflow: Sendable {
         do {
             restored = try await services.releases.rollback(target, to: revision, timeout: environment.readinessBudget)
         } catch let failure as ReleaseFailure where failure != .cancelled {
+            // Helm records a failed rollback as a new revision; it is this operation's too.
+            if let now = try? await services.releases.status(target), now.revision > current.revision {
+                try await reporter.recordFailedRevision(now.revision)
+            }
             return try await fail(failure)
         }
         try await reporter.setRevision(restored.revision)

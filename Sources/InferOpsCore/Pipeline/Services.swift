@@ -13,6 +13,9 @@ public struct Services: Sendable {
     public var observer: any OperationObserver
     public var time: any TimeSource
     public var logger: Logger
+    /// Removes secrets from the journal and the audit log; `redacting(for:)` also puts it in front
+    /// of the chat and the log, so every text that leaves the daemon passes it.
+    public var redactor = SecretRedactor()
 
     public init(
         store: any OperationStore, releases: any ReleaseEngine, cluster: any ClusterInspector,
@@ -29,6 +32,18 @@ public struct Services: Sendable {
         self.observer = observer
         self.time = time
         self.logger = logger
+    }
+}
+
+extension Services {
+    /// These services with the secrets of `configuration` (and `extra` ones the adapters know, such
+    /// as the kubeconfig's token) removed from every chat reply, log line, journal entry and audit row.
+    public func redacting(for configuration: Configuration, extra: [String] = []) -> Services {
+        var services = self
+        services.redactor = redactor.adding(SecretRedactor(configuration: configuration, extra: extra).secretsGiven)
+        services.chat = RedactingChat(base: chat, redactor: services.redactor)
+        services.logger = logger.redacting(services.redactor)
+        return services
     }
 }
 

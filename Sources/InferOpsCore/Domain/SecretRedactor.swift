@@ -1,0 +1,248 @@
+import Foundation
+import Logging
+
+/// Removes anything that looks like a secret from text that leaves the daemon: chat replies, log
+/// lines, journal entries, audit rows and the `detail` of a `ReleaseFailure`.
+///
+/// Helm's errors can carry values: the API server echoes rejected field values (`Invalid value:
+/// "…"`), URLs may hold credentials, and template errors may quote what they were given. A dry run
+/// shows merged values and rendered manifests. Two layers catch them: the strings the configuration
+/// and the plan hold as secrets (by their key, or by the name of the env var they are the value of,
+/// and the kubeconfig's token and client key) are removed literally, and patterns remove the shapes
+/// secrets usually have. Over-redacting a harmless word is accepted; leaking a token is not.
+///
+/// Plan digests (64 lowercase hex characters) are not secrets and stay readable: people compare them
+/// between a dry run, the plan and the audit log.
+public struct SecretRedactor: Sendable, Hashable {
+    public static let placeholder = "<redacted>"
+
+    /// Exact strings to remove, longest first so that a secret containing another is removed whole.
+    public let literals: [String]
+    /// The secrets as given, without their encodings.
+    let secrets: Set<String>
+    public var secretsGiven: [String] { secrets.sorted() }
+
+    /// - Parameter literals: secrets known by value. Shorter than 4 characters they are ignored
+    ///   (removing every `ab` would make replies unreadable); their base64 form is removed too,
+    ///   because Kubernetes Secret manifests and kubeconfigs carry them that way.
+    public init(literals: [String] = []) {
+        secrets = Set(literals.filter { $0.count >= 4 })
+        var all = Set<String>()
+        for literal in secrets {
+            all.insert(literal)
+            let encoded = Data(literal.utf8).base64EncodedString()
+            if encoded.count >= 8 { all.insert(encoded) }
+        }
+        self.literals = all.sorted { $0.count != $1.count ? $0.count > $1.count : $0 < $1 }
+    }
+
+    /// A redactor for the errors of a call that used `values`.
+    public init(values: JSONValue) {
+        self.init(literals: Self.sensitiveStrings(in: values))
+    }
+
+    /// The secrets a configuration holds by value: the sensitive strings of every model's values and
+    /// the `extra` ones the adapters know (values files, kubeconfig credentials).
+    public init(configuration: Configuration, extra: [String] = []) {
+        let models = configuration.models.values.flatMap { Self.sensitiveStrings(in: $0.values) }
+        self.init(literals: models + configuration.knownSecrets + extra)
+    }
+
+    /// This redactor with more literals.
+    public func adding(_ more: [String]) -> SecretRedactor {
+        more.isEmpty ? self : SecretRedactor(literals: Array(secrets) + more)
+    }
+
+    public func redact(_ text: String) -> String {
+        var text = text
+        for literal in literals where text.contains(literal) {
+            text = text.replacingOccurrences(of: literal, with: Self.placeholder)
+        }
+        let placeholder = Self.placeholder
+        // Credentials in URLs: scheme://user:password@host.
+        text = text.replacing(#/([A-Za-z][A-Za-z0-9+.\-]*://)[^/\s@"]+@/#) { "\($0.output.1)\(placeholder)@" }
+        text = text.replacing(#/(?i)(bearer\s+)[^\s"',]+/#) { "\($0.output.1)\(placeholder)" }
+        // key=value and key: value where the key names a secret, on one line (a YAML key such as
+        // `secretKeyRef:` ends its line and is not followed by a value).
+        text = text.replacing(
+            #/
+            (?i)
+            ( (?: password | passwd | secret | token | api[_\-]?key | apikey | access[_\-]?key | private[_\-]?key
+                | credentials? | authorization )
+              [A-Za-z0-9_\-]* ["']? [\ \t]* [:=] [\ \t]* ["']? )
+            (?: (?: bearer | basic ) \s+ )?
+            [^\s"',}\]]+
+            /#
+        ) { "\($0.output.1)\(placeholder)" }
+        // The API server quotes the value it rejected.
+        text = text.replacing(#/(Invalid value: )"(?:[^"\\]|\\.)*"/#) { "\($0.output.1)\"\(placeholder)\"" }
+        // Well-known token prefixes: Hugging Face, OpenAI, GitHub, Slack, AWS.
+        text = text.replacing(#/\b(?:hf_|sk-|ghp_|gho_|ghs_|github_pat_|xox[abprs]-|AKIA)[A-Za-z0-9_\-]{8,}/#) { _ in
+            placeholder
+        }
+        // Long opaque runs with letters and digits: base64 or hex keys. A plan digest is exempt.
+        text = text.replacing(#/[A-Za-z0-9+/=_]{32,}/#) { match in
+            let run = match.output
+            if Self.isDigest(run) { return String(run) }
+            let hasDigit = run.contains(where: \.isNumber)
+            let hasLetter = run.contains(where: \.isLetter)
+            return hasDigit && hasLetter ? placeholder : String(run)
+        }
+        return text
+    }
+
+    /// A SHA-256 digest as the plan writes it: exactly 64 lowercase hex characters.
+    static func isDigest(_ run: Substring) -> Bool {
+        run.count == 64 && run.allSatisfy { $0.isHexDigit && !$0.isUppercase }
+    }
+
+    /// The reply with every text it carries redacted.
+    public func redact(_ reply: Reply) -> Reply {
+        var reply = reply
+        reply.title = redact(reply.title)
+        reply.lines = reply.lines.map(redact)
+        reply.fields = reply.fields.map { Reply.Field(redact($0.label), redact($0.value)) }
+        if var table = reply.table {
+            table.headers = table.headers.map(redact)
+            table.rows = table.rows.map { $0.map(redact) }
+            reply.table = table
+        }
+        reply.hint = reply.hint.map(redact)
+        return reply
+    }
+
+    /// Whether a key (or an env var name) names a secret.
+    public static func isSensitiveName(_ name: String) -> Bool {
+        let lowered = name.lowercased()
+        return [
+            "password", "passwd", "secret", "token", "apikey", "api_key", "api-key", "accesskey", "access_key",
+            "privatekey", "private_key", "credential", "authorization", "auth",
+        ]
+        .contains { lowered.contains($0) }
+    }
+
+    /// The string values that must never be echoed: every string under a sensitive key, and the
+    /// `value` of an env entry whose `name` is sensitive (`{name: HF_TOKEN, value: …}`).
+    public static func sensitiveStrings(in values: JSONValue) -> [String] {
+        var found: [String] = []
+        func allStrings(_ value: JSONValue) {
+            switch value {
+            case .string(let text): found.append(text)
+            case .array(let items): items.forEach(allStrings)
+            case .object(let object): object.values.forEach(allStrings)
+            default: break
+            }
+        }
+        func walk(_ value: JSONValue) {
+            switch value {
+            case .array(let items): items.forEach(walk)
+            case .object(let object):
+                if let name = object["name"]?.stringValue, isSensitiveName(name), let secret = object["value"] {
+                    allStrings(secret)
+                }
+                for (key, child) in object {
+                    if isSensitiveName(key) { allStrings(child) } else { walk(child) }
+                }
+            case .string(let text):
+                // A value shaped like a well-known token is a secret whatever its key.
+                if text.wholeMatch(of: #/(?:hf_|sk-|ghp_|gho_|ghs_|github_pat_|xox[abprs]-|AKIA)[A-Za-z0-9_\-]{8,}/#) != nil {
+                    found.append(text)
+                }
+            default: break
+            }
+        }
+        walk(values)
+        return found
+    }
+}
+
+/// A chat transport that passes every reply through the redactor before the platform sees it.
+public struct RedactingChat: ChatTransport {
+    public let base: any ChatTransport
+    public let redactor: SecretRedactor
+
+    public init(base: any ChatTransport, redactor: SecretRedactor) {
+        // Wrapping twice would only redact twice; keep one layer with both sets of literals.
+        if let inner = base as? RedactingChat {
+            self.base = inner.base
+            self.redactor = inner.redactor.adding(Array(redactor.secrets))
+        } else {
+            self.base = base
+            self.redactor = redactor
+        }
+    }
+
+    @discardableResult
+    public func post(_ reply: Reply, in conversation: Conversation, operation: OperationID?) async throws -> MessageRef {
+        try await base.post(redactor.redact(reply), in: conversation, operation: operation)
+    }
+
+    public func update(_ message: MessageRef, with reply: Reply, operation: OperationID?) async throws {
+        try await base.update(message, with: redactor.redact(reply), operation: operation)
+    }
+}
+
+/// A log handler that passes every message and metadata value through the redactor, so an error
+/// logged in full (with a correlation id) cannot carry a secret into the log.
+public struct RedactingLogHandler: LogHandler {
+    public var base: any LogHandler
+    public let redactor: SecretRedactor
+
+    public init(base: any LogHandler, redactor: SecretRedactor) {
+        if let inner = base as? RedactingLogHandler {
+            self.base = inner.base
+            self.redactor = inner.redactor.adding(Array(redactor.secrets))
+        } else {
+            self.base = base
+            self.redactor = redactor
+        }
+    }
+
+    public func log(event: LogEvent) {
+        var event = event
+        event.message = Logger.Message(stringLiteral: redactor.redact(event.message.description))
+        event.metadata = event.metadata.map(redact)
+        base.log(event: event)
+    }
+
+    func redact(_ metadata: Logger.Metadata) -> Logger.Metadata {
+        metadata.mapValues(redact)
+    }
+
+    func redact(_ value: Logger.MetadataValue) -> Logger.MetadataValue {
+        switch value {
+        case .string(let text): .string(redactor.redact(text))
+        case .stringConvertible(let convertible): .string(redactor.redact(convertible.description))
+        case .array(let items): .array(items.map(redact))
+        case .dictionary(let dictionary): .dictionary(redact(dictionary))
+        }
+    }
+
+    public var metadataProvider: Logger.MetadataProvider? {
+        get { base.metadataProvider }
+        set { base.metadataProvider = newValue }
+    }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { base[metadataKey: key] }
+        set { base[metadataKey: key] = newValue }
+    }
+
+    public var metadata: Logger.Metadata {
+        get { base.metadata }
+        set { base.metadata = newValue }
+    }
+
+    public var logLevel: Logger.Level {
+        get { base.logLevel }
+        set { base.logLevel = newValue }
+    }
+}
+
+extension Logger {
+    /// This logger with every line passing the redactor.
+    public func redacting(_ redactor: SecretRedactor) -> Logger {
+        let handler = RedactingLogHandler(base: self.handler, redactor: redactor)
+        return Logger(label: label) { _ in handler }
+    }
+}
