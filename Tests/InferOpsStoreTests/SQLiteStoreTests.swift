@@ -360,7 +360,8 @@ struct SQLiteStoreTests {
             #expect(lines.count == entries.count)
 
             let allowed: Set<String> = [
-                "at", "actor", "action", "environment", "subject", "outcome", "operation", "detail",
+                "at", "actor", "action", "environment", "subject", "outcome", "operation", "detail", "channel",
+                "os_user",
             ]
             for (line, entry) in zip(lines, entries) {
                 #expect(!line.contains("\n"))
@@ -523,7 +524,7 @@ struct SQLiteStoreTests {
         #expect(
             SQLiteStore.migrationNames == [
                 "v1-operations", "v1-journal", "v1-audit", "v1-verifications", "v1-locks", "v2-operation-revision",
-                "v3-registrations",
+                "v3-registrations", "v5-audit-chain",
             ]
         )
     }
