@@ -51,7 +51,10 @@ let package = Package(
         ),
         .target(
             name: "InferOpsStore",
-            dependencies: ["InferOpsCore", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: [
+                "InferOpsCore", .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
             swiftSettings: strict
         ),
         .target(name: "InferOpsConsole", dependencies: ["InferOpsCore"], swiftSettings: strict),

@@ -8,6 +8,8 @@ public struct ConsoleSession: Sendable {
     let dispatcher: Dispatcher
     let output: @Sendable (String) -> Void
     let channel = "console"
+    /// Who runs the console, recorded beside the chat user that `/as` claims.
+    let osUser = OperatingSystemUser.current
 
     public init(dispatcher: Dispatcher, output: @escaping @Sendable (String) -> Void) {
         self.dispatcher = dispatcher
@@ -34,7 +36,8 @@ public struct ConsoleSession: Sendable {
                 continue
             }
             if line == "/quit" || line == "/exit" { break }
-            let outcome = await dispatcher.handle(IncomingCommand(user: current, text: line, channel: channel))
+            let outcome = await dispatcher.handle(
+                IncomingCommand(user: current, text: line, channel: channel, osUser: osUser))
             if case .failed = outcome { failures += 1 }
         }
         return failures

@@ -17,6 +17,8 @@ enum AuditLine {
             ("outcome", entry.outcome),
             ("operation", entry.operation?.rawValue),
             ("detail", entry.detail),
+            ("channel", entry.channel),
+            ("os_user", entry.osUser),
         ]
         let members = fields.compactMap { key, value in
             value.map { quote(key) + ":" + quote($0) }

@@ -162,11 +162,19 @@ struct AuditRecord: FetchableRecord, PersistableRecord {
         static let outcome = Column("outcome")
         static let operation = Column("operation_id")
         static let detail = Column("detail")
+        static let channel = Column("channel")
+        static let osUser = Column("os_user")
+        static let previousHash = Column("previous_hash")
+        static let hash = Column("hash")
     }
 
     var entry: AuditEntry
     /// The stored time, kept as the integer so the JSON lines print it without a round trip.
     var atMilliseconds: Int64
+    /// Set when the row is chained (`AuditChain`) just before it is inserted.
+    var id: Int64?
+    var previousHash: String?
+    var hash: String?
 
     init(_ entry: AuditEntry) {
         self.entry = entry
@@ -184,8 +192,15 @@ struct AuditRecord: FetchableRecord, PersistableRecord {
             subject: try row.decode(forColumn: Columns.subject),
             outcome: try row.decode(forColumn: Columns.outcome),
             operation: operation.map(OperationID.init(rawValue:)),
-            detail: try row.decode(forColumn: Columns.detail)
+            detail: try row.decode(forColumn: Columns.detail),
+            // Read by subscript: a database that `v5-audit-chain` has not reached yet (opened
+            // read-only by `inferops audit`) has no such columns.
+            channel: row[Columns.channel],
+            osUser: row[Columns.osUser]
         )
+        id = row[Columns.id]
+        previousHash = row[Columns.previousHash]
+        hash = row[Columns.hash]
     }
 
     func encode(to container: inout PersistenceContainer) {
@@ -197,6 +212,11 @@ struct AuditRecord: FetchableRecord, PersistableRecord {
         container[Columns.outcome] = entry.outcome
         container[Columns.operation] = entry.operation?.rawValue
         container[Columns.detail] = entry.detail
+        container[Columns.channel] = entry.channel
+        container[Columns.osUser] = entry.osUser
+        container[Columns.id] = id
+        container[Columns.previousHash] = previousHash
+        container[Columns.hash] = hash
     }
 }
 

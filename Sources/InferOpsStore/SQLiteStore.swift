@@ -57,6 +57,18 @@ public final class SQLiteStore: OperationStore, Sendable {
         }
     }
 
+    /// Opens an existing database for reading only, as `inferops audit` does: it never creates the
+    /// file, never migrates it, and SQLite refuses every write through it.
+    ///
+    /// - Throws: `SQLiteStoreError.newerSchema` as `init(path:)` does, or SQLite's error when the
+    ///   file is missing or unreadable.
+    public static func openReadOnly(path: String) throws -> SQLiteStore {
+        var configuration = Configuration()
+        configuration.readonly = true
+        configuration.busyMode = .timeout(5)
+        return try SQLiteStore(readOnly: DatabaseQueue(path: path, configuration: configuration))
+    }
+
     /// A fresh, private database that lives as long as the store: for tests and dry runs.
     public static func inMemory() throws -> SQLiteStore {
         try SQLiteStore(writer: DatabaseQueue())
@@ -71,6 +83,14 @@ public final class SQLiteStore: OperationStore, Sendable {
         guard unknown.isEmpty else { throw SQLiteStoreError.newerSchema(migrations: unknown) }
         try Schema.migrator.migrate(writer)
         self.writer = writer
+    }
+
+    private init(readOnly reader: DatabaseQueue) throws {
+        let unknown = try reader.read { db in
+            try Schema.migrator.appliedIdentifiers(db).subtracting(Self.migrationNames).sorted()
+        }
+        guard unknown.isEmpty else { throw SQLiteStoreError.newerSchema(migrations: unknown) }
+        self.writer = reader
     }
 
     // MARK: Operations
@@ -155,9 +175,25 @@ public final class SQLiteStore: OperationStore, Sendable {
 
     // MARK: Audit
 
+    /// Chains the row to the last one (`AuditChain`) in the same transaction that inserts it.
     public func appendAudit(_ entry: AuditEntry) async throws {
         try await writer.write { db in
-            try AuditRecord(entry).insert(db)
+            var record = AuditRecord(entry)
+            let next = try AuditChain.nextLink(db)
+            record.id = next.id
+            record.previousHash = next.previousHash
+            record.hash = AuditChain.Link(id: next.id, record: record, previousHash: next.previousHash).expectedHash
+            try record.insert(db)
+        }
+    }
+
+    /// Walks the audit log's hash chain and names the first row that breaks it.
+    public func verifyAuditChain() async throws -> AuditChainVerdict {
+        try await writer.read { db in
+            guard try Schema.migrator.appliedIdentifiers(db).contains("v5-audit-chain") else {
+                throw SQLiteStoreError.notMigrated(migration: "v5-audit-chain")
+            }
+            return try AuditChain.verify(db)
         }
     }
 
@@ -169,8 +205,9 @@ public final class SQLiteStore: OperationStore, Sendable {
     /// The audit log as JSON lines for `inferops audit`: one compact object per entry, oldest first.
     ///
     /// Keys appear in a fixed order (`at`, `actor`, `action`, `environment`, `subject`, `outcome`,
-    /// `operation`, `detail`) so lines diff and grep the same on every platform; absent values are
-    /// left out rather than written as `null`. `at` is ISO 8601 in UTC with milliseconds.
+    /// `operation`, `detail`, `channel`, `os_user`) so lines diff and grep the same on every platform;
+    /// absent values are left out rather than written as `null`. `at` is ISO 8601 in UTC with
+    /// milliseconds. The chain's hashes are left out: `verifyAuditChain` checks them.
     public func auditLines() async throws -> [String] {
         try await auditRecords().map(AuditLine.render)
     }
@@ -310,6 +347,13 @@ public final class SQLiteStore: OperationStore, Sendable {
         }
     }
 
+    /// The raw chain columns of every audit row, in id order, so tests can check the stored links.
+    func auditLinks() async throws -> [AuditChain.Link] {
+        try await writer.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM audit ORDER BY id").map(AuditChain.Link.init(row:))
+        }
+    }
+
     /// The migration names recorded in the database, in the order they were applied.
     func recordedMigrations() async throws -> [String] {
         try await writer.read { db in
@@ -335,6 +379,8 @@ public enum SQLiteStoreError: Error, Equatable, CustomStringConvertible {
     case newerSchema(migrations: [String])
     /// The database file (or its `-wal`/`-shm`) cannot be made readable by its owner only.
     case unsafeFile(path: String, detail: String)
+    /// A read-only store was asked for something a migration it may not run would add.
+    case notMigrated(migration: String)
 
     public var description: String {
         switch self {
@@ -346,6 +392,8 @@ public enum SQLiteStoreError: Error, Equatable, CustomStringConvertible {
             "the database was migrated by a newer InferOps (\(migrations.joined(separator: ", ")))"
         case .unsafeFile(let path, let detail):
             "cannot make \(path) private to its owner: \(detail)"
+        case .notMigrated(let migration):
+            "the database predates the migration \(migration); start the daemon once so it migrates the file"
         }
     }
 }

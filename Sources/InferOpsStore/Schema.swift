@@ -135,6 +135,20 @@ enum Schema {
             """
         ),
         (
+            // Each audit row gets the SHA-256 of its canonical content chained to the row before it
+            // (see `AuditChain`). Rows written before this migration are chained by its Swift step
+            // (`steps`), which lifts the update trigger for that one pass only; from then on every
+            // insert must carry a hash.
+            "v5-audit-chain",
+            """
+            ALTER TABLE audit ADD COLUMN channel TEXT;
+            ALTER TABLE audit ADD COLUMN os_user TEXT;
+            ALTER TABLE audit ADD COLUMN previous_hash TEXT;
+            ALTER TABLE audit ADD COLUMN hash TEXT;
+            DROP TRIGGER audit_no_update;
+            """
+        ),
+        (
             // Every Helm revision an operation made (a failed upgrade and its automatic rollback),
             // as a JSON array of integers; NULL for operations recorded before it existed.
             "v6-operation-revisions",
@@ -142,6 +156,29 @@ enum Schema {
             ALTER TABLE operations ADD COLUMN revisions TEXT CHECK (revisions IS NULL OR json_valid(revisions));
             """
         ),
+    ]
+
+    /// Work a migration does after its SQL that SQL alone cannot do, keyed by migration name. Like
+    /// the SQL, a step reads and writes raw columns only and is never edited once released.
+    static let steps: [String: @Sendable (Database) throws -> Void] = [
+        "v5-audit-chain": { db in
+            try AuditChain.chainUnhashedRows(db)
+            try db.execute(
+                sql: """
+                    CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+                    BEGIN
+                        SELECT RAISE(ABORT, 'the audit log is append-only');
+                    END;
+                    -- A row that would replace another is left to audit_no_replace and its message.
+                    CREATE TRIGGER audit_chained BEFORE INSERT ON audit
+                    WHEN (NEW.hash IS NULL OR NEW.previous_hash IS NULL)
+                        AND NOT EXISTS (SELECT 1 FROM audit WHERE id = NEW.id)
+                    BEGIN
+                        SELECT RAISE(ABORT, 'audit rows must carry their hash chain');
+                    END;
+                    """
+            )
+        },
     ]
 
     /// The migrator that brings any older database up to date. It never erases a database whose
@@ -152,6 +189,7 @@ enum Schema {
             let sql = migration.sql
             migrator.registerMigration(migration.name) { db in
                 try db.execute(sql: sql)
+                try steps[migration.name]?(db)
             }
         }
         return migrator

@@ -104,7 +104,8 @@ struct Exec: AsyncParsableCommand {
         let loaded = try options.load()
         let runtime = try await start(loaded)
         let outcome = await cancellingOnSignals {
-            await runtime.dispatcher.handle(IncomingCommand(user: UserID(user), text: command, channel: "exec"))
+            await runtime.dispatcher.handle(
+                IncomingCommand(user: UserID(user), text: command, channel: "exec", osUser: OperatingSystemUser.current))
         }
         await runtime.shutdown()
         switch outcome {
@@ -134,13 +135,29 @@ struct Check: AsyncParsableCommand {
 }
 
 struct Audit: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Print the audit log as JSON lines, oldest first.")
+    static let configuration = CommandConfiguration(
+        abstract: "Print the audit log as JSON lines, oldest first, or check its hash chain.",
+        discussion: "Opens the database read-only. `--verify` exits 1 at the first altered, deleted or inserted row."
+    )
     @OptionGroup var options: ConfigOption
+    @Flag(help: "Check the hash chain instead of printing the log; print the head hash to keep elsewhere.")
+    var verify = false
 
     func run() async throws {
         let loaded = try options.load()
-        let lines = try await AuditLog.lines(storagePath: loaded.configuration.storage.path)
-        for line in lines { print(line) }
+        let path = loaded.configuration.storage.path
+        do {
+            if verify {
+                let verdict = try await AuditLog.verify(storagePath: path)
+                print(verdict.summary)
+                if !verdict.intact { throw ExitCode(1) }
+            } else {
+                for line in try await AuditLog.lines(storagePath: path) { print(line) }
+            }
+        } catch let refusal as Refusal {
+            printError("inferops: \(refusal.message)" + (refusal.hint.map { " \($0)" } ?? ""))
+            throw ExitCode(66)
+        }
     }
 }
 

@@ -81,7 +81,7 @@ import Testing
                 AuditEntry(
                     at: h.time.now(), actor: Fixtures.viewer, action: "deploy", environment: "staging",
                     subject: "llama-3-8b",
-                    outcome: "denied", operation: nil, detail: message
+                    outcome: "denied", operation: nil, detail: message, channel: "C0OPS"
                 )
             ]
         )

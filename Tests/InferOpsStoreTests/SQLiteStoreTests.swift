@@ -467,7 +467,8 @@ struct SQLiteStoreTests {
             #expect(lines.count == entries.count)
 
             let allowed: Set<String> = [
-                "at", "actor", "action", "environment", "subject", "outcome", "operation", "detail",
+                "at", "actor", "action", "environment", "subject", "outcome", "operation", "detail", "channel",
+                "os_user",
             ]
             for (line, entry) in zip(lines, entries) {
                 #expect(!line.contains("\n"))
@@ -630,7 +631,7 @@ struct SQLiteStoreTests {
         #expect(
             SQLiteStore.migrationNames == [
                 "v1-operations", "v1-journal", "v1-audit", "v1-verifications", "v1-locks", "v2-operation-revision",
-                "v3-registrations", "v4-registration-version", "v6-operation-revisions",
+                "v3-registrations", "v4-registration-version", "v5-audit-chain", "v6-operation-revisions",
             ]
         )
     }

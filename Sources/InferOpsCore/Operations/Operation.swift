@@ -132,10 +132,16 @@ public struct AuditEntry: Hashable, Sendable, Codable {
     public var outcome: String
     public var operation: OperationID?
     public var detail: String?
+    /// Where the command came from: a chat channel, `console` or `exec`.
+    public var channel: String?
+    /// The operating-system account that typed the command, for the console and `inferops exec`,
+    /// where the chat user is only what `--as` or `/as` claimed. Chat platforms leave it empty.
+    public var osUser: String?
 
     public init(
         at: Date, actor: UserID, action: String, environment: String? = nil, subject: String? = nil,
-        outcome: String, operation: OperationID? = nil, detail: String? = nil
+        outcome: String, operation: OperationID? = nil, detail: String? = nil, channel: String? = nil,
+        osUser: String? = nil
     ) {
         self.at = at
         self.actor = actor
@@ -145,6 +151,8 @@ public struct AuditEntry: Hashable, Sendable, Codable {
         self.outcome = outcome
         self.operation = operation
         self.detail = detail
+        self.channel = channel
+        self.osUser = osUser
     }
 }
 

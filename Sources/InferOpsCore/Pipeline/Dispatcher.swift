@@ -22,6 +22,12 @@ public final class Dispatcher: Sendable {
 
     /// Handles one command to the end, operation included, and says how it ended.
     public func handle(_ command: IncomingCommand) async -> CommandOutcome {
+        await CommandOrigin.$current.withValue(CommandOrigin(channel: command.channel, osUser: command.osUser)) {
+            await handleCommand(command)
+        }
+    }
+
+    func handleCommand(_ command: IncomingCommand) async -> CommandOutcome {
         let conversation = Conversation(channel: command.channel)
         do {
             let parsed: ParsedCommand
@@ -392,7 +398,7 @@ public final class Dispatcher: Sendable {
                operation: OperationID? = nil, detail: String? = nil) async throws {
         try await services.store.appendAudit(
             AuditEntry(at: services.time.now(), actor: user, action: action, environment: environment, subject: subject,
-                       outcome: outcome, operation: operation, detail: detail.map(services.redactor.redact))
+                       outcome: outcome, operation: operation, detail: detail.map(services.redactor.redact)).stamped()
         )
     }
 

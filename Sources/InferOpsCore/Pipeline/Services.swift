@@ -52,11 +52,15 @@ public struct IncomingCommand: Hashable, Sendable {
     public var user: UserID
     public var text: String
     public var channel: String
+    /// The operating-system account behind a console or `inferops exec` command, as the adapter
+    /// found it; `nil` for chat platforms, whose user id is the identity.
+    public var osUser: String?
 
-    public init(user: UserID, text: String, channel: String) {
+    public init(user: UserID, text: String, channel: String, osUser: String? = nil) {
         self.user = user
         self.text = text
         self.channel = channel
+        self.osUser = osUser
     }
 }
 
