@@ -8,6 +8,8 @@ public struct FakeServices: Sendable {
     public let cluster: FakeCluster
     public let engines: FakeEngineClient
     public let chat: RecordingChat
+    /// The router of every environment that has router settings.
+    public let router: FakeRouter
 
     public init(time: ManualTime = ManualTime()) {
         self.time = time
@@ -16,9 +18,10 @@ public struct FakeServices: Sendable {
         cluster = FakeCluster()
         engines = FakeEngineClient(time: time)
         chat = RecordingChat()
+        router = FakeRouter()
     }
 
     public var services: Services {
-        Services(store: store, releases: releases, cluster: cluster, engines: engines, chat: chat, time: time)
+        Services(store: store, releases: releases, cluster: cluster, engines: engines, chat: chat, routers: router, time: time)
     }
 }
