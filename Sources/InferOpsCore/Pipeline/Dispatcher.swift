@@ -252,7 +252,8 @@ public final class Dispatcher: Sendable {
         }
         let current = try await services.releases.status(plan.target)
         let capacity = try await services.cluster.gpuCapacity(kubeContext: plan.target.kubeContext)
-        let verdict = CapacityCheck.evaluate(plan, capacity: capacity)
+        let rollout = try await services.cluster.rollout(plan.target, rendered: rendered)
+        let verdict = CapacityCheck.evaluate(plan, capacity: capacity, rollout: rollout)
         let manifestLines = rendered.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
         let shown = manifestLines.prefix(80)
         try await audit(user, "deploy", plan.environment, plan.model.name, "dry-run", detail: plan.digest)
