@@ -198,6 +198,20 @@ import Testing
         #expect(journal.contains { $0.contains("GPU capacity is enough") && $0.contains("stops 1 old pods before new ones") })
     }
 
+    @Test func aDryRunSaysTheRolloutWouldBeRefused() async throws {
+        let h = Harness()
+        h.releases.seed(h.target("qwen-2-72b", in: "staging"), [.deployed])
+        h.cluster.setCapacity(Self.fullPool)
+        h.cluster.setRollout(
+            Rollout(strategy: .kubernetesDefault, running: .init(replicas: 1, gpusPerReplica: 4), templateChanges: true),
+            for: Self.release)
+        #expect(await h.run("deploy qwen-2-72b to staging --dry-run") == .completed(nil))
+        let gpus = try #require(h.chat.posts.last?.reply.fields.first { $0.label == "GPUs" })
+        #expect(gpus.value.hasPrefix("would be refused: needs 1 × 4 = 4 nvidia.com/gpu"), "\(gpus.value)")
+        #expect(gpus.value.contains("starts a new pod before any old pod stops"))
+        #expect(h.releases.changingCalls.isEmpty)
+    }
+
     @Test func aTimeoutWhoseNewPodsCannotBeScheduledIsReportedAsScheduling() async throws {
         let h = Harness()
         let target = h.target("qwen-2-72b", in: "staging")

@@ -274,7 +274,8 @@ public final class Dispatcher: Sendable {
         }
         let current = try await services.releases.status(plan.target)
         let capacity = try await services.cluster.gpuCapacity(kubeContext: plan.target.kubeContext)
-        let verdict = CapacityCheck.evaluate(plan, capacity: capacity)
+        let rollout = try await services.cluster.rollout(plan.target, rendered: rendered)
+        let verdict = CapacityCheck.evaluate(plan, capacity: capacity, rollout: rollout)
         // Values and manifests carry whatever secrets the values hold; the plan's own (from `--set`)
         // join the configuration's before anything is shown. Whole text first: a key spans lines.
         let redactor = services.redactor.adding(SecretRedactor.sensitiveStrings(in: plan.values))
