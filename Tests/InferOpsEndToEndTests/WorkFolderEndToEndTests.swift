@@ -113,6 +113,25 @@ struct WorkFolderEndToEndTests {
         #expect(Self.contents(temporary).isEmpty, "\(output)")
     }
 
+    @Test("a start that fails after the folder was made (helm unusable) leaves no folder behind")
+    func failedStart() throws {
+        let sandbox = try Sandbox(helm: .helm4)
+        let temporary = try privateTemporaryFolder(sandbox)
+        let configuration = try String(contentsOfFile: sandbox.config, encoding: .utf8)
+            .replacingOccurrences(of: "binary: \(sandbox.helm.path)", with: "binary: /bin/false")
+        try configuration.write(toFile: sandbox.config, atomically: true, encoding: .utf8)
+        let (process, pipe) = try startInferops(
+            sandbox,
+            ["exec", "--config", sandbox.config, "--as", "alice", "/infer status"],
+            temporary: temporary
+        )
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 69, "\(output)")
+        #expect(output.contains("/bin/false cannot be used"), "\(output)")
+        #expect(Self.contents(temporary).isEmpty, "\(output)")
+    }
+
     @Test("serve whose listener cannot start exits without leaving its folder behind")
     func serveListenerFails() throws {
         let sandbox = try Sandbox(helm: .helm4)
