@@ -46,7 +46,8 @@ public struct Runtime: Sendable {
         do {
             workFolder = try PrivateWorkFolder()
         } catch {
-            throw Refusal("Cannot create a private work folder: \(error).", hint: "Point TMPDIR at a folder only this user can change.")
+            throw Refusal("Cannot create a private work folder: \(error).",
+                          hint: "Point TMPDIR at a folder only this user can change.")
         }
         // A start that fails after this point leaves no folder behind.
         var started = false

@@ -54,7 +54,8 @@ struct WorkFolderEndToEndTests {
 
             // A dry run writes a values file and runs helm with its folders in the work folder.
             let outcome = await runtime.dispatcher.handle(
-                IncomingCommand(user: UserID("alice"), text: "/infer deploy llama-3-8b to staging --dry-run", channel: "exec")
+                IncomingCommand(
+                    user: UserID("alice"), text: "/infer deploy llama-3-8b to staging --dry-run", channel: "exec")
             )
             #expect(outcome.succeeded, "\(outcome)")
             #expect(Self.contents(planted) == ["sentinel"], "with \(plant) planted")
@@ -88,14 +89,14 @@ struct WorkFolderEndToEndTests {
         return temporary
     }
 
-    @Test("exec stopped by SIGTERM while helm waits stops helm, which marks the revision failed, and removes its folder")
+    @Test("exec stopped by SIGTERM while helm waits stops helm (the revision is failed) and removes its folder")
     func execStoppedBySignal() throws {
         let sandbox = try Sandbox(helm: .helm4)
         let temporary = try privateTemporaryFolder(sandbox)
+        let neverReady = #"--set podAnnotations.inferops\.dev/simulate-ready-after-seconds=never"#
         let (process, pipe) = try startInferops(
             sandbox,
-            ["exec", "--config", sandbox.config, "--as", "alice",
-             #"/infer deploy llama-3-8b to staging --set podAnnotations.inferops\.dev/simulate-ready-after-seconds=never"#],
+            ["exec", "--config", sandbox.config, "--as", "alice", "/infer deploy llama-3-8b to staging \(neverReady)"],
             temporary: temporary
         )
         defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
@@ -109,6 +110,25 @@ struct WorkFolderEndToEndTests {
         #expect(!process.isRunning)
         #expect(process.terminationReason == .exit, "\(output)")
         #expect(try sandbox.releaseState("llama-3-8b-staging", namespace: "inference-staging")?.status == "failed")
+        #expect(Self.contents(temporary).isEmpty, "\(output)")
+    }
+
+    @Test("a start that fails after the folder was made (helm unusable) leaves no folder behind")
+    func failedStart() throws {
+        let sandbox = try Sandbox(helm: .helm4)
+        let temporary = try privateTemporaryFolder(sandbox)
+        let configuration = try String(contentsOfFile: sandbox.config, encoding: .utf8)
+            .replacingOccurrences(of: "binary: \(sandbox.helm.path)", with: "binary: /bin/false")
+        try configuration.write(toFile: sandbox.config, atomically: true, encoding: .utf8)
+        let (process, pipe) = try startInferops(
+            sandbox,
+            ["exec", "--config", sandbox.config, "--as", "alice", "/infer status"],
+            temporary: temporary
+        )
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 69, "\(output)")
+        #expect(output.contains("/bin/false cannot be used"), "\(output)")
         #expect(Self.contents(temporary).isEmpty, "\(output)")
     }
 

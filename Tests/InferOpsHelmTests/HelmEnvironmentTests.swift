@@ -19,7 +19,8 @@ struct HelmEnvironmentTests {
     @Test("the allow-list: PATH, HOME, helm's folders in the work folder, then the configured settings")
     func allowList() {
         let inherited = Self.planted.merging([
-            "HELM_KUBEAPISERVER": "http://127.0.0.1:1", "PATH": "/usr/bin", "HOME": "/home/ops", "KUBECONFIG": "/home/ops/other", "HELM_DRIVER": "memory",
+            "HELM_KUBEAPISERVER": "http://127.0.0.1:1", "PATH": "/usr/bin", "HOME": "/home/ops",
+            "KUBECONFIG": "/home/ops/other", "HELM_DRIVER": "memory",
             "KUBERNETES_SERVICE_HOST": "10.0.0.1", "KUBERNETES_SERVICE_PORT": "443",
         ]) { $1 }
         let configured = HelmReleaseEngine.processEnvironment(

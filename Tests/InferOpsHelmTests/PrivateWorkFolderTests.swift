@@ -122,7 +122,8 @@ struct PrivateWorkFolderTests {
         try FileManager.default.createSymbolicLink(atPath: folder.path, withDestinationPath: target)
         defer { unlink(folder.path) }
         folder.remove()
-        #expect(Self.lstatInfo(folder.path)?.st_mode ?? 0 & mode_t(S_IFMT) != 0)
+        let link = try #require(Self.lstatInfo(folder.path))
+        #expect(link.st_mode & mode_t(S_IFMT) == mode_t(S_IFLNK))
         #expect(Self.contents(target) == ["keep"])
     }
 
@@ -145,8 +146,10 @@ struct PrivateWorkFolderTests {
         let file = base.path + "/file"
         try "x".write(toFile: file, atomically: false, encoding: .utf8)
 
-        var refused = [link: "is a symbolic link, not a folder", open: "has mode 755; others must not have access (0700)",
-                       file: "is not a folder"]
+        var refused = [
+            link: "is a symbolic link, not a folder", open: "has mode 755; others must not have access (0700)",
+            file: "is not a folder",
+        ]
         if geteuid() == 0, chown(foreign, 65534, 65534) == 0 {
             refused[foreign] = "belongs to user 65534, not to this user (0)"
         }
