@@ -58,11 +58,11 @@ struct HelmEnvironmentTests {
         // A stand-in for helm that prints the environment it was started with, one `NAME=value` a
         // line: from /proc, since the shell would add variables of its own to `env`.
         let fakeHelm = folder.path + "/helm"
-        try """
-        #!/bin/sh
-        if [ -r /proc/$$/environ ]; then tr '\\0' '\\n' < /proc/$$/environ; else env; fi
-        """.write(toFile: fakeHelm, atomically: false, encoding: .utf8)
-        chmod(fakeHelm, 0o700)
+        try TestTools.writeExecutable(
+            """
+            #!/bin/sh
+            if [ -r /proc/$$/environ ]; then tr '\\0' '\\n' < /proc/$$/environ; else env; fi
+            """, to: fakeHelm)
         let engine = HelmReleaseEngine(
             helmPath: fakeHelm,
             kubeconfig: folder.path + "/kubeconfig",
@@ -99,9 +99,7 @@ struct HelmEnvironmentTests {
         let folder = try PrivateWorkFolder()
         defer { folder.remove() }
         let fakeHelm = folder.path + "/helm"
-        try "#!/bin/sh\nexec head -c \(HelmReleaseEngine.stdoutLimit + 1) /dev/zero\n"
-            .write(toFile: fakeHelm, atomically: false, encoding: .utf8)
-        chmod(fakeHelm, 0o700)
+        try TestTools.writeExecutable("#!/bin/sh\nexec head -c \(HelmReleaseEngine.stdoutLimit + 1) /dev/zero\n", to: fakeHelm)
         let engine = HelmReleaseEngine(helmPath: fakeHelm, workingDirectory: folder.path, version: .v3)
         let failure = await releaseFailure { try await engine.history(ReleaseTarget(release: "x", namespace: "m")) }
         #expect(failure == .unclassified(detail: "helm history printed more than 16 MiB; its output was not read"))

@@ -23,6 +23,19 @@ enum TestTools {
     }
 
     /// A fresh path in the system's temporary folder; nothing is created at it.
+    /// Writes an executable script. Its descriptor is close-on-exec: a child that another test spawns
+    /// at that moment must not inherit it open for writing, or running the script fails with
+    /// "Text file busy" (ETXTBSY).
+    static func writeExecutable(_ text: String, to path: String) throws {
+        let descriptor = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o700)
+        guard descriptor >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+        defer { close(descriptor) }
+        let bytes = Array(text.utf8)
+        guard write(descriptor, bytes, bytes.count) == bytes.count else {
+            throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO)
+        }
+    }
+
     static func temporaryPath(_ name: String) -> String {
         (NSTemporaryDirectory() as NSString).appendingPathComponent(
             "inferops-helm-\(name)-\(UUID().uuidString.prefix(8))"
