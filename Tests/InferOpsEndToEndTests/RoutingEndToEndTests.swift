@@ -270,6 +270,36 @@ struct RoutingEndToEndTests {
         #expect(try routed.routerWorkers("llama-3-8b").isEmpty)
     }
 
+    @Test("A disabled model stays disabled through register, deploy --register and autoRegister")
+    func disabledStaysDisabled() throws {
+        let routed = try RoutedSandbox(autoRegister: true)
+        let sandbox = routed.sandbox
+        // bob may deploy in staging but not register: the deploy succeeds, the router is left alone.
+        let byBob = try sandbox.exec("/infer deploy llama-3-8b to staging", as: "bob")
+        #expect(byBob.status == 0, "\(byBob.output)")
+        #expect(byBob.output.contains("Not registering llama-3-8b in staging automatically"), "\(byBob.output)")
+        #expect(byBob.output.contains("the permission `register` on `staging` is missing"), "\(byBob.output)")
+        #expect(try routed.routerWorkers("llama-3-8b").isEmpty)
+
+        #expect(try sandbox.exec("/infer register llama-3-8b in staging").status == 0)
+        #expect(routed.complete("llama-3-8b").status == 200)
+        #expect(try sandbox.exec(#"/infer disable llama-3-8b in staging --reason "wrong answers""#).status == 0)
+
+        let register = try sandbox.exec("/infer register llama-3-8b in staging")
+        #expect(register.status == 2, "\(register.output)")
+        #expect(register.output.contains("llama-3-8b is disabled in staging by"), "\(register.output)")
+        #expect(register.output.contains("wrong answers"), "\(register.output)")
+        #expect(register.output.contains("`/infer enable llama-3-8b in staging` routes it again"), "\(register.output)")
+
+        let redeploy = try sandbox.exec("/infer deploy llama-3-8b to staging --register")
+        #expect(redeploy.status == 0, "\(redeploy.output)")
+        #expect(redeploy.output.contains("Not registering llama-3-8b: it is disabled in staging"), "\(redeploy.output)")
+        var denied = 0
+        for _ in 0..<50 where routed.complete("llama-3-8b").status == 403 { denied += 1 }
+        #expect(denied == 50)
+        #expect(try sandbox.exec("/infer status llama-3-8b in staging").output.contains("disabled by"))
+    }
+
     @Test("An environment that registers automatically routes every verified deploy")
     func autoRegister() throws {
         let routed = try RoutedSandbox(autoRegister: true)
