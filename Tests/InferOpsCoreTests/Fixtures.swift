@@ -151,9 +151,11 @@ enum Fixtures {
     static let admin = UserID("U0ADMIN")
     static let deployer = UserID("U0DEPLOYER")
     static let viewer = UserID("U0VIEWER")
+    static let releaser = UserID("U0RELEASER")
 
     /// admin: everything everywhere; staging-deployer: changes in staging, view in production;
-    /// viewer: everyone may view everywhere.
+    /// releaser: deploys in dev without routing it, disables in production; viewer: everyone may view
+    /// everywhere.
     static let policy = Policy(roles: [
         Policy.Role(
             name: "admin", members: [admin.rawValue],
@@ -166,6 +168,13 @@ enum Fixtures {
                     permissions: ["deploy", "rollback", "cancel", "lock", "unlock", "view", "register"], environments: ["staging"]
                 ),
                 Policy.Grant(permissions: ["view"], environments: ["production"]),
+            ]
+        ),
+        Policy.Role(
+            name: "releaser", members: [releaser.rawValue],
+            grants: [
+                Policy.Grant(permissions: ["deploy", "rollback", "cancel", "view"], environments: ["dev"]),
+                Policy.Grant(permissions: ["disable", "view"], environments: ["production"]),
             ]
         ),
         Policy.Role(

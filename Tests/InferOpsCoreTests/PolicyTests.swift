@@ -42,6 +42,19 @@ import Testing
         Row(role: "staging-deployer", verb: "enable", dev: false, staging: false, production: false),
         Row(role: "staging-deployer", verb: "disable", dev: false, staging: false, production: false),
 
+        Row(role: "releaser", verb: "deploy", dev: true, staging: false, production: false),
+        Row(role: "releaser", verb: "rollback", dev: true, staging: false, production: false),
+        Row(role: "releaser", verb: "cancel", dev: true, staging: false, production: false),
+        Row(role: "releaser", verb: "lock", dev: false, staging: false, production: false),
+        Row(role: "releaser", verb: "unlock", dev: false, staging: false, production: false),
+        Row(role: "releaser", verb: "status", dev: true, staging: true, production: true),
+        Row(role: "releaser", verb: "history", dev: true, staging: true, production: true),
+        Row(role: "releaser", verb: "help", dev: true, staging: true, production: true),
+        Row(role: "releaser", verb: "register", dev: false, staging: false, production: false),
+        Row(role: "releaser", verb: "deregister", dev: false, staging: false, production: false),
+        Row(role: "releaser", verb: "enable", dev: false, staging: false, production: true),
+        Row(role: "releaser", verb: "disable", dev: false, staging: false, production: true),
+
         Row(role: "viewer", verb: "deploy", dev: false, staging: false, production: false),
         Row(role: "viewer", verb: "rollback", dev: false, staging: false, production: false),
         Row(role: "viewer", verb: "cancel", dev: false, staging: false, production: false),
@@ -57,7 +70,8 @@ import Testing
     ]
 
     static let members: [String: UserID] = [
-        "admin": Fixtures.admin, "staging-deployer": Fixtures.deployer, "viewer": Fixtures.viewer,
+        "admin": Fixtures.admin, "staging-deployer": Fixtures.deployer, "releaser": Fixtures.releaser,
+        "viewer": Fixtures.viewer,
     ]
 
     @Test func tableCoversEveryRoleVerbAndEnvironment() {
@@ -100,6 +114,161 @@ import Testing
                 #expect(outcome.message?.contains("may not `\(row.verb)` in `\(environment)`") == true)
                 #expect(harness.releases.calls.isEmpty)
                 #expect(harness.cluster.capacityCalls == 0)
+            }
+        }
+    }
+
+    // MARK: routing
+
+    /// What a command that touches the router does for one role in one environment.
+    enum Routing: String, Sendable {
+        /// Denied at authorization: nothing ran, the router and the registration are untouched.
+        case denied
+        /// Ran, and the router and the registration changed as asked.
+        case routed
+        /// The deploy or rollback ran and succeeded, but the requester may not `register` there, so
+        /// its automatic router change was skipped with a line in the thread.
+        case skipped
+    }
+
+    /// One row per role and router-changing action, in dev, staging and production. The actions are
+    /// the four routing verbs, `deploy --register`, and the automatic ones: `router.autoRegister`
+    /// and the refresh that moves an enabled registration to a deploy's or rollback's new replicas.
+    struct RoutingRow: Sendable, CustomTestStringConvertible {
+        var role: String
+        var action: String
+        var dev: Routing
+        var staging: Routing
+        var production: Routing
+        var testDescription: String { "\(role) \(action)" }
+    }
+
+    static let routingActions = [
+        "register", "deregister", "enable", "disable", "deploy --register", "deploy (autoRegister)",
+        "deploy (refresh)", "rollback (refresh)",
+    ]
+
+    static let routingTable: [RoutingRow] = [
+        //        role                 action                   dev        staging    production
+        RoutingRow(role: "admin", action: "register", dev: .routed, staging: .routed, production: .routed),
+        RoutingRow(role: "admin", action: "deregister", dev: .routed, staging: .routed, production: .routed),
+        RoutingRow(role: "admin", action: "enable", dev: .routed, staging: .routed, production: .routed),
+        RoutingRow(role: "admin", action: "disable", dev: .routed, staging: .routed, production: .routed),
+        RoutingRow(role: "admin", action: "deploy --register", dev: .routed, staging: .routed, production: .routed),
+        RoutingRow(role: "admin", action: "deploy (autoRegister)", dev: .routed, staging: .routed, production: .routed),
+        RoutingRow(role: "admin", action: "deploy (refresh)", dev: .routed, staging: .routed, production: .routed),
+        RoutingRow(role: "admin", action: "rollback (refresh)", dev: .routed, staging: .routed, production: .routed),
+
+        RoutingRow(role: "staging-deployer", action: "register", dev: .denied, staging: .routed, production: .denied),
+        RoutingRow(role: "staging-deployer", action: "deregister", dev: .denied, staging: .routed, production: .denied),
+        RoutingRow(role: "staging-deployer", action: "enable", dev: .denied, staging: .denied, production: .denied),
+        RoutingRow(role: "staging-deployer", action: "disable", dev: .denied, staging: .denied, production: .denied),
+        RoutingRow(role: "staging-deployer", action: "deploy --register", dev: .denied, staging: .routed, production: .denied),
+        RoutingRow(role: "staging-deployer", action: "deploy (autoRegister)", dev: .denied, staging: .routed, production: .denied),
+        RoutingRow(role: "staging-deployer", action: "deploy (refresh)", dev: .denied, staging: .routed, production: .denied),
+        RoutingRow(role: "staging-deployer", action: "rollback (refresh)", dev: .denied, staging: .routed, production: .denied),
+
+        RoutingRow(role: "releaser", action: "register", dev: .denied, staging: .denied, production: .denied),
+        RoutingRow(role: "releaser", action: "deregister", dev: .denied, staging: .denied, production: .denied),
+        RoutingRow(role: "releaser", action: "enable", dev: .denied, staging: .denied, production: .routed),
+        RoutingRow(role: "releaser", action: "disable", dev: .denied, staging: .denied, production: .routed),
+        RoutingRow(role: "releaser", action: "deploy --register", dev: .denied, staging: .denied, production: .denied),
+        RoutingRow(role: "releaser", action: "deploy (autoRegister)", dev: .skipped, staging: .denied, production: .denied),
+        RoutingRow(role: "releaser", action: "deploy (refresh)", dev: .skipped, staging: .denied, production: .denied),
+        RoutingRow(role: "releaser", action: "rollback (refresh)", dev: .skipped, staging: .denied, production: .denied),
+
+        RoutingRow(role: "viewer", action: "register", dev: .denied, staging: .denied, production: .denied),
+        RoutingRow(role: "viewer", action: "deregister", dev: .denied, staging: .denied, production: .denied),
+        RoutingRow(role: "viewer", action: "enable", dev: .denied, staging: .denied, production: .denied),
+        RoutingRow(role: "viewer", action: "disable", dev: .denied, staging: .denied, production: .denied),
+        RoutingRow(role: "viewer", action: "deploy --register", dev: .denied, staging: .denied, production: .denied),
+        RoutingRow(role: "viewer", action: "deploy (autoRegister)", dev: .denied, staging: .denied, production: .denied),
+        RoutingRow(role: "viewer", action: "deploy (refresh)", dev: .denied, staging: .denied, production: .denied),
+        RoutingRow(role: "viewer", action: "rollback (refresh)", dev: .denied, staging: .denied, production: .denied),
+    ]
+
+    @Test func routingTableCoversEveryRoleAndAction() {
+        let covered = Set(Self.routingTable.map { "\($0.role) \($0.action)" })
+        let expected = Set(Fixtures.policy.roles.flatMap { role in Self.routingActions.map { "\(role.name) \($0)" } })
+        #expect(covered == expected)
+        #expect(Self.routingTable.count == expected.count)
+    }
+
+    /// Each cell through the whole pipeline, on fakes with a router in every environment: the
+    /// command runs from a state where its change is possible, and the store, the router and the
+    /// thread show whether it was denied, routed, or (automatic changes only) skipped.
+    @Test(arguments: routingTable)
+    func routingIsAuthorized(_ row: RoutingRow) async throws {
+        let user = Self.members[row.role]!
+        for (environment, expected) in [("dev", row.dev), ("staging", row.staging), ("production", row.production)] {
+            let h = Harness(routers: row.action == "deploy (autoRegister)")
+            let cell = "\(row.role) \(row.action) in \(environment)"
+            let old = "10.0.0.1"
+            let new = "10.0.0.2"
+            let oldWorker = RouterWorker(url: h.settings(environment).workerURL(podIP: old), model: "llama-3-8b")
+            let newWorker = RouterWorker(url: h.settings(environment).workerURL(podIP: new), model: "llama-3-8b")
+            let text: String
+            let after: RegistrationState?
+            switch row.action {
+            case "register":
+                h.serve("llama-3-8b", in: environment, at: old)
+                text = "register llama-3-8b in \(environment)"
+                after = .enabled
+            case "deregister", "disable":
+                h.serve("llama-3-8b", in: environment, at: old)
+                try await h.register("llama-3-8b", in: environment, .enabled, at: old)
+                text = "\(row.action) llama-3-8b in \(environment)"
+                after = row.action == "disable" ? .disabled : .removed
+            case "enable":
+                h.serve("llama-3-8b", in: environment, at: old)
+                try await h.register("llama-3-8b", in: environment, .disabled, reason: "bad answers")
+                text = "enable llama-3-8b in \(environment)"
+                after = .enabled
+            case "deploy --register", "deploy (autoRegister)":
+                h.serve("llama-3-8b", in: environment, at: old)
+                text = "deploy llama-3-8b to \(environment)" + (row.action == "deploy --register" ? " --register" : "")
+                after = .enabled
+            default:
+                // A registration routed to the replica before the deploy or rollback moves it.
+                try await h.register("llama-3-8b", in: environment, .enabled, at: old)
+                h.serve("llama-3-8b", in: environment, at: new, deployed: [.superseded, .deployed])
+                text = row.action == "deploy (refresh)" ? "deploy llama-3-8b to \(environment)" : "rollback llama-3-8b in \(environment)"
+                after = .enabled
+            }
+            let before = await h.registration("llama-3-8b", in: environment)
+            let workersBefore = h.router.state.workers
+
+            let outcome = await h.run(text, as: user)
+
+            let audit = await h.store.auditLog()
+            #expect(audit.contains { $0.outcome == "denied" } == (expected == .denied), "\(cell): \(outcome)")
+            let registration = await h.registration("llama-3-8b", in: environment)
+            switch expected {
+            case .denied:
+                #expect(outcome.message?.contains("may not `") == true, "\(cell): \(outcome)")
+                #expect(h.releases.changingCalls.isEmpty, "\(cell)")
+                #expect(h.router.state.changes.isEmpty, "\(cell)")
+                #expect(registration == before, "\(cell)")
+            case .routed:
+                #expect(outcome.succeeded, "\(cell): \(outcome)")
+                #expect(registration?.state == after, "\(cell)")
+                #expect(registration?.version == (before?.version ?? 0) + 1, "\(cell)")
+                if after == .enabled {
+                    let expectedWorker = row.action.hasSuffix("(refresh)") ? newWorker : oldWorker
+                    #expect(h.router.workers(of: "llama-3-8b") == [expectedWorker], "\(cell)")
+                    #expect(registration?.endpoints == [expectedWorker.url], "\(cell)")
+                } else {
+                    #expect(h.router.denies("llama-3-8b"), "\(cell)")
+                }
+            case .skipped:
+                #expect(outcome.succeeded, "\(cell): \(outcome)")
+                #expect(!h.releases.changingCalls.isEmpty, "\(cell): the deploy or rollback itself ran")
+                #expect(registration == before, "\(cell)")
+                #expect(h.router.state.changes.isEmpty && h.router.state.workers == workersBefore, "\(cell)")
+                #expect(
+                    h.chat.transcript.contains(
+                        "<@\(user)> may not `register` in `\(environment)`: the permission `register` on `\(environment)` is missing."),
+                    "\(cell): \(h.chat.transcript)")
             }
         }
     }

@@ -178,6 +178,35 @@ struct GatedCluster: ClusterInspector {
         #expect(answer.status == 403)
     }
 
+    /// The other side of the same race: another process disables the model while a `register` here
+    /// waits on Kubernetes; the register's write, made from its stale read, must not undo it.
+    @Test func registerFromAStaleReadChangesNothing() async throws {
+        let h = Harness(routers: false)
+        h.serve("llama-3-8b", in: "staging", at: "10.0.0.1")
+        let enabled = try await h.register("llama-3-8b", in: "staging", .enabled, at: "10.0.0.1")
+        let gate = Gate()
+        var services = h.fakes.services
+        services.cluster = GatedCluster(cluster: h.cluster, gate: gate)
+        let dispatcher = Dispatcher(configuration: h.configuration, catalog: Fixtures.catalog, services: services)
+        let register = Task {
+            await dispatcher.handle(IncomingCommand(user: Fixtures.admin, text: "register llama-3-8b in staging", channel: "C0OPS"))
+        }
+        try await gate.waitUntilReached()
+
+        var disabled = enabled
+        disabled.state = .disabled
+        disabled.endpoints = []
+        disabled.changedBy = UserID("U0ALICE")
+        disabled.reason = "wrong answers"
+        let recorded = try #require(await h.store.updateRegistration(disabled, expectedVersion: enabled.version))
+        gate.open()
+        let outcome = await register.value
+
+        #expect(outcome.message == RegistrationChanged(model: "llama-3-8b", environment: "staging").message, "\(outcome)")
+        #expect(await h.registration("llama-3-8b", in: "staging") == recorded)
+        #expect(h.router.state.changes.isEmpty)
+    }
+
     /// Without a concurrent change the reconciler still follows a rollout, through the same
     /// conditional write.
     @Test func reconcilerFollowsARolloutOfAnEnabledModel() async throws {

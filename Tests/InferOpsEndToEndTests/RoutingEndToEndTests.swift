@@ -1,4 +1,7 @@
 import Foundation
+import InferOpsApp
+import InferOpsCore
+import InferOpsTesting
 import Testing
 
 #if canImport(FoundationNetworking)
@@ -53,7 +56,9 @@ final class RoutedSandbox {
     let daemonLog: URL
     var routerURL: String { "http://127.0.0.1:\(routerPort)" }
 
-    init(autoRegister: Bool = false) throws {
+    /// - Parameter reconcileInterval: How often the daemon repairs the router; a test that runs its
+    ///   own reconciler passes makes it long, so the daemon's passes do not interfere.
+    init(autoRegister: Bool = false, reconcileInterval: String = "1s") throws {
         sandbox = try Sandbox(helm: .helm4)
         routerPort = try freePort()
         routerMetricsPort = try freePort()
@@ -62,7 +67,7 @@ final class RoutedSandbox {
             server:
               host: 127.0.0.1
               port: \(serverPort)
-              reconcileInterval: 1s
+              reconcileInterval: \(reconcileInterval)
             """
         sandbox.extraEnvironment = """
             router:
@@ -270,6 +275,36 @@ struct RoutingEndToEndTests {
         #expect(try routed.routerWorkers("llama-3-8b").isEmpty)
     }
 
+    @Test("A disabled model stays disabled through register, deploy --register and autoRegister")
+    func disabledStaysDisabled() throws {
+        let routed = try RoutedSandbox(autoRegister: true)
+        let sandbox = routed.sandbox
+        // bob may deploy in staging but not register: the deploy succeeds, the router is left alone.
+        let byBob = try sandbox.exec("/infer deploy llama-3-8b to staging", as: "bob")
+        #expect(byBob.status == 0, "\(byBob.output)")
+        #expect(byBob.output.contains("Not registering llama-3-8b in staging automatically"), "\(byBob.output)")
+        #expect(byBob.output.contains("the permission `register` on `staging` is missing"), "\(byBob.output)")
+        #expect(try routed.routerWorkers("llama-3-8b").isEmpty)
+
+        #expect(try sandbox.exec("/infer register llama-3-8b in staging").status == 0)
+        #expect(routed.complete("llama-3-8b").status == 200)
+        #expect(try sandbox.exec(#"/infer disable llama-3-8b in staging --reason "wrong answers""#).status == 0)
+
+        let register = try sandbox.exec("/infer register llama-3-8b in staging")
+        #expect(register.status == 2, "\(register.output)")
+        #expect(register.output.contains("llama-3-8b is disabled in staging by"), "\(register.output)")
+        #expect(register.output.contains("wrong answers"), "\(register.output)")
+        #expect(register.output.contains("`/infer enable llama-3-8b in staging` routes it again"), "\(register.output)")
+
+        let redeploy = try sandbox.exec("/infer deploy llama-3-8b to staging --register")
+        #expect(redeploy.status == 0, "\(redeploy.output)")
+        #expect(redeploy.output.contains("Not registering llama-3-8b: it is disabled in staging"), "\(redeploy.output)")
+        var denied = 0
+        for _ in 0..<50 where routed.complete("llama-3-8b").status == 403 { denied += 1 }
+        #expect(denied == 50)
+        #expect(try sandbox.exec("/infer status llama-3-8b in staging").output.contains("disabled by"))
+    }
+
     @Test("An environment that registers automatically routes every verified deploy")
     func autoRegister() throws {
         let routed = try RoutedSandbox(autoRegister: true)
@@ -307,6 +342,44 @@ struct RoutingDaemonTests {
         #expect(try sandbox.exec("/infer status llama-3-8b in staging").output.contains("enabled (1 replica)"))
     }
 
+    /// A reconciler pass (in this process, on the same database and router) is held while it asks
+    /// Kubernetes where the replicas are; `disable` runs meanwhile in another process. The pass used
+    /// to write the whole registration back and route the model to its engines again.
+    @Test("A disable made while the reconciler waits on Kubernetes stays disabled in the store and the real router")
+    func disableDuringAReconcilerPass() async throws {
+        let routed = try RoutedSandbox(reconcileInterval: "1h")
+        let sandbox = routed.sandbox
+        #expect(try sandbox.exec("/infer deploy llama-3-8b to staging --register").status == 0)
+        // bob may deploy but not register: the second replica is left for the reconciler to route.
+        let scaled = try sandbox.exec("/infer deploy llama-3-8b to staging --set replicaCount=2", as: "bob")
+        #expect(scaled.status == 0, "\(scaled.output)")
+        #expect(try routed.routerWorkers("llama-3-8b").count == 1)
+
+        let loaded = ConfigurationLoader(path: sandbox.config).load()
+        let runtime = try await Runtime.start(loaded, output: { _ in })
+        let gate = Gate()
+        var services = runtime.services
+        services.cluster = GatedCluster(cluster: runtime.services.cluster, gate: gate)
+        let reconciliation = RouterReconciliation(configuration: runtime.configuration, services: services)
+        let pass = Task { await reconciliation.reconcileOnce() }
+        try await gate.waitUntilReached()
+
+        let disable = try sandbox.exec(#"/infer disable llama-3-8b in staging --reason "wrong answers""#)
+        #expect(disable.status == 0, "\(disable.output)")
+        gate.open()
+        let passes = await pass.value
+        let registration = try await runtime.store.registration(model: "llama-3-8b", environment: "staging")
+        await runtime.shutdown()
+
+        #expect(passes.allSatisfy { $0.failure == nil }, "\(passes)")
+        #expect(registration?.state == .disabled)
+        #expect(registration?.reason == "wrong answers")
+        var denied = 0
+        for _ in 0..<50 where routed.complete("llama-3-8b").status == 403 { denied += 1 }
+        #expect(denied == 50)
+        #expect(try routed.routerWorkers("llama-3-8b").allSatisfy { $0.contains("/deny/") })
+    }
+
     @Test("/healthz, /readyz and /metrics of the daemon")
     func listener() throws {
         let routed = try RoutedSandbox()
@@ -329,5 +402,20 @@ struct RoutingDaemonTests {
             let answer = request("GET", "\(base)/readyz")
             return answer.status == 503 && answer.body.contains("router")
         }
+    }
+}
+
+/// A cluster whose `workload` calls stop at a gate: holds a reconciler pass while it asks Kubernetes.
+struct GatedCluster: ClusterInspector {
+    let cluster: any ClusterInspector
+    let gate: Gate
+
+    func gpuCapacity(kubeContext: String?) async throws -> GPUCapacity {
+        try await cluster.gpuCapacity(kubeContext: kubeContext)
+    }
+
+    func workload(_ target: ReleaseTarget) async throws -> WorkloadSnapshot {
+        try await gate.pass()
+        return try await cluster.workload(target)
     }
 }

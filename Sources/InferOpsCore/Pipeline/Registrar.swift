@@ -123,7 +123,8 @@ public struct RegistrationChanged: UserFacingError, Equatable {
     }
 
     public var message: String {
-        "The routing of \(model) in \(environment) was changed by someone else while this ran, so nothing was changed."
+        "The routing of \(model) in \(environment) changed while this ran (another command, or the router "
+            + "repair following new replicas), so this changed nothing."
     }
     public var hint: String? {
         "`/infer status \(model) in \(environment)` shows it now; run the command again if it is still needed."
