@@ -91,6 +91,12 @@ public struct SecretRedactor: Sendable, Hashable {
         return text
     }
 
+    /// Whether `text` holds something shaped like a well-known access token (Hugging Face, OpenAI,
+    /// GitHub, Slack, AWS), as a word of its own.
+    public static func containsToken(_ text: String) -> Bool {
+        text.contains(#/(?:^|[^A-Za-z0-9])(?:hf_|sk-|ghp_|gho_|ghs_|github_pat_|xox[abprs]-|AKIA)[A-Za-z0-9_\-]{8,}/#)
+    }
+
     /// A SHA-256 digest as the plan writes it: exactly 64 lowercase hex characters.
     static func isDigest(_ run: Substring) -> Bool {
         run.count == 64 && run.allSatisfy { $0.isHexDigit && !$0.isUppercase }
@@ -145,9 +151,7 @@ public struct SecretRedactor: Sendable, Hashable {
                 }
             case .string(let text):
                 // A value shaped like a well-known token is a secret whatever its key.
-                if text.wholeMatch(of: #/(?:hf_|sk-|ghp_|gho_|ghs_|github_pat_|xox[abprs]-|AKIA)[A-Za-z0-9_\-]{8,}/#) != nil {
-                    found.append(text)
-                }
+                if containsToken(text) { found.append(text) }
             default: break
             }
         }
@@ -173,7 +177,9 @@ public struct RedactingChat: ChatTransport {
     }
 
     @discardableResult
-    public func post(_ reply: Reply, in conversation: Conversation, operation: OperationID?) async throws -> MessageRef {
+    public func post(
+        _ reply: Reply, in conversation: Conversation, operation: OperationID?
+    ) async throws -> MessageRef {
         try await base.post(redactor.redact(reply), in: conversation, operation: operation)
     }
 

@@ -91,7 +91,8 @@ public actor OperationReporter {
             AuditEntry(
                 at: services.time.now(), actor: operation.requester, action: operation.kind.rawValue,
                 environment: operation.environment, subject: operation.model ?? operation.target?.release,
-                outcome: state.rawValue, operation: operation.id, detail: operation.planDigest.map(services.redactor.redact)
+                outcome: state.rawValue, operation: operation.id,
+                detail: operation.planDigest.map(services.redactor.redact)
             )
         )
         try await say(reply)
