@@ -127,15 +127,25 @@ public struct SecretRedactor: Sendable, Hashable {
         .contains { lowered.contains($0) }
     }
 
-    /// The string values that must never be echoed: every string under a sensitive key, and the
-    /// `value` of an env entry whose `name` is sensitive (`{name: HF_TOKEN, value: …}`).
+    /// Whether a key names where a secret is kept rather than the secret (`secretName`, `secretKey`,
+    /// `secretKeyRef`, `tokenSecretName`): its value is a name that replies may show.
+    static func namesReference(_ key: String) -> Bool {
+        let lowered = key.lowercased()
+        return ["name", "ref", "secretkey"].contains { lowered.hasSuffix($0) }
+    }
+
+    /// The string values that must never be echoed: every string under a sensitive key (but not the
+    /// names of Secrets that hold them, as in `hfToken: {secretName: hf-token, secretKey: token}`),
+    /// the `value` of an env entry whose `name` is sensitive (`{name: HF_TOKEN, value: …}`), and any
+    /// string shaped like a well-known access token.
     public static func sensitiveStrings(in values: JSONValue) -> [String] {
         var found: [String] = []
         func allStrings(_ value: JSONValue) {
             switch value {
             case .string(let text): found.append(text)
             case .array(let items): items.forEach(allStrings)
-            case .object(let object): object.values.forEach(allStrings)
+            case .object(let object):
+                for (key, child) in object where !namesReference(key) { allStrings(child) }
             default: break
             }
         }
@@ -147,7 +157,7 @@ public struct SecretRedactor: Sendable, Hashable {
                     allStrings(secret)
                 }
                 for (key, child) in object {
-                    if isSensitiveName(key) { allStrings(child) } else { walk(child) }
+                    if isSensitiveName(key) && !namesReference(key) { allStrings(child) } else { walk(child) }
                 }
             case .string(let text):
                 // A value shaped like a well-known token is a secret whatever its key.
