@@ -59,37 +59,54 @@ public struct SecretRedactor: Sendable, Hashable {
             text = text.replacingOccurrences(of: literal, with: Self.placeholder)
         }
         let placeholder = Self.placeholder
+        // Each pattern runs only when the text has what it needs to match (a reply's table has many
+        // short cells, and most of them hold none of it).
+        let lowered = text.lowercased()
         // Credentials in URLs: scheme://user:password@host.
-        text = text.replacing(#/([A-Za-z][A-Za-z0-9+.\-]*://)[^/\s@"]+@/#) { "\($0.output.1)\(placeholder)@" }
-        text = text.replacing(#/(?i)(bearer\s+)[^\s"',]+/#) { "\($0.output.1)\(placeholder)" }
+        if text.contains("://") {
+            text = text.replacing(#/([A-Za-z][A-Za-z0-9+.\-]*://)[^/\s@"]+@/#) { "\($0.output.1)\(placeholder)@" }
+        }
+        if lowered.contains("bearer") {
+            text = text.replacing(#/(?i)(bearer\s+)[^\s"',]+/#) { "\($0.output.1)\(placeholder)" }
+        }
         // key=value and key: value where the key names a secret, on one line (a YAML key such as
         // `secretKeyRef:` ends its line and is not followed by a value).
-        text = text.replacing(
-            #/
-            (?i)
-            ( (?: password | passwd | secret | token | api[_\-]?key | apikey | access[_\-]?key | private[_\-]?key
-                | credentials? | authorization )
-              [A-Za-z0-9_\-]* ["']? [\ \t]* [:=] [\ \t]* ["']? )
-            (?: (?: bearer | basic ) \s+ )?
-            [^\s"',}\]]+
-            /#
-        ) { "\($0.output.1)\(placeholder)" }
+        if text.contains(":") || text.contains("=") {
+            text = text.replacing(
+                #/
+                (?i)
+                ( (?: password | passwd | secret | token | api[_\-]?key | apikey | access[_\-]?key | private[_\-]?key
+                    | credentials? | authorization )
+                  [A-Za-z0-9_\-]* ["']? [\ \t]* [:=] [\ \t]* ["']? )
+                (?: (?: bearer | basic ) \s+ )?
+                [^\s"',}\]]+
+                /#
+            ) { "\($0.output.1)\(placeholder)" }
+        }
         // The API server quotes the value it rejected.
-        text = text.replacing(#/(Invalid value: )"(?:[^"\\]|\\.)*"/#) { "\($0.output.1)\"\(placeholder)\"" }
+        if text.contains("Invalid value: ") {
+            text = text.replacing(#/(Invalid value: )"(?:[^"\\]|\\.)*"/#) { "\($0.output.1)\"\(placeholder)\"" }
+        }
         // Well-known token prefixes: Hugging Face, OpenAI, GitHub, Slack, AWS.
-        text = text.replacing(#/\b(?:hf_|sk-|ghp_|gho_|ghs_|github_pat_|xox[abprs]-|AKIA)[A-Za-z0-9_\-]{8,}/#) { _ in
-            placeholder
+        if Self.tokenPrefixes.contains(where: { text.contains($0) }) {
+            text = text.replacing(#/\b(?:hf_|sk-|ghp_|gho_|ghs_|github_pat_|xox[abprs]-|AKIA)[A-Za-z0-9_\-]{8,}/#) { _ in
+                placeholder
+            }
         }
         // Long opaque runs with letters and digits: base64 or hex keys. A plan digest is exempt.
-        text = text.replacing(#/[A-Za-z0-9+/=_]{32,}/#) { match in
-            let run = match.output
-            if Self.isDigest(run) { return String(run) }
-            let hasDigit = run.contains(where: \.isNumber)
-            let hasLetter = run.contains(where: \.isLetter)
-            return hasDigit && hasLetter ? placeholder : String(run)
+        if text.utf8.count >= 32 {
+            text = text.replacing(#/[A-Za-z0-9+/=_]{32,}/#) { match in
+                let run = match.output
+                if Self.isDigest(run) { return String(run) }
+                let hasDigit = run.contains(where: \.isNumber)
+                let hasLetter = run.contains(where: \.isLetter)
+                return hasDigit && hasLetter ? placeholder : String(run)
+            }
         }
         return text
     }
+
+    static let tokenPrefixes = ["hf_", "sk-", "ghp_", "gho_", "ghs_", "github_pat_", "xox", "AKIA"]
 
     /// Whether `text` holds something shaped like a well-known access token (Hugging Face, OpenAI,
     /// GitHub, Slack, AWS), as a word of its own.
