@@ -97,7 +97,8 @@ public struct ConfigurationLoader {
             if mapping.count == 0 { reader.problem(node, "no environments are configured.", fix: "add one under `environments:`") }
         }
         let policy = policySettings(root, reader: reader, environments: Array(environments.keys), catalog: catalog)
-        let (valuesSecrets, valuesProblems) = Self.checkValuesFiles(Set(environments.values.flatMap(\.valuesFiles)).sorted())
+        let valuesFiles = Set(environments.values.flatMap(\.valuesFiles)).sorted()
+        let (valuesSecrets, valuesProblems) = Self.checkValuesFiles(valuesFiles)
         problems = reader.problems + problems + valuesProblems
         var configuration = Configuration(chat: chat, kubernetes: kubernetes, helm: helm, environments: environments,
                                           models: models, policy: policy, storage: storage, server: server)
@@ -131,7 +132,8 @@ public struct ConfigurationLoader {
     /// A secret belongs in a Kubernetes Secret the pod references, never in a value.
     static let secretReferenceFix = "keep it in a Kubernetes Secret and reference it: "
         + "`{name: HF_TOKEN, valueFrom: {secretKeyRef: {name: hf-token, key: token}}}` under `engine.env`, "
-        + "or `engine.hfToken.secretName` for the Hugging Face token; then remove the value from the file (and its history)"
+        + "or `engine.hfToken.secretName` for the Hugging Face token; "
+        + "then remove the value from the file (and its history)"
 
     /// Whether a key or an env var name names a secret by its last word (`hfToken`, `DB_PASSWORD`,
     /// `OPENAI_API_KEY`), so `secretName` or `tokenizerMode` are not mistaken for one.
@@ -152,7 +154,8 @@ public struct ConfigurationLoader {
                 let name = key.string ?? ""
                 let literal = value.scalar != nil && !(value.string ?? "").isEmpty && value.null == nil
                 if literal, name == "value", let envName {
-                    reader.problem(value, "the env entry `\(envName)` holds its secret by value.", fix: secretReferenceFix)
+                    reader.problem(value, "the env entry `\(envName)` holds its secret by value.",
+                                   fix: secretReferenceFix)
                 } else if literal, namesSecret(name) {
                     reader.problem(value, "`\(name)` holds a secret by value.", fix: secretReferenceFix)
                 } else {
@@ -162,7 +165,7 @@ public struct ConfigurationLoader {
         case .sequence(let sequence):
             for item in sequence { refuseSecretValues(in: item, reader: reader) }
         case .scalar:
-            if let text = node.string, text.contains(#/(?:^|[^A-Za-z0-9])(?:hf_|sk-|ghp_|gho_|ghs_|github_pat_|xox[abprs]-|AKIA)[A-Za-z0-9_\-]{8,}/#) {
+            if let text = node.string, SecretRedactor.containsToken(text) {
                 reader.problem(node, "a value is shaped like an access token.", fix: secretReferenceFix)
             }
         }
@@ -213,7 +216,8 @@ public struct ConfigurationLoader {
         environment.allowedSetKeys = reader.strings(node, "allowedSetKeys", in: section) ?? []
         for (index, key) in environment.allowedSetKeys.enumerated()
         where Self.namesSecret(String(key.split(separator: ".").last ?? "")) {
-            reader.problem(node["allowedSetKeys"]?.sequence?[index], "`--set \(key)` would make people type a secret in chat.",
+            reader.problem(node["allowedSetKeys"]?.sequence?[index],
+                           "`--set \(key)` would make people type a secret in chat.",
                            fix: "remove it from `allowedSetKeys`; " + Self.secretReferenceFix)
         }
         environment.autoRollback = reader.bool(node, "autoRollback", in: section) ?? false

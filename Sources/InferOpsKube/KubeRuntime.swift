@@ -50,7 +50,8 @@ public final class KubeRuntime: Sendable {
                 }
             if let key {
                 found.append(key.trimmingCharacters(in: .whitespacesAndNewlines))
-                found += key.split(whereSeparator: \.isNewline).map(String.init).filter { !$0.hasPrefix("-----") && $0.count >= 16 }
+                found += key.split(whereSeparator: \.isNewline).map(String.init)
+                    .filter { !$0.hasPrefix("-----") && $0.count >= 16 }
             }
         }
         return found

@@ -32,6 +32,25 @@ import Testing
         #expect(redactor.redact("secretKeyRef:\n  name: hf-token") == "secretKeyRef:\n  name: hf-token")
     }
 
+    @Test func namesOfSecretsAreNotSecrets() {
+        let values = JSONValue.object([
+            "engine": .object([
+                "hfToken": .object(["secretName": .string("hf-token"), "secretKey": .string("token")]),
+                "env": .array([
+                    .object([
+                        "name": .string("API_KEY"),
+                        "valueFrom": .object(["secretKeyRef": .object(["name": .string("api"), "key": .string("k")])]),
+                    ]),
+                    .object(["name": .string("DB_PASSWORD"), "value": .string("by-value-pw")]),
+                ]),
+                "credentials": .object(["user": .string("svc-user"), "secretName": .string("creds")]),
+                "args": .array([.string("--api-key=hf_AbCdEfGhIjKlMnOp")]),
+            ])
+        ])
+        #expect(
+            Set(SecretRedactor.sensitiveStrings(in: values)) == ["by-value-pw", "svc-user", "--api-key=hf_AbCdEfGhIjKlMnOp"])
+    }
+
     @Test func seededSecretNeverLeavesTheDaemon() async throws {
         let fakes = FakeServices()
         let configuration = Fixtures.configuration { configuration in

@@ -59,36 +59,59 @@ public struct SecretRedactor: Sendable, Hashable {
             text = text.replacingOccurrences(of: literal, with: Self.placeholder)
         }
         let placeholder = Self.placeholder
+        // Each pattern runs only when the text has what it needs to match (a reply's table has many
+        // short cells, and most of them hold none of it).
+        let lowered = text.lowercased()
         // Credentials in URLs: scheme://user:password@host.
-        text = text.replacing(#/([A-Za-z][A-Za-z0-9+.\-]*://)[^/\s@"]+@/#) { "\($0.output.1)\(placeholder)@" }
-        text = text.replacing(#/(?i)(bearer\s+)[^\s"',]+/#) { "\($0.output.1)\(placeholder)" }
+        if text.contains("://") {
+            text = text.replacing(#/([A-Za-z][A-Za-z0-9+.\-]*://)[^/\s@"]+@/#) { "\($0.output.1)\(placeholder)@" }
+        }
+        if lowered.contains("bearer") {
+            text = text.replacing(#/(?i)(bearer\s+)[^\s"',]+/#) { "\($0.output.1)\(placeholder)" }
+        }
         // key=value and key: value where the key names a secret, on one line (a YAML key such as
         // `secretKeyRef:` ends its line and is not followed by a value).
-        text = text.replacing(
-            #/
-            (?i)
-            ( (?: password | passwd | secret | token | api[_\-]?key | apikey | access[_\-]?key | private[_\-]?key
-                | credentials? | authorization )
-              [A-Za-z0-9_\-]* ["']? [\ \t]* [:=] [\ \t]* ["']? )
-            (?: (?: bearer | basic ) \s+ )?
-            [^\s"',}\]]+
-            /#
-        ) { "\($0.output.1)\(placeholder)" }
+        if text.contains(":") || text.contains("=") {
+            text = text.replacing(
+                #/
+                (?i)
+                ( (?: password | passwd | secret | token | api[_\-]?key | apikey | access[_\-]?key | private[_\-]?key
+                    | credentials? | authorization )
+                  [A-Za-z0-9_\-]* ["']? [\ \t]* [:=] [\ \t]* ["']? )
+                (?: (?: bearer | basic ) \s+ )?
+                [^\s"',}\]]+
+                /#
+            ) { "\($0.output.1)\(placeholder)" }
+        }
         // The API server quotes the value it rejected.
-        text = text.replacing(#/(Invalid value: )"(?:[^"\\]|\\.)*"/#) { "\($0.output.1)\"\(placeholder)\"" }
+        if text.contains("Invalid value: ") {
+            text = text.replacing(#/(Invalid value: )"(?:[^"\\]|\\.)*"/#) { "\($0.output.1)\"\(placeholder)\"" }
+        }
         // Well-known token prefixes: Hugging Face, OpenAI, GitHub, Slack, AWS.
-        text = text.replacing(#/\b(?:hf_|sk-|ghp_|gho_|ghs_|github_pat_|xox[abprs]-|AKIA)[A-Za-z0-9_\-]{8,}/#) { _ in
-            placeholder
+        if Self.tokenPrefixes.contains(where: { text.contains($0) }) {
+            text = text.replacing(#/\b(?:hf_|sk-|ghp_|gho_|ghs_|github_pat_|xox[abprs]-|AKIA)[A-Za-z0-9_\-]{8,}/#) { _ in
+                placeholder
+            }
         }
         // Long opaque runs with letters and digits: base64 or hex keys. A plan digest is exempt.
-        text = text.replacing(#/[A-Za-z0-9+/=_]{32,}/#) { match in
-            let run = match.output
-            if Self.isDigest(run) { return String(run) }
-            let hasDigit = run.contains(where: \.isNumber)
-            let hasLetter = run.contains(where: \.isLetter)
-            return hasDigit && hasLetter ? placeholder : String(run)
+        if text.utf8.count >= 32 {
+            text = text.replacing(#/[A-Za-z0-9+/=_]{32,}/#) { match in
+                let run = match.output
+                if Self.isDigest(run) { return String(run) }
+                let hasDigit = run.contains(where: \.isNumber)
+                let hasLetter = run.contains(where: \.isLetter)
+                return hasDigit && hasLetter ? placeholder : String(run)
+            }
         }
         return text
+    }
+
+    static let tokenPrefixes = ["hf_", "sk-", "ghp_", "gho_", "ghs_", "github_pat_", "xox", "AKIA"]
+
+    /// Whether `text` holds something shaped like a well-known access token (Hugging Face, OpenAI,
+    /// GitHub, Slack, AWS), as a word of its own.
+    public static func containsToken(_ text: String) -> Bool {
+        text.contains(#/(?:^|[^A-Za-z0-9])(?:hf_|sk-|ghp_|gho_|ghs_|github_pat_|xox[abprs]-|AKIA)[A-Za-z0-9_\-]{8,}/#)
     }
 
     /// A SHA-256 digest as the plan writes it: exactly 64 lowercase hex characters.
@@ -121,15 +144,25 @@ public struct SecretRedactor: Sendable, Hashable {
         .contains { lowered.contains($0) }
     }
 
-    /// The string values that must never be echoed: every string under a sensitive key, and the
-    /// `value` of an env entry whose `name` is sensitive (`{name: HF_TOKEN, value: …}`).
+    /// Whether a key names where a secret is kept rather than the secret (`secretName`, `secretKey`,
+    /// `secretKeyRef`, `tokenSecretName`): its value is a name that replies may show.
+    static func namesReference(_ key: String) -> Bool {
+        let lowered = key.lowercased()
+        return ["name", "ref", "secretkey"].contains { lowered.hasSuffix($0) }
+    }
+
+    /// The string values that must never be echoed: every string under a sensitive key (but not the
+    /// names of Secrets that hold them, as in `hfToken: {secretName: hf-token, secretKey: token}`),
+    /// the `value` of an env entry whose `name` is sensitive (`{name: HF_TOKEN, value: …}`), and any
+    /// string shaped like a well-known access token.
     public static func sensitiveStrings(in values: JSONValue) -> [String] {
         var found: [String] = []
         func allStrings(_ value: JSONValue) {
             switch value {
             case .string(let text): found.append(text)
             case .array(let items): items.forEach(allStrings)
-            case .object(let object): object.values.forEach(allStrings)
+            case .object(let object):
+                for (key, child) in object where !namesReference(key) { allStrings(child) }
             default: break
             }
         }
@@ -141,13 +174,11 @@ public struct SecretRedactor: Sendable, Hashable {
                     allStrings(secret)
                 }
                 for (key, child) in object {
-                    if isSensitiveName(key) { allStrings(child) } else { walk(child) }
+                    if isSensitiveName(key) && !namesReference(key) { allStrings(child) } else { walk(child) }
                 }
             case .string(let text):
                 // A value shaped like a well-known token is a secret whatever its key.
-                if text.wholeMatch(of: #/(?:hf_|sk-|ghp_|gho_|ghs_|github_pat_|xox[abprs]-|AKIA)[A-Za-z0-9_\-]{8,}/#) != nil {
-                    found.append(text)
-                }
+                if containsToken(text) { found.append(text) }
             default: break
             }
         }
@@ -173,7 +204,9 @@ public struct RedactingChat: ChatTransport {
     }
 
     @discardableResult
-    public func post(_ reply: Reply, in conversation: Conversation, operation: OperationID?) async throws -> MessageRef {
+    public func post(
+        _ reply: Reply, in conversation: Conversation, operation: OperationID?
+    ) async throws -> MessageRef {
         try await base.post(redactor.redact(reply), in: conversation, operation: operation)
     }
 

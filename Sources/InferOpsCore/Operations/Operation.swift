@@ -78,7 +78,8 @@ public struct OperationRecord: Hashable, Sendable, Codable, Identifiable {
     public init(
         id: OperationID, kind: OperationKind, requester: UserID, environment: String, model: String? = nil,
         target: ReleaseTarget? = nil, state: OperationState = .requested, plan: JSONValue? = nil,
-        planDigest: String? = nil, revision: Int? = nil, revisions: [Int] = [], command: String, thread: String? = nil, outcome: String? = nil,
+        planDigest: String? = nil, revision: Int? = nil, revisions: [Int] = [], command: String,
+        thread: String? = nil, outcome: String? = nil,
         createdAt: Date, updatedAt: Date? = nil
     ) {
         self.id = id

@@ -279,7 +279,8 @@ public final class Dispatcher: Sendable {
         // Values and manifests carry whatever secrets the values hold; the plan's own (from `--set`)
         // join the configuration's before anything is shown. Whole text first: a key spans lines.
         let redactor = services.redactor.adding(SecretRedactor.sensitiveStrings(in: plan.values))
-        let manifestLines = redactor.redact(rendered).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        let manifestLines = redactor.redact(rendered).split(separator: "\n", omittingEmptySubsequences: false)
+            .map(String.init)
         let shown = manifestLines.prefix(80)
         try await audit(user, "deploy", plan.environment, plan.model.name, "dry-run", detail: plan.digest)
         try await services.chat.post(

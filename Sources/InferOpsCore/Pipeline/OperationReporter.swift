@@ -107,7 +107,8 @@ public actor OperationReporter {
             AuditEntry(
                 at: services.time.now(), actor: operation.requester, action: operation.kind.rawValue,
                 environment: operation.environment, subject: operation.model ?? operation.target?.release,
-                outcome: state.rawValue, operation: operation.id, detail: operation.planDigest.map(services.redactor.redact)
+                outcome: state.rawValue, operation: operation.id,
+                detail: operation.planDigest.map(services.redactor.redact)
             ).stamped(with: CommandOrigin.current ?? CommandOrigin(channel: channel, osUser: nil))
         )
         try await say(reply)

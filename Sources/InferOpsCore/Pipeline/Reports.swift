@@ -118,9 +118,8 @@ struct Reports: Sendable {
         // Newest first: a revision number reused after an uninstall belongs to the newer operation.
         var byRevision: [Int: OperationRecord] = [:]
         for operation in operations {
-            for revision in operation.revisions + [operation.revision].compactMap({ $0 }) where byRevision[revision] == nil {
-                byRevision[revision] = operation
-            }
+            let made = operation.revisions + [operation.revision].compactMap { $0 }
+            for revision in made where byRevision[revision] == nil { byRevision[revision] = operation }
         }
         let rows = revisions.reversed().map { revision -> [String] in
             let operation = byRevision[revision.revision]
@@ -144,7 +143,7 @@ struct Reports: Sendable {
     /// values. In a table cell it is redacted first (a cut could split a secret), then kept to one
     /// short line.
     static func oneLine(_ text: String, redactor: SecretRedactor, limit: Int = 120) -> String {
-        let words = redactor.redact(text).split(whereSeparator: { $0.isWhitespace || $0.isNewline || $0.asciiValue.map { $0 < 32 } == true })
+        let words = redactor.redact(text).split { $0.isWhitespace || $0.isNewline || ($0.asciiValue ?? 32) < 32 }
         let line = words.joined(separator: " ")
         return line.count > limit ? String(line.prefix(limit - 1)) + "…" : line
     }
