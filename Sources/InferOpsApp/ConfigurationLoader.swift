@@ -69,11 +69,15 @@ public struct ConfigurationLoader {
         }
         var server = ServerSettings()
         if let node = reader.mapping(root, "server", in: "the top level") {
-            reader.checkKeys(node, known: ["host", "port", "publicURL", "reconcileInterval"], in: "server")
+            reader.checkKeys(node, known: ["host", "port", "publicURL", "reconcileInterval", "idleTimeout", "readTimeout",
+                                           "maxConnections"], in: "server")
             server.host = reader.string(node, "host", in: "server") ?? server.host
             server.port = reader.int(node, "port", in: "server", range: 0...65535) ?? server.port
             server.publicURL = reader.string(node, "publicURL", in: "server")
             server.reconcileInterval = reader.duration(node, "reconcileInterval", in: "server") ?? server.reconcileInterval
+            server.idleTimeout = reader.duration(node, "idleTimeout", in: "server") ?? server.idleTimeout
+            server.readTimeout = reader.duration(node, "readTimeout", in: "server") ?? server.readTimeout
+            server.maxConnections = reader.int(node, "maxConnections", in: "server", range: 1...65_536) ?? server.maxConnections
         }
         let modelsFolder = resolve(reader.mapping(root, "models", in: "the top level").flatMap { reader.string($0, "directory", in: "models") } ?? "models")
         let commandsFolder = resolve(reader.mapping(root, "commands", in: "the top level").flatMap { reader.string($0, "directory", in: "commands") } ?? "../commands")

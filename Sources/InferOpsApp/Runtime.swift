@@ -140,7 +140,9 @@ extension Runtime {
                 host: configuration.server.host, port: configuration.server.port,
                 deny: .init(
                     defaultEnvironment: configuration.environmentNames.first,
-                    environments: Set(configuration.environmentNames))),
+                    environments: Set(configuration.environmentNames)),
+                idleTimeout: configuration.server.idleTimeout, readTimeout: configuration.server.readTimeout,
+                maxConnections: configuration.server.maxConnections),
             readiness: readiness, metrics: metrics,
             denials: { environment, model in
                 if let environment { return try await store.registration(model: model, environment: environment) }
