@@ -87,19 +87,23 @@ public struct ConfigurationLoader {
         problems += commandProblems
 
         var environments: [String: EnvironmentSettings] = [:]
+        var environmentKeys: [(name: String, key: Node)] = []
         if let node = reader.mapping(root, "environments", in: "the top level", required: true), let mapping = node.mapping {
             for (key, value) in mapping {
                 guard let name = key.string else { continue }
-                guard CommandParser.isName(name) else {
-                    reader.problem(key, "the environment name `\(name)` is not a lower-case word.", fix: "rename it, e.g. `staging`")
+                if let problem = Naming.dnsLabelProblem(name) {
+                    reader.problem(key, "the environment name `\(name)` is not a DNS label: \(problem).",
+                                   fix: "rename it, e.g. `staging` or `gpu-prod-2`")
                     continue
                 }
                 if let environment = environmentSettings(name: name, node: value, reader: reader, server: server) {
                     environments[name] = environment
+                    environmentKeys.append((name, key))
                 }
             }
             if mapping.count == 0 { reader.problem(node, "no environments are configured.", fix: "add one under `environments:`") }
         }
+        checkReleaseNames(environments: environments, keys: environmentKeys, models: models, reader: reader)
         let policy = policySettings(root, reader: reader, environments: Array(environments.keys), catalog: catalog)
         problems = reader.problems + problems
         return Loaded(
@@ -127,6 +131,39 @@ public struct ConfigurationLoader {
             for item in sequence { refuseLiteralSecrets(in: item, reader: reader) }
         case .scalar:
             break
+        }
+    }
+
+    /// Every model's release in every environment (`{model}-{env}`) must fit Helm's limit, and no
+    /// two environments may put a release of the same name in the same namespace of the same
+    /// cluster: `a` + `b-c` and `a-b` + `c` both make `a-b-c`, and each deploy would overwrite the
+    /// other's release.
+    func checkReleaseNames(
+        environments: [String: EnvironmentSettings], keys: [(name: String, key: Node)], models: [String: ModelSpec],
+        reader: YAMLReader
+    ) {
+        var owners: [ReleaseTarget: (environment: String, key: Node)] = [:]
+        for (name, key) in keys {
+            guard let environment = environments[name] else { continue }
+            var collided: Set<String> = []
+            for model in models.keys.sorted() {
+                let target = environment.target(model: model)
+                if target.release.count > Naming.maxReleaseLength {
+                    reader.problem(key, "the release `\(target.release)` of model `\(model)` in `\(name)` is \(target.release.count) "
+                                   + "characters long; Helm allows at most \(Naming.maxReleaseLength).",
+                                   fix: "shorten the environment name or the model name")
+                }
+                guard let owner = owners[target] else {
+                    owners[target] = (name, key)
+                    continue
+                }
+                guard collided.insert(owner.environment).inserted else { continue }
+                let context = environment.kubeContext.map { "context `\($0)`" } ?? "the kubeconfig's current context"
+                reader.problem(key, "the environments `\(owner.environment)` (\(reader.file):\(YAMLReader.line(owner.key))) and "
+                               + "`\(name)` (\(reader.file):\(YAMLReader.line(key))) both put the release `\(target.release)` "
+                               + "(model `\(model)`) in namespace `\(target.namespace)` of \(context); each would overwrite the other's.",
+                               fix: "give one of them its own namespace or kubeContext, or rename it")
+            }
         }
     }
 
@@ -261,8 +298,8 @@ public struct ConfigurationLoader {
             reader.checkKeys(node, known: ["name", "modelId", "revision", "gpusPerReplica", "image", "engineArgs", "values"], in: "a model")
             guard let name = reader.string(node, "name", in: "the model", required: true),
                   let modelID = reader.string(node, "modelId", in: "the model", required: true) else { continue }
-            guard CommandParser.isName(name) else {
-                reader.problem(node["name"], "the model name `\(name)` is not a lower-case word.", fix: "use e.g. `llama-3-8b`")
+            if let problem = Naming.dnsLabelProblem(name) {
+                reader.problem(node["name"], "the model name `\(name)` is not a DNS label: \(problem).", fix: "use e.g. `llama-3-8b`")
                 continue
             }
             if models[name] != nil { reader.problem(node["name"], "the model `\(name)` is declared twice.", fix: "remove one") }
