@@ -134,7 +134,7 @@ extension Runtime {
                 }
                 return true
             },
-            "chat": { true },
+            "chat": { await services.chat.isConnected },
         ])
         let server = try DaemonHTTPServer(
             configuration: .init(
