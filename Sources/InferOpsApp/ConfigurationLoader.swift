@@ -69,15 +69,16 @@ public struct ConfigurationLoader {
         }
         var server = ServerSettings()
         if let node = reader.mapping(root, "server", in: "the top level") {
-            reader.checkKeys(node, known: ["host", "port", "publicURL", "reconcileInterval", "idleTimeout", "readTimeout",
-                                           "maxConnections"], in: "server")
+            reader.checkKeys(node, known: ["host", "port", "publicURL", "reconcileInterval", "idleTimeout",
+                                           "readTimeout", "maxConnections"], in: "server")
             server.host = reader.string(node, "host", in: "server") ?? server.host
             server.port = reader.int(node, "port", in: "server", range: 0...65535) ?? server.port
             server.publicURL = reader.string(node, "publicURL", in: "server")
             server.reconcileInterval = reader.duration(node, "reconcileInterval", in: "server") ?? server.reconcileInterval
             server.idleTimeout = reader.duration(node, "idleTimeout", in: "server") ?? server.idleTimeout
             server.readTimeout = reader.duration(node, "readTimeout", in: "server") ?? server.readTimeout
-            server.maxConnections = reader.int(node, "maxConnections", in: "server", range: 1...65_536) ?? server.maxConnections
+            server.maxConnections =
+                reader.int(node, "maxConnections", in: "server", range: 1...65_536) ?? server.maxConnections
         }
         let modelsFolder = resolve(reader.mapping(root, "models", in: "the top level").flatMap { reader.string($0, "directory", in: "models") } ?? "models")
         let commandsFolder = resolve(reader.mapping(root, "commands", in: "the top level").flatMap { reader.string($0, "directory", in: "commands") } ?? "../commands")
@@ -149,8 +150,9 @@ public struct ConfigurationLoader {
             for model in models.keys.sorted() {
                 let target = environment.target(model: model)
                 if target.release.count > Naming.maxReleaseLength {
-                    reader.problem(key, "the release `\(target.release)` of model `\(model)` in `\(name)` is \(target.release.count) "
-                                   + "characters long; Helm allows at most \(Naming.maxReleaseLength).",
+                    reader.problem(key, "the release `\(target.release)` of model `\(model)` in `\(name)` is "
+                                   + "\(target.release.count) characters long; Helm allows at most "
+                                   + "\(Naming.maxReleaseLength).",
                                    fix: "shorten the environment name or the model name")
                 }
                 guard let owner = owners[target] else {
@@ -159,9 +161,11 @@ public struct ConfigurationLoader {
                 }
                 guard collided.insert(owner.environment).inserted else { continue }
                 let context = environment.kubeContext.map { "context `\($0)`" } ?? "the kubeconfig's current context"
-                reader.problem(key, "the environments `\(owner.environment)` (\(reader.file):\(YAMLReader.line(owner.key))) and "
-                               + "`\(name)` (\(reader.file):\(YAMLReader.line(key))) both put the release `\(target.release)` "
-                               + "(model `\(model)`) in namespace `\(target.namespace)` of \(context); each would overwrite the other's.",
+                let first = "\(reader.file):\(YAMLReader.line(owner.key))"
+                let second = "\(reader.file):\(YAMLReader.line(key))"
+                reader.problem(key, "the environments `\(owner.environment)` (\(first)) and `\(name)` (\(second)) "
+                               + "both put the release `\(target.release)` (model `\(model)`) in namespace "
+                               + "`\(target.namespace)` of \(context); each would overwrite the other's.",
                                fix: "give one of them its own namespace or kubeContext, or rename it")
             }
         }
@@ -299,7 +303,8 @@ public struct ConfigurationLoader {
             guard let name = reader.string(node, "name", in: "the model", required: true),
                   let modelID = reader.string(node, "modelId", in: "the model", required: true) else { continue }
             if let problem = Naming.dnsLabelProblem(name) {
-                reader.problem(node["name"], "the model name `\(name)` is not a DNS label: \(problem).", fix: "use e.g. `llama-3-8b`")
+                reader.problem(node["name"], "the model name `\(name)` is not a DNS label: \(problem).",
+                               fix: "use e.g. `llama-3-8b`")
                 continue
             }
             if models[name] != nil { reader.problem(node["name"], "the model `\(name)` is declared twice.", fix: "remove one") }

@@ -24,7 +24,9 @@ public final class KubeRuntime: Sendable {
     ///   - requestTimeout: for Kubernetes API calls.
     /// - Throws: `KubeconfigError` (a `UserFacingError`) when no usable credentials are found at
     ///   start, `HTTPTransportError` when libcurl cannot start.
-    public init(kubeconfig: String?, reading: CredentialReading = .atStart, requestTimeout: Duration = .seconds(30)) throws {
+    public init(
+        kubeconfig: String?, reading: CredentialReading = .atStart, requestTimeout: Duration = .seconds(30)
+    ) throws {
         let read: @Sendable () throws -> KubeContexts.Source = {
             if let kubeconfig {
                 .kubeconfig(try Kubeconfig.load(path: kubeconfig))

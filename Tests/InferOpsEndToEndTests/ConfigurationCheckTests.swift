@@ -84,21 +84,24 @@ struct ConfigurationCheckTests {
 
     @Test("The example binds loopback and states the listener's limits")
     func exampleListener() {
-        let loaded = ConfigurationLoader(path: repositoryRoot.appendingPathComponent("config/inferops.example.yaml").path).load()
-        let server = loaded.configuration.server
+        let example = repositoryRoot.appendingPathComponent("config/inferops.example.yaml").path
+        let server = ConfigurationLoader(path: example).load().configuration.server
         #expect(server.host == "127.0.0.1")
         #expect(server.port == ServerSettings.defaultPort)
-        #expect(server.idleTimeout == .seconds(60) && server.readTimeout == .seconds(10) && server.maxConnections == 1024)
+        #expect(server.idleTimeout == .seconds(60) && server.readTimeout == .seconds(10))
+        #expect(server.maxConnections == 1024)
     }
 
     @Test("The listener's limits are read, and bad ones are reported at their line")
     func listenerLimits() throws {
-        let file = FileManager.default.temporaryDirectory.appendingPathComponent("inferops-limits-\(UUID().uuidString.prefix(8)).yaml").path
+        let file = FileManager.default.temporaryDirectory
+            .appendingPathComponent("inferops-limits-\(UUID().uuidString.prefix(8)).yaml").path
         defer { try? FileManager.default.removeItem(atPath: file) }
-        try "server:\n  idleTimeout: 5s\n  readTimeout: 1500ms\n  maxConnections: 64\nenvironments: {}\npolicy: {roles: []}\n"
-            .write(toFile: file, atomically: true, encoding: .utf8)
+        try "server:\n  idleTimeout: 5s\n  readTimeout: 1500ms\n  maxConnections: 64\n"
+            .appending("environments: {}\npolicy: {roles: []}\n").write(toFile: file, atomically: true, encoding: .utf8)
         let server = ConfigurationLoader(path: file).load().configuration.server
-        #expect(server.idleTimeout == .seconds(5) && server.readTimeout == .milliseconds(1500) && server.maxConnections == 64)
+        #expect(server.idleTimeout == .seconds(5) && server.readTimeout == .milliseconds(1500))
+        #expect(server.maxConnections == 64)
 
         try "server:\n  idleTimeout: forever\n  maxConnections: 0\nenvironments: {}\npolicy: {roles: []}\n"
             .write(toFile: file, atomically: true, encoding: .utf8)
@@ -110,10 +113,11 @@ struct ConfigurationCheckTests {
     /// A configuration with its own model catalog, in a fresh folder; returns the file's path.
     private func writeConfiguration(models: [String], environments: String, in folder: URL) throws -> String {
         let root = repositoryRoot.path
-        try FileManager.default.createDirectory(at: folder.appendingPathComponent("models"), withIntermediateDirectories: true)
+        let modelsFolder = folder.appendingPathComponent("models")
+        try FileManager.default.createDirectory(at: modelsFolder, withIntermediateDirectories: true)
         for (index, name) in models.enumerated() {
             try "name: \(name)\nmodelId: org/model-\(index)\n"
-                .write(to: folder.appendingPathComponent("models/model-\(index).yaml"), atomically: true, encoding: .utf8)
+                .write(to: modelsFolder.appendingPathComponent("model-\(index).yaml"), atomically: true, encoding: .utf8)
         }
         let file = folder.appendingPathComponent("inferops.yaml").path
         try """
@@ -132,7 +136,8 @@ struct ConfigurationCheckTests {
     }
 
     private func temporaryFolder() throws -> URL {
-        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("inferops-names-\(UUID().uuidString.prefix(8))")
+        let folder = FileManager.default.temporaryDirectory
+            .appendingPathComponent("inferops-names-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         return folder
     }

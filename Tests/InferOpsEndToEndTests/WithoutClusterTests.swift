@@ -16,7 +16,8 @@ final class WithoutClusterTests {
     var config: String { folder.appendingPathComponent("inferops.yaml").path }
 
     init() throws {
-        folder = FileManager.default.temporaryDirectory.appendingPathComponent("inferops-nocluster-\(UUID().uuidString.prefix(8))")
+        folder = FileManager.default.temporaryDirectory
+            .appendingPathComponent("inferops-nocluster-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         let root = repositoryRoot.path
         func environment(_ name: String) -> String {
@@ -156,7 +157,9 @@ final class WithoutClusterTests {
         var port: Int?
         try eventually("the listener's port", timeout: .seconds(30)) {
             let text = logged.withLock { $0 }
-            if let match = text.firstMatch(of: /listening on http:\/\/127\.0\.0\.1:(\d+)/) { port = Int(match.output.1) }
+            if let match = text.firstMatch(of: /listening on http:\/\/127\.0\.0\.1:(\d+)/) {
+                port = Int(match.output.1)
+            }
             return port != nil || !process.isRunning
         }
         let bound = try #require(port, "serve did not start: \(logged.withLock { $0 })")

@@ -47,7 +47,9 @@ import Testing
             #expect(lifetimes.count == 500, "\(500 - lifetimes.count) connections were never closed by the server")
             let longest = lifetimes.max() ?? .zero
             #expect(longest <= Self.deadline + .seconds(2), "a connection lived \(longest)")
-            print("listener: 500 trickling connections closed after at most \(longest); \(healthLatencies.count) probes, slowest \(healthLatencies.max() ?? .zero)")
+            print(
+                "listener: 500 trickling connections closed after at most \(longest); "
+                    + "\(healthLatencies.count) probes, slowest \(healthLatencies.max() ?? .zero)")
 
             // The probes ran throughout, each answered within a second, and every denial held.
             #expect(healthLatencies.count >= 10)

@@ -89,7 +89,8 @@ public struct ServerSettings: Hashable, Sendable {
     public init(
         host: String = "127.0.0.1", port: Int = ServerSettings.defaultPort, publicURL: String? = nil,
         reconcileInterval: Duration = .seconds(2), idleTimeout: Duration = ServerSettings.defaultIdleTimeout,
-        readTimeout: Duration = ServerSettings.defaultReadTimeout, maxConnections: Int = ServerSettings.defaultMaxConnections
+        readTimeout: Duration = ServerSettings.defaultReadTimeout,
+        maxConnections: Int = ServerSettings.defaultMaxConnections
     ) {
         self.host = host
         self.port = port

@@ -14,7 +14,9 @@ public enum Naming {
     /// path), so they must be RFC 1123 DNS labels: lower-case letters, digits and `-`, starting and
     /// ending with a letter or digit, at most 63 characters.
     public static func dnsLabelProblem(_ name: String) -> String? {
-        func alphanumeric(_ scalar: Unicode.Scalar) -> Bool { ("a"..."z").contains(scalar) || ("0"..."9").contains(scalar) }
+        func alphanumeric(_ scalar: Unicode.Scalar) -> Bool {
+            ("a"..."z").contains(scalar) || ("0"..."9").contains(scalar)
+        }
         let scalars = name.unicodeScalars
         guard let first = scalars.first, let last = scalars.last else { return "it is empty" }
         if scalars.count > 63 { return "it is \(scalars.count) characters long; at most 63 are allowed" }

@@ -84,12 +84,18 @@ struct Reports: Sendable {
         let lockLines = locks.map {
             "🔒 \($0.environment) locked by <@\($0.holder)> \(Self.ago($0.since, now: services.time.now()))" + ($0.reason.map { ": \($0)" } ?? "")
         }
+        let headers = ["model", "env", "helm", "chart / app", "ready", "last verified", "routing", "in flight"]
         if let first = unreachable.first?.failure {
-            let clusters = unreachable.map { ($0.context.map { "`\($0)`" } ?? "The kubeconfig's current context") + ": \($0.failure.message)" }
+            let clusters = unreachable.map {
+                ($0.context.map { "`\($0)`" } ?? "The kubeconfig's current context") + ": \($0.failure.message)"
+            }
             return Reply(
-                .failure, unreachable.count == 1 ? "Status is incomplete: a cluster is unreachable." : "Status is incomplete: \(unreachable.count) clusters are unreachable.",
+                .failure,
+                unreachable.count == 1
+                    ? "Status is incomplete: a cluster is unreachable."
+                    : "Status is incomplete: \(unreachable.count) clusters are unreachable.",
                 lines: clusters + lockLines,
-                table: rows.isEmpty ? nil : Reply.Table(headers: ["model", "env", "helm", "chart / app", "ready", "last verified", "routing", "in flight"], rows: rows),
+                table: rows.isEmpty ? nil : Reply.Table(headers: headers, rows: rows),
                 hint: first.hint
             )
         }
