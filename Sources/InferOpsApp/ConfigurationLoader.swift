@@ -69,11 +69,16 @@ public struct ConfigurationLoader {
         }
         var server = ServerSettings()
         if let node = reader.mapping(root, "server", in: "the top level") {
-            reader.checkKeys(node, known: ["host", "port", "publicURL", "reconcileInterval"], in: "server")
+            reader.checkKeys(node, known: ["host", "port", "publicURL", "reconcileInterval", "idleTimeout",
+                                           "readTimeout", "maxConnections"], in: "server")
             server.host = reader.string(node, "host", in: "server") ?? server.host
             server.port = reader.int(node, "port", in: "server", range: 0...65535) ?? server.port
             server.publicURL = reader.string(node, "publicURL", in: "server")
             server.reconcileInterval = reader.duration(node, "reconcileInterval", in: "server") ?? server.reconcileInterval
+            server.idleTimeout = reader.duration(node, "idleTimeout", in: "server") ?? server.idleTimeout
+            server.readTimeout = reader.duration(node, "readTimeout", in: "server") ?? server.readTimeout
+            server.maxConnections =
+                reader.int(node, "maxConnections", in: "server", range: 1...65_536) ?? server.maxConnections
         }
         let modelsFolder = resolve(reader.mapping(root, "models", in: "the top level").flatMap { reader.string($0, "directory", in: "models") } ?? "models")
         let commandsFolder = resolve(reader.mapping(root, "commands", in: "the top level").flatMap { reader.string($0, "directory", in: "commands") } ?? "../commands")
@@ -83,19 +88,23 @@ public struct ConfigurationLoader {
         problems += commandProblems
 
         var environments: [String: EnvironmentSettings] = [:]
+        var environmentKeys: [(name: String, key: Node)] = []
         if let node = reader.mapping(root, "environments", in: "the top level", required: true), let mapping = node.mapping {
             for (key, value) in mapping {
                 guard let name = key.string else { continue }
-                guard CommandParser.isName(name) else {
-                    reader.problem(key, "the environment name `\(name)` is not a lower-case word.", fix: "rename it, e.g. `staging`")
+                if let problem = Naming.dnsLabelProblem(name) {
+                    reader.problem(key, "the environment name `\(name)` is not a DNS label: \(problem).",
+                                   fix: "rename it, e.g. `staging` or `gpu-prod-2`")
                     continue
                 }
                 if let environment = environmentSettings(name: name, node: value, reader: reader, server: server) {
                     environments[name] = environment
+                    environmentKeys.append((name, key))
                 }
             }
             if mapping.count == 0 { reader.problem(node, "no environments are configured.", fix: "add one under `environments:`") }
         }
+        checkReleaseNames(environments: environments, keys: environmentKeys, models: models, reader: reader)
         let policy = policySettings(root, reader: reader, environments: Array(environments.keys), catalog: catalog)
         let valuesFiles = Set(environments.values.flatMap(\.valuesFiles)).sorted()
         let (valuesSecrets, valuesProblems) = Self.checkValuesFiles(valuesFiles)
@@ -167,6 +176,42 @@ public struct ConfigurationLoader {
         case .scalar:
             if let text = node.string, SecretRedactor.containsToken(text) {
                 reader.problem(node, "a value is shaped like an access token.", fix: secretReferenceFix)
+            }
+        }
+    }
+
+    /// Every model's release in every environment (`{model}-{env}`) must fit Helm's limit, and no
+    /// two environments may put a release of the same name in the same namespace of the same
+    /// cluster: `a` + `b-c` and `a-b` + `c` both make `a-b-c`, and each deploy would overwrite the
+    /// other's release.
+    func checkReleaseNames(
+        environments: [String: EnvironmentSettings], keys: [(name: String, key: Node)], models: [String: ModelSpec],
+        reader: YAMLReader
+    ) {
+        var owners: [ReleaseTarget: (environment: String, key: Node)] = [:]
+        for (name, key) in keys {
+            guard let environment = environments[name] else { continue }
+            var collided: Set<String> = []
+            for model in models.keys.sorted() {
+                let target = environment.target(model: model)
+                if target.release.count > Naming.maxReleaseLength {
+                    reader.problem(key, "the release `\(target.release)` of model `\(model)` in `\(name)` is "
+                                   + "\(target.release.count) characters long; Helm allows at most "
+                                   + "\(Naming.maxReleaseLength).",
+                                   fix: "shorten the environment name or the model name")
+                }
+                guard let owner = owners[target] else {
+                    owners[target] = (name, key)
+                    continue
+                }
+                guard collided.insert(owner.environment).inserted else { continue }
+                let context = environment.kubeContext.map { "context `\($0)`" } ?? "the kubeconfig's current context"
+                let first = "\(reader.file):\(YAMLReader.line(owner.key))"
+                let second = "\(reader.file):\(YAMLReader.line(key))"
+                reader.problem(key, "the environments `\(owner.environment)` (\(first)) and `\(name)` (\(second)) "
+                               + "both put the release `\(target.release)` (model `\(model)`) in namespace "
+                               + "`\(target.namespace)` of \(context); each would overwrite the other's.",
+                               fix: "give one of them its own namespace or kubeContext, or rename it")
             }
         }
     }
@@ -324,8 +369,9 @@ public struct ConfigurationLoader {
             reader.checkKeys(node, known: ["name", "modelId", "revision", "gpusPerReplica", "image", "engineArgs", "values"], in: "a model")
             guard let name = reader.string(node, "name", in: "the model", required: true),
                   let modelID = reader.string(node, "modelId", in: "the model", required: true) else { continue }
-            guard CommandParser.isName(name) else {
-                reader.problem(node["name"], "the model name `\(name)` is not a lower-case word.", fix: "use e.g. `llama-3-8b`")
+            if let problem = Naming.dnsLabelProblem(name) {
+                reader.problem(node["name"], "the model name `\(name)` is not a DNS label: \(problem).",
+                               fix: "use e.g. `llama-3-8b`")
                 continue
             }
             if models[name] != nil { reader.problem(node["name"], "the model `\(name)` is declared twice.", fix: "remove one") }

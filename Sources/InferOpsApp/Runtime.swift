@@ -29,7 +29,7 @@ public struct Runtime: Sendable {
     }
 
     /// - Throws: `Refusal` with a clear message when an adapter cannot start (no helm binary,
-    ///   unreadable kubeconfig, unwritable database).
+    ///   unwritable database). An unreadable kubeconfig fails the first command that needs the cluster.
     public static func start(_ loaded: ConfigurationLoader.Loaded, output: @escaping @Sendable (String) -> Void) async throws -> Runtime {
         let configuration = loaded.configuration
         var logger = Logger(label: "inferops")
@@ -61,7 +61,8 @@ public struct Runtime: Sendable {
         } catch let failure as any UserFacingError {
             throw Refusal("Helm at \(helmPath) cannot be used: \(failure.message)", hint: "Install Helm 3 or 4 (scripts/install-tools).")
         }
-        let kube = try KubeRuntime(kubeconfig: configuration.kubernetes.kubeconfig)
+        // Read on first use: help, refusals and locks answer without a cluster (or a kubeconfig).
+        let kube = try KubeRuntime(kubeconfig: configuration.kubernetes.kubeconfig, reading: .onFirstUse)
         // Environments that share a namespace share its engines, so the first one's access serves all.
         let access = Dictionary(
             configuration.environments.keys.sorted().compactMap { name in
@@ -141,14 +142,16 @@ extension Runtime {
                 }
                 return true
             },
-            "chat": { true },
+            "chat": { await services.chat.isConnected },
         ])
         let server = try DaemonHTTPServer(
             configuration: .init(
                 host: configuration.server.host, port: configuration.server.port,
                 deny: .init(
                     defaultEnvironment: configuration.environmentNames.first,
-                    environments: Set(configuration.environmentNames))),
+                    environments: Set(configuration.environmentNames)),
+                idleTimeout: configuration.server.idleTimeout, readTimeout: configuration.server.readTimeout,
+                maxConnections: configuration.server.maxConnections),
             readiness: readiness, metrics: metrics,
             denials: { environment, model in
                 if let environment { return try await store.registration(model: model, environment: environment) }

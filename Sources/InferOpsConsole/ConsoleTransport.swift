@@ -5,13 +5,34 @@ import InferOpsCore
 /// its id. Used by the sandbox, `inferops exec`, and anyone running the daemon locally.
 public final class ConsoleTransport: ChatTransport, Sendable {
     let output: @Sendable (String) -> Void
+    let isWritable: @Sendable () -> Bool
     let counter = MessageCounter()
 
-    /// - Parameter output: where rendered lines go; standard output by default.
-    public init(output: @escaping @Sendable (String) -> Void = { line in
-        FileHandle.standardOutput.write(Data((line + "\n").utf8))
-    }) {
+    /// - Parameters:
+    ///   - output: where rendered lines go; standard output by default.
+    ///   - isWritable: whether `output` accepts writes now; standard output's state by default.
+    public init(
+        output: @escaping @Sendable (String) -> Void = { line in
+            FileHandle.standardOutput.write(Data((line + "\n").utf8))
+        },
+        isWritable: @escaping @Sendable () -> Bool = { ConsoleTransport.isWritable(descriptor: STDOUT_FILENO) }
+    ) {
         self.output = output
+        self.isWritable = isWritable
+    }
+
+    /// Connected while the output accepts writes: a closed terminal or a pipe whose reader has gone
+    /// means replies are lost, and the daemon should not claim to be ready.
+    public var isConnected: Bool {
+        get async { isWritable() }
+    }
+
+    /// Whether writing to `descriptor` would succeed now, asked without writing: `poll` reports it
+    /// writable and reports no error or hang-up (the reader of a pipe closing it is an error).
+    public static func isWritable(descriptor: Int32) -> Bool {
+        var entry = pollfd(fd: descriptor, events: Int16(POLLOUT), revents: 0)
+        guard poll(&entry, 1, 0) == 1 else { return false }
+        return entry.revents & Int16(POLLOUT) != 0 && entry.revents & Int16(POLLERR | POLLHUP | POLLNVAL) == 0
     }
 
     public func post(_ reply: Reply, in conversation: Conversation, operation: OperationID?) async throws -> MessageRef {

@@ -169,12 +169,17 @@ public enum KubeAPIError: UserFacingError, Equatable, CustomStringConvertible {
 /// Creates one `KubeContext` per context name the first time it is asked for, and keeps it.
 ///
 /// Credentials are resolved once per context, so a broken context fails the commands that use it
-/// and no others. The kubeconfig itself is read once, at start-up, by whoever builds the `Source`.
+/// and no others. The kubeconfig itself is read once: at start-up by whoever builds the `Source`,
+/// or at the first call that needs a context with `Source.onFirstUse`.
 public actor KubeContexts {
     public enum Source: Sendable {
         case kubeconfig(Kubeconfig)
         /// The pod's service account; it answers to `nil` and to `ClusterConnection.inClusterContextName`.
         case inCluster(ClusterConnection)
+        /// Read when a context is first asked for, so commands that never reach a cluster (help,
+        /// refusals, locks) work without one. A failed read is tried again at the next call, and
+        /// each call that needs the cluster fails with the read's own error until then.
+        case onFirstUse(@Sendable () throws -> Source)
 
         /// The kubeconfig kubectl would use if one exists, else the pod's service account.
         /// - Throws: `KubeconfigError` when neither is available or the kubeconfig is broken.
@@ -199,6 +204,7 @@ public actor KubeContexts {
     public nonisolated let http: any HTTPClient
     public nonisolated let requestTimeout: Duration
     private var cache: [String: KubeContext] = [:]
+    private var loaded: Source?
 
     /// - Parameters:
     ///   - source: where credentials come from.
@@ -216,7 +222,9 @@ public actor KubeContexts {
         let key = name ?? ""
         if let cached = cache[key] { return cached }
         let connection: ClusterConnection
-        switch source {
+        switch try loadedSource() {
+        case .onFirstUse:
+            throw KubeconfigError.notInCluster  // `loadedSource()` never returns one.
         case .kubeconfig(let config):
             connection = try config.connection(context: name)
         case .inCluster(let inCluster):
@@ -233,6 +241,15 @@ public actor KubeContexts {
         cache[key] = context
         if name == nil { cache[connection.contextName] = context }
         return context
+    }
+
+    /// The source, read now if it is read on first use; kept once read.
+    private func loadedSource() throws -> Source {
+        if let loaded { return loaded }
+        var source = self.source
+        while case .onFirstUse(let read) = source { source = try read() }
+        loaded = source
+        return source
     }
 }
 

@@ -4,24 +4,40 @@ import InferOpsHTTP
 /// The Kubernetes side of the daemon, built once at start-up: the credentials, one libcurl client
 /// shared by every context, and the adapters behind `ClusterInspector` and `EngineClient`.
 ///
-/// The kubeconfig is read here, so a missing or broken file stops start-up with a clear message
-/// instead of failing the first command.
+/// The kubeconfig is read here (a missing or broken file stops start-up with a clear message), or,
+/// with `.onFirstUse`, by the first call that needs the cluster, which then fails with that message.
 public final class KubeRuntime: Sendable {
     public let http: CurlHTTPClient
     public let contexts: KubeContexts
 
+    /// When the credentials are read.
+    public enum CredentialReading: Sendable {
+        case atStart
+        /// Commands that never reach the cluster (help, refusals) then work without one.
+        case onFirstUse
+    }
+
     /// - Parameters:
     ///   - kubeconfig: a kubeconfig file; `nil` means what kubectl would use (`$KUBECONFIG`, then
     ///     `~/.kube/config`), and the pod's service account when there is neither.
+    ///   - reading: when the kubeconfig is read.
     ///   - requestTimeout: for Kubernetes API calls.
-    /// - Throws: `KubeconfigError` (a `UserFacingError`) when no usable credentials are found,
-    ///   `HTTPTransportError` when libcurl cannot start.
-    public init(kubeconfig: String?, requestTimeout: Duration = .seconds(30)) throws {
-        let source: KubeContexts.Source =
+    /// - Throws: `KubeconfigError` (a `UserFacingError`) when no usable credentials are found at
+    ///   start, `HTTPTransportError` when libcurl cannot start.
+    public init(
+        kubeconfig: String?, reading: CredentialReading = .atStart, requestTimeout: Duration = .seconds(30)
+    ) throws {
+        let read: @Sendable () throws -> KubeContexts.Source = {
             if let kubeconfig {
                 .kubeconfig(try Kubeconfig.load(path: kubeconfig))
             } else {
                 try KubeContexts.Source.detect()
+            }
+        }
+        let source: KubeContexts.Source =
+            switch reading {
+            case .atStart: try read()
+            case .onFirstUse: .onFirstUse(read)
             }
         http = try CurlHTTPClient()
         contexts = KubeContexts(source: source, http: http, requestTimeout: requestTimeout)

@@ -1,4 +1,5 @@
 import Hummingbird
+import HummingbirdCore
 import InferOpsCore
 import Logging
 import ServiceLifecycle
@@ -12,7 +13,7 @@ import ServiceLifecycle
 ///
 /// ```swift
 /// let server = try DaemonHTTPServer(
-///     configuration: .init(host: "0.0.0.0", port: 8181, deny: .init(defaultEnvironment: "staging")),
+///     configuration: .init(host: "0.0.0.0", port: 8470, deny: .init(defaultEnvironment: "staging")),
 ///     readiness: Readiness(checks: ["storage": { await store.ping() }]),
 ///     metrics: metrics,
 ///     denials: { environment, model in try await store.registration(of: model, in: environment) }
@@ -28,17 +29,32 @@ public struct DaemonHTTPServer: Service {
         /// Sent as the `Server` header.
         public var serverName: String
         public var deny: DenyBackend.Configuration
+        /// A connection with no request in it is closed after this long.
+        public var idleTimeout: Duration
+        /// A request must arrive whole within this long of its first byte, or its connection is
+        /// closed: a client trickling bytes cannot hold a connection.
+        public var readTimeout: Duration
+        /// Connections open at once; the listener stops accepting at the cap, and further clients
+        /// wait in the kernel's accept queue until a connection closes.
+        public var maxConnections: Int
 
+        /// The defaults are the configuration's (`ServerSettings`), so they are written once.
         public init(
             host: String = "127.0.0.1",
-            port: Int = 8181,
+            port: Int = ServerSettings.defaultPort,
             serverName: String = "inferops",
-            deny: DenyBackend.Configuration = .init()
+            deny: DenyBackend.Configuration = .init(),
+            idleTimeout: Duration = ServerSettings.defaultIdleTimeout,
+            readTimeout: Duration = ServerSettings.defaultReadTimeout,
+            maxConnections: Int = ServerSettings.defaultMaxConnections
         ) {
             self.host = host
             self.port = port
             self.serverName = serverName
             self.deny = deny
+            self.idleTimeout = idleTimeout
+            self.readTimeout = readTimeout
+            self.maxConnections = maxConnections
         }
     }
 
@@ -65,7 +81,8 @@ public struct DaemonHTTPServer: Service {
     ///   - logger: Request logs carry Hummingbird's request id, the correlation id of error answers.
     ///   - onListening: Called with the bound port once the server accepts connections, before any
     ///     request is served; keep it short, the server waits for it.
-    /// - Throws: ``InvalidConfiguration`` for a port outside 0…65535, an empty host or a body limit below 1 byte.
+    /// - Throws: ``InvalidConfiguration`` for a port outside 0…65535, an empty host, a body limit below
+    ///   1 byte, a timeout that is not positive or a connection cap below 1.
     public init(
         configuration: Configuration,
         readiness: Readiness = Readiness(),
@@ -83,6 +100,12 @@ public struct DaemonHTTPServer: Service {
         guard configuration.deny.maxBodySize > 0 else {
             throw InvalidConfiguration(message: "The deny backend's body limit must be at least 1 byte.")
         }
+        guard configuration.idleTimeout > .zero, configuration.readTimeout > .zero else {
+            throw InvalidConfiguration(message: "The HTTP listener's idle and read timeouts must be longer than zero.")
+        }
+        guard configuration.maxConnections > 0 else {
+            throw InvalidConfiguration(message: "The HTTP listener must allow at least 1 connection.")
+        }
         self.configuration = configuration
         self.metrics = metrics
         let port = ListenerPort()
@@ -92,11 +115,20 @@ public struct DaemonHTTPServer: Service {
             metrics: metrics,
             deny: DenyBackend(configuration: configuration.deny, metrics: metrics, lookup: denials)
         )
+        let (idleTimeout, readTimeout) = (configuration.idleTimeout, configuration.readTimeout)
         self.application = Application(
             router: routes.router(),
+            server: HTTPServerBuilder { responder in
+                DeadlineHTTP1Channel(
+                    http1: HTTP1Channel(responder: responder),
+                    idleTimeout: idleTimeout,
+                    readTimeout: readTimeout
+                )
+            },
             configuration: ApplicationConfiguration(
                 address: .hostname(configuration.host, port: configuration.port),
-                serverName: configuration.serverName
+                serverName: configuration.serverName,
+                availableConnectionsDelegate: MaximumAvailableConnections(configuration.maxConnections, logger: logger)
             ),
             onServerRunning: { channel in
                 // The channel's local address carries the port the kernel chose for port 0.

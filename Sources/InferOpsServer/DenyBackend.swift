@@ -64,7 +64,7 @@ public struct DenyBackend: Sendable {
     ///
     /// The environment and model are percent-encoded as single path segments, so a model name with a
     /// slash (`meta-llama/Llama-3-8B`) stays one segment; the deny backend decodes them again.
-    /// - Parameter base: The daemon's URL as the router reaches it, e.g. `http://10.0.3.7:8181`.
+    /// - Parameter base: The daemon's URL as the router reaches it, e.g. `http://10.0.3.7:8470`.
     public static func workerURL(base: String, environment: String, model: String) -> String {
         var base = base
         while base.hasSuffix("/") { base.removeLast() }

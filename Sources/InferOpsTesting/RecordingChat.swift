@@ -1,4 +1,5 @@
 import InferOpsCore
+import Synchronization
 
 /// A chat platform that records every post and edit, and lets tests await them.
 public final class RecordingChat: ChatTransport, Sendable {
@@ -31,8 +32,13 @@ public final class RecordingChat: ChatTransport, Sendable {
     }
 
     private let observed = Observed(State())
+    private let connected = Mutex(true)
 
     public init() {}
+
+    /// What ``isConnected`` answers; tests clear it to see the daemon notice a lost chat.
+    public func setConnected(_ value: Bool) { connected.withLock { $0 = value } }
+    public var isConnected: Bool { get async { connected.withLock { $0 } } }
 
     public var events: [Event] { observed.value.events }
     public var posts: [Event] { events.filter { $0.kind == .post } }

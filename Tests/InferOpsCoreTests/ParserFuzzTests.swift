@@ -199,8 +199,9 @@ struct CommandLineGenerator {
             messages[String(message.prefix(24)), default: 0] += 1
         }
         print(
-            "parser fuzz: \(parsed) parsed, \(validated) validated, \(planned) planned, \(messages.count) kinds of message, "
-                + "\(growingOptions) with an option name that grows when lower-cased, \(hugeReplicaCounts) with a huge replica count"
+            "parser fuzz: \(parsed) parsed, \(validated) validated, \(planned) planned, "
+                + "\(messages.count) kinds of message, \(growingOptions) with an option name that grows when "
+                + "lower-cased, \(hugeReplicaCounts) with a huge replica count"
         )
         // The generator must reach every stage, or the test proves little.
         #expect(parsed > 10_000)

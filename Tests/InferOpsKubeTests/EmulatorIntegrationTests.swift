@@ -231,6 +231,19 @@ struct KubeRuntimeTests {
         await runtime.shutdown()
     }
 
+    /// Read on first use: building the runtime works without a kubeconfig, and each call that needs
+    /// the cluster fails with the same clear message until the file exists.
+    @Test func missingKubeconfigFailsTheFirstCallThatNeedsIt() async throws {
+        let runtime = try KubeRuntime(kubeconfig: "/nonexistent/kubeconfig", reading: .onFirstUse)
+        for _ in 0..<2 {
+            let error = await #expect(throws: KubeconfigError.self) {
+                try await runtime.clusterInspector().gpuCapacity(kubeContext: "emulator")
+            }
+            #expect(error?.message == "Cannot read /nonexistent/kubeconfig.")
+        }
+        await runtime.shutdown()
+    }
+
     @Test func missingKubeconfigStopsStartUpWithAClearMessage() {
         let error = #expect(throws: KubeconfigError.self) { try KubeRuntime(kubeconfig: "/nonexistent/kubeconfig") }
         #expect(error?.message == "Cannot read /nonexistent/kubeconfig.")

@@ -64,6 +64,17 @@ public struct HelmSettings: Hashable, Sendable {
 
 /// The daemon's own HTTP listener: health, readiness, metrics and the deny backend.
 public struct ServerSettings: Hashable, Sendable {
+    /// The listener's port when the configuration names none; the listener itself uses the same default.
+    public static let defaultPort = 8470
+    /// Long enough for a router's keep-alive pool to reuse a connection between requests, short
+    /// enough that abandoned connections do not pile up.
+    public static let defaultIdleTimeout: Duration = .seconds(60)
+    /// Every request the daemon serves is small (probes, the deny backend's bounded bodies), so a
+    /// client still sending one after this long is trickling bytes to hold a connection open.
+    public static let defaultReadTimeout: Duration = .seconds(10)
+    /// Far above what probes, scrapers and routers open, far below a process's usual descriptor limit.
+    public static let defaultMaxConnections = 1024
+
     public var host: String
     /// 0 picks a free port (tests); the deny backend's URL then follows the port actually bound.
     public var port: Int
@@ -71,12 +82,26 @@ public struct ServerSettings: Hashable, Sendable {
     public var publicURL: String?
     /// How often every router is compared with the desired state and repaired.
     public var reconcileInterval: Duration
+    /// How long a connection may stay open with no request in it before the listener closes it.
+    public var idleTimeout: Duration
+    /// How long a request may take to arrive whole, head and body, from its first byte.
+    public var readTimeout: Duration
+    /// Connections open at once; further clients wait in the kernel's accept queue until one closes.
+    public var maxConnections: Int
 
-    public init(host: String = "127.0.0.1", port: Int = 8470, publicURL: String? = nil, reconcileInterval: Duration = .seconds(2)) {
+    public init(
+        host: String = "127.0.0.1", port: Int = ServerSettings.defaultPort, publicURL: String? = nil,
+        reconcileInterval: Duration = .seconds(2), idleTimeout: Duration = ServerSettings.defaultIdleTimeout,
+        readTimeout: Duration = ServerSettings.defaultReadTimeout,
+        maxConnections: Int = ServerSettings.defaultMaxConnections
+    ) {
         self.host = host
         self.port = port
         self.publicURL = publicURL
         self.reconcileInterval = reconcileInterval
+        self.idleTimeout = idleTimeout
+        self.readTimeout = readTimeout
+        self.maxConnections = maxConnections
     }
 }
 

@@ -110,8 +110,10 @@ public final class Dispatcher: Sendable {
             try await services.chat.post(reports.help(verb: verb), in: conversation, operation: nil)
             return .completed(nil)
         case .status(let model, let environment):
-            try await services.chat.post(try await reports.status(model: model, environment: environment, user: user), in: conversation, operation: nil)
-            return .completed(nil)
+            let status = try await reports.status(model: model, environment: environment, user: user)
+            try await services.chat.post(status, in: conversation, operation: nil)
+            // A status that could not reach a cluster is a failure, so scripts see it.
+            return status.tone == .failure ? .failed(nil, status.title) : .completed(nil)
         case .history(let model, let environment):
             try await services.chat.post(try await reports.history(model: model, environment: environment), in: conversation, operation: nil)
             return .completed(nil)

@@ -35,20 +35,27 @@ struct Reports: Sendable {
         let filtered = model != nil
         let unfinished = try await services.store.unfinishedOperations()
         var rows: [[String]] = []
-        for env in environments {
+        // One failure per cluster (kube context): the first environment on a cluster that cannot
+        // be reached says so, and the others on it are not asked again, row after row.
+        var unreachable: [(context: String?, failure: ReleaseFailure)] = []
+        for env in environments where !unreachable.contains(where: { $0.context == env.kubeContext }) {
             let routerWorkers: [RouterWorker]?
             if env.router != nil, let router = services.routers.router(for: env) {
                 routerWorkers = try? await router.workers()
             } else {
                 routerWorkers = nil
             }
-            for model in models {
+            models: for model in models {
                 let routing = try await routingState(model: model.name, environment: env, workers: routerWorkers)
                 let target = env.target(model: model.name)
                 let release: ReleaseStatus?
                 do {
                     release = try await services.releases.status(target)
                 } catch let failure as ReleaseFailure {
+                    if case .clusterUnreachable = failure {
+                        unreachable.append((env.kubeContext, failure))
+                        break models
+                    }
                     rows.append([model.name, env.name, "unknown: \(failure.message)", "", "", "", routing, ""])
                     continue
                 }
@@ -76,6 +83,21 @@ struct Reports: Sendable {
         let locks = try await services.store.locks().filter { lock in environments.contains { $0.name == lock.environment } }
         let lockLines = locks.map {
             "🔒 \($0.environment) locked by <@\($0.holder)> \(Self.ago($0.since, now: services.time.now()))" + ($0.reason.map { ": \($0)" } ?? "")
+        }
+        let headers = ["model", "env", "helm", "chart / app", "ready", "last verified", "routing", "in flight"]
+        if let first = unreachable.first?.failure {
+            let clusters = unreachable.map {
+                ($0.context.map { "`\($0)`" } ?? "The kubeconfig's current context") + ": \($0.failure.message)"
+            }
+            return Reply(
+                .failure,
+                unreachable.count == 1
+                    ? "Status is incomplete: a cluster is unreachable."
+                    : "Status is incomplete: \(unreachable.count) clusters are unreachable.",
+                lines: clusters + lockLines,
+                table: rows.isEmpty ? nil : Reply.Table(headers: headers, rows: rows),
+                hint: first.hint
+            )
         }
         if rows.isEmpty {
             return Reply(.info, environments.isEmpty ? "You may not view any environment." : "Nothing is deployed yet.", lines: lockLines)

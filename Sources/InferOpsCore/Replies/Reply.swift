@@ -85,4 +85,7 @@ public protocol ChatTransport: Sendable {
     func post(_ reply: Reply, in conversation: Conversation, operation: OperationID?) async throws -> MessageRef
     /// Edits a message in place (the status card at the top of an operation's thread).
     func update(_ message: MessageRef, with reply: Reply, operation: OperationID?) async throws
+    /// Whether replies can be delivered now (the console's output accepts writes, a chat
+    /// platform's connection is up); `/readyz` reports it as `chat`. Must answer promptly.
+    var isConnected: Bool { get async }
 }

@@ -1,0 +1,178 @@
+import Foundation
+import Synchronization
+import Testing
+
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
+
+/// A newcomer's configuration whose kubeconfig does not exist yet (the sandbox not started): what
+/// needs no cluster answers, what needs one says so once and fails.
+@Suite("Without a cluster")
+final class WithoutClusterTests {
+    let folder: URL
+    let inferops = repositoryRoot.appendingPathComponent(".build/debug/inferops").path
+    var kubeconfig: String { folder.appendingPathComponent("no-such-folder/kubeconfig").path }
+    var config: String { folder.appendingPathComponent("inferops.yaml").path }
+
+    init() throws {
+        folder = FileManager.default.temporaryDirectory
+            .appendingPathComponent("inferops-nocluster-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        let root = repositoryRoot.path
+        func environment(_ name: String) -> String {
+            """
+              \(name):
+                kubeContext: emulator
+                namespace: inference-\(name)
+                chart: \(root)/deploy/charts/vllm-engine
+            """
+        }
+        try """
+            chat:
+              transport: console
+            kubernetes:
+              kubeconfig: \(kubeconfig)
+            helm:
+              binary: \(HelmBinary.helm4.path)
+            storage:
+              path: \(folder.path)/inferops.sqlite
+            server:
+              host: 127.0.0.1
+              port: 0
+            models:
+              directory: \(root)/config/models
+            commands:
+              directory: \(root)/commands
+            environments:
+            \(environment("staging"))
+            \(environment("canary"))
+            policy:
+              roles:
+                - name: admin
+                  members: [alice]
+                  grants:
+                    - permissions: ["*"]
+                      environments: ["*"]
+                - name: viewer
+                  members: [bob]
+                  grants:
+                    - permissions: [view]
+                      environments: ["*"]
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+    }
+
+    deinit {
+        try? FileManager.default.removeItem(at: folder)
+    }
+
+    func exec(_ command: String, as user: String = "alice") throws -> Finished {
+        try run(inferops, ["exec", "--config", config, "--as", user, command])
+    }
+
+    @Test func helpAnswersWithoutACluster() throws {
+        let help = try exec("/infer help")
+        #expect(help.status == 0, "\(help.output)")
+        #expect(help.output.contains("deploy"))
+        #expect(!help.output.contains("Cannot read"), "\(help.output)")
+    }
+
+    @Test func refusalsAnswerWithoutACluster() throws {
+        let typo = try exec("/infer deplyo llama-3-8b to staging")
+        #expect(typo.status == 2, "\(typo.output)")
+        #expect(typo.output.contains("`deploy`"), "\(typo.output)")
+
+        let unknown = try exec("/infer deploy llama-3-8b to stagign")
+        #expect(unknown.status == 2, "\(unknown.output)")
+        #expect(unknown.output.contains("staging"), "\(unknown.output)")
+
+        let denied = try exec("/infer deploy llama-3-8b to staging", as: "bob")
+        #expect(denied.status == 2, "\(denied.output)")
+        #expect(denied.output.lowercased().contains("not allowed") || denied.output.contains("may not"), "\(denied.output)")
+
+        for answer in [typo, unknown, denied] {
+            #expect(!answer.output.contains("Cannot read"), "\(answer.output)")
+        }
+        // A lock is the store's business alone.
+        let lock = try exec("/infer lock canary --reason \"maintenance\"")
+        #expect(lock.status == 0, "\(lock.output)")
+    }
+
+    /// A command that needs the cluster fails with the kubeconfig's own message, when it needs it.
+    @Test func aDeployFailsWithTheKubeconfigsMessage() throws {
+        let deploy = try exec("/infer deploy llama-3-8b to staging")
+        #expect(deploy.status == 1, "\(deploy.output)")
+        // Helm is first to need it here, and names the missing file.
+        #expect(deploy.output.contains("\(kubeconfig): no such file"), "\(deploy.output)")
+    }
+
+    /// Two environments on one unreachable cluster, three models: one line about the cluster, exit 1.
+    @Test func statusSaysOnceThatTheClusterIsUnreachable() throws {
+        let status = try exec("/infer status")
+        #expect(status.status == 1, "\(status.output)")
+        let lines = status.output.split(separator: "\n").filter { $0.lowercased().contains("unreachable") }
+        #expect(lines.count == 2, "\(status.output)")  // the title, and the one line naming the context
+        #expect(lines.filter { $0.contains("`emulator`") }.count == 1, "\(status.output)")
+        #expect(!status.output.contains("unknown:"), "\(status.output)")
+    }
+
+    /// `/readyz` asks the chat: with the console's output gone (the reader of its pipe closed after
+    /// the greeting), the daemon is not ready and says `chat` is why; with it open, it is ready.
+    @Test(arguments: [true, false]) func readinessAsksTheChat(outputOpen: Bool) async throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: inferops)
+        process.arguments = ["serve", "--config", config]
+        let output = Pipe()
+        let errors = Pipe()
+        let input = Pipe()
+        process.standardOutput = output
+        process.standardError = errors
+        process.standardInput = input
+        let logged = Mutex("")
+        let printed = Mutex("")
+        errors.fileHandleForReading.readabilityHandler = { handle in
+            let data = handle.availableData
+            logged.withLock { $0 += String(decoding: data, as: UTF8.self) }
+        }
+        output.fileHandleForReading.readabilityHandler = { handle in
+            let data = handle.availableData
+            printed.withLock { $0 += String(decoding: data, as: UTF8.self) }
+        }
+        try process.run()
+        defer {
+            try? input.fileHandleForWriting.close()
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            process.waitUntilExit()
+            errors.fileHandleForReading.readabilityHandler = nil
+            output.fileHandleForReading.readabilityHandler = nil
+        }
+        try eventually("the console's greeting", timeout: .seconds(30)) {
+            printed.withLock { $0 }.contains("InferOps console") || !process.isRunning
+        }
+        if !outputOpen {
+            output.fileHandleForReading.readabilityHandler = nil
+            try output.fileHandleForReading.close()
+        }
+
+        var port: Int?
+        try eventually("the listener's port", timeout: .seconds(30)) {
+            let text = logged.withLock { $0 }
+            if let match = text.firstMatch(of: /listening on http:\/\/127\.0\.0\.1:(\d+)/) {
+                port = Int(match.output.1)
+            }
+            return port != nil || !process.isRunning
+        }
+        let bound = try #require(port, "serve did not start: \(logged.withLock { $0 })")
+        let (body, response) = try await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(bound)/readyz")!)
+        let status = (response as? HTTPURLResponse)?.statusCode
+        let report = try #require(try JSONSerialization.jsonObject(with: body) as? [String: Any])
+        let failing = report["failing"] as? [String]
+        if outputOpen {
+            #expect(status == 200, "\(report)")
+            #expect(failing == [])
+        } else {
+            #expect(status == 503, "\(report)")
+            #expect(failing == ["chat"])
+        }
+    }
+}
