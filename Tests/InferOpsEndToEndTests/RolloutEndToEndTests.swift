@@ -1,0 +1,57 @@
+import Foundation
+import Testing
+
+/// Redeploys on a full GPU pool, with the real helm and the emulator's scheduler: a template change
+/// under the default rolling update needs a spare GPU and is refused before Helm; with `maxSurge: 0`
+/// (set through the chart's `strategy` value) the same change goes through.
+@Suite("End to end: rollouts on a full pool", .serialized)
+struct RolloutEndToEndTests {
+    static let release = "llama-3-70b-staging"
+    static let newTemplate = #"--set podAnnotations.inferops\.dev/simulate-ready-after-seconds=0"#
+
+    /// One 4-GPU node holding the one 4-GPU replica of llama-3-70b.
+    func fullPool(_ helm: HelmBinary) throws -> Sandbox {
+        let sandbox = try Sandbox(helm: helm, gpuNodes: 1, gpusPerNode: 4)
+        let first = try sandbox.exec("/infer deploy llama-3-70b to staging")
+        #expect(first.status == 0, "\(first.output)")
+        return sandbox
+    }
+
+    @Test("A template-changing redeploy on a full pool is refused before Helm, with the numbers", arguments: HelmBinary.allCases)
+    func templateChangeRefused(_ helm: HelmBinary) throws {
+        let sandbox = try fullPool(helm)
+        let redeploy = try sandbox.exec("/infer deploy llama-3-70b to staging \(Self.newTemplate)")
+        #expect(redeploy.status == 2, "\(redeploy.output)")
+        #expect(redeploy.output.contains("Not enough free GPUs for llama-3-70b-staging"), "\(redeploy.output)")
+        #expect(
+            redeploy.output.contains(
+                "needs 1 × 4 = 4 nvidia.com/gpu; free 0 of 4 allocatable (+4 held by this release) (gpu-node-1 0/4 free)"),
+            "\(redeploy.output)")
+        #expect(
+            redeploy.output.contains(
+                "rolling update with maxSurge 25% (1 pods) and maxUnavailable 25% (0 pods) of 1 starts a new pod before "
+                    + "any old pod stops: it needs 4 free GPUs on one node"),
+            "\(redeploy.output)")
+        #expect(redeploy.output.contains("maxSurge: 0, maxUnavailable: 1"), "\(redeploy.output)")
+        #expect(!redeploy.output.contains("Running helm upgrade"))
+        #expect(try sandbox.releaseState(Self.release, namespace: "inference-staging")?.revision == 1)
+
+        // A redeploy that keeps the pod template needs no GPU beyond what the release holds.
+        let same = try sandbox.exec("/infer deploy llama-3-70b to staging")
+        #expect(same.status == 0, "\(same.output)")
+        #expect(same.output.contains("the pod template is unchanged"), "\(same.output)")
+    }
+
+    @Test("With maxSurge 0 the same template change goes through on the full pool", arguments: HelmBinary.allCases)
+    func maxSurgeZeroGoesThrough(_ helm: HelmBinary) throws {
+        let sandbox = try fullPool(helm)
+        let redeploy = try sandbox.exec(
+            "/infer deploy llama-3-70b to staging \(Self.newTemplate) --set strategy.rollingUpdate.maxSurge=0 "
+                + "--set strategy.rollingUpdate.maxUnavailable=1")
+        #expect(redeploy.status == 0, "\(redeploy.output)")
+        #expect(redeploy.output.contains("GPU capacity is enough"), "\(redeploy.output)")
+        #expect(redeploy.output.contains("stops 1 old pods before new ones need their GPUs"), "\(redeploy.output)")
+        #expect(redeploy.output.contains("Deployed llama-3-70b to staging: revision 2, verified in"), "\(redeploy.output)")
+        #expect(try sandbox.releaseState(Self.release, namespace: "inference-staging")?.status == "deployed")
+    }
+}
