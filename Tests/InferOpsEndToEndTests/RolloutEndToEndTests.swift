@@ -54,4 +54,26 @@ struct RolloutEndToEndTests {
         #expect(redeploy.output.contains("Deployed llama-3-70b to staging: revision 2, verified in"), "\(redeploy.output)")
         #expect(try sandbox.releaseState(Self.release, namespace: "inference-staging")?.status == "deployed")
     }
+
+    @Test("A rollout the scheduler cannot place fails as a scheduling failure, with its message", arguments: HelmBinary.allCases)
+    func schedulingFailureNamed(_ helm: HelmBinary) throws {
+        let sandbox = try Sandbox(helm: helm, gpuNodes: 1, gpusPerNode: 4)
+        let first = try sandbox.exec("/infer deploy llama-3-70b to quick")
+        #expect(first.status == 0, "\(first.output)")
+        // 4 free GPUs on a node the chart's nodeSelector does not match: the capacity check counts
+        // them, the scheduler cannot use them, and Helm times out waiting.
+        let added = request(
+            "POST", "\(sandbox.emulatorURL)/_emu/nodes",
+            json: #"{"add":{"name":"gpu-unlabelled","gpus":4,"labels":{"nvidia.com/gpu.present":"false"}}}"#)
+        #expect(added.status == 200, "\(added.body)")
+        let redeploy = try sandbox.exec("/infer deploy llama-3-70b to quick \(Self.newTemplate)")
+        #expect(redeploy.status == 1, "\(redeploy.output)")
+        #expect(redeploy.output.contains("The new pods could not be scheduled: llama-3-70b-quick-"), "\(redeploy.output)")
+        #expect(
+            redeploy.output.contains(
+                "stayed Pending: 0/3 nodes are available: 1 Insufficient nvidia.com/gpu, 2 node(s) didn't match Pod's "
+                    + "node affinity/selector."),
+            "\(redeploy.output)")
+        #expect(!redeploy.output.contains("did not become ready within the readiness budget"), "\(redeploy.output)")
+    }
 }
