@@ -76,4 +76,18 @@ struct RolloutEndToEndTests {
             "\(redeploy.output)")
         #expect(!redeploy.output.contains("did not become ready within the readiness budget"), "\(redeploy.output)")
     }
+
+    @Test("Progress during a rollout counts the new pods and shows the old one apart", arguments: HelmBinary.allCases)
+    func progressCountsTheNewRevision(_ helm: HelmBinary) throws {
+        let sandbox = try Sandbox(helm: helm)
+        #expect(try sandbox.exec("/infer deploy llama-3-8b to staging").status == 0)
+        let redeploy = try sandbox.exec(
+            #"/infer deploy llama-3-8b to staging --set podAnnotations.inferops\.dev/simulate-ready-after-seconds=4"#)
+        #expect(redeploy.status == 0, "\(redeploy.output)")
+        #expect(redeploy.output.contains("0 of 1 new replicas ready; 1 old still serving"), "\(redeploy.output)")
+        // The old pod, ready all along, never counts as the new revision's progress: "1 of 1" only
+        // once no pod is left waiting.
+        let lines = redeploy.output.split(separator: "\n")
+        #expect(!lines.contains { $0.contains("1 of 1 replicas ready") && $0.contains("not ready yet") }, "\(redeploy.output)")
+    }
 }
