@@ -17,7 +17,10 @@ struct RolloutEndToEndTests {
         return sandbox
     }
 
-    @Test("A template-changing redeploy on a full pool is refused before Helm, with the numbers", arguments: HelmBinary.allCases)
+    @Test(
+        "A template-changing redeploy on a full pool is refused before Helm, with the numbers",
+        arguments: HelmBinary.allCases
+    )
     func templateChangeRefused(_ helm: HelmBinary) throws {
         let sandbox = try fullPool(helm)
         let redeploy = try sandbox.exec("/infer deploy llama-3-70b to staging \(Self.newTemplate)")
@@ -25,13 +28,17 @@ struct RolloutEndToEndTests {
         #expect(redeploy.output.contains("Not enough free GPUs for llama-3-70b-staging"), "\(redeploy.output)")
         #expect(
             redeploy.output.contains(
-                "needs 1 × 4 = 4 nvidia.com/gpu; free 0 of 4 allocatable (+4 held by this release) (gpu-node-1 0/4 free)"),
-            "\(redeploy.output)")
+                "needs 1 × 4 = 4 nvidia.com/gpu; free 0 of 4 allocatable (+4 held by this release) (gpu-node-1 0/4 free)"
+            ),
+            "\(redeploy.output)"
+        )
         #expect(
             redeploy.output.contains(
                 "rolling update with maxSurge 25% (1 pods) and maxUnavailable 25% (0 pods) of 1 starts a new pod before "
-                    + "any old pod stops: it needs 4 free GPUs on one node"),
-            "\(redeploy.output)")
+                    + "any old pod stops: it needs 4 free GPUs on one node"
+            ),
+            "\(redeploy.output)"
+        )
         #expect(redeploy.output.contains("maxSurge: 0, maxUnavailable: 1"), "\(redeploy.output)")
         #expect(!redeploy.output.contains("Running helm upgrade"))
         #expect(try sandbox.releaseState(Self.release, namespace: "inference-staging")?.revision == 1)
@@ -47,15 +54,22 @@ struct RolloutEndToEndTests {
         let sandbox = try fullPool(helm)
         let redeploy = try sandbox.exec(
             "/infer deploy llama-3-70b to staging \(Self.newTemplate) --set strategy.rollingUpdate.maxSurge=0 "
-                + "--set strategy.rollingUpdate.maxUnavailable=1")
+                + "--set strategy.rollingUpdate.maxUnavailable=1"
+        )
         #expect(redeploy.status == 0, "\(redeploy.output)")
         #expect(redeploy.output.contains("GPU capacity is enough"), "\(redeploy.output)")
         #expect(redeploy.output.contains("stops 1 old pods before new ones need their GPUs"), "\(redeploy.output)")
-        #expect(redeploy.output.contains("Deployed llama-3-70b to staging: revision 2, verified in"), "\(redeploy.output)")
+        #expect(
+            redeploy.output.contains("Deployed llama-3-70b to staging: revision 2, verified in"),
+            "\(redeploy.output)"
+        )
         #expect(try sandbox.releaseState(Self.release, namespace: "inference-staging")?.status == "deployed")
     }
 
-    @Test("A rollout the scheduler cannot place fails as a scheduling failure, with its message", arguments: HelmBinary.allCases)
+    @Test(
+        "A rollout the scheduler cannot place fails as a scheduling failure, with its message",
+        arguments: HelmBinary.allCases
+    )
     func schedulingFailureNamed(_ helm: HelmBinary) throws {
         let sandbox = try Sandbox(helm: helm, gpuNodes: 1, gpusPerNode: 4)
         let first = try sandbox.exec("/infer deploy llama-3-70b to quick")
@@ -63,17 +77,24 @@ struct RolloutEndToEndTests {
         // 4 free GPUs on a node the chart's nodeSelector does not match: the capacity check counts
         // them, the scheduler cannot use them, and Helm times out waiting.
         let added = request(
-            "POST", "\(sandbox.emulatorURL)/_emu/nodes",
-            json: #"{"add":{"name":"gpu-unlabelled","gpus":4,"labels":{"nvidia.com/gpu.present":"false"}}}"#)
+            "POST",
+            "\(sandbox.emulatorURL)/_emu/nodes",
+            json: #"{"add":{"name":"gpu-unlabelled","gpus":4,"labels":{"nvidia.com/gpu.present":"false"}}}"#
+        )
         #expect(added.status == 200, "\(added.body)")
         let redeploy = try sandbox.exec("/infer deploy llama-3-70b to quick \(Self.newTemplate)")
         #expect(redeploy.status == 1, "\(redeploy.output)")
-        #expect(redeploy.output.contains("The new pods could not be scheduled: llama-3-70b-quick-"), "\(redeploy.output)")
+        #expect(
+            redeploy.output.contains("The new pods could not be scheduled: llama-3-70b-quick-"),
+            "\(redeploy.output)"
+        )
         #expect(
             redeploy.output.contains(
                 "stayed Pending: 0/3 nodes are available: 1 Insufficient nvidia.com/gpu, 2 node(s) didn't match Pod's "
-                    + "node affinity/selector."),
-            "\(redeploy.output)")
+                    + "node affinity/selector."
+            ),
+            "\(redeploy.output)"
+        )
         #expect(!redeploy.output.contains("did not become ready within the readiness budget"), "\(redeploy.output)")
     }
 
@@ -82,12 +103,16 @@ struct RolloutEndToEndTests {
         let sandbox = try Sandbox(helm: helm)
         #expect(try sandbox.exec("/infer deploy llama-3-8b to staging").status == 0)
         let redeploy = try sandbox.exec(
-            #"/infer deploy llama-3-8b to staging --set podAnnotations.inferops\.dev/simulate-ready-after-seconds=4"#)
+            #"/infer deploy llama-3-8b to staging --set podAnnotations.inferops\.dev/simulate-ready-after-seconds=4"#
+        )
         #expect(redeploy.status == 0, "\(redeploy.output)")
         #expect(redeploy.output.contains("0 of 1 new replicas ready; 1 old still serving"), "\(redeploy.output)")
         // The old pod, ready all along, never counts as the new revision's progress: "1 of 1" only
         // once no pod is left waiting.
         let lines = redeploy.output.split(separator: "\n")
-        #expect(!lines.contains { $0.contains("1 of 1 replicas ready") && $0.contains("not ready yet") }, "\(redeploy.output)")
+        #expect(
+            !lines.contains { $0.contains("1 of 1 replicas ready") && $0.contains("not ready yet") },
+            "\(redeploy.output)"
+        )
     }
 }
