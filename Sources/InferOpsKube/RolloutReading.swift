@@ -89,7 +89,8 @@ enum RolloutReading {
         switch value {
         case .string(let string): string
         case .bool(let bool): bool ? "true" : "false"
-        case .number(let number): number.rounded() == number && abs(number) < 1e15 ? String(Int(number)) : String(number)
+        case .number(let number):
+            number.rounded() == number && abs(number) < 1e15 ? String(Int(number)) : String(number)
         case .null, .array, .object: nil
         }
     }

@@ -10,7 +10,9 @@ import Testing
 
     func plan(_ model: ModelSpec, replicas: Int = 1) throws -> DeployPlan {
         try DeployPlanner.plan(
-            model: model, environment: Fixtures.settings("staging"), chartVersion: nil,
+            model: model,
+            environment: Fixtures.settings("staging"),
+            chartVersion: nil,
             overrides: ["replicaCount=\(replicas)"]
         )
     }
@@ -19,7 +21,12 @@ import Testing
     static func pool(_ release: String, _ nodes: (String, Int, Int, Int)...) -> GPUCapacity {
         GPUCapacity(
             nodes: nodes.map {
-                NodeGPUs(node: $0.0, allocatable: $0.1, requested: $0.2, requestedByRelease: $0.3 > 0 ? [release: $0.3] : [:])
+                NodeGPUs(
+                    node: $0.0,
+                    allocatable: $0.1,
+                    requested: $0.2,
+                    requestedByRelease: $0.3 > 0 ? [release: $0.3] : [:]
+                )
             },
             requestedByRelease: [release: nodes.reduce(0) { $0 + $1.3 }]
         )
@@ -45,62 +52,170 @@ import Testing
     /// Two 8-GPU nodes. qwen needs 4 GPUs per replica, llama 1.
     static let cases: [Case] = [
         // The regression: the only free GPUs are the ones the release holds.
-        Case(name: "template change, default strategy, 1 replica, full pool: a surge pod has no room",
-             model: Fixtures.qwen, replicas: 1, capacity: pool(qwenPool, ("gpu-a", 8, 8, 4), ("gpu-b", 8, 8, 0)),
-             rollout: Rollout(strategy: .kubernetesDefault, running: .init(replicas: 1, gpusPerReplica: 4), templateChanges: true),
-             fits: false),
-        Case(name: "template change, maxSurge 0, full pool: the old pod stops first",
-             model: Fixtures.qwen, replicas: 1, capacity: pool(qwenPool, ("gpu-a", 8, 8, 4), ("gpu-b", 8, 8, 0)),
-             rollout: Rollout(strategy: rolling(.count(0), .count(1)), running: .init(replicas: 1, gpusPerReplica: 4), templateChanges: true),
-             fits: true),
-        Case(name: "maxSurge 0 and maxUnavailable 0% resolve to one unavailable pod (the controller's fencepost)",
-             model: Fixtures.qwen, replicas: 1, capacity: pool(qwenPool, ("gpu-a", 8, 8, 4), ("gpu-b", 8, 8, 0)),
-             rollout: Rollout(strategy: rolling(.count(0), .percent(0)), running: .init(replicas: 1, gpusPerReplica: 4), templateChanges: true),
-             fits: true),
-        Case(name: "template change, Recreate, full pool",
-             model: Fixtures.qwen, replicas: 1, capacity: pool(qwenPool, ("gpu-a", 8, 8, 4), ("gpu-b", 8, 8, 0)),
-             rollout: Rollout(strategy: .recreate, running: .init(replicas: 1, gpusPerReplica: 4), templateChanges: true),
-             fits: true),
-        Case(name: "replica count alone on a full pool: nothing is added, nothing needed",
-             model: Fixtures.qwen, replicas: 1, capacity: pool(qwenPool, ("gpu-a", 8, 8, 4), ("gpu-b", 8, 8, 0)),
-             rollout: Rollout(strategy: .kubernetesDefault, running: .init(replicas: 1, gpusPerReplica: 4), templateChanges: false),
-             fits: true),
-        Case(name: "replica count alone, 1 to 2, with room for one more on a node",
-             model: Fixtures.qwen, replicas: 2, capacity: pool(qwenPool, ("gpu-a", 8, 8, 4), ("gpu-b", 8, 4, 0)),
-             rollout: Rollout(strategy: .kubernetesDefault, running: .init(replicas: 1, gpusPerReplica: 4), templateChanges: false),
-             fits: true),
-        Case(name: "replica count alone, 1 to 2, the 4 free GPUs split over two nodes",
-             model: Fixtures.qwen, replicas: 2, capacity: pool(qwenPool, ("gpu-a", 8, 6, 4), ("gpu-b", 8, 6, 0)),
-             rollout: Rollout(strategy: .kubernetesDefault, running: .init(replicas: 1, gpusPerReplica: 4), templateChanges: false),
-             fits: false),
-        Case(name: "template change, default strategy, 4 free GPUs on one node: the surge pod fits",
-             model: Fixtures.qwen, replicas: 1, capacity: pool(qwenPool, ("gpu-a", 8, 8, 4), ("gpu-b", 8, 4, 0)),
-             rollout: Rollout(strategy: .kubernetesDefault, running: .init(replicas: 1, gpusPerReplica: 4), templateChanges: true),
-             fits: true),
-        Case(name: "template change, default strategy, 4 free GPUs split over two nodes: no node takes the surge pod",
-             model: Fixtures.qwen, replicas: 1, capacity: pool(qwenPool, ("gpu-a", 8, 6, 4), ("gpu-b", 8, 6, 0)),
-             rollout: Rollout(strategy: .kubernetesDefault, running: .init(replicas: 1, gpusPerReplica: 4), templateChanges: true),
-             fits: false),
-        Case(name: "template change, 4 replicas with 25%/25%: one old pod stops first, no spare needed",
-             model: Fixtures.llama, replicas: 4, capacity: pool(llamaPool, ("gpu-a", 4, 4, 4)),
-             rollout: Rollout(strategy: .kubernetesDefault, running: .init(replicas: 4, gpusPerReplica: 1), templateChanges: true),
-             fits: true),
-        Case(name: "template change, 3 replicas with 25%/25%: unavailable rounds down to 0, a spare GPU is needed",
-             model: Fixtures.llama, replicas: 3, capacity: pool(llamaPool, ("gpu-a", 3, 3, 3)),
-             rollout: Rollout(strategy: .kubernetesDefault, running: .init(replicas: 3, gpusPerReplica: 1), templateChanges: true),
-             fits: false),
-        Case(name: "template change, 3 replicas with maxSurge 50%, maxUnavailable 50%: unavailable is 1",
-             model: Fixtures.llama, replicas: 3, capacity: pool(llamaPool, ("gpu-a", 3, 3, 3)),
-             rollout: Rollout(strategy: rolling(.percent(50), .percent(50)), running: .init(replicas: 3, gpusPerReplica: 1), templateChanges: true),
-             fits: true),
-        Case(name: "template change while scaling 1 to 2 with maxSurge 0: the added replica needs a free GPU",
-             model: Fixtures.llama, replicas: 2, capacity: pool(llamaPool, ("gpu-a", 1, 1, 1)),
-             rollout: Rollout(strategy: rolling(.count(0), .count(1)), running: .init(replicas: 1, gpusPerReplica: 1), templateChanges: true),
-             fits: false),
-        Case(name: "first install: every replica needs free GPUs",
-             model: Fixtures.qwen, replicas: 2, capacity: pool(qwenPool, ("gpu-a", 8, 4, 0)),
-             rollout: Rollout(strategy: .kubernetesDefault, running: nil, templateChanges: true),
-             fits: false),
+        Case(
+            name: "template change, default strategy, 1 replica, full pool: a surge pod has no room",
+            model: Fixtures.qwen,
+            replicas: 1,
+            capacity: pool(qwenPool, ("gpu-a", 8, 8, 4), ("gpu-b", 8, 8, 0)),
+            rollout: Rollout(
+                strategy: .kubernetesDefault,
+                running: .init(replicas: 1, gpusPerReplica: 4),
+                templateChanges: true
+            ),
+            fits: false
+        ),
+        Case(
+            name: "template change, maxSurge 0, full pool: the old pod stops first",
+            model: Fixtures.qwen,
+            replicas: 1,
+            capacity: pool(qwenPool, ("gpu-a", 8, 8, 4), ("gpu-b", 8, 8, 0)),
+            rollout: Rollout(
+                strategy: rolling(.count(0), .count(1)),
+                running: .init(replicas: 1, gpusPerReplica: 4),
+                templateChanges: true
+            ),
+            fits: true
+        ),
+        Case(
+            name: "maxSurge 0 and maxUnavailable 0% resolve to one unavailable pod (the controller's fencepost)",
+            model: Fixtures.qwen,
+            replicas: 1,
+            capacity: pool(qwenPool, ("gpu-a", 8, 8, 4), ("gpu-b", 8, 8, 0)),
+            rollout: Rollout(
+                strategy: rolling(.count(0), .percent(0)),
+                running: .init(replicas: 1, gpusPerReplica: 4),
+                templateChanges: true
+            ),
+            fits: true
+        ),
+        Case(
+            name: "template change, Recreate, full pool",
+            model: Fixtures.qwen,
+            replicas: 1,
+            capacity: pool(qwenPool, ("gpu-a", 8, 8, 4), ("gpu-b", 8, 8, 0)),
+            rollout: Rollout(
+                strategy: .recreate,
+                running: .init(replicas: 1, gpusPerReplica: 4),
+                templateChanges: true
+            ),
+            fits: true
+        ),
+        Case(
+            name: "replica count alone on a full pool: nothing is added, nothing needed",
+            model: Fixtures.qwen,
+            replicas: 1,
+            capacity: pool(qwenPool, ("gpu-a", 8, 8, 4), ("gpu-b", 8, 8, 0)),
+            rollout: Rollout(
+                strategy: .kubernetesDefault,
+                running: .init(replicas: 1, gpusPerReplica: 4),
+                templateChanges: false
+            ),
+            fits: true
+        ),
+        Case(
+            name: "replica count alone, 1 to 2, with room for one more on a node",
+            model: Fixtures.qwen,
+            replicas: 2,
+            capacity: pool(qwenPool, ("gpu-a", 8, 8, 4), ("gpu-b", 8, 4, 0)),
+            rollout: Rollout(
+                strategy: .kubernetesDefault,
+                running: .init(replicas: 1, gpusPerReplica: 4),
+                templateChanges: false
+            ),
+            fits: true
+        ),
+        Case(
+            name: "replica count alone, 1 to 2, the 4 free GPUs split over two nodes",
+            model: Fixtures.qwen,
+            replicas: 2,
+            capacity: pool(qwenPool, ("gpu-a", 8, 6, 4), ("gpu-b", 8, 6, 0)),
+            rollout: Rollout(
+                strategy: .kubernetesDefault,
+                running: .init(replicas: 1, gpusPerReplica: 4),
+                templateChanges: false
+            ),
+            fits: false
+        ),
+        Case(
+            name: "template change, default strategy, 4 free GPUs on one node: the surge pod fits",
+            model: Fixtures.qwen,
+            replicas: 1,
+            capacity: pool(qwenPool, ("gpu-a", 8, 8, 4), ("gpu-b", 8, 4, 0)),
+            rollout: Rollout(
+                strategy: .kubernetesDefault,
+                running: .init(replicas: 1, gpusPerReplica: 4),
+                templateChanges: true
+            ),
+            fits: true
+        ),
+        Case(
+            name: "template change, default strategy, 4 free GPUs split over two nodes: no node takes the surge pod",
+            model: Fixtures.qwen,
+            replicas: 1,
+            capacity: pool(qwenPool, ("gpu-a", 8, 6, 4), ("gpu-b", 8, 6, 0)),
+            rollout: Rollout(
+                strategy: .kubernetesDefault,
+                running: .init(replicas: 1, gpusPerReplica: 4),
+                templateChanges: true
+            ),
+            fits: false
+        ),
+        Case(
+            name: "template change, 4 replicas with 25%/25%: one old pod stops first, no spare needed",
+            model: Fixtures.llama,
+            replicas: 4,
+            capacity: pool(llamaPool, ("gpu-a", 4, 4, 4)),
+            rollout: Rollout(
+                strategy: .kubernetesDefault,
+                running: .init(replicas: 4, gpusPerReplica: 1),
+                templateChanges: true
+            ),
+            fits: true
+        ),
+        Case(
+            name: "template change, 3 replicas with 25%/25%: unavailable rounds down to 0, a spare GPU is needed",
+            model: Fixtures.llama,
+            replicas: 3,
+            capacity: pool(llamaPool, ("gpu-a", 3, 3, 3)),
+            rollout: Rollout(
+                strategy: .kubernetesDefault,
+                running: .init(replicas: 3, gpusPerReplica: 1),
+                templateChanges: true
+            ),
+            fits: false
+        ),
+        Case(
+            name: "template change, 3 replicas with maxSurge 50%, maxUnavailable 50%: unavailable is 1",
+            model: Fixtures.llama,
+            replicas: 3,
+            capacity: pool(llamaPool, ("gpu-a", 3, 3, 3)),
+            rollout: Rollout(
+                strategy: rolling(.percent(50), .percent(50)),
+                running: .init(replicas: 3, gpusPerReplica: 1),
+                templateChanges: true
+            ),
+            fits: true
+        ),
+        Case(
+            name: "template change while scaling 1 to 2 with maxSurge 0: the added replica needs a free GPU",
+            model: Fixtures.llama,
+            replicas: 2,
+            capacity: pool(llamaPool, ("gpu-a", 1, 1, 1)),
+            rollout: Rollout(
+                strategy: rolling(.count(0), .count(1)),
+                running: .init(replicas: 1, gpusPerReplica: 1),
+                templateChanges: true
+            ),
+            fits: false
+        ),
+        Case(
+            name: "first install: every replica needs free GPUs",
+            model: Fixtures.qwen,
+            replicas: 2,
+            capacity: pool(qwenPool, ("gpu-a", 8, 4, 0)),
+            rollout: Rollout(strategy: .kubernetesDefault, running: nil, templateChanges: true),
+            fits: false
+        ),
     ]
 
     @Test(arguments: cases)
@@ -117,8 +232,13 @@ import Testing
         let full = Self.pool(Self.qwenPool, ("gpu-a", 8, 8, 4), ("gpu-b", 8, 8, 0))
         #expect(CapacityCheck.evaluate(plan, capacity: full).fits)
         let verdict = CapacityCheck.evaluate(
-            plan, capacity: full,
-            rollout: Rollout(strategy: .kubernetesDefault, running: .init(replicas: 1, gpusPerReplica: 4), templateChanges: true)
+            plan,
+            capacity: full,
+            rollout: Rollout(
+                strategy: .kubernetesDefault,
+                running: .init(replicas: 1, gpusPerReplica: 4),
+                templateChanges: true
+            )
         )
         #expect(!verdict.fits)
         #expect(
@@ -161,8 +281,13 @@ import Testing
         h.releases.seed(target, [.deployed])
         h.cluster.setCapacity(Self.fullPool)
         h.cluster.setRollout(
-            Rollout(strategy: .kubernetesDefault, running: .init(replicas: 1, gpusPerReplica: 4), templateChanges: true),
-            for: Self.release)
+            Rollout(
+                strategy: .kubernetesDefault,
+                running: .init(replicas: 1, gpusPerReplica: 4),
+                templateChanges: true
+            ),
+            for: Self.release
+        )
 
         let outcome = await h.run("deploy qwen-2-72b to staging")
 
@@ -185,9 +310,13 @@ import Testing
         h.releases.seed(target, [.deployed])
         h.cluster.setCapacity(Self.fullPool)
         h.cluster.setRollout(
-            Rollout(strategy: .rollingUpdate(maxSurge: .count(0), maxUnavailable: .count(1)),
-                    running: .init(replicas: 1, gpusPerReplica: 4), templateChanges: true),
-            for: Self.release)
+            Rollout(
+                strategy: .rollingUpdate(maxSurge: .count(0), maxUnavailable: .count(1)),
+                running: .init(replicas: 1, gpusPerReplica: 4),
+                templateChanges: true
+            ),
+            for: Self.release
+        )
         h.engines.script(Self.release, EngineScript(servedModels: ["qwen-2-72b"]))
 
         let outcome = await h.run("deploy qwen-2-72b to staging")
@@ -195,7 +324,11 @@ import Testing
         #expect(outcome.succeeded, "\(outcome)")
         #expect(h.releases.upgrades.count == 1)
         let journal = await h.store.journal(of: try #require(outcome.operation)).map(\.message)
-        #expect(journal.contains { $0.contains("GPU capacity is enough") && $0.contains("stops 1 old pods before new ones") })
+        #expect(
+            journal.contains {
+                $0.contains("GPU capacity is enough") && $0.contains("stops 1 old pods before new ones")
+            }
+        )
     }
 
     @Test func aDryRunSaysTheRolloutWouldBeRefused() async throws {
@@ -203,8 +336,13 @@ import Testing
         h.releases.seed(h.target("qwen-2-72b", in: "staging"), [.deployed])
         h.cluster.setCapacity(Self.fullPool)
         h.cluster.setRollout(
-            Rollout(strategy: .kubernetesDefault, running: .init(replicas: 1, gpusPerReplica: 4), templateChanges: true),
-            for: Self.release)
+            Rollout(
+                strategy: .kubernetesDefault,
+                running: .init(replicas: 1, gpusPerReplica: 4),
+                templateChanges: true
+            ),
+            for: Self.release
+        )
         #expect(await h.run("deploy qwen-2-72b to staging --dry-run") == .completed(nil))
         let gpus = try #require(h.chat.posts.last?.reply.fields.first { $0.label == "GPUs" })
         #expect(gpus.value.hasPrefix("would be refused: needs 1 × 4 = 4 nvidia.com/gpu"), "\(gpus.value)")
@@ -217,14 +355,25 @@ import Testing
         let target = h.target("qwen-2-72b", in: "staging")
         h.releases.seed(target, [.deployed])
         h.releases.script(.upgrade, .fail(.readinessTimeout(detail: "context deadline exceeded")))
-        let scheduler = "0/2 nodes are available: 2 Insufficient nvidia.com/gpu. preemption: 0/2 nodes are available: "
+        let scheduler =
+            "0/2 nodes are available: 2 Insufficient nvidia.com/gpu. preemption: 0/2 nodes are available: "
             + "2 No preemption victims found for incoming pod."
         h.cluster.setWorkload(
-            WorkloadSnapshot(desiredReplicas: 1, pods: [
-                PodSnapshot(name: "qwen-old", phase: "Running", ready: true, node: "gpu-a", current: false),
-                PodSnapshot(name: "qwen-new", phase: "Pending", ready: false, reason: scheduler, unschedulable: true),
-            ]),
-            for: Self.release)
+            WorkloadSnapshot(
+                desiredReplicas: 1,
+                pods: [
+                    PodSnapshot(name: "qwen-old", phase: "Running", ready: true, node: "gpu-a", current: false),
+                    PodSnapshot(
+                        name: "qwen-new",
+                        phase: "Pending",
+                        ready: false,
+                        reason: scheduler,
+                        unschedulable: true
+                    ),
+                ]
+            ),
+            for: Self.release
+        )
 
         let outcome = await h.run("deploy qwen-2-72b to staging")
 
@@ -242,12 +391,29 @@ import Testing
         h.releases.seed(target, [.deployed])
         h.releases.script(.upgrade, .fail(.readinessTimeout(detail: "context deadline exceeded")))
         h.cluster.setWorkload(
-            WorkloadSnapshot(desiredReplicas: 1, pods: [
-                // An old pod the scheduler could not place is not why the new revision is late.
-                PodSnapshot(name: "qwen-old", phase: "Pending", ready: false, reason: "0/2 nodes", unschedulable: true, current: false),
-                PodSnapshot(name: "qwen-new", phase: "Running", ready: false, node: "gpu-b", reason: "not ready yet"),
-            ]),
-            for: Self.release)
+            WorkloadSnapshot(
+                desiredReplicas: 1,
+                pods: [
+                    // An old pod the scheduler could not place is not why the new revision is late.
+                    PodSnapshot(
+                        name: "qwen-old",
+                        phase: "Pending",
+                        ready: false,
+                        reason: "0/2 nodes",
+                        unschedulable: true,
+                        current: false
+                    ),
+                    PodSnapshot(
+                        name: "qwen-new",
+                        phase: "Running",
+                        ready: false,
+                        node: "gpu-b",
+                        reason: "not ready yet"
+                    ),
+                ]
+            ),
+            for: Self.release
+        )
 
         let outcome = await h.run("deploy qwen-2-72b to staging")
 
@@ -262,16 +428,37 @@ import Testing
     }
 
     @Test(arguments: [
-        (WorkloadSnapshot(desiredReplicas: 2, pods: [pod("a", ready: true), pod("b", ready: true)]),
-         "2 of 2 replicas ready"),
-        (WorkloadSnapshot(desiredReplicas: 2, pods: [pod("old-1", ready: true, current: false), pod("new-1", ready: true),
-                                                     pod("new-2", ready: false, reason: "not ready yet")]),
-         "1 of 2 new replicas ready; 1 old still serving; new-2 Pending: not ready yet"),
-        (WorkloadSnapshot(desiredReplicas: 1, pods: [pod("old-1", ready: true, current: false),
-                                                     pod("new-1", ready: false, reason: "0/2 nodes are available")]),
-         "0 of 1 new replicas ready; 1 old still serving; new-1 Pending: 0/2 nodes are available"),
-        (WorkloadSnapshot(desiredReplicas: 1, pods: [pod("old-1", ready: false, current: false), pod("new-1", ready: true)]),
-         "1 of 1 new replicas ready; 1 old not ready (stopping)"),
+        (
+            WorkloadSnapshot(desiredReplicas: 2, pods: [pod("a", ready: true), pod("b", ready: true)]),
+            "2 of 2 replicas ready"
+        ),
+        (
+            WorkloadSnapshot(
+                desiredReplicas: 2,
+                pods: [
+                    pod("old-1", ready: true, current: false), pod("new-1", ready: true),
+                    pod("new-2", ready: false, reason: "not ready yet"),
+                ]
+            ),
+            "1 of 2 new replicas ready; 1 old still serving; new-2 Pending: not ready yet"
+        ),
+        (
+            WorkloadSnapshot(
+                desiredReplicas: 1,
+                pods: [
+                    pod("old-1", ready: true, current: false),
+                    pod("new-1", ready: false, reason: "0/2 nodes are available"),
+                ]
+            ),
+            "0 of 1 new replicas ready; 1 old still serving; new-1 Pending: 0/2 nodes are available"
+        ),
+        (
+            WorkloadSnapshot(
+                desiredReplicas: 1,
+                pods: [pod("old-1", ready: false, current: false), pod("new-1", ready: true)]
+            ),
+            "1 of 1 new replicas ready; 1 old not ready (stopping)"
+        ),
     ])
     func describe(_ workload: WorkloadSnapshot, _ expected: String) {
         #expect(ProgressSummary.describe(workload) == expected)
@@ -284,11 +471,15 @@ import Testing
         let gate = Gate()
         h.releases.script(.upgrade, .hold(gate))
         h.cluster.setWorkload(
-            WorkloadSnapshot(desiredReplicas: 2, pods: [
-                Self.pod("llama-old", ready: true, current: false), Self.pod("llama-new-1", ready: true),
-                Self.pod("llama-new-2", ready: false, reason: "not ready yet"),
-            ]),
-            for: "llama-3-8b-staging")
+            WorkloadSnapshot(
+                desiredReplicas: 2,
+                pods: [
+                    Self.pod("llama-old", ready: true, current: false), Self.pod("llama-new-1", ready: true),
+                    Self.pod("llama-new-2", ready: false, reason: "not ready yet"),
+                ]
+            ),
+            for: "llama-3-8b-staging"
+        )
         let task = h.start("deploy llama-3-8b to staging")
         try await h.chat.waitForEvent { $0.text.contains("1 of 2 new replicas ready; 1 old still serving") }
         #expect(!h.chat.transcript.contains("2 of 2 replicas ready"))

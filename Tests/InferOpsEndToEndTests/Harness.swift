@@ -129,7 +129,8 @@ final class Sandbox {
                 valuesFiles: [\(root)/deploy/values/sandbox.yaml]
                 readinessBudget: \(budget)
                 autoRollback: \(autoRollback)
-                allowedSetKeys: [replicaCount, podAnnotations.inferops\\.dev/simulate-ready-after-seconds]
+                allowedSetKeys: [replicaCount, podAnnotations.inferops\\.dev/simulate-ready-after-seconds,
+                                 strategy.rollingUpdate.maxSurge, strategy.rollingUpdate.maxUnavailable]
                 verification:
                   warmupRequests: 2
                   requestTimeout: 5s

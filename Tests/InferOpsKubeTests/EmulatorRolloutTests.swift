@@ -12,7 +12,13 @@ struct EmulatorRolloutTests {
     typealias Cluster = EmulatorIntegrationTests.Cluster
 
     /// A Deployment as the chart renders it (JSON is YAML too), with a strategy and a pod annotation.
-    static func manifest(_ release: String, replicas: Int, gpus: Int, strategy: String = "{}", annotations: String = "{}") -> String {
+    static func manifest(
+        _ release: String,
+        replicas: Int,
+        gpus: Int,
+        strategy: String = "{}",
+        annotations: String = "{}"
+    ) -> String {
         let labels = #"{"app.kubernetes.io/instance":"\#(release)"}"#
         return #"""
             {"apiVersion":"apps/v1","kind":"Deployment",
@@ -31,7 +37,11 @@ struct EmulatorRolloutTests {
         let api = try await cluster.contexts.context(nil)
         let path = "/apis/apps/v1/namespaces/default/deployments" + (create ? "" : "/" + name(of: manifest))
         let response = try await api.send(
-            create ? .post : .put, path, body: Array(manifest.utf8), contentType: "application/json")
+            create ? .post : .put,
+            path,
+            body: Array(manifest.utf8),
+            contentType: "application/json"
+        )
         #expect(response.isSuccess, "\(response.text)")
     }
 
@@ -49,8 +59,17 @@ struct EmulatorRolloutTests {
         try await Self.apply(cluster, Self.manifest(release, replicas: 2, gpus: 4), create: true)
         try await waitUntil("both replicas ready") { try await cluster.inspector.workload(target).readyReplicas == 2 }
 
-        let same = try #require(try await cluster.inspector.rollout(target, rendered: Self.manifest(release, replicas: 2, gpus: 4)))
-        #expect(same == Rollout(strategy: .kubernetesDefault, running: .init(replicas: 2, gpusPerReplica: 4), templateChanges: false))
+        let same = try #require(
+            try await cluster.inspector.rollout(target, rendered: Self.manifest(release, replicas: 2, gpus: 4))
+        )
+        #expect(
+            same
+                == Rollout(
+                    strategy: .kubernetesDefault,
+                    running: .init(replicas: 2, gpusPerReplica: 4),
+                    templateChanges: false
+                )
+        )
 
         let changed = Self.manifest(release, replicas: 2, gpus: 4, annotations: #"{"v":"2"}"#)
         let rollout = try #require(try await cluster.inspector.rollout(target, rendered: changed))
@@ -59,9 +78,16 @@ struct EmulatorRolloutTests {
         #expect(capacity.nodes.map { $0.requestedByRelease[release] } == [4, 4])
         let plan = DeployPlan(
             model: ModelSpec(name: "qwen", modelID: "q", revision: "main", gpusPerReplica: 4, image: "i:1"),
-            environment: "dev", target: target, endpoint: EngineEndpoint(target: target, service: release),
-            chart: "c", valuesFiles: [], values: .object([:]), replicas: 2, gpusPerReplica: 4,
-            readinessBudget: .seconds(60))
+            environment: "dev",
+            target: target,
+            endpoint: EngineEndpoint(target: target, service: release),
+            chart: "c",
+            valuesFiles: [],
+            values: .object([:]),
+            replicas: 2,
+            gpusPerReplica: 4,
+            readinessBudget: .seconds(60)
+        )
         #expect(CapacityCheck.evaluate(plan, capacity: capacity).fits, "without the rollout it is approved")
         let verdict = CapacityCheck.evaluate(plan, capacity: capacity, rollout: rollout)
         #expect(!verdict.fits, "\(verdict.summary)")
@@ -74,7 +100,8 @@ struct EmulatorRolloutTests {
             return workload.pods.contains { $0.current && $0.unschedulable }
         }
         let pending = try #require(workload.pods.first { $0.current })
-        let scheduler = "0/3 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, "
+        let scheduler =
+            "0/3 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, "
             + "2 Insufficient nvidia.com/gpu."
         let reason = pending.reason ?? ""
         #expect(reason.hasPrefix(scheduler), "\(reason)")
@@ -83,8 +110,12 @@ struct EmulatorRolloutTests {
 
         // The same change with maxSurge 0: the check approves it and the cluster rolls it out.
         let noSurge = Self.manifest(
-            release, replicas: 2, gpus: 4, strategy: #"{"rollingUpdate":{"maxSurge":0,"maxUnavailable":1}}"#,
-            annotations: #"{"v":"3"}"#)
+            release,
+            replicas: 2,
+            gpus: 4,
+            strategy: #"{"rollingUpdate":{"maxSurge":0,"maxUnavailable":1}}"#,
+            annotations: #"{"v":"3"}"#
+        )
         let noSurgeRollout = try #require(try await cluster.inspector.rollout(target, rendered: noSurge))
         #expect(noSurgeRollout.strategy == .rollingUpdate(maxSurge: .count(0), maxUnavailable: .count(1)))
         try await Self.apply(cluster, Self.manifest(release, replicas: 2, gpus: 4), create: false)
@@ -108,13 +139,21 @@ struct EmulatorRolloutTests {
         let release = "llama-dev"
         let target = ReleaseTarget(release: release, namespace: "default")
         try await Self.apply(cluster, Self.manifest(release, replicas: 1, gpus: 1), create: true)
-        try await waitUntil("the first replica ready") { try await cluster.inspector.workload(target).readyReplicas == 1 }
+        try await waitUntil("the first replica ready") {
+            try await cluster.inspector.workload(target).readyReplicas == 1
+        }
         #expect(ProgressSummary.describe(try await cluster.inspector.workload(target)) == "1 of 1 replicas ready")
 
         try await Self.apply(
             cluster,
-            Self.manifest(release, replicas: 1, gpus: 1, annotations: #"{"inferops.dev/simulate-ready-after-seconds":"never"}"#),
-            create: false)
+            Self.manifest(
+                release,
+                replicas: 1,
+                gpus: 1,
+                annotations: #"{"inferops.dev/simulate-ready-after-seconds":"never"}"#
+            ),
+            create: false
+        )
         var workload = WorkloadSnapshot(desiredReplicas: 0, pods: [])
         try await waitUntil("the new pod to run beside the old one") {
             workload = try await cluster.inspector.workload(target)
@@ -123,7 +162,10 @@ struct EmulatorRolloutTests {
         #expect(workload.readyReplicas == 1, "the old pod still serves")
         #expect(workload.readyCurrentReplicas == 0)
         let new = try #require(workload.pods.first { $0.current })
-        #expect(ProgressSummary.describe(workload) == "0 of 1 new replicas ready; 1 old still serving; \(new.name) Running: not ready yet")
+        #expect(
+            ProgressSummary.describe(workload)
+                == "0 of 1 new replicas ready; 1 old still serving; \(new.name) Running: not ready yet"
+        )
         await cluster.stop()
     }
 }

@@ -77,7 +77,9 @@ public enum CapacityCheck {
     ///   the old ones, which needs `perReplica` free GPUs on one node. One such pod is enough for the
     ///   rollout to progress: each one that becomes ready lets an old pod stop and frees its GPUs.
     static func rolloutFit(
-        _ plan: DeployPlan, capacity: GPUCapacity, rollout: Rollout
+        _ plan: DeployPlan,
+        capacity: GPUCapacity,
+        rollout: Rollout
     ) -> (fits: Bool, explanation: String, hint: String?) {
         let perReplica = plan.gpusPerReplica
         let replicas = plan.replicas
@@ -94,7 +96,9 @@ public enum CapacityCheck {
             )
         }
         let release = plan.target.release
-        let finalSlots = capacity.nodes.reduce(0) { $0 + ($1.free + ($1.requestedByRelease[release] ?? 0)) / perReplica }
+        let finalSlots = capacity.nodes.reduce(0) {
+            $0 + ($1.free + ($1.requestedByRelease[release] ?? 0)) / perReplica
+        }
         let finalFits = finalSlots >= replicas
         switch rollout.strategy {
         case .recreate:

@@ -8,7 +8,10 @@ public struct Rollout: Hashable, Sendable {
         case rollingUpdate(maxSurge: IntOrPercent, maxUnavailable: IntOrPercent)
 
         /// What a Deployment without `spec.strategy` gets.
-        public static let kubernetesDefault = Strategy.rollingUpdate(maxSurge: .percent(25), maxUnavailable: .percent(25))
+        public static let kubernetesDefault = Strategy.rollingUpdate(
+            maxSurge: .percent(25),
+            maxUnavailable: .percent(25)
+        )
     }
 
     /// The Deployment as it runs now.
