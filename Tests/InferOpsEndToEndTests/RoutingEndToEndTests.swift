@@ -418,4 +418,8 @@ struct GatedCluster: ClusterInspector {
         try await gate.pass()
         return try await cluster.workload(target)
     }
+
+    func rollout(_ target: ReleaseTarget, rendered: String) async throws -> Rollout? {
+        try await cluster.rollout(target, rendered: rendered)
+    }
 }

@@ -213,6 +213,10 @@ public struct RedactingChat: ChatTransport {
     public func update(_ message: MessageRef, with reply: Reply, operation: OperationID?) async throws {
         try await base.update(message, with: redactor.redact(reply), operation: operation)
     }
+
+    public var isConnected: Bool {
+        get async { await base.isConnected }
+    }
 }
 
 /// A log handler that passes every message and metadata value through the redactor, so an error
