@@ -295,7 +295,8 @@ public final class SQLiteStore: OperationStore, Sendable {
     /// The version check and the write share one immediate transaction.
     public func updateRegistration(_ registration: Registration, expectedVersion: Int?) async throws -> Registration? {
         try await writer.write { db in
-            let stored = try Self.registrationRecord(db, model: registration.model, environment: registration.environment)
+            let stored = try Self.registrationRecord(
+                db, model: registration.model, environment: registration.environment)
             guard stored?.registration.version == expectedVersion else { return nil }
             var next = registration
             next.version = (expectedVersion ?? 0) + 1
@@ -308,7 +309,9 @@ public final class SQLiteStore: OperationStore, Sendable {
         }
     }
 
-    private static func registrationRecord(_ db: Database, model: String, environment: String) throws -> RegistrationRecord? {
+    private static func registrationRecord(
+        _ db: Database, model: String, environment: String
+    ) throws -> RegistrationRecord? {
         try RegistrationRecord
             .filter(RegistrationRecord.Columns.model == model && RegistrationRecord.Columns.environment == environment)
             .fetchOne(db)

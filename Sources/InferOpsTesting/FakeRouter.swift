@@ -71,7 +71,9 @@ public final class FakeRouter: ModelRouter, RouterDirectory, Sendable {
         }
     }
 
-    public func complete(model: String, prompt: String, maxTokens: Int, timeout: Duration) async throws -> EngineResponse {
+    public func complete(
+        model: String, prompt: String, maxTokens: Int, timeout: Duration
+    ) async throws -> EngineResponse {
         let worker = observed.update { state -> RouterWorker? in
             state.completions.append(model)
             let workers = state.workers.filter { $0.model == model }

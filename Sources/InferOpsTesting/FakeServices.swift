@@ -22,6 +22,8 @@ public struct FakeServices: Sendable {
     }
 
     public var services: Services {
-        Services(store: store, releases: releases, cluster: cluster, engines: engines, chat: chat, routers: router, time: time)
+        Services(
+            store: store, releases: releases, cluster: cluster, engines: engines, chat: chat, routers: router,
+            time: time)
     }
 }

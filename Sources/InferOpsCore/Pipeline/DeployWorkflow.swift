@@ -63,7 +63,8 @@ struct DeployWorkflow: Sendable {
             let summary = "Deployed \(plan.model.name) to \(plan.environment): revision \(applied.revision), verified in \(latency.spoken)"
                 + (slow ? " (over the \(environment.verification.latencyTarget.spoken) target)." : ".")
             return try await RoutingRefresh.finish(
-                registrar: registrar, reporter: reporter, model: plan.model.name, register: registers, denial: routingDenial,
+                registrar: registrar, reporter: reporter, model: plan.model.name, register: registers,
+                denial: routingDenial,
                 success: Reply(
                     slow ? .warning : .success, summary,
                     fields: [Reply.Field("endpoint", plan.endpoint.description), Reply.Field("digest", plan.shortDigest)]

@@ -173,7 +173,8 @@ public final class Dispatcher: Sendable {
                 let registers = register || environment.router?.autoRegister == true
                 let denial = self.automaticRoutingDenial(user, in: environment)
                 return { try await DeployWorkflow(services: self.services, plan: plan, environment: environment, reporter: reporter,
-                                                  registrar: registrar, registers: registers, routingDenial: denial).run() }
+                                                  registrar: registrar, registers: registers,
+                                                  routingDenial: denial).run() }
             }
         case .rollback(let model, let environment, let revision):
             if let refusal = try await lockRefusal(environment, user: user) {
@@ -372,9 +373,10 @@ public final class Dispatcher: Sendable {
             try await services.store.update(closed, from: operation.state)
         } catch is OperationAlreadyEnded, is OperationStateConflict {
             // It moved on since it was read: a daemon is running it after all, or it just ended.
-            return try await refuse(Refusal("\(id) changed while it was being closed; nothing was changed.",
-                                            hint: "`/infer status` shows where it is now; cancel it again if it is still needed."),
-                                    in: conversation)
+            let refusal = Refusal(
+                "\(id) changed while it was being closed; nothing was changed.",
+                hint: "`/infer status` shows where it is now; cancel it again if it is still needed.")
+            return try await refuse(refusal, in: conversation)
         }
         try await services.store.appendJournal(JournalEntry(operation: id, at: services.time.now(), state: .cancelled, message: closed.outcome!))
         try await services.chat.post(

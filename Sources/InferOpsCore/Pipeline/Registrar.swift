@@ -24,7 +24,8 @@ struct Registrar: Sendable {
     func apply(
         _ registration: Registration, previous: Registration?
     ) async throws -> (recorded: Registration, actions: [RouterReconciler.Action]) {
-        guard let recorded = try await services.store.updateRegistration(registration, expectedVersion: previous?.version) else {
+        let recorded = try await services.store.updateRegistration(registration, expectedVersion: previous?.version)
+        guard let recorded else {
             throw RegistrationChanged(model: registration.model, environment: registration.environment)
         }
         var applied: [RouterReconciler.Action] = []

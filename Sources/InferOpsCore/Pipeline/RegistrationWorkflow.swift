@@ -183,12 +183,14 @@ struct RoutingRefresh: Sendable {
         let id = await reporter.operation.id
         var reply = success
         if let registrar {
-            switch try await RoutingRefresh(registrar: registrar, reporter: reporter).run(model: model, register: register, denial: denial) {
+            let refresh = RoutingRefresh(registrar: registrar, reporter: reporter)
+            switch try await refresh.run(model: model, register: register, denial: denial) {
             case .routed(let routed)?:
                 reply.title += " " + routed
             case .failed(let changed as RegistrationChanged)?:
                 // Someone else's change to the routing wins; the release itself is fine.
-                try await reporter.report(Reply(.warning, "The router was left as it is: " + changed.message, hint: changed.hint))
+                try await reporter.report(
+                    Reply(.warning, "The router was left as it is: " + changed.message, hint: changed.hint))
             case .failed(let failure)?:
                 try await reporter.finish(
                     .failed, Reply(.failure, success.title + " But routing failed: " + failure.message, hint: failure.hint))
@@ -210,7 +212,8 @@ struct RoutingRefresh: Sendable {
             try await reporter.report(Reply(
                 .warning,
                 "Not registering \(model): it is \(RegistrationWorkflow.describe(previous)). "
-                    + "Registering after a deploy never changes a \(previous.state == .disabled ? "disabled" : "deregistered") model.",
+                    + "Registering after a deploy never changes a "
+                    + (previous.state == .disabled ? "disabled" : "deregistered") + " model.",
                 hint: RegistrationWorkflow.wayBack(previous)))
             return nil
         }

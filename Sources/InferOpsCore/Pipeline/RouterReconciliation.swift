@@ -31,7 +31,8 @@ public struct RouterReconciliation: Sendable {
             do {
                 // Follow the replicas that serve now. Each write names the version it was read at, so
                 // a row changed while the cluster was asked (a `disable`) is left as that change made it.
-                let enabled = try await services.store.registrations().filter { $0.environment == name && $0.state == .enabled }
+                let enabled = try await services.store.registrations()
+                    .filter { $0.environment == name && $0.state == .enabled }
                 for registration in enabled {
                     let serving = try await registrar.servingEndpoints(model: registration.model)
                     // With no replica ready (mid-rollout), keep routing where it was rather than nowhere.
@@ -41,12 +42,13 @@ public struct RouterReconciliation: Sendable {
                     _ = try await services.store.updateRegistration(moved, expectedVersion: registration.version)
                 }
                 // Act on the router from a fresh read, and read again afterwards: a change recorded
-                // while the router was being changed gets another round, so this pass never leaves
-                // the router on a state that was already replaced.
+                // while the router was being changed gets another round (up to `maximumRounds`; the
+                // next pass takes over after), rather than waiting a whole interval on a replaced state.
                 var actions: [RouterReconciler.Action] = []
                 var desired = try await services.store.registrations().filter { $0.environment == name }
                 for _ in 0..<Self.maximumRounds {
-                    let round = RouterReconciler.plan(desired: desired, actual: try await router.workers(), settings: settings)
+                    let actual = try await router.workers()
+                    let round = RouterReconciler.plan(desired: desired, actual: actual, settings: settings)
                     for action in round { try await registrar.perform(action) }
                     actions += round
                     let now = try await services.store.registrations().filter { $0.environment == name }
