@@ -65,7 +65,8 @@ public final class KubeRuntime: Sendable {
                 case nil: nil
                 }
             if let key {
-                found.append(key.trimmingCharacters(in: .whitespacesAndNewlines))
+                // As written, so its base64 is the kubeconfig's `client-key-data`, and trimmed.
+                found += [key, key.trimmingCharacters(in: .whitespacesAndNewlines)]
                 found += key.split(whereSeparator: \.isNewline).map(String.init)
                     .filter { !$0.hasPrefix("-----") && $0.count >= 16 }
             }

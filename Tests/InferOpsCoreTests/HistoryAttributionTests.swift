@@ -53,6 +53,23 @@ import Testing
         #expect(rows.map { $0[4] } == ["rollback \(rollback)", "deploy \(deploy)", "", ""])
     }
 
+    @Test func aCancelledDeploysFailedRevisionIsAttributed() async throws {
+        let h = Harness()
+        h.releases.seed(h.target("llama-3-8b", in: "staging"), [.deployed])
+        let gate = Gate()
+        h.releases.script(.upgrade, .hold(gate))
+        let deploy = h.start("deploy llama-3-8b to staging")
+        try await gate.waitUntilReached()
+        let id = try await h.operation(titled: "Deploy llama-3-8b to staging")
+        #expect(await h.run("cancel \(id)") == .completed(id))
+        #expect(await deploy.value == .failed(id, "cancelled"))
+        #expect(await h.record(id)?.revisions == [2])
+        #expect(await h.run("history llama-3-8b in staging") == .completed(nil))
+        let rows = try #require(h.chat.posts.last?.reply.table?.rows)
+        #expect(rows.map { $0[1] } == ["failed", "deployed"])
+        #expect(rows.map { $0[4] } == ["deploy \(id)", ""])
+    }
+
     @Test func aDeployThatFailsBeforeHelmWritesARevisionClaimsNone() async throws {
         let h = Harness()
         h.releases.seed(h.target("llama-3-8b", in: "staging"), [.deployed])

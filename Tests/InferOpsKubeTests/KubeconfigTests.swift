@@ -47,6 +47,24 @@ struct KubeconfigTests {
             token: \(token)
         """
 
+    @Test func runtimeNamesEveryCredentialForTheRedactor() async throws {
+        let folder = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let key = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7\n-----END PRIVATE KEY-----\n"
+        let path = folder + "/kubeconfig"
+        try Self.dataConfig.replacingOccurrences(of: Self.base64(Self.keyPEM), with: Self.base64(key))
+            .write(toFile: path, atomically: true, encoding: .utf8)
+        let runtime = try KubeRuntime(kubeconfig: path)
+        defer { Task { await runtime.shutdown() } }
+        let literals = runtime.credentialLiterals
+        #expect(literals.contains(Self.token))
+        #expect(literals.contains(key.trimmingCharacters(in: .whitespacesAndNewlines)))
+        #expect(literals.contains("MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7"))
+        // As the kubeconfig writes it (`client-key-data`), the redactor removes it too.
+        let redactor = SecretRedactor(literals: literals)
+        #expect(redactor.redact("echo \(Self.base64(key)) and \(Self.token)") == "echo <redacted> and <redacted>")
+    }
+
     @Test func dataFieldsBecomePEMBlobs() throws {
         let config = try Kubeconfig.parse(Self.dataConfig, directory: "/etc/kube")
         #expect(config.currentContext == "prod")
