@@ -79,7 +79,7 @@ struct DeployWorkflow: Sendable {
         }
         try await reporter.move(to: .verifying, "Sending a test completion.")
         let (latency, text) = try await verifier.verify(plan.endpoint, servedName: plan.model.name)
-        try await reporter.report(Reply(.progress, "Test completion answered in \(latency.spoken): “\(text)”"))
+        try await reporter.report(Reply(.progress, "Test completion answered in \(latency.spoken): “\(user: text)”"))
         return latency
     }
 
@@ -129,7 +129,7 @@ struct DeployWorkflow: Sendable {
                     let summary = ProgressSummary.describe(workload)
                     if summary != last {
                         last = summary
-                        try? await reporter.report(Reply(.progress, summary), journal: true)
+                        try? await reporter.report(Reply(.progress, "\(user: summary)"), journal: true)
                     }
                 }
                 return nil
@@ -145,7 +145,7 @@ struct DeployWorkflow: Sendable {
     /// After a failure: roll back automatically when configured and possible, else report and stop.
     func recover(from failure: any UserFacingError, lastGood: Int?) async throws -> CommandOutcome {
         let id = await reporter.operation.id
-        try await reporter.report(Reply(.failure, failure.message, hint: failure.hint))
+        try await reporter.report(.error(failure))
         guard environment.autoRollback else { return try await fail(failure, reported: true) }
         guard let lastGood else {
             return try await fail(
@@ -173,7 +173,7 @@ struct DeployWorkflow: Sendable {
         } catch let rollbackFailure as any UserFacingError {
             try await reporter.finish(
                 .failed,
-                Reply(.failure, "The automatic rollback failed too: \(rollbackFailure.message)", hint: rollbackFailure.hint)
+                Reply(.failure, "The automatic rollback failed too: \(rollbackFailure.text)", hint: rollbackFailure.hint)
             )
             return .failed(id, rollbackFailure.message)
         }
@@ -181,7 +181,7 @@ struct DeployWorkflow: Sendable {
 
     func fail(_ failure: any UserFacingError, reported: Bool = false) async throws -> CommandOutcome {
         let id = await reporter.operation.id
-        try await reporter.finish(.failed, Reply(.failure, reported ? "The deploy failed." : failure.message, hint: failure.hint))
+        try await reporter.finish(.failed, Reply(.failure, reported ? "The deploy failed." : failure.text, hint: failure.hint))
         return .failed(id, failure.message)
     }
 }

@@ -34,7 +34,7 @@ struct Reports: Sendable {
         // When the user names a model, say so even where it is not deployed; otherwise list what runs.
         let filtered = model != nil
         let unfinished = try await services.store.unfinishedOperations()
-        var rows: [[String]] = []
+        var rows: [[any RichTextConvertible]] = []
         for env in environments {
             let routerWorkers: [RouterWorker]?
             if env.router != nil, let router = services.routers.router(for: env) {
@@ -49,7 +49,7 @@ struct Reports: Sendable {
                 do {
                     release = try await services.releases.status(target)
                 } catch let failure as ReleaseFailure {
-                    rows.append([model.name, env.name, "unknown: \(failure.message)", "", "", "", routing, ""])
+                    rows.append([model.name, env.name, "unknown: \(failure.text)" as RichText, "", "", "", routing, ""])
                     continue
                 }
                 let inFlight = unfinished.filter { $0.target?.release == target.release }
@@ -74,8 +74,8 @@ struct Reports: Sendable {
             }
         }
         let locks = try await services.store.locks().filter { lock in environments.contains { $0.name == lock.environment } }
-        let lockLines = locks.map {
-            "🔒 \($0.environment) locked by <@\($0.holder)> \(Self.ago($0.since, now: services.time.now()))" + ($0.reason.map { ": \($0)" } ?? "")
+        let lockLines = locks.map { lock -> RichText in
+            "🔒 \(lock.environment) locked by \(mention: lock.holder) \(Self.ago(lock.since, now: services.time.now()))" + (lock.reason.map { ": \(user: $0)" } ?? "")
         }
         if rows.isEmpty {
             return Reply(.info, environments.isEmpty ? "You may not view any environment." : "Nothing is deployed yet.", lines: lockLines)
@@ -88,16 +88,16 @@ struct Reports: Sendable {
     }
 
     /// Enabled, disabled (with who and why), removed, or drifted when the router does not match.
-    func routingState(model: String, environment: EnvironmentSettings, workers: [RouterWorker]?) async throws -> String {
+    func routingState(model: String, environment: EnvironmentSettings, workers: [RouterWorker]?) async throws -> RichText {
         guard let settings = environment.router else { return "–" }
         guard let registration = try await services.store.registration(model: model, environment: environment.name) else {
             return "not registered"
         }
-        var text: String
+        var text: RichText
         switch registration.state {
         case .enabled: text = "enabled (\(registration.endpoints.count) replica\(registration.endpoints.count == 1 ? "" : "s"))"
-        case .disabled: text = "disabled by <@\(registration.changedBy)>" + (registration.reason.map { ": \($0)" } ?? "")
-        case .removed: text = "removed by <@\(registration.changedBy)>" + (registration.reason.map { ": \($0)" } ?? "")
+        case .disabled: text = "disabled by \(mention: registration.changedBy)" + (registration.reason.map { ": \(user: $0)" } ?? "")
+        case .removed: text = "removed by \(mention: registration.changedBy)" + (registration.reason.map { ": \(user: $0)" } ?? "")
         }
         guard let workers else { return text + "; router unreachable" }
         let desired = Set(RouterReconciler.desiredWorkers(registration, settings: settings))
@@ -116,15 +116,15 @@ struct Reports: Sendable {
         }
         let operations = try await services.store.recentOperations(model: model.name, environment: environment.name, limit: 500)
         let byRevision = Dictionary(operations.compactMap { op in op.revision.map { ($0, op) } }, uniquingKeysWith: { first, _ in first })
-        let rows = revisions.reversed().map { revision -> [String] in
+        let rows = revisions.reversed().map { revision -> [any RichTextConvertible] in
             let operation = byRevision[revision.revision]
             return [
                 "\(revision.revision)", revision.state.description,
                 revision.updated.map { Self.timestamp($0) } ?? "",
-                operation.map { "<@\($0.requester)>" } ?? "(outside InferOps)",
+                operation.map { "\(mention: $0.requester)" as RichText } ?? "(outside InferOps)",
                 operation.map { "\($0.kind.rawValue) \($0.id)" } ?? "",
                 revision.chart + (revision.appVersion.isEmpty ? "" : " / \(revision.appVersion)"),
-                revision.description,
+                RichText.user(revision.description),
             ]
         }
         return Reply(
