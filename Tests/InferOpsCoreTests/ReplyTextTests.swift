@@ -48,6 +48,16 @@ import Testing
         #expect(reply.title.segments.contains(.userText(answer)), "\(reply.title.segments)")
     }
 
+    @Test func inputEchoedInARefusalIsMarked() async throws {
+        let h = Harness()
+        #expect(await h.run("deploy llama-3-8b to staging --chart-version \"<!here>\"") != .completed(nil))
+        let reply = try #require(h.chat.posts.last?.reply)
+        #expect(reply.title.plainText.contains("<!here>"), "\(reply.title)")
+        for segment in reply.title.segments {
+            if case .plain(let text) = segment { #expect(!text.contains("<!here>"), "\(reply.title.segments)") }
+        }
+    }
+
     @Test func titlesOfOperationsMentionTheRequester() async throws {
         let h = Harness()
         #expect(await h.run("deploy llama-3-8b to staging", as: Fixtures.deployer).succeeded)
