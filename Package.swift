@@ -76,6 +76,7 @@ let package = Package(
         .target(name: "InferOpsTesting", dependencies: ["InferOpsCore"], swiftSettings: strict),
         .testTarget(name: "InferOpsCoreTests", dependencies: ["InferOpsCore", "InferOpsTesting"]),
         .testTarget(name: "InferOpsStoreTests", dependencies: ["InferOpsStore", "InferOpsCore"]),
+        .testTarget(name: "InferOpsConsoleTests", dependencies: ["InferOpsConsole", "InferOpsCore"]),
         .testTarget(name: "InferOpsHelmTests", dependencies: ["InferOpsHelm", "InferOpsCore"]),
         .testTarget(name: "InferOpsKubeTests", dependencies: ["InferOpsKube", "InferOpsHTTP", "InferOpsCore"]),
         .testTarget(name: "InferOpsRouterTests", dependencies: ["InferOpsRouter", "InferOpsHTTP", "InferOpsCore"]),

@@ -57,6 +57,10 @@ actor MessageCounter {
 }
 
 /// Renders replies as plain text. Golden tests pin its output.
+///
+/// Mentions are written `@id`. Text from outside InferOps is shown with every control character
+/// and terminal escape sequence removed (line breaks become spaces), so a reason, an engine's
+/// answer or a Kubernetes event cannot clear the screen, recolour it, or forge a line of output.
 public enum ConsoleRenderer {
     public static func render(_ reply: Reply, operation: OperationID?, threaded: Bool) -> String {
         let symbol: String
@@ -67,11 +71,11 @@ public enum ConsoleRenderer {
         case .warning: symbol = "!"
         case .failure: symbol = "✗"
         }
-        var lines = ["\(symbol) \(reply.title)"]
-        for field in reply.fields { lines.append("    \(field.label): \(field.value)") }
-        lines.append(contentsOf: reply.lines.map { "  " + $0 })
+        var lines = ["\(symbol) \(text(reply.title))"]
+        for field in reply.fields { lines.append("    \(field.label): \(text(field.value))") }
+        lines.append(contentsOf: reply.lines.map { "  " + text($0) })
         if let table = reply.table { lines.append(contentsOf: renderTable(table).map { "  " + $0 }) }
-        if let hint = reply.hint { lines.append("  → \(hint)") }
+        if let hint = reply.hint { lines.append("  → \(text(hint))") }
         guard let operation else { return lines.joined(separator: "\n") }
         let prefix = threaded ? "    │ [\(operation)] " : "[\(operation)] "
         return lines.enumerated().map { index, line in
@@ -79,10 +83,71 @@ public enum ConsoleRenderer {
         }.joined(separator: "\n")
     }
 
+    /// One piece of reply text for a terminal.
+    public static func text(_ rich: RichText) -> String {
+        rich.segments.map { segment in
+            switch segment {
+            case .plain(let plain): plain
+            case .mention(let user): "@" + literal(user.rawValue)
+            case .userText(let untrusted): literal(untrusted)
+            }
+        }.joined()
+    }
+
+    /// `untrusted` without escape sequences (CSI, OSC and two-byte `ESC x`), C0 and C1 control
+    /// characters, or bidirectional overrides; tabs and line breaks become spaces.
+    public static func literal(_ untrusted: String) -> String {
+        var result = String.UnicodeScalarView()
+        var scalars = untrusted.unicodeScalars.makeIterator()
+        while let scalar = scalars.next() {
+            switch scalar.value {
+            case 0x1B:
+                skipEscapeSequence(&scalars)
+            case 0x9B:
+                skipControlSequence(&scalars)
+            case 0x09, 0x0A, 0x0D:
+                result.append(" ")
+            case 0x00...0x1F, 0x7F...0x9F, 0x202A...0x202E, 0x2066...0x2069:
+                continue
+            default:
+                result.append(scalar)
+            }
+        }
+        return String(result)
+    }
+
+    /// After an ESC: a CSI (`[` … final byte), an OSC or other string (`]`, `P`, `^`, `_`, `X` … BEL
+    /// or ESC `\`), or a single following character.
+    static func skipEscapeSequence(_ scalars: inout String.UnicodeScalarView.Iterator) {
+        guard let introducer = scalars.next() else { return }
+        switch introducer {
+        case "[":
+            skipControlSequence(&scalars)
+        case "]", "P", "^", "_", "X":
+            while let scalar = scalars.next() {
+                if scalar.value == 0x07 || scalar.value == 0x9C { return }
+                if scalar.value == 0x1B {
+                    _ = scalars.next()
+                    return
+                }
+            }
+        default:
+            return
+        }
+    }
+
+    /// Parameters and intermediates (0x20–0x3F) up to the final byte (0x40–0x7E).
+    static func skipControlSequence(_ scalars: inout String.UnicodeScalarView.Iterator) {
+        while let scalar = scalars.next() {
+            if (0x40...0x7E).contains(scalar.value) || !(0x20...0x3F).contains(scalar.value) { return }
+        }
+    }
+
     static func renderTable(_ table: Reply.Table) -> [String] {
         let columns = table.headers.count
+        let rows = table.rows.map { $0.map(text) }
         var widths = table.headers.map(\.count)
-        for row in table.rows {
+        for row in rows {
             for (index, cell) in row.prefix(columns).enumerated() { widths[index] = max(widths[index], cell.count) }
         }
         func format(_ row: [String]) -> String {
@@ -91,6 +156,6 @@ public enum ConsoleRenderer {
             }.joined(separator: "  ").trimmingCharacters(in: .whitespaces)
         }
         return [format(table.headers), widths.map { String(repeating: "-", count: $0) }.joined(separator: "  ")]
-            + table.rows.map(format)
+            + rows.map(format)
     }
 }

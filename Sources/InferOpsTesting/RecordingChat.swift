@@ -16,7 +16,7 @@ public final class RecordingChat: ChatTransport, Sendable {
 
         /// Everything the reply shows, as plain text.
         public var text: String { reply.plainText }
-        public var title: String { reply.title }
+        public var title: String { reply.title.plainText }
         public var description: String { "\(kind.rawValue) \(message.id) [\(reply.tone.rawValue)] \(reply.title)" }
     }
 
@@ -100,18 +100,5 @@ public final class RecordingChat: ChatTransport, Sendable {
                 )
             )
         }
-    }
-}
-
-extension Reply {
-    /// The reply as plain lines: title, lines, `label: value` fields, table rows and hint.
-    public var plainText: String {
-        var out = [title] + lines + fields.map { "\($0.label): \($0.value)" }
-        if let table {
-            out.append(table.headers.joined(separator: " | "))
-            out += table.rows.map { $0.joined(separator: " | ") }
-        }
-        if let hint { out.append(hint) }
-        return out.joined(separator: "\n")
     }
 }

@@ -13,17 +13,17 @@ import Testing
         #expect(await h.run("lock staging --reason \u{201C}incident 4711\u{201D}") == .completed(nil))
         #expect(
             h.chat.posts.last?.title
-                == "🔒 `staging` is locked by <@U0ADMIN>: incident 4711. Only you can change it until you unlock it.")
+                == "🔒 `staging` is locked by @U0ADMIN: incident 4711. Only you can change it until you unlock it.")
 
         let refused = await h.run("deploy llama-3-8b to staging", as: Fixtures.deployer)
-        #expect(refused == .refused("`staging` is locked by <@U0ADMIN>: incident 4711."))
+        #expect(refused == .refused("`staging` is locked by @U0ADMIN: incident 4711."))
         #expect(h.chat.posts.last?.reply.hint == "Ask them to `/infer unlock staging` when they are done.")
         #expect(
             await h.run("rollback llama-3-8b in staging", as: Fixtures.deployer)
-                == .refused("`staging` is locked by <@U0ADMIN>: incident 4711."))
+                == .refused("`staging` is locked by @U0ADMIN: incident 4711."))
         #expect(
             await h.run("lock staging", as: Fixtures.deployer)
-                == .refused("`staging` is already locked by <@U0ADMIN>: incident 4711."))
+                == .refused("`staging` is already locked by @U0ADMIN: incident 4711."))
         #expect(h.releases.calls.isEmpty)
         #expect(await h.store.allOperations().isEmpty)
         // Looking is still allowed, and so is a dry run.
@@ -52,7 +52,7 @@ import Testing
         let h = Harness()
         #expect(await h.run("lock staging", as: Fixtures.deployer) == .completed(nil))
         #expect(await h.run("unlock staging --reason \"they are on holiday\"") == .completed(nil))
-        #expect(h.chat.posts.last?.title == "🔓 `staging` is unlocked (it was held by <@U0DEPLOYER>).")
+        #expect(h.chat.posts.last?.title == "🔓 `staging` is unlocked (it was held by @U0DEPLOYER).")
         #expect(await h.store.auditLog().last?.detail == "held by U0DEPLOYER: they are on holiday")
         #expect(await h.store.locks().isEmpty)
     }
@@ -70,11 +70,12 @@ import Testing
 
         let outcome = await h.run("deploy llama-3-8b to staging", as: Fixtures.viewer)
 
-        let message = "<@U0VIEWER> may not `deploy` in `staging`: the permission `deploy` on `staging` is missing."
+        let message = "@U0VIEWER may not `deploy` in `staging`: the permission `deploy` on `staging` is missing."
         #expect(outcome == .refused(message))
         let reply = try #require(h.chat.posts.last?.reply)
         #expect(reply.tone == .failure)
-        #expect(reply.title == message)
+        #expect(reply.title.plainText == message)
+        #expect(reply.title.segments.first == .mention(Fixtures.viewer))
         #expect(reply.hint == "It comes with the roles `admin`, `staging-deployer`; ask an administrator to add you.")
         #expect(
             await h.store.auditLog() == [
@@ -97,7 +98,7 @@ import Testing
         #expect(
             outcome
                 == .refused(
-                    "<@U0DEPLOYER> may not `rollback` in `production`: the permission `rollback` on `production` is missing."
+                    "@U0DEPLOYER may not `rollback` in `production`: the permission `rollback` on `production` is missing."
                 ))
         #expect(h.chat.posts.last?.reply.hint == "It comes with the role `admin`; ask an administrator to add you.")
         #expect(h.releases.calls.isEmpty)
@@ -106,7 +107,7 @@ import Testing
     @Test func statusWithoutAnyViewableEnvironmentIsDenied() async throws {
         let h = Harness { $0.policy = Policy(roles: [Fixtures.policy.roles[0]]) }
         let outcome = await h.run("status", as: Fixtures.viewer)
-        #expect(outcome.message?.hasPrefix("<@U0VIEWER> may not `status` in `dev`") == true)
+        #expect(outcome.message?.hasPrefix("@U0VIEWER may not `status` in `dev`") == true)
         #expect(h.releases.calls.isEmpty)
         // Help needs no permission at all.
         #expect(await h.run("help", as: Fixtures.viewer) == .completed(nil))
@@ -204,14 +205,14 @@ import Testing
 
         let reply = try #require(h.chat.posts.last?.reply)
         #expect(reply.title == "Status")
-        #expect(reply.lines == ["🔒 production locked by <@U0ADMIN> 0 s ago: freeze"])
+        #expect(reply.lines == ["🔒 production locked by \(mention: Fixtures.admin) 0 s ago: \(user: "freeze")"])
         let table = try #require(reply.table)
         #expect(table.headers == ["model", "env", "helm", "chart / app", "ready", "last verified", "routing", "in flight"])
         #expect(table.rows.count == 1)
         let row = try #require(table.rows.first)
         #expect(
             Array(row.prefix(5)) == ["llama-3-8b", "staging", "deployed rev 2", "vllm-engine-0.1.0 / v0.6.3", "1/2"])
-        #expect(row[5].hasPrefix("5 min ago, ") && row[5].hasSuffix(" (rev 2)"), "\(row[5])")
+        #expect(row[5].plainText.hasPrefix("5 min ago, ") && row[5].plainText.hasSuffix(" (rev 2)"), "\(row[5])")
         // No router in this environment, and nothing in flight.
         #expect(row[6] == "–")
         #expect(row[7] == "–")
@@ -241,10 +242,13 @@ import Testing
         #expect(
             reply.table?.rows == [
                 [
-                    "2", "deployed", when, "<@U0DEPLOYER>", "deploy \(id)", "vllm-engine-0.1.0 / v0.6.3",
-                    "Upgrade complete",
+                    "2", "deployed", "\(when)", "\(mention: Fixtures.deployer)", "deploy \(id)", "vllm-engine-0.1.0 / v0.6.3",
+                    .user("Upgrade complete"),
                 ],
-                ["1", "superseded", when, "(outside InferOps)", "", "vllm-engine-0.1.0 / v0.6.3", "Install complete"],
+                [
+                    "1", "superseded", "\(when)", "(outside InferOps)", "", "vllm-engine-0.1.0 / v0.6.3",
+                    .user("Install complete"),
+                ],
             ]
         )
         #expect(reply.hint == "`/infer rollback llama-3-8b in staging --to N` returns to revision N.")
@@ -259,10 +263,10 @@ import Testing
         let reply = try #require(h.chat.posts.last?.reply)
         #expect(reply.title == "InferOps commands")
         #expect(reply.hint == "`/infer help <command>` explains one.")
-        #expect(reply.table?.rows.map { $0[0] } == Fixtures.catalog.specs.map { "/infer " + $0.usage })
-        #expect(reply.table?.rows.map { $0[1] } == Fixtures.catalog.specs.map(\.summary))
+        #expect(reply.table?.rows.map { $0[0].plainText } == Fixtures.catalog.specs.map { "/infer " + $0.usage })
+        #expect(reply.table?.rows.map { $0[1].plainText } == Fixtures.catalog.specs.map(\.summary))
         for verb in ["cancel", "deploy", "help", "history", "lock", "rollback", "status", "unlock"] {
-            #expect(reply.table?.rows.contains { $0[0].hasPrefix("/infer \(verb)") } == true, "\(verb)")
+            #expect(reply.table?.rows.contains { $0[0].plainText.hasPrefix("/infer \(verb)") } == true, "\(verb)")
         }
         #expect(h.releases.calls.isEmpty)
     }

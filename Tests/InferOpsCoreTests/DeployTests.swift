@@ -81,7 +81,7 @@ import Testing
         #expect(posts.allSatisfy { $0.operation == id })
         let card = try #require(posts.first)
         #expect(card.conversation == Conversation(channel: "C0OPS"))
-        #expect(card.title == "Deploy llama-3-8b to staging, requested by <@U0ADMIN>")
+        #expect(card.title == "Deploy llama-3-8b to staging, requested by @U0ADMIN")
         #expect(card.reply.fields.contains(Reply.Field("operation", id.rawValue)))
         #expect(
             card.reply.fields.contains(
@@ -94,7 +94,7 @@ import Testing
         #expect(last.title.hasSuffix(" ms.") || last.title.hasSuffix(" s."))
         #expect(h.chat.updates.count == 1)
         #expect(h.chat.updates.first?.message == card.message)
-        #expect(h.chat.updates.first?.reply.title == last.title)
+        #expect(h.chat.updates.first?.title == last.title)
 
         // Ports: Helm once (after a dry-run render for the capacity check), the engine probed until
         // healthy, warmed up twice, then tested.
@@ -142,13 +142,13 @@ import Testing
         #expect(await h.store.allOperations().isEmpty)
         let reply = try #require(h.chat.posts.last).reply
         #expect(reply.title == "Dry run: deploy llama-3-8b to staging (nothing applied)")
-        let fields = Dictionary(uniqueKeysWithValues: reply.fields.map { ($0.label, $0.value) })
+        let fields = Dictionary(uniqueKeysWithValues: reply.fields.map { ($0.label, $0.value.plainText) })
         #expect(fields["current revision"] == "1 (deployed)")
         #expect(fields["GPUs"]?.hasPrefix("fits: needs 2 × 1 = 2 nvidia.com/gpu; free 16 of 16 allocatable") == true)
         #expect(fields["release"] == "llama-3-8b-staging")
         let digest = try #require(fields["digest"])
         #expect(reply.lines.contains("  replicas: 2"))
-        #expect(reply.lines.first?.hasPrefix("Values set by the plan: {") == true)
+        #expect(reply.lines.first?.plainText.hasPrefix("Values set by the plan: {") == true)
         let audit = await h.store.auditLog()
         #expect(audit.map(\.outcome) == ["dry-run"])
         #expect(audit.first?.detail == digest)
@@ -258,7 +258,7 @@ import Testing
             explained.reply.hint
                 == "Look at the pods' events (`kubectl describe pod`), or raise the environment's readiness budget.")
         #expect(thread.last?.title == "The deploy failed.")
-        #expect(thread.last?.reply.hint == failure.hint)
+        #expect(thread.last?.reply.hint?.plainText == failure.hint)
         #expect(h.releases.rollbacks.isEmpty)
         #expect(h.releases.revisions(of: target).map(\.state) == [.superseded, .deployed, .failed])
         #expect(await h.store.auditLog().map(\.outcome) == ["accepted", "failed"])

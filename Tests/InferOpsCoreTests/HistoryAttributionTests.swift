@@ -23,9 +23,9 @@ import Testing
         #expect(await h.record(id)?.revisions == [2, 3])
 
         #expect(await h.run("history llama-3-8b in production", as: Fixtures.viewer) == .completed(nil))
-        let rows = try #require(h.chat.posts.last?.reply.table?.rows)
+        let rows = try #require(h.chat.posts.last?.reply.table?.rows).map { $0.map(\.plainText) }
         #expect(rows.map { $0[0] } == ["3", "2", "1"])
-        #expect(rows.map { $0[3] } == ["<@U0ADMIN>", "<@U0ADMIN>", "(outside InferOps)"])
+        #expect(rows.map { $0[3] } == ["@U0ADMIN", "@U0ADMIN", "(outside InferOps)"])
         #expect(rows.map { $0[4] } == ["deploy \(id)", "deploy \(id)", ""])
         #expect(rows[0][6] == "Rollback to 1")
         // The failed revision's description: one line, short, with the secret taken out.
@@ -47,7 +47,7 @@ import Testing
         #expect(await h.record(rollback)?.revisions == [4])
 
         #expect(await h.run("history llama-3-8b in staging") == .completed(nil))
-        let rows = try #require(h.chat.posts.last?.reply.table?.rows)
+        let rows = try #require(h.chat.posts.last?.reply.table?.rows).map { $0.map(\.plainText) }
         #expect(rows.map { $0[0] } == ["4", "3", "2", "1"])
         #expect(rows.map { $0[1] } == ["failed", "failed", "deployed", "superseded"])
         #expect(rows.map { $0[4] } == ["rollback \(rollback)", "deploy \(deploy)", "", ""])
@@ -65,7 +65,7 @@ import Testing
         #expect(await deploy.value == .failed(id, "cancelled"))
         #expect(await h.record(id)?.revisions == [2])
         #expect(await h.run("history llama-3-8b in staging") == .completed(nil))
-        let rows = try #require(h.chat.posts.last?.reply.table?.rows)
+        let rows = try #require(h.chat.posts.last?.reply.table?.rows).map { $0.map(\.plainText) }
         #expect(rows.map { $0[1] } == ["failed", "deployed"])
         #expect(rows.map { $0[4] } == ["deploy \(id)", ""])
     }
@@ -78,6 +78,6 @@ import Testing
         let deploy = try #require(await h.run("deploy llama-3-8b to staging").operation)
         #expect(await h.record(deploy)?.revisions == [])
         #expect(await h.run("history llama-3-8b in staging") == .completed(nil))
-        #expect(h.chat.posts.last?.reply.table?.rows.map { $0[3] } == ["(outside InferOps)"])
+        #expect(h.chat.posts.last?.reply.table?.rows.map { $0[3].plainText } == ["(outside InferOps)"])
     }
 }

@@ -280,7 +280,7 @@ import Testing
             guard let denial = error as? Denial else { return false }
             #expect(
                 denial.message
-                    == "<@U0DEPLOYER> may not `deploy` in `production`: the permission `deploy` on `production` is missing."
+                    == "@U0DEPLOYER may not `deploy` in `production`: the permission `deploy` on `production` is missing."
             )
             #expect(denial.hint == "It comes with the role `admin`; ask an administrator to add you.")
             #expect(denial.grantingRoles == ["admin"])

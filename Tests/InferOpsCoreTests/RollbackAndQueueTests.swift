@@ -23,7 +23,7 @@ import Testing
         #expect(h.releases.revisions(of: target).last?.description == "Rollback to 2")
         #expect(await h.store.lastVerification(model: "llama-3-8b", environment: "staging")?.revision == 4)
         #expect(await h.store.auditLog().map(\.outcome) == ["accepted", "succeeded"])
-        #expect(h.chat.posts(for: id).first?.title == "Roll back llama-3-8b in staging, requested by <@U0ADMIN>")
+        #expect(h.chat.posts(for: id).first?.title == "Roll back llama-3-8b in staging, requested by @U0ADMIN")
     }
 
     @Test func rollbackToANamedRevision() async throws {
@@ -34,7 +34,7 @@ import Testing
         #expect(h.releases.rollbacks == [1])
         #expect(
             h.chat.posts(for: try #require(outcome.operation)).first?.title
-                == "Roll back llama-3-8b in staging to revision 1, requested by <@U0ADMIN>")
+                == "Roll back llama-3-8b in staging to revision 1, requested by @U0ADMIN")
     }
 
     @Test func rollbackToAMissingRevisionSaysSo() async throws {
@@ -244,8 +244,8 @@ import Testing
         #expect(await h.run("cancel op-0000beef", as: Fixtures.deployer) == .completed(orphan.id))
 
         #expect(await h.record(orphan.id)?.state == .cancelled)
-        #expect(await h.record(orphan.id)?.outcome == "Cancelled by <@U0DEPLOYER>: no daemon was running it.")
-        #expect(h.chat.posts.last?.reply.hint?.contains("`/infer rollback`") == true)
+        #expect(await h.record(orphan.id)?.outcome == "Cancelled by @U0DEPLOYER: no daemon was running it.")
+        #expect(h.chat.posts.last?.reply.hint?.plainText.contains("`/infer rollback`") == true)
         #expect(h.releases.calls.isEmpty)
     }
 
@@ -266,7 +266,7 @@ import Testing
         #expect(
             outcome
                 == .refused(
-                    "<@U0DEPLOYER> may not `cancel` in `production`: the permission `cancel` on `production` is missing."
+                    "@U0DEPLOYER may not `cancel` in `production`: the permission `cancel` on `production` is missing."
                 ))
         #expect(await h.store.auditLog().last?.outcome == "denied")
     }
@@ -286,7 +286,7 @@ import Testing
         #expect(
             outcome
                 == .refused(
-                    "op-0000cafe (rollback by <@U0DEPLOYER>, applying) is already working on llama-3-8b-staging.")
+                    "op-0000cafe (rollback by @U0DEPLOYER, applying) is already working on llama-3-8b-staging.")
         )
         #expect(
             h.chat.posts.last?.reply.hint

@@ -345,8 +345,8 @@ import Testing
         )
         #expect(await h.run("deploy qwen-2-72b to staging --dry-run") == .completed(nil))
         let gpus = try #require(h.chat.posts.last?.reply.fields.first { $0.label == "GPUs" })
-        #expect(gpus.value.hasPrefix("would be refused: needs 1 × 4 = 4 nvidia.com/gpu"), "\(gpus.value)")
-        #expect(gpus.value.contains("starts a new pod before any old pod stops"))
+        #expect(gpus.value.plainText.hasPrefix("would be refused: needs 1 × 4 = 4 nvidia.com/gpu"), "\(gpus.value)")
+        #expect(gpus.value.plainText.contains("starts a new pod before any old pod stops"))
         #expect(h.releases.changingCalls.isEmpty)
     }
 

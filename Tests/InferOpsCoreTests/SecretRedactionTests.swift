@@ -125,9 +125,9 @@ import Testing
 
         // The dry run still shows the plan's digest in full, and the deploy its short digest.
         let dryRunReply = try #require(fakes.chat.posts.first { $0.title.hasPrefix("Dry run") }?.reply)
-        let digest = try #require(dryRunReply.fields.first { $0.label == "digest" }?.value)
+        let digest = try #require(dryRunReply.fields.first { $0.label == "digest" }?.value.plainText)
         #expect(digest.count == "sha256:".count + 64 && !digest.contains("redacted"))
-        #expect(dryRunReply.lines[0].contains("\"value\":\"<redacted>\""), "\(dryRunReply.lines[0])")
+        #expect(dryRunReply.lines[0].plainText.contains("\"value\":\"<redacted>\""), "\(dryRunReply.lines[0])")
         let plan = try #require(await fakes.store.allOperations().first?.planDigest)
         #expect(fakes.chat.transcript.contains("digest: \(plan.dropFirst("sha256:".count).prefix(12))"))
     }

@@ -21,7 +21,7 @@ struct DeployEndToEndTests {
         #expect(status.output.contains("1/1"))
 
         let history = try sandbox.exec("/infer history llama-3-8b in staging")
-        #expect(history.output.contains("<@alice>"), "\(history.output)")
+        #expect(history.output.contains("@alice"), "\(history.output)")
 
         let audit = try sandbox.auditLines()
         let outcomes = audit.filter { $0["action"] as? String == "deploy" }.compactMap { $0["outcome"] as? String }

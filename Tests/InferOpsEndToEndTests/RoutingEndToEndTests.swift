@@ -187,7 +187,7 @@ struct RoutingEndToEndTests {
         #expect(denied == 200)
         #expect(try routed.engineCompletions("llama-3-8b").values.reduce(0, +) == served, "a request reached the engine")
         let status = try sandbox.exec("/infer status llama-3-8b in staging")
-        #expect(status.output.contains("disabled by <@alice>: wrong answers"), "\(status.output)")
+        #expect(status.output.contains("disabled by @alice: wrong answers"), "\(status.output)")
 
         let enable = try sandbox.exec("/infer enable llama-3-8b in staging")
         #expect(enable.status == 0, "\(enable.output)")

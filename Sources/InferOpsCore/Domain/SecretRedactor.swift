@@ -119,6 +119,19 @@ public struct SecretRedactor: Sendable, Hashable {
         run.count == 64 && run.allSatisfy { $0.isHexDigit && !$0.isUppercase }
     }
 
+    /// The text with each of its parts redacted; mentions are ids, never secrets. A part is redacted
+    /// on its own, so a secret is caught within the part that carries it (a reason, an engine answer).
+    public func redact(_ text: RichText) -> RichText {
+        RichText(
+            text.segments.map { segment in
+                switch segment {
+                case .plain(let words): .plain(redact(words))
+                case .userText(let words): .userText(redact(words))
+                case .mention: segment
+                }
+            })
+    }
+
     /// The reply with every text it carries redacted.
     public func redact(_ reply: Reply) -> Reply {
         var reply = reply

@@ -91,7 +91,7 @@ public enum DeployPlanner {
             replicas = Int(number)
         default:
             throw Refusal(
-                "`replicaCount` must be a whole number from 0 to \(maximumReplicas), not `\(CommandParser.excerpt(values["replicaCount"]!.description))`."
+                "`replicaCount` must be a whole number from 0 to \(maximumReplicas), not `\(user: CommandParser.excerpt(values["replicaCount"]!.description))`."
             )
         }
         return DeployPlan(

@@ -90,7 +90,7 @@ struct DeployWorkflow: Sendable {
         }
         try await reporter.move(to: .verifying, "Sending a test completion.")
         let (latency, text) = try await verifier.verify(plan.endpoint, servedName: plan.model.name)
-        try await reporter.report(Reply(.progress, "Test completion answered in \(latency.spoken): “\(text)”"))
+        try await reporter.report(Reply(.progress, "Test completion answered in \(latency.spoken): “\(user: text)”"))
         return latency
     }
 
@@ -143,7 +143,7 @@ struct DeployWorkflow: Sendable {
                     let summary = ProgressSummary.describe(workload)
                     if summary != last {
                         last = summary
-                        try? await reporter.report(Reply(.progress, summary), journal: true)
+                        try? await reporter.report(Reply(.progress, "\(user: summary)"), journal: true)
                     }
                 }
                 return nil
@@ -160,7 +160,7 @@ struct DeployWorkflow: Sendable {
     /// - Parameter before: the release's revision before this deploy, to tell which revisions it made.
     func recover(from failure: any UserFacingError, lastGood: Int?, before: Int?) async throws -> CommandOutcome {
         let id = await reporter.operation.id
-        try await reporter.report(Reply(.failure, failure.message, hint: failure.hint))
+        try await reporter.report(.error(failure))
         guard environment.autoRollback else { return try await fail(failure, reported: true) }
         guard let lastGood else {
             return try await fail(
@@ -190,7 +190,7 @@ struct DeployWorkflow: Sendable {
             try await recordFailedRevision(after: max(await reporter.operation.revisions.max() ?? 0, before ?? 0))
             try await reporter.finish(
                 .failed,
-                Reply(.failure, "The automatic rollback failed too: \(rollbackFailure.message)", hint: rollbackFailure.hint)
+                Reply(.failure, "The automatic rollback failed too: \(rollbackFailure.text)", hint: rollbackFailure.hint)
             )
             return .failed(id, rollbackFailure.message)
         }
@@ -205,7 +205,7 @@ struct DeployWorkflow: Sendable {
 
     func fail(_ failure: any UserFacingError, reported: Bool = false) async throws -> CommandOutcome {
         let id = await reporter.operation.id
-        try await reporter.finish(.failed, Reply(.failure, reported ? "The deploy failed." : failure.message, hint: failure.hint))
+        try await reporter.finish(.failed, Reply(.failure, reported ? "The deploy failed." : failure.text, hint: failure.hint))
         return .failed(id, failure.message)
     }
 }

@@ -113,7 +113,7 @@ public final class Dispatcher: Sendable {
             let status = try await reports.status(model: model, environment: environment, user: user)
             try await services.chat.post(status, in: conversation, operation: nil)
             // A status that could not reach a cluster is a failure, so scripts see it.
-            return status.tone == .failure ? .failed(nil, status.title) : .completed(nil)
+            return status.tone == .failure ? .failed(nil, status.title.plainText) : .completed(nil)
         case .history(let model, let environment):
             try await services.chat.post(try await reports.history(model: model, environment: environment), in: conversation, operation: nil)
             return .completed(nil)
@@ -137,8 +137,8 @@ public final class Dispatcher: Sendable {
             )
             let verb = kind.rawValue.prefix(1).uppercased() + kind.rawValue.dropFirst()
             return try await runOperation(operation, release: target.release, conversation: conversation,
-                title: "\(verb) \(model.name) in \(environment.name), requested by <@\(user)>"
-                    + (reason.map { ": \($0)" } ?? ""),
+                title: "\(verb) \(model.name) in \(environment.name), requested by \(mention: user)"
+                    + (reason.map { ": \(user: $0)" } ?? ""),
                 fields: [Reply.Field("router", registrar.settings.url)]
             ) { reporter in
                 try await reporter.move(to: .planned, "\(verb) planned.")
@@ -161,7 +161,7 @@ public final class Dispatcher: Sendable {
                 target: plan.target, command: text, createdAt: services.time.now()
             )
             return try await runOperation(operation, release: plan.target.release, conversation: conversation,
-                title: "Deploy \(model.name) to \(environment.name), requested by <@\(user)>",
+                title: "Deploy \(model.name) to \(environment.name), requested by \(mention: user)",
                 fields: [Reply.Field("release", plan.target.release), Reply.Field("endpoint", plan.endpoint.description)]
             ) { reporter in
                 try await reporter.setPlan(plan.canonical, digest: plan.digest)
@@ -186,7 +186,7 @@ public final class Dispatcher: Sendable {
                 target: target, command: text, createdAt: services.time.now()
             )
             return try await runOperation(operation, release: target.release, conversation: conversation,
-                title: "Roll back \(model.name) in \(environment.name)\(revision.map { " to revision \($0)" } ?? ""), requested by <@\(user)>",
+                title: "Roll back \(model.name) in \(environment.name)\(revision.map { " to revision \($0)" } ?? ""), requested by \(mention: user)",
                 fields: [Reply.Field("release", target.release)]
             ) { reporter in
                 try await reporter.move(to: .planned, "Rollback planned\(revision.map { " to revision \($0)" } ?? " to the previous good revision").")
@@ -202,7 +202,7 @@ public final class Dispatcher: Sendable {
     /// Records the operation, queues it behind any other on the same release, claims the release in
     /// the store (refused if another process holds it), then runs the workflow as a cancellable task.
     func runOperation(
-        _ operation: OperationRecord, release: String, conversation: Conversation, title: String, fields: [Reply.Field],
+        _ operation: OperationRecord, release: String, conversation: Conversation, title: RichText, fields: [Reply.Field],
         prepare: @escaping @Sendable (OperationReporter) async throws -> @Sendable () async throws -> CommandOutcome
     ) async throws -> CommandOutcome {
         // Reserved before the record exists, so a `/infer cancel` can never miss it.
@@ -223,7 +223,7 @@ public final class Dispatcher: Sendable {
             try Task.checkCancellation()
             if let holder = try await self.services.store.claimRelease(for: operation.id, release: release, at: self.services.time.now()) {
                 let refusal = Refusal(
-                    "\(holder.id) (\(holder.kind.rawValue) by <@\(holder.requester)>, \(holder.state.rawValue)) is already working on \(release).",
+                    "\(holder.id) (\(holder.kind.rawValue) by \(mention: holder.requester), \(holder.state.rawValue)) is already working on \(release).",
                     hint: "Wait for it to end, or `/infer cancel \(holder.id)` if the daemon running it is gone."
                 )
                 try await reporter.finish(.failed, .error(refusal))
@@ -318,7 +318,7 @@ public final class Dispatcher: Sendable {
             return nil
         }
         return Refusal(
-            "`\(environment.name)` is locked by <@\(lock.holder)>" + (lock.reason.map { ": \($0)" } ?? "") + ".",
+            "`\(environment.name)` is locked by \(mention: lock.holder)" + (lock.reason.map { ": \(user: $0)" } ?? "") + ".",
             hint: "Ask them to `/infer unlock \(environment.name)` when they are done."
         )
     }
@@ -327,12 +327,12 @@ public final class Dispatcher: Sendable {
         let lock = EnvironmentLock(environment: environment.name, holder: user, reason: reason, since: services.time.now())
         if let existing = try await services.store.acquireLock(lock) {
             let refusal = Refusal(
-                "`\(environment.name)` is already locked by <@\(existing.holder)>" + (existing.reason.map { ": \($0)" } ?? "") + ".")
+                "`\(environment.name)` is already locked by \(mention: existing.holder)" + (existing.reason.map { ": \(user: $0)" } ?? "") + ".")
             return try await refuse(refusal, in: conversation, audit: (user, "lock", environment.name, nil))
         }
         try await audit(user, "lock", environment.name, nil, "succeeded", detail: reason)
         try await services.chat.post(
-            Reply(.success, "🔒 `\(environment.name)` is locked by <@\(user)>" + (reason.map { ": \($0)" } ?? "") + ". Only you can change it until you unlock it."),
+            Reply(.success, "🔒 `\(environment.name)` is locked by \(mention: user)" + (reason.map { ": \(user: $0)" } ?? "") + ". Only you can change it until you unlock it."),
             in: conversation, operation: nil)
         return .completed(nil)
     }
@@ -345,7 +345,7 @@ public final class Dispatcher: Sendable {
         try await audit(user, "unlock", environment.name, nil, "succeeded",
                         detail: "held by \(released.holder)" + (reason.map { ": \($0)" } ?? ""))
         try await services.chat.post(
-            Reply(.success, "🔓 `\(environment.name)` is unlocked" + (released.holder == user ? "." : " (it was held by <@\(released.holder)>).")),
+            Reply(.success, "🔓 `\(environment.name)` is unlocked" + (released.holder == user ? "." : " (it was held by \(mention: released.holder)).")),
             in: conversation, operation: nil)
         return .completed(nil)
     }
@@ -367,7 +367,7 @@ public final class Dispatcher: Sendable {
         // Not running in this daemon: it was left behind by a daemon that stopped. Close its record.
         var closed = operation
         closed.state = .cancelled
-        closed.outcome = "Cancelled by <@\(user)>: no daemon was running it."
+        closed.outcome = "Cancelled by @\(user): no daemon was running it."
         closed.updatedAt = services.time.now()
         do {
             try await services.store.update(closed, from: operation.state)

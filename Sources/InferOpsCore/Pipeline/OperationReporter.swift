@@ -35,7 +35,7 @@ public actor OperationReporter {
     }
 
     /// Records the operation and opens its thread with the status card.
-    public func open(title: String, fields: [Reply.Field]) async throws {
+    public func open(title: RichText, fields: [Reply.Field]) async throws {
         try await services.store.insert(operation)
         let reply = Reply(.progress, title, fields: fields + [Reply.Field("operation", operation.id.rawValue)])
         card = try await services.chat.post(reply, in: Conversation(channel: channel), operation: operation.id)
@@ -63,7 +63,7 @@ public actor OperationReporter {
 
     /// Posts a reply in the thread and journals its title.
     public func report(_ reply: Reply, journal shouldJournal: Bool = true) async throws {
-        if shouldJournal { try await journal(reply.title, duration: stepStarted.duration(to: .now)) }
+        if shouldJournal { try await journal(reply.title.plainText, duration: stepStarted.duration(to: .now)) }
         try await say(reply)
     }
 
@@ -98,11 +98,11 @@ public actor OperationReporter {
         }
         services.observer.stepFinished(kind: operation.kind, step: operation.state, duration: stepStarted.duration(to: .now))
         operation.state = state
-        operation.outcome = services.redactor.redact(reply.title)
+        operation.outcome = services.redactor.redact(reply.title.plainText)
         operation.updatedAt = services.time.now()
         try await write()
         services.observer.operationFinished(kind: operation.kind, outcome: state)
-        try await journal(reply.title)
+        try await journal(reply.title.plainText)
         try await services.store.appendAudit(
             AuditEntry(
                 at: services.time.now(), actor: operation.requester, action: operation.kind.rawValue,

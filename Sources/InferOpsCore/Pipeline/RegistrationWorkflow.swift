@@ -73,7 +73,7 @@ struct RegistrationWorkflow: Sendable {
             try await verifier.waitReady(endpoint, servedName: model.name, budget: environment.verification.requestTimeout)
             _ = try await verifier.verify(endpoint, servedName: model.name)
         } catch let failure as VerificationFailure {
-            return Refusal("\(model.name)'s engine in \(environment.name) does not answer: \(failure.message)",
+            return Refusal("\(model.name)'s engine in \(environment.name) does not answer: \(failure.text)",
                            hint: failure.hint)
         }
         return nil
@@ -119,7 +119,7 @@ struct RegistrationStep: Sendable {
     let reporter: OperationReporter
 
     enum Outcome: Sendable {
-        case routed(String)
+        case routed(RichText)
         case failed(any UserFacingError)
     }
 
@@ -146,11 +146,11 @@ struct RegistrationStep: Sendable {
         do {
             if next.state == .enabled {
                 let (latency, text) = try await registrar.verifyRouted(model: model)
-                try await reporter.report(Reply(.progress, "Completion through the router answered in \(latency.spoken): “\(text)”"))
+                try await reporter.report(Reply(.progress, "Completion through the router answered in \(latency.spoken): “\(user: text)”"))
                 return .routed("\(model) is routable in \(environment) through the router, verified in \(latency.spoken).")
             }
             let message = try await registrar.verifyDenied(model: model)
-            return .routed("\(model) is \(next.state.rawValue) in \(environment); requests for it get: “\(message)”")
+            return .routed("\(model) is \(next.state.rawValue) in \(environment); requests for it get: “\(user: message)”")
         } catch let failure as VerificationFailure {
             if let previous {
                 _ = try? await registrar.apply(previous, previous: recorded)
@@ -193,7 +193,7 @@ struct RoutingRefresh: Sendable {
                     Reply(.warning, "The router was left as it is: " + changed.message, hint: changed.hint))
             case .failed(let failure)?:
                 try await reporter.finish(
-                    .failed, Reply(.failure, success.title + " But routing failed: " + failure.message, hint: failure.hint))
+                    .failed, Reply(.failure, success.title + " But routing failed: " + failure.text, hint: failure.hint))
                 return .failed(id, failure.message)
             case nil:
                 break

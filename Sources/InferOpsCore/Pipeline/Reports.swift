@@ -34,7 +34,7 @@ struct Reports: Sendable {
         // When the user names a model, say so even where it is not deployed; otherwise list what runs.
         let filtered = model != nil
         let unfinished = try await services.store.unfinishedOperations()
-        var rows: [[String]] = []
+        var rows: [[any RichTextConvertible]] = []
         // One failure per cluster (kube context): the first environment on a cluster that cannot
         // be reached says so, and the others on it are not asked again, row after row.
         var unreachable: [(context: String?, failure: ReleaseFailure)] = []
@@ -56,7 +56,7 @@ struct Reports: Sendable {
                         unreachable.append((env.kubeContext, failure))
                         break models
                     }
-                    rows.append([model.name, env.name, "unknown: \(failure.message)", "", "", "", routing, ""])
+                    rows.append([model.name, env.name, "unknown: \(failure.text)" as RichText, "", "", "", routing, ""])
                     continue
                 }
                 let inFlight = unfinished.filter { $0.target?.release == target.release }
@@ -81,13 +81,13 @@ struct Reports: Sendable {
             }
         }
         let locks = try await services.store.locks().filter { lock in environments.contains { $0.name == lock.environment } }
-        let lockLines = locks.map {
-            "🔒 \($0.environment) locked by <@\($0.holder)> \(Self.ago($0.since, now: services.time.now()))" + ($0.reason.map { ": \($0)" } ?? "")
+        let lockLines = locks.map { lock -> RichText in
+            "🔒 \(lock.environment) locked by \(mention: lock.holder) \(Self.ago(lock.since, now: services.time.now()))" + (lock.reason.map { ": \(user: $0)" } ?? "")
         }
         let headers = ["model", "env", "helm", "chart / app", "ready", "last verified", "routing", "in flight"]
         if let first = unreachable.first?.failure {
-            let clusters = unreachable.map {
-                ($0.context.map { "`\($0)`" } ?? "The kubeconfig's current context") + ": \($0.failure.message)"
+            let clusters = unreachable.map { entry -> RichText in
+                "\(entry.context.map { "`\($0)`" } ?? "The kubeconfig's current context"): \(entry.failure.text)"
             }
             return Reply(
                 .failure,
@@ -110,16 +110,16 @@ struct Reports: Sendable {
     }
 
     /// Enabled, disabled (with who and why), removed, or drifted when the router does not match.
-    func routingState(model: String, environment: EnvironmentSettings, workers: [RouterWorker]?) async throws -> String {
+    func routingState(model: String, environment: EnvironmentSettings, workers: [RouterWorker]?) async throws -> RichText {
         guard let settings = environment.router else { return "–" }
         guard let registration = try await services.store.registration(model: model, environment: environment.name) else {
             return "not registered"
         }
-        var text: String
+        var text: RichText
         switch registration.state {
         case .enabled: text = "enabled (\(registration.endpoints.count) replica\(registration.endpoints.count == 1 ? "" : "s"))"
-        case .disabled: text = "disabled by <@\(registration.changedBy)>" + (registration.reason.map { ": \($0)" } ?? "")
-        case .removed: text = "removed by <@\(registration.changedBy)>" + (registration.reason.map { ": \($0)" } ?? "")
+        case .disabled: text = "disabled by \(mention: registration.changedBy)" + (registration.reason.map { ": \(user: $0)" } ?? "")
+        case .removed: text = "removed by \(mention: registration.changedBy)" + (registration.reason.map { ": \(user: $0)" } ?? "")
         }
         guard let workers else { return text + "; router unreachable" }
         let desired = Set(RouterReconciler.desiredWorkers(registration, settings: settings))
@@ -143,15 +143,15 @@ struct Reports: Sendable {
             let made = operation.revisions + [operation.revision].compactMap { $0 }
             for revision in made where byRevision[revision] == nil { byRevision[revision] = operation }
         }
-        let rows = revisions.reversed().map { revision -> [String] in
+        let rows = revisions.reversed().map { revision -> [any RichTextConvertible] in
             let operation = byRevision[revision.revision]
             return [
                 "\(revision.revision)", revision.state.description,
                 revision.updated.map { Self.timestamp($0) } ?? "",
-                operation.map { "<@\($0.requester)>" } ?? "(outside InferOps)",
+                operation.map { "\(mention: $0.requester)" as RichText } ?? "(outside InferOps)",
                 operation.map { "\($0.kind.rawValue) \($0.id)" } ?? "",
                 revision.chart + (revision.appVersion.isEmpty ? "" : " / \(revision.appVersion)"),
-                Self.oneLine(revision.description, redactor: services.redactor),
+                RichText.user(Self.oneLine(revision.description, redactor: services.redactor)),
             ]
         }
         return Reply(

@@ -75,7 +75,7 @@ struct RollbackWorkflow: Sendable {
                 Verification(model: model.name, environment: environment.name, operation: id, at: services.time.now(),
                              latency: latency, revision: restored.revision)
             )
-            try await reporter.report(Reply(.progress, "Test completion answered in \(latency.spoken): “\(text)”"))
+            try await reporter.report(Reply(.progress, "Test completion answered in \(latency.spoken): “\(user: text)”"))
             let summary = "Rolled \(model.name) in \(environment.name) back to revision \(revision) (now revision \(restored.revision)), verified in \(latency.spoken)."
             return try await RoutingRefresh.finish(
                 registrar: registrar, reporter: reporter, model: model.name, register: false, denial: routingDenial,
@@ -86,7 +86,7 @@ struct RollbackWorkflow: Sendable {
     }
 
     func fail(_ failure: any UserFacingError) async throws -> CommandOutcome {
-        try await reporter.finish(.failed, Reply(.failure, failure.message, hint: failure.hint))
+        try await reporter.finish(.failed, .error(failure))
         return .failed(await reporter.operation.id, failure.message)
     }
 }

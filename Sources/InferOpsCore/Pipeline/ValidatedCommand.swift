@@ -42,7 +42,7 @@ public struct CommandValidator: Sendable {
             let environment = try environment(command.argument("environment"))
             if let version = command.option("chart-version") {
                 guard version.count <= 64, version.unicodeScalars.allSatisfy({ $0.properties.isAlphabetic || ("0"..."9").contains($0) || ".-+_".unicodeScalars.contains($0) }) else {
-                    throw Refusal("`\(CommandParser.excerpt(version))` is not a chart version (like `0.1.0`).")
+                    throw Refusal("`\(user: CommandParser.excerpt(version))` is not a chart version (like `0.1.0`).")
                 }
             }
             if command.flag("register"), environment.router == nil {

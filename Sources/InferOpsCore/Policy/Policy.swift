@@ -67,8 +67,10 @@ public struct Denial: UserFacingError, Equatable {
     public var environment: String
     public var grantingRoles: [String]
 
-    public var message: String {
-        "<@\(user)> may not `\(verb)` in `\(environment)`: the permission `\(permission)` on `\(environment)` is missing."
+    public var message: String { text.plainText }
+
+    public var text: RichText {
+        "\(mention: user) may not `\(verb)` in `\(environment)`: the permission `\(permission)` on `\(environment)` is missing."
     }
 
     public var hint: String? {

@@ -13,48 +13,71 @@ public struct Reply: Hashable, Sendable {
 
     public var tone: Tone
     /// The first line.
-    public var title: String
+    public var title: RichText
     /// Further lines of text.
-    public var lines: [String]
+    public var lines: [RichText]
     /// Label/value pairs, e.g. release, endpoint, digest.
     public var fields: [Field]
     public var table: Table?
     /// What to do next, for failures and refusals.
-    public var hint: String?
+    public var hint: RichText?
 
+    /// - Parameters:
+    ///   - lines: `String`s are InferOps' own words; text from outside goes in as `RichText`.
     public init(
-        _ tone: Tone, _ title: String, lines: [String] = [], fields: [Field] = [], table: Table? = nil,
-        hint: String? = nil
+        _ tone: Tone, _ title: RichText, lines: [any RichTextConvertible] = [], fields: [Field] = [],
+        table: Table? = nil, hint: (any RichTextConvertible)? = nil
     ) {
         self.tone = tone
         self.title = title
-        self.lines = lines
+        self.lines = lines.map(\.richText)
         self.fields = fields
         self.table = table
-        self.hint = hint
+        self.hint = hint?.richText
+    }
+
+    /// A title of InferOps' own words; text from outside goes in as `RichText` (`\(user: …)`).
+    @_disfavoredOverload
+    public init(
+        _ tone: Tone, _ title: String, lines: [any RichTextConvertible] = [], fields: [Field] = [],
+        table: Table? = nil, hint: (any RichTextConvertible)? = nil
+    ) {
+        self.init(tone, RichText(title), lines: lines, fields: fields, table: table, hint: hint)
     }
 
     public struct Field: Hashable, Sendable {
         public var label: String
-        public var value: String
-        public init(_ label: String, _ value: String) {
+        public var value: RichText
+        public init(_ label: String, _ value: any RichTextConvertible) {
             self.label = label
-            self.value = value
+            self.value = value.richText
         }
     }
 
     public struct Table: Hashable, Sendable {
         public var headers: [String]
-        public var rows: [[String]]
-        public init(headers: [String], rows: [[String]]) {
+        public var rows: [[RichText]]
+        public init(headers: [String], rows: [[any RichTextConvertible]]) {
             self.headers = headers
-            self.rows = rows
+            self.rows = rows.map { $0.map(\.richText) }
         }
+    }
+
+    /// The reply as plain lines (title, lines, `label: value` fields, table rows, hint), for logs
+    /// and tests: mentions as `@id`, user text as it came, nothing escaped.
+    public var plainText: String {
+        var out = ([title] + lines + fields.map { "\($0.label): \($0.value)" }).map(\.plainText)
+        if let table {
+            out.append(table.headers.joined(separator: " | "))
+            out += table.rows.map { $0.map(\.plainText).joined(separator: " | ") }
+        }
+        if let hint { out.append(hint.plainText) }
+        return out.joined(separator: "\n")
     }
 
     /// A refusal or failure whose message is safe to post.
     public static func error(_ error: any UserFacingError) -> Reply {
-        Reply(.failure, error.message, hint: error.hint)
+        Reply(.failure, error.text, hint: error.hint)
     }
 }
 
