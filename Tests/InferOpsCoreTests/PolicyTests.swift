@@ -267,7 +267,7 @@ import Testing
                 #expect(h.router.state.changes.isEmpty && h.router.state.workers == workersBefore, "\(cell)")
                 #expect(
                     h.chat.transcript.contains(
-                        "<@\(user)> may not `register` in `\(environment)`: the permission `register` on `\(environment)` is missing."),
+                        "@\(user) may not `register` in `\(environment)`: the permission `register` on `\(environment)` is missing."),
                     "\(cell): \(h.chat.transcript)")
             }
         }

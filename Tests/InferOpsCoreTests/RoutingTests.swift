@@ -89,7 +89,7 @@ struct GatedCluster: ClusterInspector {
         }
         #expect(
             message
-                == "llama-3-8b is disabled in staging by <@U0ALICE> since 2025-12-01T18:00:00Z: wrong answers, INC-4711. "
+                == "llama-3-8b is disabled in staging by @U0ALICE since 2025-12-01T18:00:00Z: wrong answers, INC-4711. "
                 + "`register` does not switch a disabled model back on.")
         #expect(h.chat.transcript.contains(
             "`/infer enable llama-3-8b in staging` routes it again; it takes the `disable` permission, like `disable`."))
@@ -139,7 +139,7 @@ struct GatedCluster: ClusterInspector {
         #expect(h.router.state.changes.isEmpty)
         let described = state == .disabled ? "disabled in staging" : "deregistered from staging"
         #expect(h.chat.transcript.contains(
-            "Not registering llama-3-8b: it is \(described) by <@U0ALICE> since 2025-12-01T18:00:00Z: bad answers."),
+            "Not registering llama-3-8b: it is \(described) by @U0ALICE since 2025-12-01T18:00:00Z: bad answers."),
             "\(h.chat.transcript)")
         #expect(h.chat.transcript.contains(state == .disabled ? "/infer enable llama-3-8b in staging" : "/infer register llama-3-8b in staging"))
     }

@@ -79,15 +79,16 @@ struct RegistrationWorkflow: Sendable {
         return nil
     }
 
-    /// "disabled in staging by <@alice> since 2026-12-01T18:00:00Z: wrong answers": who, when and why.
-    static func describe(_ registration: Registration) -> String {
+    /// "disabled in staging by @alice since 2026-12-01T18:00:00Z: wrong answers": who (a mention),
+    /// when and why (the user's own words, marked).
+    static func describe(_ registration: Registration) -> RichText {
         let state = switch registration.state {
         case .enabled: "enabled in \(registration.environment)"
         case .disabled: "disabled in \(registration.environment)"
         case .removed: "deregistered from \(registration.environment)"
         }
-        return "\(state) by <@\(registration.changedBy)> since \(Reports.timestamp(registration.changedAt))"
-            + (registration.reason.map { ": \($0)" } ?? " (no reason given)")
+        let why: RichText = registration.reason.map { ": \(user: $0)" } ?? " (no reason given)"
+        return "\(state) by \(mention: registration.changedBy) since \(Reports.timestamp(registration.changedAt))\(why)"
     }
 
     /// The verb that routes a disabled or deregistered model again, and the permission it takes.
@@ -211,9 +212,8 @@ struct RoutingRefresh: Sendable {
         if register, let previous, previous.state != .enabled {
             try await reporter.report(Reply(
                 .warning,
-                "Not registering \(model): it is \(RegistrationWorkflow.describe(previous)). "
-                    + "Registering after a deploy never changes a "
-                    + (previous.state == .disabled ? "disabled" : "deregistered") + " model.",
+                "Not registering \(model): it is \(RegistrationWorkflow.describe(previous)). Registering after a "
+                    + "deploy never changes a \(previous.state == .disabled ? "disabled" : "deregistered") model.",
                 hint: RegistrationWorkflow.wayBack(previous)))
             return nil
         }
