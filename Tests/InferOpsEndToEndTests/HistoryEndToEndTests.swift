@@ -23,8 +23,8 @@ struct HistoryEndToEndTests {
         #expect(table.count == 4, "\(history.output)")
         let rows = table.dropFirst().map { $0.trimmingCharacters(in: .whitespaces) }
         #expect(rows.map { String($0.prefix(1)) } == ["3", "2", "1"], "\(history.output)")
-        #expect(rows[0].contains("deployed") && rows[0].contains("<@alice>") && rows[0].contains("deploy \(id)"))
-        #expect(rows[1].contains("failed") && rows[1].contains("<@alice>") && rows[1].contains("deploy \(id)"))
+        #expect(rows[0].contains("deployed") && rows[0].contains("@alice") && rows[0].contains("deploy \(id)"))
+        #expect(rows[1].contains("failed") && rows[1].contains("@alice") && rows[1].contains("deploy \(id)"))
         #expect(rows[2].contains("superseded") && !rows[2].contains(String(id)))
     }
 }
