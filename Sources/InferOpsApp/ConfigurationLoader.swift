@@ -246,6 +246,14 @@ public struct ConfigurationLoader {
               let chart = reader.string(node, "chart", in: section, required: true)
         else { return nil }
         let chartPath = chart.hasPrefix(".") || chart.hasPrefix("/") ? resolve(chart) : chart
+        // helm runs with its own empty settings folders (never the host's `helm repo add` list), so
+        // a `repo/chart` reference would fail at the first deploy; say so now.
+        if !chartPath.hasPrefix("/"), !chartPath.hasPrefix("oci://") {
+            reader.problem(node["chart"], "`\(chart)` is neither a chart folder, a packaged .tgz nor an oci:// reference; "
+                           + "helm runs with its own settings, so repositories added with `helm repo add` are not seen.",
+                           fix: "point `chart` at a folder or .tgz (relative paths start with ./ or ../), "
+                               + "or use `oci://registry/path/chart` with `chartVersion`")
+        }
         if chartPath.hasPrefix("/"), !FileManager.default.fileExists(atPath: chartPath + "/Chart.yaml"), !chartPath.hasSuffix(".tgz") {
             reader.problem(node["chart"], "no chart at \(chartPath).", fix: "point `chart` at a folder with a Chart.yaml")
         }

@@ -51,25 +51,6 @@ extension Harness {
     }
 }
 
-/// A cluster whose `workload` calls stop at a gate: holds the reconciler while it asks Kubernetes.
-struct GatedCluster: ClusterInspector {
-    let cluster: FakeCluster
-    let gate: Gate
-
-    func gpuCapacity(kubeContext: String?) async throws -> GPUCapacity {
-        try await cluster.gpuCapacity(kubeContext: kubeContext)
-    }
-
-    func workload(_ target: ReleaseTarget) async throws -> WorkloadSnapshot {
-        try await gate.pass()
-        return try await cluster.workload(target)
-    }
-
-    func rollout(_ target: ReleaseTarget, rendered: String) async throws -> Rollout? {
-        try await cluster.rollout(target, rendered: rendered)
-    }
-}
-
 @Suite(.timeLimit(.minutes(1))) struct RoutingTests {
     static let engine1 = "http://10.0.0.1:8000"
     static let engine2 = "http://10.0.0.2:8000"

@@ -182,6 +182,32 @@ struct ConfigurationCheckTests {
         #expect(loaded.configuration.modelNames == ["llama-3-8b"])
     }
 
+    @Test("A chart from a `helm repo add` repository is refused: helm runs with its own settings")
+    func repositoryChartsAreRefused() throws {
+        let folder = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let chart = repositoryRoot.appendingPathComponent("deploy/charts/vllm-engine").path
+        let file = try writeConfiguration(
+            models: ["llama-3-8b"],
+            environments: """
+                  staging:
+                    namespace: inference
+                    chart: vllm/vllm-engine
+                  canary:
+                    namespace: canary
+                    chart: oci://registry.example.com/charts/vllm-engine
+                  dev:
+                    namespace: dev
+                    chart: \(chart)
+                """,
+            in: folder)
+        let problems = ConfigurationLoader(path: file).load().problems.filter { $0.message.contains("chart folder") }
+        #expect(problems.count == 1, "\(problems)")
+        let problem = try #require(problems.first)
+        #expect(problem.critical && problem.line == 10 && problem.message.contains("`vllm/vllm-engine`"))
+        #expect(problem.fix.contains("oci://"))
+    }
+
     @Test("A release name longer than Helm's 53 characters is refused")
     func releaseNamesFitHelm() throws {
         let folder = try temporaryFolder()

@@ -405,21 +405,3 @@ struct RoutingDaemonTests {
     }
 }
 
-/// A cluster whose `workload` calls stop at a gate: holds a reconciler pass while it asks Kubernetes.
-struct GatedCluster: ClusterInspector {
-    let cluster: any ClusterInspector
-    let gate: Gate
-
-    func gpuCapacity(kubeContext: String?) async throws -> GPUCapacity {
-        try await cluster.gpuCapacity(kubeContext: kubeContext)
-    }
-
-    func workload(_ target: ReleaseTarget) async throws -> WorkloadSnapshot {
-        try await gate.pass()
-        return try await cluster.workload(target)
-    }
-
-    func rollout(_ target: ReleaseTarget, rendered: String) async throws -> Rollout? {
-        try await cluster.rollout(target, rendered: rendered)
-    }
-}

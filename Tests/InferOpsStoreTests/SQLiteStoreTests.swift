@@ -652,8 +652,10 @@ struct SQLiteStoreTests {
         let folder = TemporaryFolder()
         defer { folder.remove() }
         let path = folder.path("state/inferops.sqlite")
-        // The most permissive umask a daemon could inherit: without it files would be 0666.
-        let previous = umask(0)
+        // The usual umask, set explicitly: with it, files the store did not restrict would be 0644
+        // (world-readable). Not 0: the umask is the whole test process's, and other suites create
+        // folders meanwhile that must not become world-writable.
+        let previous = umask(0o022)
         defer { umask(previous) }
         do {
             let store = try SQLiteStore(path: path)

@@ -151,7 +151,8 @@ public struct EnvironmentSettings: Hashable, Sendable {
     public var name: String
     public var kubeContext: String?
     public var namespace: String
-    /// The engine chart: a folder, a packaged chart or `repo/chart`.
+    /// The engine chart: a folder, a packaged chart or an `oci://` reference (helm runs with its own
+    /// settings folders, so no `helm repo add` repository is known to it).
     public var chart: String
     public var chartVersion: String?
     public var valuesFiles: [String]

@@ -52,6 +52,13 @@ public final class Dispatcher: Sendable {
             // A port's own classified failure (e.g. the cluster is unreachable) is safe to show.
             _ = try? await services.chat.post(.error(error), in: conversation, operation: nil)
             return .failed(nil, error.message)
+        } catch is CancellationError {
+            // The daemon (or `exec`) is stopping: not an internal error, and nothing more will run.
+            _ = try? await services.chat.post(
+                Reply(.warning, "Stopped: InferOps is shutting down.",
+                      hint: "`/infer status` shows where things stand; an operation in its thread says how it ended."),
+                in: conversation, operation: nil)
+            return .failed(nil, "cancelled")
         } catch {
             // Not user-facing: log it in full with a correlation id, show only the id.
             let correlation = OperationID.random().rawValue.replacingOccurrences(of: "op-", with: "err-")
