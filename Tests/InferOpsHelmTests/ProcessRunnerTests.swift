@@ -143,7 +143,9 @@ struct ProcessRunnerTests {
             #expect(output.signalled)
             #expect(output.status == SIGTERM)
         }
-        #expect(clock.now - start < .seconds(10))
+        // A bound on a hang, not a timing target: the child sleeps 60 s; a loaded 2-core machine has
+        // taken over 10 s to let the runner see the signal and reap it.
+        #expect(clock.now - start < .seconds(30))
     }
 
     @Test("cancelling sends SIGTERM to the child's whole process group: a grandchild gets it too")
