@@ -136,14 +136,15 @@ final class WithoutClusterTests {
                 + "line 7 `/infer deplyo llama-3-8b to staging` refused."), "\(refused.output)")
 
         let failed = try run(inferops, ["serve", "--config", config], input: """
+            /as alice
             /infer deplyo llama-3-8b to staging
             /infer deploy llama-3-8b to staging
             /as
             """)
         #expect(failed.status == 1, "\(failed.output)")
         #expect(failed.output.contains(
-            "3 of 3 commands did not succeed: line 1 `/infer deplyo llama-3-8b to staging` refused; "
-                + "line 2 `/infer deploy llama-3-8b to staging` failed; line 3 `/as` refused."), "\(failed.output)")
+            "3 of 4 commands did not succeed: line 2 `/infer deplyo llama-3-8b to staging` refused; "
+                + "line 3 `/infer deploy llama-3-8b to staging` failed; line 4 `/as` refused."), "\(failed.output)")
 
         let done = try run(inferops, ["serve", "--config", config], input: "/infer help\n/infer help deploy\n")
         #expect(done.status == 0, "\(done.output)")
