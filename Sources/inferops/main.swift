@@ -39,7 +39,11 @@ let standardOutput: @Sendable (String) -> Void = { line in
 
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run the daemon with the configured chat (the console reads commands from standard input)."
+        abstract: "Run the daemon with the configured chat (the console reads commands from standard input).",
+        discussion: """
+            With piped input, the console ends by naming the commands that did not succeed, and exits \
+            0 when all were done, 1 when any failed, 2 when some were refused and none failed.
+            """
     )
     @OptionGroup var options: ConfigOption
     @Flag(help: "Print each command before its replies (on by default when input is not a terminal).")
@@ -80,12 +84,22 @@ struct Serve: AsyncParsableCommand {
             _ = await background.result
             linesContinuation.finish()
         }
-        _ = await session.run(lines: lines, startingAs: loaded.configuration.chat.consoleUser, echo: echoing)
+        let summary = await session.run(
+            lines: lines, startingAs: loaded.configuration.chat.consoleUser, echo: echoing)
         await stopper.stop()
+        var daemonFailed = false
         if case .failure(let error) = await background.result, !(error is CancellationError) {
             printError("inferops: \(error)")
+            daemonFailed = true
         }
         await runtime.shutdown()
+        // Piped input is a script: it ends with which lines did not succeed and an exit status to match
+        // (0 all done, 1 some failed, 2 some refused and none failed). A person at a terminal saw each
+        // answer, and the session ends with 0 as it always has.
+        guard isatty(STDIN_FILENO) == 0 else { return }
+        standardOutput("\n" + summary.description)
+        if daemonFailed { throw ExitCode(1) }
+        if summary.exitStatus != 0 { throw ExitCode(summary.exitStatus) }
     }
 }
 

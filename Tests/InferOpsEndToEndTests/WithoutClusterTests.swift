@@ -116,6 +116,41 @@ final class WithoutClusterTests {
         #expect(!status.output.contains("unknown:"), "\(status.output)")
     }
 
+    /// Piped `serve` is a script: it ends naming each line that did not succeed, and its exit status
+    /// says the worst that happened (2 refused, 1 failed), as `exec` does for one command.
+    @Test func pipedServeEndsWithTheLinesThatDidNotSucceed() throws {
+        let refused = try run(inferops, ["serve", "--config", config], input: """
+            /infer help
+            # a comment line still counts as a line
+
+            /as bob
+            /infer deploy llama-3-8b to staging
+            /as alice
+            /infer deplyo llama-3-8b to staging
+            /infer lock canary --reason "maintenance"
+
+            """)
+        #expect(refused.status == 2, "\(refused.output)")
+        #expect(refused.output.contains(
+            "2 of 6 commands did not succeed: line 5 `/infer deploy llama-3-8b to staging` refused; "
+                + "line 7 `/infer deplyo llama-3-8b to staging` refused."), "\(refused.output)")
+
+        let failed = try run(inferops, ["serve", "--config", config], input: """
+            /as alice
+            /infer deplyo llama-3-8b to staging
+            /infer deploy llama-3-8b to staging
+            /as
+            """)
+        #expect(failed.status == 1, "\(failed.output)")
+        #expect(failed.output.contains(
+            "3 of 4 commands did not succeed: line 2 `/infer deplyo llama-3-8b to staging` refused; "
+                + "line 3 `/infer deploy llama-3-8b to staging` failed; line 4 `/as` refused."), "\(failed.output)")
+
+        let done = try run(inferops, ["serve", "--config", config], input: "/infer help\n/infer help deploy\n")
+        #expect(done.status == 0, "\(done.output)")
+        #expect(done.output.hasSuffix("All 2 commands succeeded.\n"), "\(done.output)")
+    }
+
     /// `/readyz` asks the chat: with the console's output gone (the reader of its pipe closed after
     /// the greeting), the daemon is not ready and says `chat` is why; with it open, it is ready.
     @Test(arguments: [true, false]) func readinessAsksTheChat(outputOpen: Bool) async throws {
