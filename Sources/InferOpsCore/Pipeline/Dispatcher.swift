@@ -173,7 +173,7 @@ public final class Dispatcher: Sendable {
             ) { reporter in
                 try await reporter.setPlan(plan.canonical, digest: plan.digest)
                 try await reporter.move(
-                    to: .planned, "Plan ready: \(plan.replicas) × \(model.modelID)@\(model.revision), \(plan.gpusPerReplica) GPU each.",
+                    to: .planned, "Plan ready: \(plan.replicas) × \(model.modelID)@\(model.revision), \(plan.gpusPerReplica.counting("GPU")) each.",
                     fields: [Reply.Field("chart", plan.chart + (plan.chartVersion.map { " \($0)" } ?? "")), Reply.Field("digest", plan.shortDigest)]
                 )
                 let registrar = self.registrar(for: environment)
