@@ -114,7 +114,7 @@ public final class Dispatcher: Sendable {
         let reports = Reports(services: services, configuration: configuration, catalog: catalog)
         switch command {
         case .help(let verb):
-            try await services.chat.post(reports.help(verb: verb), in: conversation, operation: nil)
+            try await services.chat.post(reports.help(verb: verb, user: user), in: conversation, operation: nil)
             return .completed(nil)
         case .status(let model, let environment):
             let status = try await reports.status(model: model, environment: environment, user: user)
