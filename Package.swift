@@ -74,7 +74,8 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(name: "InferOpsTesting", dependencies: ["InferOpsCore"], swiftSettings: strict),
-        .testTarget(name: "InferOpsCoreTests", dependencies: ["InferOpsCore", "InferOpsTesting"]),
+        // The console renderer too: help is checked as a terminal shows it.
+        .testTarget(name: "InferOpsCoreTests", dependencies: ["InferOpsCore", "InferOpsTesting", "InferOpsConsole"]),
         .testTarget(name: "InferOpsStoreTests", dependencies: ["InferOpsStore", "InferOpsCore"]),
         .testTarget(name: "InferOpsConsoleTests", dependencies: ["InferOpsConsole", "InferOpsCore"]),
         .testTarget(name: "InferOpsHelmTests", dependencies: ["InferOpsHelm", "InferOpsCore"]),

@@ -263,10 +263,12 @@ import Testing
         let reply = try #require(h.chat.posts.last?.reply)
         #expect(reply.title == "InferOps commands")
         #expect(reply.hint == "`/infer help <command>` explains one.")
-        #expect(reply.table?.rows.map { $0[0].plainText } == Fixtures.catalog.specs.map { "/infer " + $0.usage })
-        #expect(reply.table?.rows.map { $0[1].plainText } == Fixtures.catalog.specs.map(\.summary))
-        for verb in ["cancel", "deploy", "help", "history", "lock", "rollback", "status", "unlock"] {
-            #expect(reply.table?.rows.contains { $0[0].plainText.hasPrefix("/infer \(verb)") } == true, "\(verb)")
+        let lines = reply.lines.map(\.plainText)
+        for spec in Fixtures.catalog.specs {
+            let index = try #require(lines.firstIndex { $0.hasPrefix("\(spec.name) — ") }, "\(spec.name)")
+            let usage = lines[(index + 1)...].prefix { $0.hasPrefix("    ") && !$0.contains(" — ") }
+                .map { $0.trimmingCharacters(in: .whitespaces).trimmingCharacters(in: CharacterSet(charactersIn: "`")) }
+            #expect(usage.joined(separator: " ") == "/infer " + spec.usage, "\(spec.name)")
         }
         #expect(h.releases.calls.isEmpty)
     }
@@ -278,7 +280,9 @@ import Testing
         #expect(reply.title == "deploy: Deploy a model engine to an environment and verify it with a test completion.")
         #expect(
             reply.lines == [
-                "Usage: `/infer deploy <model> to <environment> [--chart-version \"…\"] [--set key=value …] [--dry-run] [--register]`",
+                "Usage:",
+                "    `/infer deploy <model> to <environment> [--chart-version \"…\"] [--set key=value …]`",
+                "        `[--dry-run] [--register]`",
                 "  <model>: The model's name in the catalog (config/models).",
                 "  <environment>: The environment to deploy to.",
                 "  --chart-version: Deploy this version of the engine chart instead of the environment's default.",
@@ -286,6 +290,12 @@ import Testing
                 "  --dry-run: Show the plan and the rendered change without applying anything.",
                 "  --register: Once verified, route the model by name through the environment's router.",
                 "Needs the permission `deploy`.",
+                "Models: llama-3-8b (1 GPU each), qwen-2-72b (4 GPUs each).",
+                "You may deploy to: dev, production, staging.",
+                "`--set` keys each environment allows:",
+                "  dev: `replicaCount`, `engine.maxModelLen`, `engine.gpuMemoryUtilization`",
+                "  production: `replicaCount`",
+                "  staging: `replicaCount`, `engine.maxModelLen`, `engine.gpuMemoryUtilization`",
                 "Examples:",
                 "  /infer deploy llama-3-8b to staging",
                 "  /infer deploy llama-3-8b to staging --set replicaCount=2",
@@ -302,7 +312,10 @@ import Testing
         #expect(await h.run("help \(verb)") == .completed(nil))
         let lines = try #require(h.chat.posts.last?.reply.lines)
         let spec = Fixtures.catalog.spec(named: verb)!
-        #expect(lines.first == "Usage: `/infer \(spec.usage)`")
+        // On one line where it fits; else under "Usage:", a code span per line.
+        let usage = lines.prefix { !$0.plainText.hasPrefix("  ") || $0.plainText.hasPrefix("    ") }.map(\.plainText)
+        let words = usage.joined(separator: " ").split(separator: " ").joined(separator: " ")
+        #expect(words.replacingOccurrences(of: "` `", with: " ") == "Usage: `/infer \(spec.usage)`")
         #expect(lines.suffix(spec.examples.count) == spec.examples.map { "  \($0)" }[...])
     }
 

@@ -124,7 +124,7 @@ import Testing
         #expect(
             h.releases.revisions(of: h.target("qwen-2-72b", in: "staging")).map(\.description) == ["Install complete"])
         let journal = await h.store.journal(of: outcome.operation!).map(\.message)
-        #expect(journal.contains("Plan ready: 2 × Qwen/Qwen2-72B-Instruct@main, 4 GPU each."))
+        #expect(journal.contains("Plan ready: 2 × Qwen/Qwen2-72B-Instruct@main, 4 GPUs each."))
         #expect(journal.contains { $0.hasPrefix("GPU capacity is enough: needs 2 × 4 = 8 nvidia.com/gpu") })
     }
 
@@ -165,7 +165,9 @@ import Testing
             fields.contains(
                 Reply.Field(
                     "GPUs",
-                    "would be refused: needs 1 × 4 = 4 nvidia.com/gpu; free 6 of 16 allocatable (gpu-a 3/8 free, gpu-b 3/8 free)"
+                    "would be refused: needs 1 × 4 = 4 nvidia.com/gpu; free 6 of 16 allocatable (gpu-a 3/8 free, gpu-b 3/8 free); "
+                        + "no node has 4 free; largest free block is 3 on gpu-a (the 6 free GPUs are split over "
+                        + "nodes; a replica's GPUs must be on one node)"
                 )
             )
         )
@@ -185,7 +187,9 @@ import Testing
         let id = try #require(await h.store.allOperations().first?.id)
         #expect(
             message
-                == "Not enough free GPUs for qwen-2-72b-staging: needs 1 × 4 = 4 nvidia.com/gpu; free 6 of 16 allocatable (gpu-a 3/8 free, gpu-b 3/8 free)."
+                == "Not enough free GPUs for qwen-2-72b-staging: needs 1 × 4 = 4 nvidia.com/gpu; free 6 of 16 allocatable "
+                + "(gpu-a 3/8 free, gpu-b 3/8 free); no node has 4 free; largest free block is 3 on gpu-a "
+                + "(the 6 free GPUs are split over nodes; a replica's GPUs must be on one node)."
         )
         #expect(h.releases.upgrades.isEmpty)
         #expect(h.releases.changingCalls.isEmpty)
@@ -196,7 +200,7 @@ import Testing
         #expect(last.title == message)
         #expect(
             last.reply.hint
-                == "Free GPUs (roll back or remove another model), lower `replicaCount`, or ask for the deploy to wait."
+                == "Free 1 more GPU on gpu-a (roll back or remove a model there) or ask for the deploy to wait."
         )
         #expect(await h.store.auditLog().map(\.outcome) == ["accepted", "failed"])
     }

@@ -41,10 +41,17 @@ import Testing
         let h = Harness()
         h.releases.seed(h.target("llama-3-8b", in: "staging"), [.superseded, .deployed])
 
-        let outcome = await h.run("rollback llama-3-8b in staging --to 7")
+        let outcome = await h.run("rollback llama-3-8b in staging --to 99")
 
-        #expect(outcome.message == "The release has no revision 7.")
-        #expect(h.chat.posts.last?.reply.hint == "List the revisions with `/infer history`.")
+        #expect(
+            outcome.message
+                == "llama-3-8b-staging has no revision 99; it has revisions 2 (deployed, current), 1 (superseded)."
+        )
+        #expect(
+            h.chat.posts.last?.reply.hint?.plainText
+                == "Pick one of them: `/infer rollback llama-3-8b in staging --to N`; "
+                + "`/infer history llama-3-8b in staging` shows what each one was."
+        )
         #expect(h.releases.changingCalls.isEmpty)
         #expect(await h.record(try #require(outcome.operation))?.state == .failed)
     }
@@ -62,7 +69,29 @@ import Testing
         let h = Harness()
         h.releases.seed(h.target("llama-3-8b", in: "staging"), [.deployed])
         let outcome = await h.run("rollback llama-3-8b in staging")
-        #expect(outcome.message == "The release has no earlier revision to roll back to.")
+        #expect(
+            outcome.message
+                == "llama-3-8b-staging has nothing earlier to roll back to: it has revision 1 (deployed, current), "
+                + "and no revision before 1 was deployed successfully."
+        )
+        #expect(
+            h.chat.posts.last?.reply.hint
+                == "To change what runs, deploy again: `/infer deploy llama-3-8b to staging` (with `--set` for other values)."
+        )
+        #expect(h.releases.changingCalls.isEmpty)
+        #expect(await h.record(try #require(outcome.operation))?.state == .failed)
+    }
+
+    /// Earlier revisions that failed are not a way back; the refusal shows them, so the reader sees why.
+    @Test func rollbackWhenEveryEarlierRevisionFailedListsThem() async throws {
+        let h = Harness()
+        h.releases.seed(h.target("llama-3-8b", in: "staging"), [.failed, .failed, .deployed])
+        let outcome = await h.run("rollback llama-3-8b in staging")
+        #expect(
+            outcome.message
+                == "llama-3-8b-staging has nothing earlier to roll back to: it has revisions 3 (deployed, current), "
+                + "2 (failed), 1 (failed), and no revision before 3 was deployed successfully."
+        )
         #expect(h.releases.changingCalls.isEmpty)
     }
 

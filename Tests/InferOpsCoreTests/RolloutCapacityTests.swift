@@ -244,7 +244,7 @@ import Testing
         #expect(
             verdict.summary
                 == "needs 1 × 4 = 4 nvidia.com/gpu; free 0 of 16 allocatable (+4 held by this release) "
-                + "(gpu-a 0/8 free, gpu-b 0/8 free); the pod template changes; rolling update with maxSurge 25% (1 pods) "
+                + "(gpu-a 0/8 free, gpu-b 0/8 free); the pod template changes; rolling update with maxSurge 25% (1 pod) "
                 + "and maxUnavailable 25% (0 pods) of 1 starts a new pod before any old pod stops: it needs 4 free GPUs "
                 + "on one node besides those the release holds (most free on one node: 0)"
         )
@@ -326,7 +326,7 @@ import Testing
         let journal = await h.store.journal(of: try #require(outcome.operation)).map(\.message)
         #expect(
             journal.contains {
-                $0.contains("GPU capacity is enough") && $0.contains("stops 1 old pods before new ones")
+                $0.contains("GPU capacity is enough") && $0.contains("stops 1 old pod before new ones")
             }
         )
     }

@@ -58,7 +58,7 @@ struct RolloutEndToEndTests {
         )
         #expect(redeploy.status == 0, "\(redeploy.output)")
         #expect(redeploy.output.contains("GPU capacity is enough"), "\(redeploy.output)")
-        #expect(redeploy.output.contains("stops 1 old pods before new ones need their GPUs"), "\(redeploy.output)")
+        #expect(redeploy.output.contains("stops 1 old pod before new ones need their GPUs"), "\(redeploy.output)")
         #expect(
             redeploy.output.contains("Deployed llama-3-70b to staging: revision 2, verified in"),
             "\(redeploy.output)"

@@ -112,9 +112,7 @@ struct DeployWorkflow: Sendable {
         guard case .wait(let patience) = environment.capacity else {
             return Refusal(
                 "Not enough free GPUs for \(plan.target.release): \(verdict.summary).",
-                hint: verdict.hint
-                    ?? "Free GPUs (roll back or remove another model), lower `replicaCount`, "
-                    + "or ask for the deploy to wait."
+                hint: verdict.hint ?? verdict.suggestion
             )
         }
         try await reporter.report(Reply(.warning, "Waiting up to \(patience.spoken) for GPUs: \(verdict.summary)."))

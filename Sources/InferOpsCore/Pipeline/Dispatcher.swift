@@ -114,7 +114,7 @@ public final class Dispatcher: Sendable {
         let reports = Reports(services: services, configuration: configuration, catalog: catalog)
         switch command {
         case .help(let verb):
-            try await services.chat.post(reports.help(verb: verb), in: conversation, operation: nil)
+            try await services.chat.post(reports.help(verb: verb, user: user), in: conversation, operation: nil)
             return .completed(nil)
         case .status(let model, let environment):
             let status = try await reports.status(model: model, environment: environment, user: user)
@@ -173,7 +173,7 @@ public final class Dispatcher: Sendable {
             ) { reporter in
                 try await reporter.setPlan(plan.canonical, digest: plan.digest)
                 try await reporter.move(
-                    to: .planned, "Plan ready: \(plan.replicas) × \(model.modelID)@\(model.revision), \(plan.gpusPerReplica) GPU each.",
+                    to: .planned, "Plan ready: \(plan.replicas) × \(model.modelID)@\(model.revision), \(plan.gpusPerReplica.counting("GPU")) each.",
                     fields: [Reply.Field("chart", plan.chart + (plan.chartVersion.map { " \($0)" } ?? "")), Reply.Field("digest", plan.shortDigest)]
                 )
                 let registrar = self.registrar(for: environment)

@@ -40,12 +40,16 @@ public enum CapacityCheck {
         public var summary: String
         /// What to change when the rollout, not the final size, is what does not fit.
         public var hint: String? = nil
+        /// What would make it fit, for this case: only what applies (no "lower `replicaCount`" at 1
+        /// replica; the node to free GPUs on when free GPUs are split over nodes). `nil` when it fits.
+        public var suggestion: String? = nil
     }
 
     /// - Parameter rollout: how the update rolls out; `nil` when unknown, and then the release's own
     ///   GPUs count as given back (right for a replica change, optimistic for a template change).
     public static func evaluate(_ plan: DeployPlan, capacity: GPUCapacity, rollout: Rollout? = nil) -> Verdict {
-        let reclaimable = capacity.requestedByRelease[plan.target.release] ?? 0
+        let release = plan.target.release
+        let reclaimable = capacity.requestedByRelease[release] ?? 0
         let perReplica = plan.gpusPerReplica
         var slots = 0
         if perReplica > 0 {
@@ -59,13 +63,77 @@ public enum CapacityCheck {
         if reclaimable > 0 { summary += " (+\(reclaimable) held by this release)" }
         summary += nodes.isEmpty ? "; no GPU nodes" : " (\(nodes))"
         var hint: String?
+        // The blocks a new replica could use, and how many replicas must find one.
+        var blocks = capacity.nodes.map { ($0.node, $0.free + ($0.requestedByRelease[release] ?? 0)) }
+        var needed = plan.replicas
         if let rollout, perReplica > 0 {
             let fit = rolloutFit(plan, capacity: capacity, rollout: rollout)
             fits = fit.fits
             summary += "; " + fit.explanation
             hint = fit.hint
+            if let placing = fit.placing { (blocks, needed) = placing }
         }
-        return Verdict(fits: fits, summary: summary, hint: hint)
+        guard !fits else { return Verdict(fits: true, summary: summary, hint: hint) }
+        guard needed > 0, perReplica > 0,
+            let placing = shortfall(needed: needed, of: plan.replicas, perReplica: perReplica, blocks: blocks)
+        else {
+            let suggestion = "Free GPUs, or ask for the deploy to wait."
+            return Verdict(fits: false, summary: summary, hint: hint, suggestion: suggestion)
+        }
+        summary += "; " + placing.reason
+        return Verdict(fits: false, summary: summary, hint: hint, suggestion: placing.suggestion)
+    }
+
+    /// Why `needed` of the plan's `replicas`, `perReplica` GPUs each, do not fit in `blocks` (free
+    /// GPUs per node), in terms a reader can check against the numbers: free GPUs split over nodes do
+    /// not add up to a replica. And what to do about it, only what applies. `nil` when they fit.
+    static func shortfall(
+        needed: Int,
+        of replicas: Int,
+        perReplica: Int,
+        blocks: [(String, Int)]
+    ) -> (reason: String, suggestion: String)? {
+        let placeable = blocks.reduce(0) { $0 + $1.1 / perReplica }
+        guard placeable < needed else { return nil }
+        let totalFree = blocks.reduce(0) { $0 + $1.1 }
+        // The first node with the most free GPUs: the one closest to taking a replica.
+        let largest = blocks.reduce(nil as (String, Int)?) { best, block in
+            best.map { block.1 > $0.1 ? block : $0 } ?? block
+        }
+        let each = perReplica.counting("GPU") + " each"
+        var reason: String
+        var options: [String] = []
+        if placeable > 0 {
+            reason = "room for \(placeable) of \(needed) replicas (\(each), all on one node)"
+            options.append("free \(perReplica.counting("GPU")) on one node for each replica that does not fit")
+        } else if let (node, free) = largest, free > 0 {
+            reason = "no node has \(perReplica) free; largest free block is \(free) on \(node)"
+            if totalFree >= perReplica {
+                reason += " (the \(totalFree) free GPUs are split over nodes; a replica's GPUs must be on one node)"
+            }
+            options.append(
+                "free \((perReplica - free).counting("more GPU", plural: "more GPUs")) on \(node) "
+                    + "(roll back or remove a model there)"
+            )
+        } else {
+            reason = "no GPU is free on any node"
+            options.append("free \(perReplica.counting("GPU")) on one node")
+        }
+        let smaller = replicas - (needed - placeable)
+        if smaller >= 1 { options.append("lower `replicaCount` to \(smaller)") }
+        options.append("ask for the deploy to wait")
+        let suggestion = listed(options)
+        return (reason, suggestion.prefix(1).uppercased() + suggestion.dropFirst() + ".")
+    }
+
+    /// `a`, `a or b`, `a, b, or c`.
+    static func listed(_ options: [String]) -> String {
+        switch options.count {
+        case 0: ""
+        case 1: options[0]
+        case 2: options[0] + " or " + options[1]
+        default: options.dropLast().joined(separator: ", ") + ", or " + options[options.count - 1]
+        }
     }
 
     /// The Deployment controller's side of the arithmetic (pods per node, `perReplica` > 0):
@@ -76,43 +144,57 @@ public enum CapacityCheck {
     ///   resolving to 0, or too few replicas running to spare one) must start a surge pod beside all
     ///   the old ones, which needs `perReplica` free GPUs on one node. One such pod is enough for the
     ///   rollout to progress: each one that becomes ready lets an old pod stop and frees its GPUs.
+    /// `placing` is what must find room: the free GPUs per node and how many replicas.
     static func rolloutFit(
         _ plan: DeployPlan,
         capacity: GPUCapacity,
         rollout: Rollout
-    ) -> (fits: Bool, explanation: String, hint: String?) {
+    ) -> (fits: Bool, explanation: String, hint: String?, placing: (blocks: [(String, Int)], needed: Int)?) {
         let perReplica = plan.gpusPerReplica
         let replicas = plan.replicas
         let freeSlots = capacity.nodes.reduce(0) { $0 + $1.free / perReplica }
+        let freeBlocks = capacity.nodes.map { ($0.node, $0.free) }
         guard let running = rollout.running else {
-            return (freeSlots >= replicas, "nothing runs yet, so all \(replicas) replicas need free GPUs", nil)
+            let all = replicas == 1 ? "the 1 replica needs" : "all \(replicas) replicas need"
+            return (freeSlots >= replicas, "nothing runs yet, so \(all) free GPUs", nil, (freeBlocks, replicas))
         }
         guard rollout.templateChanges else {
             let added = max(0, replicas - running.replicas)
+            let stay = running.replicas.counting("running replica") + (running.replicas == 1 ? " stays" : " stay")
             return (
                 freeSlots >= added,
-                "the pod template is unchanged: \(running.replicas) running replicas stay, \(added) added need free GPUs",
-                nil
+                "the pod template is unchanged: \(stay), \(added) added need free GPUs",
+                nil,
+                (freeBlocks, added)
             )
         }
         let release = plan.target.release
-        let finalSlots = capacity.nodes.reduce(0) {
-            $0 + ($1.free + ($1.requestedByRelease[release] ?? 0)) / perReplica
-        }
+        let finalBlocks = capacity.nodes.map { ($0.node, $0.free + ($0.requestedByRelease[release] ?? 0)) }
+        let finalSlots = finalBlocks.reduce(0) { $0 + $1.1 / perReplica }
         let finalFits = finalSlots >= replicas
         switch rollout.strategy {
         case .recreate:
-            return (finalFits, "Recreate stops the \(running.replicas) old pods before new ones start", nil)
+            return (
+                finalFits,
+                "Recreate stops the \(running.replicas.counting("old pod")) before new ones start",
+                nil,
+                (finalBlocks, replicas)
+            )
         case .rollingUpdate(let maxSurge, let maxUnavailable):
             let surge = maxSurge.resolve(replicas: replicas, roundUp: true)
             var unavailable = maxUnavailable.resolve(replicas: replicas, roundUp: false)
             if surge == 0 && unavailable == 0 { unavailable = 1 }  // the controller's own fencepost rule
             let stoppedFirst = min(running.replicas, max(0, running.replicas - (replicas - unavailable)))
             let strategy =
-                "the pod template changes; rolling update with maxSurge \(maxSurge) (\(surge) pods) "
-                + "and maxUnavailable \(maxUnavailable) (\(unavailable) pods) of \(replicas)"
+                "the pod template changes; rolling update with maxSurge \(maxSurge) (\(surge.counting("pod"))) "
+                + "and maxUnavailable \(maxUnavailable) (\(unavailable.counting("pod"))) of \(replicas)"
             if stoppedFirst > 0 || running.replicas == 0 {
-                return (finalFits, strategy + " stops \(stoppedFirst) old pods before new ones need their GPUs", nil)
+                return (
+                    finalFits,
+                    strategy + " stops \(stoppedFirst.counting("old pod")) before new ones need their GPUs",
+                    nil,
+                    (finalBlocks, replicas)
+                )
             }
             let mostFree = capacity.nodes.map(\.free).max() ?? 0
             let startFits = freeSlots >= 1
@@ -124,7 +206,8 @@ public enum CapacityCheck {
                     ? nil
                     : "Free \(perReplica) GPUs on one node, or set the chart's `strategy` to "
                         + "`{rollingUpdate: {maxSurge: 0, maxUnavailable: 1}}` so an old pod stops before its "
-                        + "replacement starts (one replica fewer serves meanwhile)."
+                        + "replacement starts (one replica fewer serves meanwhile).",
+                startFits ? (finalBlocks, replicas) : nil
             )
         }
     }

@@ -6,25 +6,122 @@ struct Reports: Sendable {
     let configuration: Configuration
     let catalog: CommandCatalog
 
-    func help(verb: String?) -> Reply {
+    /// How wide a help line may be: a terminal's 100 columns less the renderers' indent. Help is
+    /// lines, not a table: a table of usages and summaries is wider than a terminal.
+    static let helpWidth = 96
+
+    /// The testing-only pod annotations the Kubernetes API emulator understands (see
+    /// `Tests/KubeEmulator/README.md`), with the values a reader may set: help names them where an
+    /// environment allows them as `--set` keys, and only there.
+    static let simulationKnobs: [(annotation: String, values: String)] = [
+        ("inferops.dev/simulate-ready-after-seconds", "N (Ready N seconds after scheduling; slow engine) or never"),
+        ("inferops.dev/simulate-failure", "true (the engine crash-loops)"),
+        ("inferops.dev/simulate-image-pull-error", "true (the image never pulls)"),
+        ("inferops.dev/simulate-latency-ms", "N (each completion takes N ms)"),
+    ]
+
+    func help(verb: String?, user: UserID) -> Reply {
         if let verb, let spec = catalog.spec(named: verb) {
-            var lines = ["Usage: `/infer \(spec.usage)`"]
+            let usage = "Usage: `/infer \(spec.usage)`"
+            var lines =
+                usage.count <= Self.helpWidth
+                ? [usage] : ["Usage:"] + Self.wrapCode("/infer \(spec.usage)", indent: "    ")
             for argument in spec.arguments {
-                lines.append("  <\(argument.name)>\(argument.optional ? " (optional)" : ""): \(argument.summary)")
+                let name = "<\(argument.name)>\(argument.optional ? " (optional)" : "")"
+                lines += Self.wrap("  \(name): \(argument.summary)", continuation: "      ")
             }
             for option in spec.options {
-                lines.append("  --\(option.name)\(option.repeatable ? " (repeatable)" : ""): \(option.summary)")
+                let name = "--\(option.name)\(option.repeatable ? " (repeatable)" : "")"
+                lines += Self.wrap("  \(name): \(option.summary)", continuation: "      ")
             }
             lines.append("Needs the permission `\(spec.permission)`.")
+            if spec.name == "deploy" { lines += deployChoices(for: user) }
             lines.append("Examples:")
-            lines.append(contentsOf: spec.examples.map { "  \($0)" })
+            lines += spec.examples.flatMap { Self.wrap("  \($0)", continuation: "      ") }
             return Reply(.info, "\(spec.name): \(spec.summary)", lines: lines)
         }
-        let rows = catalog.specs.map { ["/infer " + $0.usage, $0.summary] }
-        return Reply(
-            .info, "InferOps commands", table: Reply.Table(headers: ["command", "what it does"], rows: rows),
-            hint: "`/infer help <command>` explains one."
-        )
+        var lines: [String] = []
+        for spec in catalog.specs {
+            lines += Self.wrap("\(spec.name) — \(spec.summary)", continuation: "    ")
+            lines += Self.wrapCode("/infer \(spec.usage)", indent: "    ")
+        }
+        lines += testingKnobs(for: user)
+        return Reply(.info, "InferOps commands", lines: lines, hint: "`/infer help <command>` explains one.")
+    }
+
+    /// Environments `user` may deploy to, in configuration order.
+    func deployableEnvironments(for user: UserID) -> [EnvironmentSettings] {
+        configuration.environmentNames.compactMap { configuration.environments[$0] }
+            .filter { configuration.policy.allows(user, "deploy", in: $0.name) }
+    }
+
+    /// What `/infer help deploy` can be given: the models, where this user may deploy, and the `--set`
+    /// keys each of those environments allows.
+    func deployChoices(for user: UserID) -> [String] {
+        let models = configuration.modelNames.compactMap { configuration.models[$0] }
+            .map { "\($0.name) (\($0.gpusPerReplica.counting("GPU")) each)" }
+        var lines = Self.wrap("Models: " + (models.isEmpty ? "none configured" : models.joined(separator: ", ")) + ".",
+                              continuation: "    ")
+        let environments = deployableEnvironments(for: user)
+        guard !environments.isEmpty else {
+            lines.append("You may not deploy to any environment; ask an admin for the `deploy` permission.")
+            return lines
+        }
+        lines += Self.wrap("You may deploy to: " + environments.map(\.name).joined(separator: ", ") + ".",
+                           continuation: "    ")
+        lines.append("`--set` keys each environment allows:")
+        for environment in environments {
+            let keys = environment.allowedSetKeys.map { "`\($0)`" }.joined(separator: ", ")
+            lines += Self.wrap("  \(environment.name): " + (keys.isEmpty ? "none" : keys), continuation: "      ")
+        }
+        return lines
+    }
+
+    /// The emulator's testing knobs, for the environments this user may deploy to that allow them.
+    func testingKnobs(for user: UserID) -> [String] {
+        var lines: [String] = []
+        for environment in deployableEnvironments(for: user) {
+            for key in environment.allowedSetKeys {
+                let unescaped = key.replacingOccurrences(of: "\\.", with: ".")
+                guard let knob = Self.simulationKnobs.first(where: { unescaped.hasSuffix("." + $0.annotation) }) else {
+                    continue
+                }
+                if lines.isEmpty { lines.append("Testing knobs (the sandbox's simulated cluster only):") }
+                lines += Self.wrap("  in \(environment.name): `--set \(key)=…`", continuation: "      ")
+                lines += Self.wrap("      values: \(knob.values)", continuation: "        ")
+            }
+        }
+        return lines
+    }
+
+    /// `text` broken at spaces into lines of at most `helpWidth` characters; later lines start with
+    /// `continuation`. A word longer than a line stays whole.
+    /// A command as code, broken like `wrap` with each line its own code span (a span that runs over
+    /// a line break is not code in chat), continued four columns further in.
+    static func wrapCode(_ code: String, indent: String) -> [String] {
+        wrap(indent + code, continuation: indent + "    ", width: helpWidth - 2).map { line in
+            let text = line.drop { $0 == " " }
+            return String(line.prefix { $0 == " " }) + "`" + text + "`"
+        }
+    }
+
+    static func wrap(_ text: String, continuation: String, width: Int = helpWidth) -> [String] {
+        var lines: [String] = []
+        var line = String(text.prefix { $0 == " " })
+        var started = false
+        for word in text.split(separator: " ") {
+            if !started {
+                line += word
+                started = true
+            } else if line.count + 1 + word.count <= width {
+                line += " " + word
+            } else {
+                lines.append(line)
+                line = continuation + word
+            }
+        }
+        lines.append(line)
+        return lines
     }
 
     func status(model: ModelSpec?, environment: EnvironmentSettings?, user: UserID) async throws -> Reply {

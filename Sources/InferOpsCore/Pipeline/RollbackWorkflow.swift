@@ -34,7 +34,14 @@ struct RollbackWorkflow: Sendable {
         let revision: Int
         if let requestedRevision {
             guard history.contains(where: { $0.revision == requestedRevision }) else {
-                return try await fail(ReleaseFailure.missingRevision(requestedRevision))
+                return try await fail(
+                    Refusal(
+                        "\(target.release) has no revision \(requestedRevision); "
+                            + "it has \(Self.listing(history, current: current)).",
+                        hint: "Pick one of them: `/infer rollback \(model.name) in \(environment.name) --to N`; "
+                            + "`/infer history \(model.name) in \(environment.name)` shows what each one was."
+                    )
+                )
             }
             guard requestedRevision != current.revision || current.state != .deployed else {
                 return try await fail(Refusal("Revision \(requestedRevision) is already the deployed revision.",
@@ -45,7 +52,15 @@ struct RollbackWorkflow: Sendable {
             guard let previous = history.last(where: {
                 $0.revision < current.revision && ($0.state == .superseded || $0.state == .deployed)
             }) else {
-                return try await fail(ReleaseFailure.missingRevision(nil))
+                return try await fail(
+                    Refusal(
+                        "\(target.release) has nothing earlier to roll back to: it has "
+                            + "\(Self.listing(history, current: current)), and no revision before \(current.revision) "
+                            + "was deployed successfully.",
+                        hint: "To change what runs, deploy again: `/infer deploy \(model.name) to \(environment.name)` "
+                            + "(with `--set` for other values)."
+                    )
+                )
             }
             revision = previous.revision
         }
@@ -83,6 +98,16 @@ struct RollbackWorkflow: Sendable {
         } catch let failure as VerificationFailure {
             return try await fail(failure)
         }
+    }
+
+    /// The revisions that exist, newest first, each with its state, so a refusal names what to pick
+    /// from: `revision 1 (deployed)`, `revisions 3 (deployed, current), 2 (failed), 1 (superseded)`.
+    static func listing(_ history: [ReleaseRevision], current: ReleaseStatus) -> String {
+        var revisions = history.sorted { $0.revision > $1.revision }.map { revision in
+            "\(revision.revision) (\(revision.state)\(revision.revision == current.revision ? ", current" : ""))"
+        }
+        if revisions.isEmpty { revisions = ["\(current.revision) (\(current.state), current)"] }
+        return (revisions.count == 1 ? "revision " : "revisions ") + revisions.joined(separator: ", ")
     }
 
     func fail(_ failure: any UserFacingError) async throws -> CommandOutcome {
