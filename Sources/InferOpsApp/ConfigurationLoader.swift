@@ -40,6 +40,7 @@ public struct ConfigurationLoader {
                 }
             }
             if let console = reader.mapping(node, "console", in: "chat") {
+                reader.checkKeys(console, known: ["user"], in: "chat.console")
                 chat.consoleUser = reader.string(console, "user", in: "chat.console") ?? chat.consoleUser
             }
         }
@@ -72,16 +73,23 @@ public struct ConfigurationLoader {
             reader.checkKeys(node, known: ["host", "port", "publicURL", "reconcileInterval", "idleTimeout",
                                            "readTimeout", "maxConnections"], in: "server")
             server.host = reader.string(node, "host", in: "server") ?? server.host
-            server.port = reader.int(node, "port", in: "server", range: 0...65535) ?? server.port
+            server.port = reader.int(node, "port", in: "server", range: 0...65535, suggested: ServerSettings.defaultPort) ?? server.port
             server.publicURL = reader.string(node, "publicURL", in: "server")
-            server.reconcileInterval = reader.duration(node, "reconcileInterval", in: "server") ?? server.reconcileInterval
-            server.idleTimeout = reader.duration(node, "idleTimeout", in: "server") ?? server.idleTimeout
-            server.readTimeout = reader.duration(node, "readTimeout", in: "server") ?? server.readTimeout
+            server.reconcileInterval = reader.duration(node, "reconcileInterval", in: "server", suggested: server.reconcileInterval)
+                ?? server.reconcileInterval
+            server.idleTimeout = reader.duration(node, "idleTimeout", in: "server", suggested: server.idleTimeout) ?? server.idleTimeout
+            server.readTimeout = reader.duration(node, "readTimeout", in: "server", suggested: server.readTimeout) ?? server.readTimeout
             server.maxConnections =
-                reader.int(node, "maxConnections", in: "server", range: 1...65_536) ?? server.maxConnections
+                reader.int(node, "maxConnections", in: "server", range: 1...65_536, suggested: server.maxConnections)
+                ?? server.maxConnections
         }
-        let modelsFolder = resolve(reader.mapping(root, "models", in: "the top level").flatMap { reader.string($0, "directory", in: "models") } ?? "models")
-        let commandsFolder = resolve(reader.mapping(root, "commands", in: "the top level").flatMap { reader.string($0, "directory", in: "commands") } ?? "../commands")
+        let modelsNode = reader.mapping(root, "models", in: "the top level")
+        let commandsNode = reader.mapping(root, "commands", in: "the top level")
+        for (node, section) in [(modelsNode, "models"), (commandsNode, "commands")] {
+            if let node { reader.checkKeys(node, known: ["directory"], in: section) }
+        }
+        let modelsFolder = resolve(reader.string(modelsNode, "directory", in: "models") ?? "models")
+        let commandsFolder = resolve(reader.string(commandsNode, "directory", in: "commands") ?? "../commands")
         let (models, modelProblems) = Self.loadModels(in: modelsFolder)
         problems += modelProblems
         let (catalog, commandProblems) = Self.loadCommands(in: commandsFolder)
@@ -264,8 +272,10 @@ public struct ConfigurationLoader {
         for (index, file) in environment.valuesFiles.enumerated() where !FileManager.default.fileExists(atPath: file) {
             reader.problem(node["valuesFiles"]?.sequence?[index], "the values file \(file) does not exist.", fix: "correct the path")
         }
-        environment.replicas = reader.int(node, "replicas", in: section, range: 0...64) ?? environment.replicas
-        environment.readinessBudget = reader.duration(node, "readinessBudget", in: section) ?? environment.readinessBudget
+        environment.replicas = reader.int(node, "replicas", in: section, range: 0...64, suggested: environment.replicas)
+            ?? environment.replicas
+        environment.readinessBudget = reader.duration(node, "readinessBudget", in: section, suggested: environment.readinessBudget)
+            ?? environment.readinessBudget
         environment.allowedSetKeys = reader.strings(node, "allowedSetKeys", in: section) ?? []
         for (index, key) in environment.allowedSetKeys.enumerated()
         where Self.namesSecret(String(key.split(separator: ".").last ?? "")) {
@@ -278,11 +288,15 @@ public struct ConfigurationLoader {
             let sub = section + ".verification"
             reader.checkKeys(verification, known: ["warmupRequests", "prompt", "maxTokens", "requestTimeout", "latencyTarget"], in: sub)
             var settings = VerificationSettings()
-            settings.warmupRequests = reader.int(verification, "warmupRequests", in: sub, range: 0...100) ?? settings.warmupRequests
+            settings.warmupRequests = reader.int(verification, "warmupRequests", in: sub, range: 0...100,
+                                                     suggested: settings.warmupRequests) ?? settings.warmupRequests
             settings.prompt = reader.string(verification, "prompt", in: sub) ?? settings.prompt
-            settings.maxTokens = reader.int(verification, "maxTokens", in: sub, range: 1...4096) ?? settings.maxTokens
-            settings.requestTimeout = reader.duration(verification, "requestTimeout", in: sub) ?? settings.requestTimeout
-            settings.latencyTarget = reader.duration(verification, "latencyTarget", in: sub) ?? settings.latencyTarget
+            settings.maxTokens = reader.int(verification, "maxTokens", in: sub, range: 1...4096, suggested: settings.maxTokens)
+                ?? settings.maxTokens
+            settings.requestTimeout = reader.duration(verification, "requestTimeout", in: sub, suggested: settings.requestTimeout)
+                ?? settings.requestTimeout
+            settings.latencyTarget = reader.duration(verification, "latencyTarget", in: sub, suggested: settings.latencyTarget)
+                ?? settings.latencyTarget
             environment.verification = settings
         }
         if let capacity = reader.mapping(node, "capacity", in: section) {
@@ -290,7 +304,7 @@ public struct ConfigurationLoader {
             reader.checkKeys(capacity, known: ["whenShort", "waitUpTo"], in: sub)
             switch reader.string(capacity, "whenShort", in: sub) ?? "refuse" {
             case "refuse": environment.capacity = .refuse
-            case "wait": environment.capacity = .wait(reader.duration(capacity, "waitUpTo", in: sub) ?? .seconds(600))
+            case "wait": environment.capacity = .wait(reader.duration(capacity, "waitUpTo", in: sub, suggested: .seconds(600)) ?? .seconds(600))
             case let other:
                 reader.problem(capacity["whenShort"], "`whenShort: \(other)` is not a choice.", fix: "use `refuse` or `wait`")
             }
@@ -308,14 +322,17 @@ public struct ConfigurationLoader {
                 }
                 environment.router = RouterSettings(
                     url: url, autoRegister: reader.bool(router, "autoRegister", in: sub) ?? false, workerURLTemplate: template,
-                    enginePort: reader.int(router, "enginePort", in: sub, range: 1...65535) ?? 8000,
+                    enginePort: reader.int(router, "enginePort", in: sub, range: 1...65535, suggested: 8000) ?? 8000,
                     denyBackendURL: reader.string(router, "denyBackendURL", in: sub)
                         ?? server.publicURL ?? "http://\(server.host):\(server.port)")
             }
         }
         if let access = node["engineAccess"] {
+            let unknownKeys = (access.mapping.map { $0.keys.compactMap(\.string) } ?? []).filter { $0 != "direct" }
             if access.string == "serviceProxy" {
                 environment.engineAccess = .serviceProxy
+            } else if !unknownKeys.isEmpty {
+                reader.checkKeys(access, known: ["direct"], in: section + ".engineAccess")
             } else if let template = reader.string(access, "direct", in: section + ".engineAccess") {
                 environment.engineAccess = .direct(urlTemplate: template)
             } else {
@@ -341,6 +358,7 @@ public struct ConfigurationLoader {
             let members = reader.strings(role, "members", in: section) ?? []
             if members.isEmpty { reader.problem(role, "the role `\(name)` has no members.", fix: "list immutable user ids under `members`", critical: false) }
             let grants: [Policy.Grant] = (role["grants"]?.sequence ?? []).map { grant in
+                reader.checkKeys(grant, known: ["permissions", "environments"], in: "a grant of \(section)")
                 let granted = reader.strings(grant, "permissions", in: section) ?? []
                 let where_ = reader.strings(grant, "environments", in: section) ?? []
                 for permission in granted where permission != "*" && !permissions.contains(permission) {
@@ -385,7 +403,8 @@ public struct ConfigurationLoader {
             if models[name] != nil { reader.problem(node["name"], "the model `\(name)` is declared twice.", fix: "remove one") }
             var model = ModelSpec(name: name, modelID: modelID)
             model.revision = reader.string(node, "revision", in: "the model") ?? model.revision
-            model.gpusPerReplica = reader.int(node, "gpusPerReplica", in: "the model", range: 0...16) ?? model.gpusPerReplica
+            model.gpusPerReplica = reader.int(node, "gpusPerReplica", in: "the model", range: 0...16, suggested: model.gpusPerReplica)
+                ?? model.gpusPerReplica
             model.image = reader.string(node, "image", in: "the model") ?? model.image
             model.engineArguments = reader.strings(node, "engineArgs", in: "the model") ?? []
             if let values = node["values"] {
@@ -410,7 +429,8 @@ public struct ConfigurationLoader {
                 let text = try String(contentsOfFile: file, encoding: .utf8)
                 let spec = try YAMLDecoder().decode(CommandSpec.self, from: text)
                 for problem in CommandCatalog.problems(in: spec) {
-                    problems.append(ConfigurationProblem(file: file, line: 1, message: problem, fix: "correct the declaration", critical: true))
+                    problems.append(ConfigurationProblem(file: file, line: 1, message: ConfigurationProblem.sentence(problem),
+                                                         fix: "correct the declaration", critical: true))
                 }
                 let expected = URL(fileURLWithPath: file).deletingPathExtension().lastPathComponent
                 if spec.name != expected {
@@ -419,7 +439,8 @@ public struct ConfigurationLoader {
                 }
                 specs.append(spec)
             } catch {
-                problems.append(ConfigurationProblem(file: file, line: 1, message: "the declaration cannot be read: \(error)",
+                let message = ConfigurationProblem.sentence("the declaration cannot be read: \(error)")
+                problems.append(ConfigurationProblem(file: file, line: 1, message: message,
                                                      fix: "compare it with commands/deploy.yaml", critical: true))
             }
         }

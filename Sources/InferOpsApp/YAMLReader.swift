@@ -11,8 +11,18 @@ public struct ConfigurationProblem: Hashable, Sendable, CustomStringConvertible 
     /// Critical problems stop start-up; the rest are warnings.
     public var critical: Bool
 
+    /// `file:line: error: message. Fix: fix.`: the message and the fix are each a sentence, so the
+    /// fix never reads as the end of the message.
     public var description: String {
-        "\(file):\(line): \(critical ? "error" : "warning"): \(message)" + (fix.isEmpty ? "" : " Fix: \(fix)")
+        "\(file):\(line): \(critical ? "error" : "warning"): \(Self.sentence(message))"
+            + (fix.isEmpty ? "" : " Fix: \(Self.sentence(fix))")
+    }
+
+    /// The text with a full stop unless it already ends a sentence.
+    static func sentence(_ text: String) -> String {
+        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        guard let last = trimmed.last, !".?!".contains(last) else { return trimmed }
+        return trimmed + "."
     }
 }
 
@@ -25,20 +35,22 @@ final class YAMLReader {
 
     func load() -> Node? {
         guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
-            problem(line: 0, "cannot read the file", fix: "check the path and its permissions")
+            let exists = FileManager.default.fileExists(atPath: file)
+            problem(line: 0, exists ? "the file cannot be read." : "the file does not exist.",
+                    fix: exists ? "check its permissions" : "check the path, or pass another file with `--config`")
             return nil
         }
         do {
             guard let node = try Yams.compose(yaml: text) else {
-                problem(line: 1, "the file is empty", fix: "see config/inferops.example.yaml")
+                problem(line: 1, "the file is empty.", fix: "see config/inferops.example.yaml")
                 return nil
             }
             return node
         } catch let error as YamlError {
-            problem(line: Self.line(of: error), "it is not valid YAML: \(Self.summary(of: error))", fix: "correct the YAML syntax")
+            problem(line: Self.line(of: error), "it is not valid YAML: \(Self.summary(of: error)).", fix: "correct the YAML syntax")
             return nil
         } catch {
-            problem(line: 1, "it is not valid YAML", fix: "correct the YAML syntax")
+            problem(line: 1, "it is not valid YAML.", fix: "correct the YAML syntax")
             return nil
         }
     }
@@ -48,7 +60,8 @@ final class YAMLReader {
     }
 
     func problem(line: Int, _ message: String, fix: String, critical: Bool = true) {
-        problems.append(ConfigurationProblem(file: file, line: line, message: message, fix: fix, critical: critical))
+        problems.append(ConfigurationProblem(file: file, line: line, message: ConfigurationProblem.sentence(message), fix: fix,
+                                             critical: critical))
     }
 
     static func line(_ node: Node) -> Int { node.mark?.line ?? 1 }
@@ -69,13 +82,16 @@ final class YAMLReader {
 
     // MARK: typed access
 
-    /// The mapping's keys that are not in `known`: likely typos, reported as warnings.
+    /// The mapping's keys that are not in `known`. They are errors: a typo such as `replica: 2` would
+    /// otherwise be ignored and the default used without a word.
     func checkKeys(_ node: Node, known: [String], in section: String) {
         guard let mapping = node.mapping else { return }
         for (key, _) in mapping {
             guard let name = key.string, !known.contains(name) else { continue }
+            let matches = Suggestions.closest(to: name, in: known)
             problem(key, "unknown key `\(name)` in \(section)." + Suggestions.didYouMean(name, in: known),
-                    fix: "remove it or use one of: \(known.joined(separator: ", "))", critical: false)
+                    fix: matches.first.map { "rename it to `\($0)`" }
+                        ?? "remove it or use one of: \(known.joined(separator: ", "))")
         }
     }
 
@@ -103,11 +119,13 @@ final class YAMLReader {
         return text
     }
 
-    func int(_ node: Node?, _ key: String, in section: String, range: ClosedRange<Int>) -> Int? {
+    /// A whole number in `range`; a wrong one is reported with `suggested` (the default) as the fix,
+    /// never a bound that would be a poor choice, such as `replicas: 0`.
+    func int(_ node: Node?, _ key: String, in section: String, range: ClosedRange<Int>, suggested: Int) -> Int? {
         guard let value = node?[key] else { return nil }
         guard let number = value.int, range.contains(number) else {
             problem(value, "`\(key)` in \(section) must be a whole number from \(range.lowerBound) to \(range.upperBound).",
-                    fix: "write e.g. `\(key): \(range.lowerBound)`")
+                    fix: "write e.g. `\(key): \(range.clamped(suggested))`")
             return nil
         }
         return number
@@ -137,13 +155,24 @@ final class YAMLReader {
         }
     }
 
-    func duration(_ node: Node?, _ key: String, in section: String) -> Duration? {
+    /// A duration; a wrong one is reported with `suggested` (the default) as the fix.
+    func duration(_ node: Node?, _ key: String, in section: String, suggested: Duration) -> Duration? {
         guard let value = node?[key] else { return nil }
         guard let text = value.string, let duration = Self.parseDuration(text) else {
-            problem(value, "`\(key)` in \(section) must be a duration like `90s`, `10m` or `1h`.", fix: "write e.g. `\(key): 10m`")
+            problem(value, "`\(key)` in \(section) must be a duration like `90s`, `10m` or `1h`.",
+                    fix: "write e.g. `\(key): \(Self.durationText(suggested))`")
             return nil
         }
         return duration
+    }
+
+    /// A duration as the configuration writes it: `10m`, `90s`, `1500ms`.
+    static func durationText(_ duration: Duration) -> String {
+        let milliseconds = duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
+        if milliseconds % 3_600_000 == 0 { return "\(milliseconds / 3_600_000)h" }
+        if milliseconds % 60_000 == 0 { return "\(milliseconds / 60_000)m" }
+        if milliseconds % 1000 == 0 { return "\(milliseconds / 1000)s" }
+        return "\(milliseconds)ms"
     }
 
     static func parseDuration(_ text: String) -> Duration? {
@@ -156,4 +185,9 @@ final class YAMLReader {
         }
         return nil
     }
+}
+
+extension ClosedRange where Bound == Int {
+    /// The nearest value inside the range.
+    func clamped(_ value: Int) -> Int { Swift.min(Swift.max(value, lowerBound), upperBound) }
 }

@@ -59,7 +59,7 @@ struct ConfigurationCheckTests {
         let replicas = try #require(problem(containing: "`replicas`"))
         #expect(replicas.line == 12)
         let typo = try #require(problem(containing: "unknown key `autoRollbak`"))
-        #expect(typo.line == 13 && !typo.critical && typo.message.contains("Did you mean `autoRollback`?"))
+        #expect(typo.line == 13 && typo.critical && typo.message.contains("Did you mean `autoRollback`?"))
         let namespace = try #require(problem(containing: "needs `namespace`"))
         #expect(namespace.line == 15)
         let permission = try #require(problem(containing: "unknown permission `deploi`"))
@@ -68,6 +68,139 @@ struct ConfigurationCheckTests {
         #expect(environment.message.contains("Did you mean `staging`?"))
         #expect(problems.allSatisfy { $0.file == file || $0.file.hasPrefix(root) })
         #expect(problem(containing: "not valid YAML") == nil)
+    }
+
+    @Test("An unknown key in any section is an error with the key that was meant")
+    func unknownKeysAreErrors() throws {
+        let folder = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let root = repositoryRoot.path
+        let models = folder.appendingPathComponent("models")
+        try FileManager.default.createDirectory(at: models, withIntermediateDirectories: true)
+        try "name: m\nmodelId: org/m\ngpuPerReplica: 2\n"
+            .write(to: models.appendingPathComponent("m.yaml"), atomically: true, encoding: .utf8)
+        let file = folder.appendingPathComponent("inferops.yaml").path
+        try """
+            chat:
+              transport: console
+              console: {usr: alice}
+            kubernetes: {kubeconfg: kubeconfig}
+            helm: {binay: helm}
+            storage: {pth: x.sqlite}
+            server: {prot: 8470}
+            models: {directory: models, dir: models}
+            commands: {directory: \(root)/commands, directroy: x}
+            environments:
+              staging:
+                namespace: inference
+                chart: \(root)/deploy/charts/vllm-engine
+                replica: 2
+                verification: {warmupRequest: 2}
+                capacity: {whenshort: wait}
+                engineAccess: {dirct: "http://{service}:{port}"}
+                router: {url: "http://127.0.0.1:30080", autoregister: true}
+            policy:
+              role: []
+              roles:
+                - name: deployers
+                  member: [U1]
+                  grants:
+                    - permission: [deploy]
+                      environments: [staging]
+            polcy: {}
+            """.write(toFile: file, atomically: true, encoding: .utf8)
+        let problems = ConfigurationLoader(path: file).load().problems
+        let expected: [(key: String, meant: String, line: Int)] = [
+            ("usr", "user", 3), ("kubeconfg", "kubeconfig", 4), ("binay", "binary", 5), ("pth", "path", 6),
+            ("prot", "port", 7), ("dir", "directory", 8), ("directroy", "directory", 9), ("replica", "replicas", 14),
+            ("warmupRequest", "warmupRequests", 15), ("whenshort", "whenShort", 16), ("dirct", "direct", 17),
+            ("autoregister", "autoRegister", 18), ("role", "roles", 20), ("member", "members", 23),
+            ("permission", "permissions", 25), ("polcy", "policy", 27),
+        ]
+        for (key, meant, line) in expected {
+            let typo = problems.first { $0.message.hasPrefix("unknown key `\(key)` ") }
+            #expect(typo?.critical == true && typo?.line == line, "\(key): \(String(describing: typo))")
+            #expect(typo?.message.contains("Did you mean `\(meant)`") == true, "\(String(describing: typo))")
+            #expect(typo?.fix == "rename it to `\(meant)`", "\(String(describing: typo))")
+        }
+        let model = try #require(problems.first { $0.message.hasPrefix("unknown key `gpuPerReplica` in a model") })
+        #expect(model.critical && model.line == 3 && model.file.hasSuffix("models/m.yaml"))
+        #expect(model.message.contains("Did you mean `gpusPerReplica`?"))
+        // `engineAccess: {dirct: …}` is reported once, as the typo, not also as a malformed value.
+        #expect(!problems.contains { $0.message.hasPrefix("`engineAccess` must be") })
+    }
+
+    @Test("Fixes suggest the default, not a bound such as `replicas: 0`")
+    func fixesSuggestDefaults() throws {
+        let folder = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let chart = repositoryRoot.appendingPathComponent("deploy/charts/vllm-engine").path
+        let file = try writeConfiguration(
+            models: ["m"],
+            environments: """
+                  staging:
+                    namespace: inference
+                    chart: \(chart)
+                    replicas: -1
+                    readinessBudget: soon
+                    verification: {warmupRequests: 1000, maxTokens: 0, latencyTarget: fast}
+                    router: {url: "http://127.0.0.1:30080", enginePort: 0}
+                """,
+            in: folder)
+        let problems = ConfigurationLoader(path: file).load().problems
+        func fix(for key: String) -> String? { problems.first { $0.message.hasPrefix("`\(key)`") }?.fix }
+        #expect(fix(for: "replicas") == "write e.g. `replicas: 1`")
+        #expect(fix(for: "readinessBudget") == "write e.g. `readinessBudget: 10m`")
+        #expect(fix(for: "warmupRequests") == "write e.g. `warmupRequests: 3`")
+        #expect(fix(for: "maxTokens") == "write e.g. `maxTokens: 16`")
+        #expect(fix(for: "latencyTarget") == "write e.g. `latencyTarget: 3s`")
+        #expect(fix(for: "enginePort") == "write e.g. `enginePort: 8000`")
+        #expect(!problems.contains { $0.fix.contains(": 0`") }, "\(problems)")
+    }
+
+    @Test("Every message is a sentence that ends before its fix")
+    func messagesEndBeforeTheFix() throws {
+        let folder = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let root = repositoryRoot.path
+        let commands = folder.appendingPathComponent("commands")
+        try FileManager.default.createDirectory(at: commands, withIntermediateDirectories: true)
+        try "name: Bad\nsummary: \"\"\n".write(to: commands.appendingPathComponent("bad.yaml"), atomically: true, encoding: .utf8)
+        try "name: [\n".write(to: commands.appendingPathComponent("broken.yaml"), atomically: true, encoding: .utf8)
+        let file = folder.appendingPathComponent("inferops.yaml").path
+        try """
+            chat: {transport: slack, consol: {}}
+            helm: {driver: etcd}
+            server: {port: http, maxConnections: 0, idleTimeout: forever}
+            models: {directory: empty}
+            commands: {directory: commands}
+            environments:
+              Staging: {namespace: x, chart: \(root)/deploy/charts/vllm-engine}
+              dev:
+                namespace: dev
+                chart: vllm/vllm-engine
+                valuesFiles: [missing.yaml]
+                allowedSetKeys: [engine.apiKey]
+                capacity: {whenShort: maybe}
+                engineAccess: nearby
+                router: {url: "ftp://x", workerURL: "http://x"}
+            policy:
+              roles:
+                - name: r
+                  members: []
+                  grants: [{permissions: [deploi], environments: [prod]}]
+            """.write(toFile: file, atomically: true, encoding: .utf8)
+        var problems = ConfigurationLoader(path: file).load().problems
+        problems += ConfigurationLoader(path: folder.appendingPathComponent("missing.yaml").path).load().problems
+        try "a: [\n".write(toFile: file, atomically: true, encoding: .utf8)
+        problems += ConfigurationLoader(path: file).load().problems
+        #expect(problems.count >= 20, "\(problems)")
+        for problem in problems {
+            #expect(problem.message.last.map { ".?!".contains($0) } == true, "\(problem.message)")
+            let fix = try #require(problem.description.range(of: " Fix: "), "\(problem)")
+            #expect(".?!".contains(problem.description[problem.description.index(before: fix.lowerBound)]))
+            #expect(problem.description.hasSuffix("."), "\(problem)")
+        }
     }
 
     @Test("A secret written into the file is refused at its line")

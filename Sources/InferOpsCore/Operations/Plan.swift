@@ -130,7 +130,7 @@ public enum DeployPlanner {
     }
 
     /// Splits a dotted key on unescaped dots, as `helm --set` does: `a.b\.c` is `["a", "b.c"]`.
-    static func valuePath(_ key: String) -> [String] {
+    public static func valuePath(_ key: String) -> [String] {
         var parts: [String] = []
         var current = ""
         var escaped = false
