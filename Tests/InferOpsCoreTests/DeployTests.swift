@@ -195,8 +195,9 @@ import Testing
         #expect(last.reply.tone == .failure)
         #expect(last.title == message)
         #expect(
-            last.reply.hint
-                == "Free GPUs (roll back or remove another model), lower `replicaCount`, or ask for the deploy to wait."
+            last.reply.hint?.plainText
+                == ("Free GPUs (`/infer remove <model> from staging` uninstalls a model), lower `replicaCount`, "
+                    + "or ask for the deploy to wait.")
         )
         #expect(await h.store.auditLog().map(\.outcome) == ["accepted", "failed"])
     }
@@ -352,6 +353,9 @@ import Testing
         let outcome = await h.run("deploy llama-3-8b to production")
         #expect(
             outcome.message == "There is no earlier good revision to roll back to; the failed release stays as it is.")
+        #expect(
+            h.chat.posts.last?.reply.hint
+                == "Fix the values and deploy again, or free its GPUs with `/infer remove llama-3-8b from production`.")
         #expect(h.releases.rollbacks.isEmpty)
         #expect(await h.record(try #require(outcome.operation))?.state == .failed)
     }
@@ -417,7 +421,7 @@ import Testing
 
         let refused = await h.run("deploy llama-3-8b to staging")
         #expect(refused.message == "The release is stuck in pending-install, left by an interrupted Helm run.")
-        #expect(h.chat.posts.last?.reply.hint == "Recover with `helm uninstall` of the release, then deploy again.")
+        #expect(h.chat.posts.last?.reply.hint == "Recover with `/infer remove` (helm uninstall of the release), then deploy again.")
 
         let recovered = await h.run("rollback llama-3-8b in staging")
 
