@@ -273,10 +273,11 @@ import Testing
         .planned: [.queued, .succeeded, .failed, .cancelled],
         .queued: [.prechecking, .failed, .cancelled],
         .prechecking: [.applying, .registering, .failed, .cancelled],
-        .applying: [.waitingReady, .rollingBack, .succeeded, .failed, .cancelled],
+        // `remove`: applying (helm uninstall) after the router step, then verifying that the GPUs are free.
+        .applying: [.waitingReady, .rollingBack, .succeeded, .verifying, .failed, .cancelled],
         .waitingReady: [.warming, .verifying, .rollingBack, .failed, .cancelled],
         .warming: [.verifying, .rollingBack, .failed, .cancelled],
-        .verifying: [.succeeded, .registering, .rollingBack, .failed, .cancelled],
+        .verifying: [.succeeded, .registering, .rollingBack, .applying, .failed, .cancelled],
         .registering: [.succeeded, .verifying, .failed, .cancelled],
         .rollingBack: [.rolledBack, .failed, .cancelled],
         .succeeded: [], .failed: [], .rolledBack: [], .cancelled: [],

@@ -199,8 +199,9 @@ import Testing
         #expect(last.reply.tone == .failure)
         #expect(last.title == message)
         #expect(
-            last.reply.hint
+            last.reply.hint?.plainText
                 == "Free 1 more GPU on gpu-a (roll back or remove a model there) or ask for the deploy to wait."
+                + " `/infer remove <model> from staging` uninstalls a model and frees its GPUs."
         )
         #expect(await h.store.auditLog().map(\.outcome) == ["accepted", "failed"])
     }
@@ -356,6 +357,9 @@ import Testing
         let outcome = await h.run("deploy llama-3-8b to production")
         #expect(
             outcome.message == "There is no earlier good revision to roll back to; the failed release stays as it is.")
+        #expect(
+            h.chat.posts.last?.reply.hint
+                == "Fix the values and deploy again, or free its GPUs with `/infer remove llama-3-8b from production`.")
         #expect(h.releases.rollbacks.isEmpty)
         #expect(await h.record(try #require(outcome.operation))?.state == .failed)
     }
@@ -421,7 +425,7 @@ import Testing
 
         let refused = await h.run("deploy llama-3-8b to staging")
         #expect(refused.message == "The release is stuck in pending-install, left by an interrupted Helm run.")
-        #expect(h.chat.posts.last?.reply.hint == "Recover with `helm uninstall` of the release, then deploy again.")
+        #expect(h.chat.posts.last?.reply.hint == "Recover with `/infer remove` (helm uninstall of the release), then deploy again.")
 
         let recovered = await h.run("rollback llama-3-8b in staging")
 

@@ -89,6 +89,21 @@ enum Fixtures {
             examples: ["/infer lock production --reason \"incident 4711\""]
         ),
         CommandSpec(
+            name: "remove", summary: "Take a model out of the router, uninstall its release and free its GPUs.",
+            permission: "remove", changes: true,
+            arguments: [
+                ArgumentSpec(name: "model", kind: .model, summary: "The deployed model."),
+                ArgumentSpec(
+                    name: "environment", kind: .environment, keyword: "from", summary: "The environment it runs in."),
+            ],
+            options: [
+                OptionSpec(
+                    name: "reason", kind: .string,
+                    summary: "Why; recorded in the audit log and shown to every client that asks for the model.")
+            ],
+            examples: ["/infer remove mistral-7b from staging --reason \"make room for llama-3-8b\""]
+        ),
+        CommandSpec(
             name: "rollback", summary: "Roll a model back to its previous revision (or the one named) and verify it.",
             permission: "rollback", changes: true,
             arguments: [
@@ -165,7 +180,8 @@ enum Fixtures {
             name: "staging-deployer", members: [deployer.rawValue],
             grants: [
                 Policy.Grant(
-                    permissions: ["deploy", "rollback", "cancel", "lock", "unlock", "view", "register"], environments: ["staging"]
+                    permissions: ["deploy", "rollback", "cancel", "lock", "unlock", "view", "register", "remove"],
+                    environments: ["staging"]
                 ),
                 Policy.Grant(permissions: ["view"], environments: ["production"]),
             ]

@@ -28,6 +28,7 @@ import Testing
         Row(role: "admin", verb: "deregister", dev: true, staging: true, production: true),
         Row(role: "admin", verb: "enable", dev: true, staging: true, production: true),
         Row(role: "admin", verb: "disable", dev: true, staging: true, production: true),
+        Row(role: "admin", verb: "remove", dev: true, staging: true, production: true),
 
         Row(role: "staging-deployer", verb: "deploy", dev: false, staging: true, production: false),
         Row(role: "staging-deployer", verb: "rollback", dev: false, staging: true, production: false),
@@ -41,6 +42,7 @@ import Testing
         Row(role: "staging-deployer", verb: "deregister", dev: false, staging: true, production: false),
         Row(role: "staging-deployer", verb: "enable", dev: false, staging: false, production: false),
         Row(role: "staging-deployer", verb: "disable", dev: false, staging: false, production: false),
+        Row(role: "staging-deployer", verb: "remove", dev: false, staging: true, production: false),
 
         Row(role: "releaser", verb: "deploy", dev: true, staging: false, production: false),
         Row(role: "releaser", verb: "rollback", dev: true, staging: false, production: false),
@@ -54,6 +56,7 @@ import Testing
         Row(role: "releaser", verb: "deregister", dev: false, staging: false, production: false),
         Row(role: "releaser", verb: "enable", dev: false, staging: false, production: true),
         Row(role: "releaser", verb: "disable", dev: false, staging: false, production: true),
+        Row(role: "releaser", verb: "remove", dev: false, staging: false, production: false),
 
         Row(role: "viewer", verb: "deploy", dev: false, staging: false, production: false),
         Row(role: "viewer", verb: "rollback", dev: false, staging: false, production: false),
@@ -67,6 +70,7 @@ import Testing
         Row(role: "viewer", verb: "deregister", dev: false, staging: false, production: false),
         Row(role: "viewer", verb: "enable", dev: false, staging: false, production: false),
         Row(role: "viewer", verb: "disable", dev: false, staging: false, production: false),
+        Row(role: "viewer", verb: "remove", dev: false, staging: false, production: false),
     ]
 
     static let members: [String: UserID] = [
@@ -94,7 +98,7 @@ import Testing
 
     /// The same table through the whole pipeline for the verbs that name an environment: a denied
     /// cell is refused with a denial and never reaches a port; an allowed one gets past authorization.
-    @Test(arguments: table.filter { ["deploy", "rollback", "lock", "unlock", "history", "status"].contains($0.verb) })
+    @Test(arguments: table.filter { ["deploy", "rollback", "remove", "lock", "unlock", "history", "status"].contains($0.verb) })
     func dispatcherEnforces(_ row: Row) async throws {
         for (environment, allowed) in [("dev", row.dev), ("staging", row.staging), ("production", row.production)] {
             let harness = Harness()
@@ -102,6 +106,7 @@ import Testing
                 switch row.verb {
                 case "deploy": "deploy llama-3-8b to \(environment) --dry-run"
                 case "rollback": "rollback llama-3-8b in \(environment) --to 1"
+                case "remove": "remove llama-3-8b from \(environment)"
                 case "lock", "unlock": "\(row.verb) \(environment)"
                 case "history": "history llama-3-8b in \(environment)"
                 default: "status llama-3-8b in \(environment)"

@@ -4,6 +4,8 @@ import Foundation
 public enum OperationKind: String, Hashable, Sendable, Codable, CaseIterable {
     case deploy, rollback, lock, unlock, cancel
     case register, deregister, enable, disable
+    /// Takes a model out of the router, uninstalls its release and checks its GPUs are free.
+    case remove
 }
 
 /// The life of an operation (DESIGN §3). Every change is recorded before its side effect.
@@ -34,10 +36,11 @@ public enum OperationState: String, Hashable, Sendable, Codable, CaseIterable {
         case .planned: return ending.union([.queued, .succeeded])
         case .queued: return ending.union([.prechecking])
         case .prechecking: return ending.union([.applying, .registering])
-        case .applying: return ending.union([.waitingReady, .rollingBack, .succeeded])
+        // `remove` applies after the router step (verifying) and then verifies the GPUs are free.
+        case .applying: return ending.union([.waitingReady, .rollingBack, .succeeded, .verifying])
         case .waitingReady: return ending.union([.warming, .verifying, .rollingBack])
         case .warming: return ending.union([.verifying, .rollingBack])
-        case .verifying: return ending.union([.succeeded, .registering, .rollingBack])
+        case .verifying: return ending.union([.succeeded, .registering, .rollingBack, .applying])
         case .registering: return ending.union([.succeeded, .verifying])
         case .rollingBack: return [.rolledBack, .failed, .cancelled]
         case .succeeded, .failed, .rolledBack, .cancelled: return []

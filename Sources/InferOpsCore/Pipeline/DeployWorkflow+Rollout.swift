@@ -43,7 +43,8 @@ public struct SchedulingFailure: UserFacingError, Equatable {
     }
 
     public var hint: String? {
-        "Free GPUs (roll back or remove another model), lower `replicaCount`, or set the chart's `strategy` to "
+        "Free GPUs (`/infer remove <model> from <environment>` uninstalls a model), lower `replicaCount`, "
+            + "or set the chart's `strategy` to "
             + "`{rollingUpdate: {maxSurge: 0, maxUnavailable: 1}}` so an old pod stops before its replacement starts."
     }
 }

@@ -112,7 +112,9 @@ struct DeployWorkflow: Sendable {
         guard case .wait(let patience) = environment.capacity else {
             return Refusal(
                 "Not enough free GPUs for \(plan.target.release): \(verdict.summary).",
-                hint: verdict.hint ?? verdict.suggestion
+                hint: verdict.hint
+                    ?? (verdict.suggestion ?? "Free GPUs, or ask for the deploy to wait.")
+                    + " `/infer remove <model> from \(environment.name)` uninstalls a model and frees its GPUs."
             )
         }
         try await reporter.report(Reply(.warning, "Waiting up to \(patience.spoken) for GPUs: \(verdict.summary)."))
@@ -163,7 +165,8 @@ struct DeployWorkflow: Sendable {
         guard let lastGood else {
             return try await fail(
                 Refusal("There is no earlier good revision to roll back to; the failed release stays as it is.",
-                        hint: "Fix the values and deploy again, or remove the release."),
+                        hint: "Fix the values and deploy again, or free its GPUs with "
+                            + "`/infer remove \(plan.model.name) from \(environment.name)`."),
                 reported: false
             )
         }

@@ -152,6 +152,25 @@ public final class Dispatcher: Sendable {
                 return { try await RegistrationWorkflow(services: self.services, model: model, environment: environment,
                                                         registrar: registrar, change: kind, reason: reason, reporter: reporter).run() }
             }
+        case .remove(let model, let environment, let reason):
+            if let refusal = try await lockRefusal(environment, user: user) {
+                return try await refuse(refusal, in: conversation, audit: (user, "remove", environment.name, model.name))
+            }
+            let target = environment.target(model: model.name)
+            let operation = OperationRecord(
+                id: .random(), kind: .remove, requester: user, environment: environment.name, model: model.name,
+                target: target, command: text, createdAt: services.time.now()
+            )
+            return try await runOperation(operation, release: target.release, conversation: conversation,
+                title: "Remove \(model.name) from \(environment.name), requested by \(mention: user)"
+                    + (reason.map { ": \(user: $0)" } ?? ""),
+                fields: [Reply.Field("release", target.release)]
+            ) { reporter in
+                try await reporter.move(to: .planned, "Remove planned: router first, then helm uninstall, then the GPUs.")
+                let registrar = self.registrar(for: environment)
+                return { try await RemoveWorkflow(services: self.services, model: model, environment: environment,
+                                                  reason: reason, reporter: reporter, registrar: registrar).run() }
+            }
         case .deploy(let model, let environment, let chartVersion, let overrides, let dryRun, let register):
             let plan: DeployPlan
             do {
@@ -418,7 +437,7 @@ public final class Dispatcher: Sendable {
     func subject(of command: ValidatedCommand) -> String? {
         switch command {
         case .deploy(let model, _, _, _, _, _), .rollback(let model, _, _), .history(let model, _),
-            .routing(_, let model, _, _):
+            .routing(_, let model, _, _), .remove(let model, _, _):
             model.name
         case .status(let model, _): model?.name
         case .cancel(let id): id.rawValue

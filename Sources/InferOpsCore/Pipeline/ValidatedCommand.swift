@@ -10,12 +10,15 @@ public enum ValidatedCommand: Hashable, Sendable {
     case help(verb: String?)
     /// `register`, `deregister`, `enable` or `disable`.
     case routing(OperationKind, model: ModelSpec, environment: EnvironmentSettings, reason: String?)
+    /// `remove`: out of the router, uninstalled, GPUs free.
+    case remove(model: ModelSpec, environment: EnvironmentSettings, reason: String?)
 
     /// The environment the command acts in, when it names one.
     public var environment: EnvironmentSettings? {
         switch self {
         case .deploy(_, let environment, _, _, _, _), .rollback(_, let environment, _), .history(_, let environment),
-            .lock(let environment, _), .unlock(let environment, _), .routing(_, _, let environment, _):
+            .lock(let environment, _), .unlock(let environment, _), .routing(_, _, let environment, _),
+            .remove(_, let environment, _):
             environment
         case .status(_, let environment):
             environment
@@ -79,6 +82,10 @@ public struct CommandValidator: Sendable {
             }
             return .routing(
                 OperationKind(rawValue: command.verb)!, model: try model(command.argument("model")), environment: environment,
+                reason: command.option("reason"))
+        case "remove":
+            return .remove(
+                model: try model(command.argument("model")), environment: try environment(command.argument("environment")),
                 reason: command.option("reason"))
         case "help":
             if let verb = command.argument("verb") {

@@ -204,7 +204,7 @@ public enum ReleaseFailure: UserFacingError, Equatable {
         case .operationInProgress:
             "Wait for it to finish; if nothing is running, the release is stuck: see `/infer status`."
         case .stuckPending(.pendingInstall):
-            "Recover with `helm uninstall` of the release, then deploy again."
+            "Recover with `/infer remove` (helm uninstall of the release), then deploy again."
         case .stuckPending:
             "Recover with `/infer rollback` (helm rollback to the last good revision), then deploy again."
         case .noDeployedRelease:
