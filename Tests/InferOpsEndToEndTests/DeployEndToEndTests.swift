@@ -75,9 +75,15 @@ struct DeployEndToEndTests {
         let history = try sandbox.exec("/infer history llama-3-8b in staging")
         #expect(history.output.contains("Rollback to 1"), "\(history.output)")
 
-        let missing = try sandbox.exec("/infer rollback llama-3-8b in staging --to 9")
+        let missing = try sandbox.exec("/infer rollback llama-3-8b in staging --to 99")
         #expect(missing.status == 1)
-        #expect(missing.output.contains("has no revision 9"), "\(missing.output)")
+        // Helm's own history, listed: the rollback made revision 3 and left 1 and 2 superseded.
+        #expect(
+            missing.output.contains(
+                "has no revision 99; it has revisions 3 (deployed, current), 2 (superseded), 1 (superseded)."
+            ),
+            "\(missing.output)"
+        )
     }
 
     @Test("A second deploy of the same release while one runs is refused, never interleaved", arguments: HelmBinary.allCases)

@@ -34,7 +34,7 @@ struct RolloutEndToEndTests {
         )
         #expect(
             redeploy.output.contains(
-                "rolling update with maxSurge 25% (1 pods) and maxUnavailable 25% (0 pods) of 1 starts a new pod before "
+                "rolling update with maxSurge 25% (1 pod) and maxUnavailable 25% (0 pods) of 1 starts a new pod before "
                     + "any old pod stops: it needs 4 free GPUs on one node"
             ),
             "\(redeploy.output)"
