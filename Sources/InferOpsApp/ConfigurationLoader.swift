@@ -283,6 +283,16 @@ public struct ConfigurationLoader {
                            "`--set \(key)` would make people type a secret in chat.",
                            fix: "remove it from `allowedSetKeys`; " + Self.secretReferenceFix)
         }
+        if let values = Self.chartValues(chartPath) {
+            for (index, key) in environment.allowedSetKeys.enumerated() {
+                guard let missing = Self.missingValue(DeployPlanner.valuePath(key), in: values) else { continue }
+                reader.problem(node["allowedSetKeys"]?.sequence?[index],
+                               "the allowed `--set` key `\(key)` is not in the chart's values "
+                               + "(\(chartPath)/values.yaml has no `\(missing.path)`), so helm would ignore it."
+                               + Suggestions.didYouMean(missing.path, in: missing.candidates),
+                               fix: "correct the key, or add it with its default to the chart's values.yaml")
+            }
+        }
         environment.autoRollback = reader.bool(node, "autoRollback", in: section) ?? false
         if let verification = reader.mapping(node, "verification", in: section) {
             let sub = section + ".verification"
@@ -341,6 +351,39 @@ public struct ConfigurationLoader {
             }
         }
         return environment
+    }
+
+    /// The values.yaml of a chart folder; nil for packaged and oci:// charts, which are not read here.
+    static func chartValues(_ chart: String) -> Node? {
+        guard chart.hasPrefix("/"), let text = try? String(contentsOfFile: chart + "/values.yaml", encoding: .utf8) else {
+            return nil
+        }
+        return (try? Yams.compose(yaml: text)) ?? nil
+    }
+
+    /// Where a `--set` path leaves the chart's values, with the keys that exist there; nil when the
+    /// chart takes it. An empty map (`podAnnotations: {}`), a list or a null takes any child, so
+    /// `podAnnotations.inferops\.dev/simulate-ready-after-seconds` is a key the chart has.
+    static func missingValue(_ path: [String], in values: Node) -> (path: String, candidates: [String])? {
+        var node = values
+        var walked: [String] = []
+        for part in path {
+            let name = part.firstIndex(of: "[").map { String(part[..<$0]) } ?? part
+            guard let mapping = node.mapping else {
+                let null = node.null != nil && !node.tag.description.hasSuffix(":str")  // `""` is a string
+                if node.sequence != nil || null { return nil }
+                return (walked.joined(separator: "."), [])  // a single value has no children
+            }
+            if mapping.count == 0 { return nil }
+            guard let child = node[name] else {
+                let keys = Array(mapping.keys.compactMap(\.string)).map { (walked + [$0]).joined(separator: ".") }
+                return ((walked + [name]).joined(separator: "."), keys)
+            }
+            walked.append(name)
+            node = child
+            if name != part { return nil }  // an index into a list: the list's items are not checked
+        }
+        return nil
     }
 
     func policySettings(_ root: Node, reader: YAMLReader, environments: [String], catalog: CommandCatalog) -> Policy {
