@@ -114,6 +114,7 @@ public struct ConfigurationLoader {
         }
         checkReleaseNames(environments: environments, keys: environmentKeys, models: models, reader: reader)
         let policy = policySettings(root, reader: reader, environments: Array(environments.keys), catalog: catalog)
+        problems += Self.checkModelValues(in: modelsFolder, charts: Set(environments.values.map(\.chart)).sorted())
         let valuesFiles = Set(environments.values.flatMap(\.valuesFiles)).sorted()
         let (valuesSecrets, valuesProblems) = Self.checkValuesFiles(valuesFiles)
         problems = reader.problems + problems + valuesProblems
@@ -457,6 +458,36 @@ public struct ConfigurationLoader {
             models[name] = model
         }
         return (models, problems)
+    }
+
+    /// A model's `values` are the chart's values: a key no environment's chart has (`replicacount`)
+    /// would be ignored by helm without a word, so it is reported at its line.
+    static func checkModelValues(in folder: String, charts: [String]) -> [ConfigurationProblem] {
+        let chartValues = charts.compactMap { chart in Self.chartValues(chart).map { (chart, $0) } }
+        guard !chartValues.isEmpty else { return [] }
+        var problems: [ConfigurationProblem] = []
+        for file in yamlFiles(in: folder) {
+            let reader = YAMLReader(file: file)
+            guard let values = (try? String(contentsOfFile: file, encoding: .utf8)).flatMap({ try? Yams.compose(yaml: $0) })?["values"]
+            else { continue }
+            func walk(_ node: Node, _ path: [String]) {
+                guard let mapping = node.mapping, mapping.count > 0 else {
+                    for (chart, chartNode) in chartValues {
+                        guard let missing = missingValue(path, in: chartNode) else { continue }
+                        reader.problem(node, "`values.\(path.joined(separator: "."))` is not in the chart's values "
+                                       + "(\(chart)/values.yaml has no `\(missing.path)`), so helm would ignore it."
+                                       + Suggestions.didYouMean(missing.path, in: missing.candidates),
+                                       fix: "correct the key, or add it with its default to the chart's values.yaml")
+                        return
+                    }
+                    return
+                }
+                for (key, child) in mapping { walk(child, path + [key.string ?? ""]) }
+            }
+            if values.mapping != nil { walk(values, []) }
+            problems += reader.problems
+        }
+        return problems
     }
 
     static func loadCommands(in folder: String) -> (CommandCatalog, [ConfigurationProblem]) {

@@ -233,6 +233,34 @@ struct ConfigurationCheckTests {
         #expect(problems.last?.message.contains("has no `image.tag`") == true)
     }
 
+    @Test("A model's values that the chart does not have are an error at their line")
+    func modelValuesMatchTheChart() throws {
+        let folder = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let chart = repositoryRoot.appendingPathComponent("deploy/charts/vllm-engine").path
+        let file = try writeConfiguration(
+            models: ["m"],
+            environments: "  staging:\n    namespace: inference\n    chart: \(chart)",
+            in: folder)
+        try """
+            name: m
+            modelId: org/m
+            values:
+              replicacount: 2
+              resources: {gpus: 2}
+              podAnnotations:
+                example.com/team: ml
+              engine:
+                extraArgs: ["--max-model-len", "8192"]
+                hfTokn: {secretName: hf}
+            """.write(to: folder.appendingPathComponent("models/model-0.yaml"), atomically: true, encoding: .utf8)
+        let problems = ConfigurationLoader(path: file).load().problems.filter { $0.message.contains("chart's values") }
+        #expect(problems.map(\.line).sorted() == [4, 10], "\(problems)")
+        #expect(problems.allSatisfy { $0.critical })
+        #expect(problems.contains { $0.message.contains("Did you mean `replicaCount`?") })
+        #expect(problems.contains { $0.message.contains("Did you mean `engine.hfToken`?") })
+    }
+
     @Test("A bare `inferops check` reads config/inferops.yaml, or says where it looked and fails")
     func bareCheckSaysWhereItLooked() throws {
         let folder = try temporaryFolder()
