@@ -73,12 +73,16 @@ public struct ConfigurationLoader {
             reader.checkKeys(node, known: ["host", "port", "publicURL", "reconcileInterval", "idleTimeout",
                                            "readTimeout", "maxConnections"], in: "server")
             server.host = reader.string(node, "host", in: "server") ?? server.host
-            server.port = reader.int(node, "port", in: "server", range: 0...65535, suggested: ServerSettings.defaultPort) ?? server.port
+            server.port = reader.int(node, "port", in: "server", range: 0...65535, suggested: ServerSettings.defaultPort)
+                ?? server.port
             server.publicURL = reader.string(node, "publicURL", in: "server")
-            server.reconcileInterval = reader.duration(node, "reconcileInterval", in: "server", suggested: server.reconcileInterval)
+            server.reconcileInterval =
+                reader.duration(node, "reconcileInterval", in: "server", suggested: server.reconcileInterval)
                 ?? server.reconcileInterval
-            server.idleTimeout = reader.duration(node, "idleTimeout", in: "server", suggested: server.idleTimeout) ?? server.idleTimeout
-            server.readTimeout = reader.duration(node, "readTimeout", in: "server", suggested: server.readTimeout) ?? server.readTimeout
+            server.idleTimeout =
+                reader.duration(node, "idleTimeout", in: "server", suggested: server.idleTimeout) ?? server.idleTimeout
+            server.readTimeout =
+                reader.duration(node, "readTimeout", in: "server", suggested: server.readTimeout) ?? server.readTimeout
             server.maxConnections =
                 reader.int(node, "maxConnections", in: "server", range: 1...65_536, suggested: server.maxConnections)
                 ?? server.maxConnections
@@ -275,7 +279,8 @@ public struct ConfigurationLoader {
         }
         environment.replicas = reader.int(node, "replicas", in: section, range: 0...64, suggested: environment.replicas)
             ?? environment.replicas
-        environment.readinessBudget = reader.duration(node, "readinessBudget", in: section, suggested: environment.readinessBudget)
+        environment.readinessBudget =
+            reader.duration(node, "readinessBudget", in: section, suggested: environment.readinessBudget)
             ?? environment.readinessBudget
         environment.allowedSetKeys = reader.strings(node, "allowedSetKeys", in: section) ?? []
         for (index, key) in environment.allowedSetKeys.enumerated()
@@ -302,11 +307,14 @@ public struct ConfigurationLoader {
             settings.warmupRequests = reader.int(verification, "warmupRequests", in: sub, range: 0...100,
                                                      suggested: settings.warmupRequests) ?? settings.warmupRequests
             settings.prompt = reader.string(verification, "prompt", in: sub) ?? settings.prompt
-            settings.maxTokens = reader.int(verification, "maxTokens", in: sub, range: 1...4096, suggested: settings.maxTokens)
+            settings.maxTokens =
+                reader.int(verification, "maxTokens", in: sub, range: 1...4096, suggested: settings.maxTokens)
                 ?? settings.maxTokens
-            settings.requestTimeout = reader.duration(verification, "requestTimeout", in: sub, suggested: settings.requestTimeout)
+            settings.requestTimeout =
+                reader.duration(verification, "requestTimeout", in: sub, suggested: settings.requestTimeout)
                 ?? settings.requestTimeout
-            settings.latencyTarget = reader.duration(verification, "latencyTarget", in: sub, suggested: settings.latencyTarget)
+            settings.latencyTarget =
+                reader.duration(verification, "latencyTarget", in: sub, suggested: settings.latencyTarget)
                 ?? settings.latencyTarget
             environment.verification = settings
         }
@@ -315,7 +323,9 @@ public struct ConfigurationLoader {
             reader.checkKeys(capacity, known: ["whenShort", "waitUpTo"], in: sub)
             switch reader.string(capacity, "whenShort", in: sub) ?? "refuse" {
             case "refuse": environment.capacity = .refuse
-            case "wait": environment.capacity = .wait(reader.duration(capacity, "waitUpTo", in: sub, suggested: .seconds(600)) ?? .seconds(600))
+            case "wait":
+                let waitUpTo = reader.duration(capacity, "waitUpTo", in: sub, suggested: .seconds(600))
+                environment.capacity = .wait(waitUpTo ?? .seconds(600))
             case let other:
                 reader.problem(capacity["whenShort"], "`whenShort: \(other)` is not a choice.", fix: "use `refuse` or `wait`")
             }
@@ -356,7 +366,8 @@ public struct ConfigurationLoader {
 
     /// The values.yaml of a chart folder; nil for packaged and oci:// charts, which are not read here.
     static func chartValues(_ chart: String) -> Node? {
-        guard chart.hasPrefix("/"), let text = try? String(contentsOfFile: chart + "/values.yaml", encoding: .utf8) else {
+        guard chart.hasPrefix("/"), let text = try? String(contentsOfFile: chart + "/values.yaml", encoding: .utf8)
+        else {
             return nil
         }
         return (try? Yams.compose(yaml: text)) ?? nil
@@ -460,7 +471,7 @@ public struct ConfigurationLoader {
         return (models, problems)
     }
 
-    /// A model's `values` are the chart's values: a key no environment's chart has (`replicacount`)
+    /// A model's `values` are chart values: a key that an environment's chart lacks (`replicacount`)
     /// would be ignored by helm without a word, so it is reported at its line.
     static func checkModelValues(in folder: String, charts: [String]) -> [ConfigurationProblem] {
         let chartValues = charts.compactMap { chart in Self.chartValues(chart).map { (chart, $0) } }
