@@ -73,12 +73,16 @@ public struct ConfigurationLoader {
             reader.checkKeys(node, known: ["host", "port", "publicURL", "reconcileInterval", "idleTimeout",
                                            "readTimeout", "maxConnections"], in: "server")
             server.host = reader.string(node, "host", in: "server") ?? server.host
-            server.port = reader.int(node, "port", in: "server", range: 0...65535, suggested: ServerSettings.defaultPort) ?? server.port
+            server.port = reader.int(node, "port", in: "server", range: 0...65535, suggested: ServerSettings.defaultPort)
+                ?? server.port
             server.publicURL = reader.string(node, "publicURL", in: "server")
-            server.reconcileInterval = reader.duration(node, "reconcileInterval", in: "server", suggested: server.reconcileInterval)
+            server.reconcileInterval =
+                reader.duration(node, "reconcileInterval", in: "server", suggested: server.reconcileInterval)
                 ?? server.reconcileInterval
-            server.idleTimeout = reader.duration(node, "idleTimeout", in: "server", suggested: server.idleTimeout) ?? server.idleTimeout
-            server.readTimeout = reader.duration(node, "readTimeout", in: "server", suggested: server.readTimeout) ?? server.readTimeout
+            server.idleTimeout =
+                reader.duration(node, "idleTimeout", in: "server", suggested: server.idleTimeout) ?? server.idleTimeout
+            server.readTimeout =
+                reader.duration(node, "readTimeout", in: "server", suggested: server.readTimeout) ?? server.readTimeout
             server.maxConnections =
                 reader.int(node, "maxConnections", in: "server", range: 1...65_536, suggested: server.maxConnections)
                 ?? server.maxConnections
@@ -114,6 +118,7 @@ public struct ConfigurationLoader {
         }
         checkReleaseNames(environments: environments, keys: environmentKeys, models: models, reader: reader)
         let policy = policySettings(root, reader: reader, environments: Array(environments.keys), catalog: catalog)
+        problems += Self.checkModelValues(in: modelsFolder, charts: Set(environments.values.map(\.chart)).sorted())
         let valuesFiles = Set(environments.values.flatMap(\.valuesFiles)).sorted()
         let (valuesSecrets, valuesProblems) = Self.checkValuesFiles(valuesFiles)
         problems = reader.problems + problems + valuesProblems
@@ -274,7 +279,8 @@ public struct ConfigurationLoader {
         }
         environment.replicas = reader.int(node, "replicas", in: section, range: 0...64, suggested: environment.replicas)
             ?? environment.replicas
-        environment.readinessBudget = reader.duration(node, "readinessBudget", in: section, suggested: environment.readinessBudget)
+        environment.readinessBudget =
+            reader.duration(node, "readinessBudget", in: section, suggested: environment.readinessBudget)
             ?? environment.readinessBudget
         environment.allowedSetKeys = reader.strings(node, "allowedSetKeys", in: section) ?? []
         for (index, key) in environment.allowedSetKeys.enumerated()
@@ -282,6 +288,16 @@ public struct ConfigurationLoader {
             reader.problem(node["allowedSetKeys"]?.sequence?[index],
                            "`--set \(key)` would make people type a secret in chat.",
                            fix: "remove it from `allowedSetKeys`; " + Self.secretReferenceFix)
+        }
+        if let values = Self.chartValues(chartPath) {
+            for (index, key) in environment.allowedSetKeys.enumerated() {
+                guard let missing = Self.missingValue(DeployPlanner.valuePath(key), in: values) else { continue }
+                reader.problem(node["allowedSetKeys"]?.sequence?[index],
+                               "the allowed `--set` key `\(key)` is not in the chart's values "
+                               + "(\(chartPath)/values.yaml has no `\(missing.path)`), so helm would ignore it."
+                               + Suggestions.didYouMean(missing.path, in: missing.candidates),
+                               fix: "correct the key, or add it with its default to the chart's values.yaml")
+            }
         }
         environment.autoRollback = reader.bool(node, "autoRollback", in: section) ?? false
         if let verification = reader.mapping(node, "verification", in: section) {
@@ -291,11 +307,14 @@ public struct ConfigurationLoader {
             settings.warmupRequests = reader.int(verification, "warmupRequests", in: sub, range: 0...100,
                                                      suggested: settings.warmupRequests) ?? settings.warmupRequests
             settings.prompt = reader.string(verification, "prompt", in: sub) ?? settings.prompt
-            settings.maxTokens = reader.int(verification, "maxTokens", in: sub, range: 1...4096, suggested: settings.maxTokens)
+            settings.maxTokens =
+                reader.int(verification, "maxTokens", in: sub, range: 1...4096, suggested: settings.maxTokens)
                 ?? settings.maxTokens
-            settings.requestTimeout = reader.duration(verification, "requestTimeout", in: sub, suggested: settings.requestTimeout)
+            settings.requestTimeout =
+                reader.duration(verification, "requestTimeout", in: sub, suggested: settings.requestTimeout)
                 ?? settings.requestTimeout
-            settings.latencyTarget = reader.duration(verification, "latencyTarget", in: sub, suggested: settings.latencyTarget)
+            settings.latencyTarget =
+                reader.duration(verification, "latencyTarget", in: sub, suggested: settings.latencyTarget)
                 ?? settings.latencyTarget
             environment.verification = settings
         }
@@ -304,7 +323,9 @@ public struct ConfigurationLoader {
             reader.checkKeys(capacity, known: ["whenShort", "waitUpTo"], in: sub)
             switch reader.string(capacity, "whenShort", in: sub) ?? "refuse" {
             case "refuse": environment.capacity = .refuse
-            case "wait": environment.capacity = .wait(reader.duration(capacity, "waitUpTo", in: sub, suggested: .seconds(600)) ?? .seconds(600))
+            case "wait":
+                let waitUpTo = reader.duration(capacity, "waitUpTo", in: sub, suggested: .seconds(600))
+                environment.capacity = .wait(waitUpTo ?? .seconds(600))
             case let other:
                 reader.problem(capacity["whenShort"], "`whenShort: \(other)` is not a choice.", fix: "use `refuse` or `wait`")
             }
@@ -341,6 +362,40 @@ public struct ConfigurationLoader {
             }
         }
         return environment
+    }
+
+    /// The values.yaml of a chart folder; nil for packaged and oci:// charts, which are not read here.
+    static func chartValues(_ chart: String) -> Node? {
+        guard chart.hasPrefix("/"), let text = try? String(contentsOfFile: chart + "/values.yaml", encoding: .utf8)
+        else {
+            return nil
+        }
+        return (try? Yams.compose(yaml: text)) ?? nil
+    }
+
+    /// Where a `--set` path leaves the chart's values, with the keys that exist there; nil when the
+    /// chart takes it. An empty map (`podAnnotations: {}`), a list or a null takes any child, so
+    /// `podAnnotations.inferops\.dev/simulate-ready-after-seconds` is a key the chart has.
+    static func missingValue(_ path: [String], in values: Node) -> (path: String, candidates: [String])? {
+        var node = values
+        var walked: [String] = []
+        for part in path {
+            let name = part.firstIndex(of: "[").map { String(part[..<$0]) } ?? part
+            guard let mapping = node.mapping else {
+                let null = node.null != nil && !node.tag.description.hasSuffix(":str")  // `""` is a string
+                if node.sequence != nil || null { return nil }
+                return (walked.joined(separator: "."), [])  // a single value has no children
+            }
+            if mapping.count == 0 { return nil }
+            guard let child = node[name] else {
+                let keys = Array(mapping.keys.compactMap(\.string)).map { (walked + [$0]).joined(separator: ".") }
+                return ((walked + [name]).joined(separator: "."), keys)
+            }
+            walked.append(name)
+            node = child
+            if name != part { return nil }  // an index into a list: the list's items are not checked
+        }
+        return nil
     }
 
     func policySettings(_ root: Node, reader: YAMLReader, environments: [String], catalog: CommandCatalog) -> Policy {
@@ -414,6 +469,36 @@ public struct ConfigurationLoader {
             models[name] = model
         }
         return (models, problems)
+    }
+
+    /// A model's `values` are chart values: a key that an environment's chart lacks (`replicacount`)
+    /// would be ignored by helm without a word, so it is reported at its line.
+    static func checkModelValues(in folder: String, charts: [String]) -> [ConfigurationProblem] {
+        let chartValues = charts.compactMap { chart in Self.chartValues(chart).map { (chart, $0) } }
+        guard !chartValues.isEmpty else { return [] }
+        var problems: [ConfigurationProblem] = []
+        for file in yamlFiles(in: folder) {
+            let reader = YAMLReader(file: file)
+            guard let values = (try? String(contentsOfFile: file, encoding: .utf8)).flatMap({ try? Yams.compose(yaml: $0) })?["values"]
+            else { continue }
+            func walk(_ node: Node, _ path: [String]) {
+                guard let mapping = node.mapping, mapping.count > 0 else {
+                    for (chart, chartNode) in chartValues {
+                        guard let missing = missingValue(path, in: chartNode) else { continue }
+                        reader.problem(node, "`values.\(path.joined(separator: "."))` is not in the chart's values "
+                                       + "(\(chart)/values.yaml has no `\(missing.path)`), so helm would ignore it."
+                                       + Suggestions.didYouMean(missing.path, in: missing.candidates),
+                                       fix: "correct the key, or add it with its default to the chart's values.yaml")
+                        return
+                    }
+                    return
+                }
+                for (key, child) in mapping { walk(child, path + [key.string ?? ""]) }
+            }
+            if values.mapping != nil { walk(values, []) }
+            problems += reader.problems
+        }
+        return problems
     }
 
     static func loadCommands(in folder: String) -> (CommandCatalog, [ConfigurationProblem]) {

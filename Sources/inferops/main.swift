@@ -14,11 +14,29 @@ struct InferOps: AsyncParsableCommand {
 }
 
 struct ConfigOption: ParsableArguments {
-    @Option(name: .long, help: "The configuration file (see config/inferops.example.yaml).")
-    var config: String = "config/inferops.yaml"
+    /// The file the README names, relative to the current folder (the repository's root).
+    static let defaultPath = "config/inferops.yaml"
+
+    @Option(name: .long, help: "The configuration file (default: config/inferops.yaml; see config/inferops.example.yaml).")
+    var config: String?
+
+    /// `--config`, or config/inferops.yaml when it exists. Without either, says where it looked and
+    /// which files it saw instead, so a newcomer is not left with "cannot read the file".
+    func path() throws -> String {
+        if let config { return config }
+        if FileManager.default.fileExists(atPath: Self.defaultPath) { return Self.defaultPath }
+        let folder = FileManager.default.currentDirectoryPath
+        printError("inferops: no configuration: `--config` was not given and \(folder)/\(Self.defaultPath) does not exist.")
+        let nearby = ["config/sandbox.yaml", "config/inferops.example.yaml"].filter { FileManager.default.fileExists(atPath: $0) }
+        if !nearby.isEmpty { printError("Found here: \(nearby.joined(separator: ", ")).") }
+        printError("Point at a file with `--config FILE` (the sandbox's is config/sandbox.yaml), "
+                   + "or copy config/inferops.example.yaml to \(Self.defaultPath) and edit it.")
+        throw ExitCode(66)
+    }
 
     /// Loads and validates; prints every problem; stops on critical ones.
     func load() throws -> ConfigurationLoader.Loaded {
+        let config = try path()
         let loaded = ConfigurationLoader(path: config).load()
         for problem in loaded.problems { printError(problem.description) }
         if !loaded.critical.isEmpty {
@@ -137,7 +155,7 @@ struct Check: AsyncParsableCommand {
     @OptionGroup var options: ConfigOption
 
     func run() async throws {
-        let loaded = ConfigurationLoader(path: options.config).load()
+        let loaded = ConfigurationLoader(path: try options.path()).load()
         for problem in loaded.problems { print(problem.description) }
         let configuration = loaded.configuration
         print("\(loaded.critical.isEmpty ? "ok" : "not ok"): \(configuration.environments.count) environment(s), "

@@ -10,7 +10,7 @@ struct ConfigurationCheckTests {
     @Test("The sandbox and example configurations have no errors", arguments: ["config/sandbox.yaml", "config/inferops.example.yaml"])
     func shippedFilesAreValid(_ file: String) {
         let loaded = ConfigurationLoader(path: repositoryRoot.appendingPathComponent(file).path).load()
-        #expect(loaded.critical.isEmpty, "\(loaded.critical)")
+        #expect(loaded.problems.isEmpty, "\(loaded.problems)")
         #expect(
             loaded.catalog.names == [
                 "cancel", "deploy", "deregister", "disable", "enable", "help", "history", "lock", "register", "rollback",
@@ -201,6 +201,97 @@ struct ConfigurationCheckTests {
             #expect(".?!".contains(problem.description[problem.description.index(before: fix.lowerBound)]))
             #expect(problem.description.hasSuffix("."), "\(problem)")
         }
+    }
+
+    @Test("An allowed `--set` key that the chart's values do not have is an error; map-typed and escaped keys are not")
+    func allowedSetKeysMatchTheChart() throws {
+        let folder = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let chart = repositoryRoot.appendingPathComponent("deploy/charts/vllm-engine").path
+        let file = try writeConfiguration(
+            models: ["m"],
+            environments: """
+                  staging:
+                    namespace: inference
+                    chart: \(chart)
+                    allowedSetKeys:
+                      - replicaCount
+                      - replicacount
+                      - engine.extraArgs
+                      - engine.hfToken.secretNam
+                      - podAnnotations.inferops\\.dev/simulate-ready-after-seconds
+                      - image.tag.latest
+                      - tolerations[0].key
+                      - resources.gpus
+                """,
+            in: folder)
+        let problems = ConfigurationLoader(path: file).load().problems.filter { $0.message.contains("allowed `--set` key") }
+        #expect(problems.map(\.line) == [13, 15, 17], "\(problems)")
+        #expect(problems.allSatisfy { $0.critical && $0.message.contains("\(chart)/values.yaml") })
+        #expect(problems.first?.message.contains("Did you mean `replicaCount`?") == true)
+        #expect(problems.dropFirst().first?.message.contains("Did you mean `engine.hfToken.secretName`") == true)
+        #expect(problems.last?.message.contains("has no `image.tag`") == true)
+    }
+
+    @Test("A model's values that the chart does not have are an error at their line")
+    func modelValuesMatchTheChart() throws {
+        let folder = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let chart = repositoryRoot.appendingPathComponent("deploy/charts/vllm-engine").path
+        let file = try writeConfiguration(
+            models: ["m"],
+            environments: "  staging:\n    namespace: inference\n    chart: \(chart)",
+            in: folder)
+        try """
+            name: m
+            modelId: org/m
+            values:
+              replicacount: 2
+              resources: {gpus: 2}
+              podAnnotations:
+                example.com/team: ml
+              engine:
+                extraArgs: ["--max-model-len", "8192"]
+                hfTokn: {secretName: hf}
+            """.write(to: folder.appendingPathComponent("models/model-0.yaml"), atomically: true, encoding: .utf8)
+        let problems = ConfigurationLoader(path: file).load().problems.filter { $0.message.contains("chart's values") }
+        #expect(problems.map(\.line).sorted() == [4, 10], "\(problems)")
+        #expect(problems.allSatisfy { $0.critical })
+        #expect(problems.contains { $0.message.contains("Did you mean `replicaCount`?") })
+        #expect(problems.contains { $0.message.contains("Did you mean `engine.hfToken`?") })
+    }
+
+    @Test("A bare `inferops check` reads config/inferops.yaml, or says where it looked and fails")
+    func bareCheckSaysWhereItLooked() throws {
+        let folder = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let inferops = repositoryRoot.appendingPathComponent(".build/debug/inferops").path
+        func check(in directory: URL) throws -> Finished {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: inferops)
+            process.arguments = ["check"]
+            process.currentDirectoryURL = directory
+            let pipe = Pipe()
+            process.standardOutput = pipe
+            process.standardError = pipe
+            process.standardInput = FileHandle.nullDevice
+            try process.run()
+            let data = pipe.fileHandleForReading.readDataToEndOfFile()
+            process.waitUntilExit()
+            return Finished(status: process.terminationStatus, output: String(decoding: data, as: UTF8.self))
+        }
+        let missing = try check(in: folder)
+        #expect(missing.status != 0)
+        #expect(missing.output.contains("\(folder.resolvingSymlinksInPath().path)/config/inferops.yaml does not exist")
+                    || missing.output.contains("\(folder.path)/config/inferops.yaml does not exist"), "\(missing.output)")
+        #expect(missing.output.contains("--config"), "\(missing.output)")
+
+        let config = folder.appendingPathComponent("config")
+        try FileManager.default.createDirectory(at: config, withIntermediateDirectories: true)
+        try "replica: 2\n".write(to: config.appendingPathComponent("inferops.yaml"), atomically: true, encoding: .utf8)
+        let found = try check(in: folder)
+        #expect(found.status == 1)
+        #expect(found.output.contains("config/inferops.yaml:1: error: unknown key `replica`"), "\(found.output)")
     }
 
     @Test("A secret written into the file is refused at its line")
