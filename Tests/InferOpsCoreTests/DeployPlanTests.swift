@@ -220,7 +220,9 @@ import Testing
         #expect(!verdict.fits)
         #expect(
             verdict.summary
-                == "needs 1 × 4 = 4 nvidia.com/gpu; free 6 of 16 allocatable (gpu-a 3/8 free, gpu-b 3/8 free)")
+                == "needs 1 × 4 = 4 nvidia.com/gpu; free 6 of 16 allocatable (gpu-a 3/8 free, gpu-b 3/8 free); "
+                + "no node has 4 free; largest free block is 3 on gpu-a "
+                + "(the 6 free GPUs are split over nodes; a replica's GPUs must be on one node)")
     }
 
     @Test func severalReplicasShareANode() throws {
@@ -252,13 +254,17 @@ import Testing
     @Test func overcommittedNodesHaveNothingFree() throws {
         let verdict = CapacityCheck.evaluate(try plan(Fixtures.llama), capacity: capacity(("gpu-a", 4, 6)))
         #expect(!verdict.fits)
-        #expect(verdict.summary == "needs 1 × 1 = 1 nvidia.com/gpu; free 0 of 4 allocatable (gpu-a 0/4 free)")
+        #expect(
+            verdict.summary
+                == "needs 1 × 1 = 1 nvidia.com/gpu; free 0 of 4 allocatable (gpu-a 0/4 free); no GPU is free on any node")
     }
 
     @Test func noGPUNodes() throws {
         let verdict = CapacityCheck.evaluate(try plan(Fixtures.llama), capacity: capacity())
         #expect(!verdict.fits)
-        #expect(verdict.summary == "needs 1 × 1 = 1 nvidia.com/gpu; free 0 of 0 allocatable; no GPU nodes")
+        #expect(
+            verdict.summary
+                == "needs 1 × 1 = 1 nvidia.com/gpu; free 0 of 0 allocatable; no GPU nodes; no GPU is free on any node")
     }
 
     @Test func zeroReplicasAlwaysFit() throws {
