@@ -255,7 +255,7 @@ public struct DenyBackend: Sendable {
                 status: .notFound,
                 error: OpenAIError(
                     message:
-                        "The model `\(name)` was deregistered from \(place) \(change) \(ask) to register it again.",
+                        "The model `\(name)` was removed from \(place) \(change) \(ask) to register it again.",
                     type: "model_not_found",
                     param: "model",
                     code: "model_not_found"

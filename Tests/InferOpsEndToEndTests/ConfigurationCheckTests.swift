@@ -13,8 +13,8 @@ struct ConfigurationCheckTests {
         #expect(loaded.problems.isEmpty, "\(loaded.problems)")
         #expect(
             loaded.catalog.names == [
-                "cancel", "deploy", "deregister", "disable", "enable", "help", "history", "lock", "register", "rollback",
-                "status", "unlock",
+                "cancel", "deploy", "deregister", "disable", "enable", "help", "history", "lock", "register", "remove",
+                "rollback", "status", "unlock",
             ])
         #expect(loaded.configuration.models.keys.sorted() == ["llama-3-70b", "llama-3-8b", "mistral-7b"])
         #expect(loaded.configuration.environments["staging"] != nil)

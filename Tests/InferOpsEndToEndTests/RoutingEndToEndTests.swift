@@ -196,7 +196,22 @@ struct RoutingEndToEndTests {
         let deregister = try sandbox.exec(#"/infer deregister llama-3-8b in staging --reason "replaced""#)
         #expect(deregister.status == 0, "\(deregister.output)")
         let gone = routed.complete("llama-3-8b")
-        #expect(gone.status == 404 && gone.body.contains("deregistered from `staging`"), "\(gone)")
+        #expect(gone.status == 404 && gone.body.contains("removed from `staging`"), "\(gone)")
+    }
+
+    @Test("A removed model is denied through the router with who, when and why, and its release is gone")
+    func removeDeniesThroughTheRouter() throws {
+        let routed = try RoutedSandbox()
+        let deploy = try routed.sandbox.exec("/infer deploy mistral-7b to staging --register")
+        #expect(deploy.status == 0, "\(deploy.output)")
+        #expect(routed.complete("mistral-7b").status == 200)
+        let remove = try routed.sandbox.exec(#"/infer remove mistral-7b from staging --reason "make room""#)
+        #expect(remove.status == 0, "\(remove.output)")
+        let gone = routed.complete("mistral-7b")
+        #expect(gone.status == 404, "\(gone)")
+        #expect(gone.body.contains("removed from `staging` by alice at "), "\(gone)")
+        #expect(gone.body.contains(": make room."), "\(gone)")
+        #expect(try routed.sandbox.releaseState("mistral-7b-staging", namespace: "inference-staging") == nil)
     }
 
     @Test("Two replicas of one model are both routed to")

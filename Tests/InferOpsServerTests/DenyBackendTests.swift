@@ -69,7 +69,7 @@ import Testing
             // The reason already ends with a full stop; the message does not add a second one.
             #expect(
                 error.message
-                    == "The model `mistral-7b` was deregistered from `staging` by U0G9QF9C6 at 2026-11-29T13:05:00Z:"
+                    == "The model `mistral-7b` was removed from `staging` by U0G9QF9C6 at 2026-11-29T13:05:00Z:"
                     + " replaced by llama-3-8b. Ask them or #ml-platform to register it again."
             )
         }
@@ -143,14 +143,14 @@ import Testing
             #expect(production.status == .notFound)
             #expect(
                 try decodeError(production.body).message
-                    == "The model `llama-3-8b` was deregistered from `production` by U0PROD at 2026-11-29T13:05:00Z."
+                    == "The model `llama-3-8b` was removed from `production` by U0PROD at 2026-11-29T13:05:00Z."
                     + " Ask them or #ml-platform to register it again."
             )
 
             // An empty body is fine under the prefix.
             let empty = try await client.execute(uri: "/deny/staging/mistral-7b/v1/completions", method: .post)
             #expect(empty.status == .notFound)
-            #expect(try decodeError(empty.body).message.hasPrefix("The model `mistral-7b` was deregistered"))
+            #expect(try decodeError(empty.body).message.hasPrefix("The model `mistral-7b` was removed"))
         }
     }
 
