@@ -58,8 +58,17 @@ public struct RouterReconciliation: Sendable {
                 passes.append(Pass(environment: name, actions: actions, failure: nil))
             } catch let error as any UserFacingError {
                 passes.append(Pass(environment: name, actions: [], failure: error.message))
+            } catch is CancellationError {
+                // The daemon is stopping: an unfinished pass is no failure to report.
+                return passes
             } catch {
-                passes.append(Pass(environment: name, actions: [], failure: "\(error)"))
+                // Not user-facing: logged in full under a reference, reported by the reference only.
+                let correlation = OperationID.random().rawValue.replacingOccurrences(of: "op-", with: "err-")
+                services.logger.error(
+                    "router reconciliation failed",
+                    metadata: ["environment": "\(name)", "correlation": "\(correlation)", "error": "\(error)"])
+                passes.append(
+                    Pass(environment: name, actions: [], failure: "an internal error (reference \(correlation))"))
             }
         }
         return passes
@@ -70,6 +79,7 @@ public struct RouterReconciliation: Sendable {
         var failing: Set<String> = []
         while !Task.isCancelled {
             let passes = await reconcileOnce()
+            if Task.isCancelled { break }
             observe(passes)
             for pass in passes {
                 if let failure = pass.failure {
