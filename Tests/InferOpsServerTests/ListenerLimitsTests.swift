@@ -126,23 +126,6 @@ import Testing
     }
 }
 
-/// Runs `server` in a service group for the body, then shuts it down gracefully.
-func withServer(_ server: DaemonHTTPServer, _ body: (Int) async throws -> Void) async throws {
-    let group = ServiceGroup(configuration: .init(services: [server], gracefulShutdownSignals: [], logger: quietLogger))
-    try await withThrowingTaskGroup(of: Void.self) { tasks in
-        tasks.addTask { try await group.run() }
-        do {
-            try await body(try await server.boundPort())
-        } catch {
-            await group.triggerGracefulShutdown()
-            try? await tasks.waitForAll()
-            throw error
-        }
-        await group.triggerGracefulShutdown()
-        try await tasks.waitForAll()
-    }
-}
-
 /// 500 client sockets and their server-side peers need more descriptors than the usual soft limit of 1024.
 func raiseDescriptorLimit(to wanted: rlim_t) throws {
     var limit = rlimit()

@@ -16,7 +16,7 @@ import Testing
     @Test func onAnEphemeralPortTheBoundPortIsReadBackAndServesRealRequests() async throws {
         let announced = Recorder()
         let server = try makeServer(port: 0, onListening: { port in announced.append("\(port)") })
-        try await withRunning(server) { port in
+        try await withServer(server) { port in
             #expect(port > 0)
             #expect(announced.values == ["\(port)"])
             // Asking again, after the server listens, answers at once.
@@ -57,7 +57,7 @@ import Testing
         let server = try makeServer(
             deny: .init(defaultEnvironment: "staging", environments: ["staging"], maxBodySize: 1024)
         )
-        try await withRunning(server) { port in
+        try await withServer(server) { port in
             // No Content-Length: the limit must hold while the body streams in.
             let chunk = String(repeating: "x", count: 600)
             let chunked =
@@ -93,7 +93,7 @@ import Testing
 
     @Test func aPortInUseFailsTheServiceAndTheWaitersLearnWhy() async throws {
         let first = try makeServer()
-        try await withRunning(first) { port in
+        try await withServer(first) { port in
             let second = try makeServer(port: port)
             let waiter = Task { try await second.boundPort() }
             await #expect(throws: (any Error).self) {
@@ -114,26 +114,6 @@ import Testing
         waiter.cancel()
         await #expect(throws: CancellationError.self) {
             try await waiter.value
-        }
-    }
-
-    /// Runs `server` in a service group, hands the body the bound port, then shuts down gracefully
-    /// and waits for the server to return, whether the body passed or threw.
-    private func withRunning(_ server: DaemonHTTPServer, _ body: (Int) async throws -> Void) async throws {
-        let group = ServiceGroup(
-            configuration: .init(services: [server], gracefulShutdownSignals: [], logger: quietLogger)
-        )
-        try await withThrowingTaskGroup(of: Void.self) { tasks in
-            tasks.addTask { try await group.run() }
-            do {
-                try await body(try await server.boundPort())
-            } catch {
-                await group.triggerGracefulShutdown()
-                try? await tasks.waitForAll()
-                throw error
-            }
-            await group.triggerGracefulShutdown()
-            try await tasks.waitForAll()
         }
     }
 }

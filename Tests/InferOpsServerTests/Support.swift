@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import InferOpsCore
 import Logging
+import ServiceLifecycle
 import Synchronization
 import Testing
 
@@ -133,4 +134,22 @@ final class Recorder: Sendable {
     private let storage = Mutex<[String]>([])
     func append(_ value: String) { storage.withLock { $0.append(value) } }
     var values: [String] { storage.withLock { $0 } }
+}
+
+/// Runs `server` in a service group, hands the body the bound port, then shuts down gracefully
+/// and waits for the server to return, whether the body passed or threw.
+func withServer(_ server: DaemonHTTPServer, _ body: (Int) async throws -> Void) async throws {
+    let group = ServiceGroup(configuration: .init(services: [server], gracefulShutdownSignals: [], logger: quietLogger))
+    try await withThrowingTaskGroup(of: Void.self) { tasks in
+        tasks.addTask { try await group.run() }
+        do {
+            try await body(try await server.boundPort())
+        } catch {
+            await group.triggerGracefulShutdown()
+            try? await tasks.waitForAll()
+            throw error
+        }
+        await group.triggerGracefulShutdown()
+        try await tasks.waitForAll()
+    }
 }
