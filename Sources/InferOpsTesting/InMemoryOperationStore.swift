@@ -101,7 +101,10 @@ public actor InMemoryOperationStore: OperationStore {
             if stored.isFinished { throw OperationAlreadyEnded(operation: operation.id, state: stored) }
             throw OperationStateConflict(operation: operation.id, expected: expectedState, found: stored)
         }
-        store(operation, at: index)
+        var written = operation
+        written.owner = snapshot.operations[index].owner
+        written.cancelRequest = snapshot.operations[index].cancelRequest
+        store(written, at: index)
     }
 
     public func operation(_ id: OperationID) -> OperationRecord? { snapshot.operation(id) }
@@ -211,5 +214,59 @@ public actor InMemoryOperationStore: OperationStore {
 
     public func registrations() -> [Registration] {
         snapshot.registrations.values.sorted { ($0.environment, $0.model) < ($1.environment, $1.model) }
+    }
+
+    // MARK: intake and ownership
+
+    /// Event ids and when each was accepted.
+    public private(set) var events: [String: Date] = [:]
+
+    public func accept(event: String, at: Date, starting operation: OperationRecord?) throws -> Bool {
+        guard events[event] == nil else { return false }
+        if let operation, snapshot.operation(operation.id) != nil { throw StoreError.duplicateOperation(operation.id) }
+        events[event] = at
+        if let operation { store(operation, at: nil) } else { changed() }
+        return true
+    }
+
+    public func forgetEvents(before date: Date) {
+        events = events.filter { $0.value >= date }
+    }
+
+    public func claimOwnership(of operation: OperationID, by owner: OperationOwner, staleBefore: Date) -> OperationRecord? {
+        guard let index = snapshot.operations.firstIndex(where: { $0.id == operation }) else { return nil }
+        var record = snapshot.operations[index]
+        guard !record.state.isFinished else { return nil }
+        if let current = record.owner, current.instance != owner.instance, current.heartbeat >= staleBefore { return nil }
+        record.owner = owner
+        store(record, at: index)
+        return record
+    }
+
+    public func heartbeat(instance: String, at: Date) -> [OperationRecord] {
+        var owned: [OperationRecord] = []
+        for index in snapshot.operations.indices
+        where snapshot.operations[index].owner?.instance == instance && !snapshot.operations[index].state.isFinished {
+            snapshot.operations[index].owner?.heartbeat = at
+            owned.append(snapshot.operations[index])
+        }
+        changed()
+        return owned
+    }
+
+    public func releaseOwnership(of operation: OperationID, instance: String) {
+        guard let index = snapshot.operations.firstIndex(where: { $0.id == operation }),
+              snapshot.operations[index].owner?.instance == instance else { return }
+        snapshot.operations[index].owner = nil
+        changed()
+    }
+
+    public func requestCancel(_ operation: OperationID, by user: UserID, at: Date) -> OperationRecord? {
+        guard let index = snapshot.operations.firstIndex(where: { $0.id == operation }) else { return nil }
+        if !snapshot.operations[index].state.isFinished, snapshot.operations[index].cancelRequest == nil {
+            snapshot.operations[index].cancelRequest = CancelRequest(by: user, at: at)
+            changed()
+        }
+        return snapshot.operations[index]
     }
 }

@@ -11,6 +11,9 @@ public enum OperationKind: String, Hashable, Sendable, Codable, CaseIterable {
 /// The life of an operation (DESIGN §3). Every change is recorded before its side effect.
 public enum OperationState: String, Hashable, Sendable, Codable, CaseIterable {
     case requested, planned
+    /// Waiting for a second person (production); then approved, or ended as denied or expired.
+    case awaitingApproval = "awaiting_approval"
+    case approved
     case queued, prechecking, applying
     case waitingReady = "waiting_ready"
     case warming, verifying
@@ -20,20 +23,26 @@ public enum OperationState: String, Hashable, Sendable, Codable, CaseIterable {
     case succeeded, failed
     case rolledBack = "rolled_back"
     case cancelled
+    case denied, expired
+    /// Its daemon stopped and it could not be resumed safely; the reason is its outcome.
+    case interrupted
 
     public var isFinished: Bool {
         switch self {
-        case .succeeded, .failed, .rolledBack, .cancelled: true
+        case .succeeded, .failed, .rolledBack, .cancelled, .denied, .expired, .interrupted: true
         default: false
         }
     }
 
-    /// The states each state may move to. Anything unfinished may fail or be cancelled.
+    /// The states each state may move to. Anything unfinished may fail, be cancelled or be
+    /// interrupted.
     public var successors: Set<OperationState> {
-        let ending: Set<OperationState> = [.failed, .cancelled]
+        let ending: Set<OperationState> = [.failed, .cancelled, .interrupted]
         switch self {
         case .requested: return ending.union([.planned])
-        case .planned: return ending.union([.queued, .succeeded])
+        case .planned: return ending.union([.queued, .succeeded, .awaitingApproval])
+        case .awaitingApproval: return ending.union([.approved, .denied, .expired])
+        case .approved: return ending.union([.queued])
         case .queued: return ending.union([.prechecking])
         case .prechecking: return ending.union([.applying, .registering])
         // `remove` applies after the router step (verifying) and then verifies the GPUs are free.
@@ -42,8 +51,8 @@ public enum OperationState: String, Hashable, Sendable, Codable, CaseIterable {
         case .warming: return ending.union([.verifying, .rollingBack])
         case .verifying: return ending.union([.succeeded, .registering, .rollingBack, .applying])
         case .registering: return ending.union([.succeeded, .verifying])
-        case .rollingBack: return [.rolledBack, .failed, .cancelled]
-        case .succeeded, .failed, .rolledBack, .cancelled: return []
+        case .rollingBack: return [.rolledBack, .failed, .cancelled, .interrupted]
+        case .succeeded, .failed, .rolledBack, .cancelled, .denied, .expired, .interrupted: return []
         }
     }
 
@@ -77,13 +86,26 @@ public struct OperationRecord: Hashable, Sendable, Codable, Identifiable {
     public var outcome: String?
     public var createdAt: Date
     public var updatedAt: Date
+    /// The request as data, for the runner (and a restarted daemon) to plan and run it.
+    public var request: OperationRequest?
+    /// The status card at the top of the thread, edited in place as the operation progresses.
+    public var card: MessageRef?
+    /// What the operation read before its side effects, so a resumed one can tell what happened.
+    public var checkpoint: Checkpoint
+    /// The daemon running it, and its heartbeat. Changed only by the store's ownership methods;
+    /// `update(_:from:)` leaves it as stored.
+    public var owner: OperationOwner?
+    /// A cancel asked for by someone, for the owner to carry out. Changed only by
+    /// `requestCancel`; `update(_:from:)` leaves it as stored.
+    public var cancelRequest: CancelRequest?
 
     public init(
         id: OperationID, kind: OperationKind, requester: UserID, environment: String, model: String? = nil,
         target: ReleaseTarget? = nil, state: OperationState = .requested, plan: JSONValue? = nil,
         planDigest: String? = nil, revision: Int? = nil, revisions: [Int] = [], command: String,
         thread: String? = nil, outcome: String? = nil,
-        createdAt: Date, updatedAt: Date? = nil
+        createdAt: Date, updatedAt: Date? = nil, request: OperationRequest? = nil, card: MessageRef? = nil,
+        checkpoint: Checkpoint = Checkpoint(), owner: OperationOwner? = nil, cancelRequest: CancelRequest? = nil
     ) {
         self.id = id
         self.kind = kind
@@ -101,6 +123,11 @@ public struct OperationRecord: Hashable, Sendable, Codable, Identifiable {
         self.outcome = outcome
         self.createdAt = createdAt
         self.updatedAt = updatedAt ?? createdAt
+        self.request = request
+        self.card = card
+        self.checkpoint = checkpoint
+        self.owner = owner
+        self.cancelRequest = cancelRequest
     }
 }
 

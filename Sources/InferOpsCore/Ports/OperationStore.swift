@@ -8,7 +8,8 @@ public protocol OperationStore: Sendable {
     func insert(_ operation: OperationRecord) async throws
     /// Replaces the stored operation with `operation` (same id), in one step with checking that the
     /// stored one is still in `expectedState`: the state the caller last read or wrote. Used for state,
-    /// plan, thread and outcome. So a record that another process closed (a `cancel` from
+    /// plan, thread, card, checkpoint and outcome; never for `owner` and `cancelRequest`, which keep
+    /// their stored values (they change only through the ownership methods below). So a record that another process closed (a `cancel` from
     /// `inferops exec`) is never written back to a running state.
     /// - Throws: `OperationAlreadyEnded` when the stored operation has finished meanwhile;
     ///   `OperationStateConflict` when it is in another unfinished state.
@@ -53,6 +54,30 @@ public protocol OperationStore: Sendable {
     /// Releases the lock and returns it, or `nil` when the environment was not locked.
     func releaseLock(environment: String) async throws -> EnvironmentLock?
     func locks() async throws -> [EnvironmentLock]
+
+    // MARK: intake and ownership
+
+    /// Records an inbound chat event and, when it starts one, the operation, in one transaction
+    /// keyed by the event id: a redelivered event (same id) records nothing and returns `false`.
+    /// Event ids are kept until `forgetEvents(before:)` drops them (the intake keeps them at least
+    /// 10 minutes).
+    func accept(event: String, at: Date, starting operation: OperationRecord?) async throws -> Bool
+    /// Drops event ids accepted before `date`.
+    func forgetEvents(before date: Date) async throws
+    /// Makes `owner` the owner of an unfinished operation that has no owner, is already `owner`'s
+    /// instance, or whose owner's heartbeat is older than `staleBefore`, in one transaction.
+    /// - Returns: the operation as claimed (with its new owner), or `nil` when it is finished,
+    ///   unknown, or held by a live owner.
+    func claimOwnership(of operation: OperationID, by owner: OperationOwner, staleBefore: Date) async throws -> OperationRecord?
+    /// Renews the heartbeat of every unfinished operation `instance` owns, in one transaction.
+    /// - Returns: those operations as stored, so the owner sees cancel requests made elsewhere.
+    func heartbeat(instance: String, at: Date) async throws -> [OperationRecord]
+    /// Gives an operation up (a graceful stop): no owner, state as it is, for the next start to resume.
+    func releaseOwnership(of operation: OperationID, instance: String) async throws
+    /// Records that `user` asked for an unfinished operation to stop, for its owner to carry out.
+    /// - Returns: the operation as stored afterwards; `nil` when there is no such operation.
+    ///   A finished operation is returned unchanged.
+    func requestCancel(_ operation: OperationID, by user: UserID, at: Date) async throws -> OperationRecord?
 }
 
 /// The operation was closed (cancelled) before it could claim its release; it must not run.

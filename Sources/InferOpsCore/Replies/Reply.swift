@@ -21,6 +21,9 @@ public struct Reply: Hashable, Sendable {
     public var table: Table?
     /// What to do next, for failures and refusals.
     public var hint: RichText?
+    /// Buttons (Approve, Deny) for a platform that has them; each names the command that does the
+    /// same, for one that has not.
+    public var actions: [Action] = []
 
     /// - Parameters:
     ///   - lines: `String`s are InferOps' own words; text from outside goes in as `RichText`.
@@ -51,6 +54,29 @@ public struct Reply: Hashable, Sendable {
         public init(_ label: String, _ value: any RichTextConvertible) {
             self.label = label
             self.value = value.richText
+        }
+    }
+
+    /// A button on a reply. Pressing it is an inbound `ChatAction` with this name and value.
+    public struct Action: Hashable, Sendable {
+        public enum Style: String, Hashable, Sendable { case primary, danger, plain }
+        public var name: String
+        public var label: String
+        public var value: String
+        public var style: Style
+        /// Asked before the action is sent ("Approve deploy of …?"), when it needs confirming.
+        public var confirmation: String?
+        /// The command that does the same, for the console.
+        public var command: String
+
+        public init(name: String, label: String, value: String, style: Style = .plain, confirmation: String? = nil,
+                    command: String) {
+            self.name = name
+            self.label = label
+            self.value = value
+            self.style = style
+            self.confirmation = confirmation
+            self.command = command
         }
     }
 
