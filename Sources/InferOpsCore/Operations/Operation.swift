@@ -44,13 +44,15 @@ public enum OperationState: String, Hashable, Sendable, Codable, CaseIterable {
         case .awaitingApproval: return ending.union([.approved, .denied, .expired])
         case .approved: return ending.union([.queued])
         case .queued: return ending.union([.prechecking])
-        case .prechecking: return ending.union([.applying, .registering])
+        // A resumed operation goes back to `prechecking` to check reality, then on to the step that
+        // is still to do: the engines (`waiting_ready`), the GPUs after a remove (`verifying`), the router.
+        case .prechecking: return ending.union([.applying, .registering, .waitingReady, .verifying])
         // `remove` applies after the router step (verifying) and then verifies the GPUs are free.
-        case .applying: return ending.union([.waitingReady, .rollingBack, .succeeded, .verifying])
-        case .waitingReady: return ending.union([.warming, .verifying, .rollingBack])
-        case .warming: return ending.union([.verifying, .rollingBack])
-        case .verifying: return ending.union([.succeeded, .registering, .rollingBack, .applying])
-        case .registering: return ending.union([.succeeded, .verifying])
+        case .applying: return ending.union([.waitingReady, .rollingBack, .succeeded, .verifying, .prechecking])
+        case .waitingReady: return ending.union([.warming, .verifying, .rollingBack, .prechecking])
+        case .warming: return ending.union([.verifying, .rollingBack, .prechecking])
+        case .verifying: return ending.union([.succeeded, .registering, .rollingBack, .applying, .prechecking])
+        case .registering: return ending.union([.succeeded, .verifying, .prechecking])
         case .rollingBack: return [.rolledBack, .failed, .cancelled, .interrupted]
         case .succeeded, .failed, .rolledBack, .cancelled, .denied, .expired, .interrupted: return []
         }

@@ -87,13 +87,16 @@ public struct Checkpoint: Hashable, Sendable, Codable {
     public var applyStarted: Bool
     /// The revision an automatic rollback restores.
     public var lastGood: Int?
-    /// The revision being rolled back to, once chosen.
+    /// The revision being rolled back to, once chosen, and the release's revision when it began:
+    /// a deployed revision newer than that one is the rollback done.
     public var rollbackTarget: Int?
+    public var rollbackFrom: Int?
     /// How many times the operation was resumed after its owner stopped.
     public var resumptions: Int
 
     public init(revisionBefore: Int? = nil, applyStarted: Bool = false, lastGood: Int? = nil,
-                rollbackTarget: Int? = nil, resumptions: Int = 0) {
+                rollbackTarget: Int? = nil, rollbackFrom: Int? = nil, resumptions: Int = 0) {
+        self.rollbackFrom = rollbackFrom
         self.revisionBefore = revisionBefore
         self.applyStarted = applyStarted
         self.lastGood = lastGood

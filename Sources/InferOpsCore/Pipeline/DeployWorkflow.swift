@@ -20,7 +20,6 @@ struct DeployWorkflow: Sendable {
 
     /// - Returns: the outcome; failures are reported in the thread before returning.
     func run() async throws -> CommandOutcome {
-        let id = await reporter.operation.id
         // Prechecking: a stuck release or missing GPUs stop the deploy before Helm runs.
         try await reporter.move(to: .prechecking, "Checking the release and GPU capacity.")
         let current = try await services.releases.status(plan.target)
@@ -34,6 +33,12 @@ struct DeployWorkflow: Sendable {
             return .refused(refusal.message)
         }
 
+        // Recorded before helm runs: a resumed deploy compares the release with it.
+        var checkpoint = await reporter.operation.checkpoint
+        checkpoint.revisionBefore = current?.revision
+        checkpoint.applyStarted = true
+        checkpoint.lastGood = lastGood
+        try await reporter.setCheckpoint(checkpoint)
         try await reporter.move(
             to: .applying,
             "Running helm upgrade --install (waits up to \(plan.readinessBudget.spoken) for readiness).",
@@ -56,7 +61,12 @@ struct DeployWorkflow: Sendable {
         try await reporter.report(
             Reply(.progress, "Helm finished: revision \(applied.revision) \(applied.state), after \(await reporter.stepDuration().spoken).")
         )
+        return try await afterApply(applied, lastGood: lastGood, before: current?.revision)
+    }
 
+    /// From a deployed revision: readiness, warm-up, the test completion, the router.
+    func afterApply(_ applied: ReleaseStatus, lastGood: Int?, before: Int?) async throws -> CommandOutcome {
+        let id = await reporter.operation.id
         do {
             let latency = try await verify()
             try await services.store.recordVerification(
@@ -65,18 +75,76 @@ struct DeployWorkflow: Sendable {
                     latency: latency, revision: applied.revision
                 )
             )
-            let slow = latency > environment.verification.latencyTarget
-            let summary = "Deployed \(plan.model.name) to \(plan.environment): revision \(applied.revision), verified in \(latency.spoken)"
-                + (slow ? " (over the \(environment.verification.latencyTarget.spoken) target)." : ".")
-            return try await RoutingRefresh.finish(
-                registrar: registrar, reporter: reporter, model: plan.model.name, register: registers,
-                denial: routingDenial,
-                success: Reply(
-                    slow ? .warning : .success, summary,
-                    fields: [Reply.Field("endpoint", plan.endpoint.description), Reply.Field("digest", plan.shortDigest)]
-                ))
+            return try await finishVerified(applied, latency: latency)
         } catch let failure as VerificationFailure {
-            return try await recover(from: failure, lastGood: lastGood, before: current?.revision)
+            return try await recover(from: failure, lastGood: lastGood, before: before)
+        }
+    }
+
+    func finishVerified(_ applied: ReleaseStatus, latency: Duration?, note: String = "") async throws -> CommandOutcome {
+        let slow = latency.map { $0 > environment.verification.latencyTarget } ?? false
+        let verified = latency.map { ", verified in \($0.spoken)" } ?? ", verified"
+        let summary = "Deployed \(plan.model.name) to \(plan.environment): revision \(applied.revision)\(verified)"
+            + (slow ? " (over the \(environment.verification.latencyTarget.spoken) target)." : ".") + note
+        return try await RoutingRefresh.finish(
+            registrar: registrar, reporter: reporter, model: plan.model.name, register: registers,
+            denial: routingDenial,
+            success: Reply(
+                slow ? .warning : .success, summary,
+                fields: [Reply.Field("endpoint", plan.endpoint.description), Reply.Field("digest", plan.shortDigest)]
+            ))
+    }
+
+    /// Goes on from where a stopped daemon left the deploy, after checking the release: what Helm
+    /// finished is not applied again, and what it left pending is recovered first.
+    func resume() async throws -> CommandOutcome {
+        let record = await reporter.operation
+        let checkpoint = record.checkpoint
+        let recovery = ReleaseRecovery(services: services, reporter: reporter, target: plan.target, budget: plan.readinessBudget)
+        switch record.state {
+        case .applying, .rollingBack:
+            let stopped = await services.releases.stopAbandonedProcesses(for: plan.target)
+            if stopped > 0 {
+                try await reporter.report(Reply(.progress, "Stopped \(stopped) helm process\(stopped == 1 ? "" : "es") left running by the daemon that stopped."))
+            }
+            let now = try await services.releases.status(plan.target)
+            if record.state == .rollingBack, let lastGood = checkpoint.rollbackTarget ?? checkpoint.lastGood {
+                let failure = Refusal("The deploy had failed, and InferOps stopped while rolling it back.")
+                if let now, now.state == .deployed, now.revision > (checkpoint.rollbackFrom ?? Int.max) {
+                    try await reporter.setRevision(now.revision)
+                    return try await verifyRollback(restored: now, lastGood: lastGood, failure: failure)
+                }
+                return try await recover(from: failure, lastGood: lastGood, before: checkpoint.revisionBefore)
+            }
+            if let now, checkpoint.applyStarted, now.revision > (checkpoint.revisionBefore ?? 0) {
+                if now.state == .deployed {
+                    try await reporter.setRevision(now.revision)
+                    try await reporter.report(Reply(.progress, "Helm had finished before the restart: revision \(now.revision) is deployed."))
+                    return try await afterApply(now, lastGood: checkpoint.lastGood, before: checkpoint.revisionBefore)
+                }
+                if now.state == .failed {
+                    try await reporter.recordFailedRevision(now.revision)
+                    return try await recover(
+                        from: Refusal("Helm marked revision \(now.revision) failed while InferOps was stopped."),
+                        lastGood: checkpoint.lastGood, before: checkpoint.revisionBefore)
+                }
+            }
+            if let now, now.state.isPending {
+                try await reporter.move(to: .prechecking, "Recovering \(plan.target.release) from \(now.state) before applying again.")
+                _ = try await recovery.putInOrder(lastGood: checkpoint.lastGood)
+            }
+            return try await run()
+        case .waitingReady, .warming, .verifying, .registering:
+            guard let now = try await services.releases.status(plan.target), now.state == .deployed,
+                  now.revision > (checkpoint.revisionBefore ?? 0) || !checkpoint.applyStarted
+            else { return try await run() }
+            try await reporter.move(to: .prechecking, "Helm had applied revision \(now.revision); checking the engines again.")
+            if record.state == .registering {
+                return try await finishVerified(now, latency: nil, note: " (finished after InferOps restarted)")
+            }
+            return try await afterApply(now, lastGood: checkpoint.lastGood, before: checkpoint.revisionBefore)
+        default:
+            return try await run()
         }
     }
 
@@ -159,7 +227,6 @@ struct DeployWorkflow: Sendable {
     /// After a failure: roll back automatically when configured and possible, else report and stop.
     /// - Parameter before: the release's revision before this deploy, to tell which revisions it made.
     func recover(from failure: any UserFacingError, lastGood: Int?, before: Int?) async throws -> CommandOutcome {
-        let id = await reporter.operation.id
         try await reporter.report(.error(failure))
         guard environment.autoRollback else { return try await fail(failure, reported: true) }
         guard let lastGood else {
@@ -170,22 +237,15 @@ struct DeployWorkflow: Sendable {
                 reported: false
             )
         }
+        var checkpoint = await reporter.operation.checkpoint
+        checkpoint.rollbackTarget = lastGood
+        checkpoint.rollbackFrom = try? await services.releases.status(plan.target)?.revision
+        try await reporter.setCheckpoint(checkpoint)
         try await reporter.move(to: .rollingBack, "Rolling back automatically to revision \(lastGood).")
         do {
             let restored = try await services.releases.rollback(plan.target, to: lastGood, timeout: plan.readinessBudget)
             try await reporter.setRevision(restored.revision)
-            try await verifier.waitReady(plan.endpoint, servedName: plan.model.name, budget: plan.readinessBudget)
-            let (latency, _) = try await verifier.verify(plan.endpoint, servedName: plan.model.name)
-            try await services.store.recordVerification(
-                Verification(model: plan.model.name, environment: plan.environment, operation: id, at: services.time.now(),
-                             latency: latency, revision: restored.revision)
-            )
-            try await reporter.finish(
-                .rolledBack,
-                Reply(.warning, "The deploy failed and was rolled back: revision \(lastGood) restored as revision \(restored.revision) and verified in \(latency.spoken).",
-                      hint: failure.hint)
-            )
-            return .failed(id, failure.message)
+            return try await verifyRollback(restored: restored, lastGood: lastGood, failure: failure)
         } catch let rollbackFailure as any UserFacingError {
             // A failed `helm rollback` also leaves a revision behind.
             try await recordFailedRevision(after: max(await reporter.operation.revisions.max() ?? 0, before ?? 0))
@@ -193,8 +253,24 @@ struct DeployWorkflow: Sendable {
                 .failed,
                 Reply(.failure, "The automatic rollback failed too: \(rollbackFailure.text)", hint: rollbackFailure.hint)
             )
-            return .failed(id, rollbackFailure.message)
+            return .failed(await reporter.operation.id, rollbackFailure.message)
         }
+    }
+
+    func verifyRollback(restored: ReleaseStatus, lastGood: Int, failure: any UserFacingError) async throws -> CommandOutcome {
+        let id = await reporter.operation.id
+        try await verifier.waitReady(plan.endpoint, servedName: plan.model.name, budget: plan.readinessBudget)
+        let (latency, _) = try await verifier.verify(plan.endpoint, servedName: plan.model.name)
+        try await services.store.recordVerification(
+            Verification(model: plan.model.name, environment: plan.environment, operation: id, at: services.time.now(),
+                         latency: latency, revision: restored.revision)
+        )
+        try await reporter.finish(
+            .rolledBack,
+            Reply(.warning, "The deploy failed and was rolled back: revision \(lastGood) restored as revision \(restored.revision) and verified in \(latency.spoken).",
+                  hint: failure.hint)
+        )
+        return .failed(id, failure.message)
     }
 
     /// Helm records a failed upgrade as a new revision; find it, so history attributes it to this

@@ -6,18 +6,23 @@ public actor OperationReporter {
     public private(set) var operation: OperationRecord
     let services: Services
     let channel: String
-    var card: MessageRef?
+    /// Whether the daemon is stopping: a move then stops at the safe point before it.
+    let shouldSuspend: @Sendable () -> Bool
     var stepStarted: ContinuousClock.Instant
+    /// When the status card was last edited: edits come at most about once a second.
+    var lastCardEdit: ContinuousClock.Instant?
     /// The state the store holds, which every write names as the one it expects. It runs ahead of
     /// `operation.state` once the store claimed the release (`releaseClaimed`).
     var storedState: OperationState
 
-    public init(operation: OperationRecord, services: Services, channel: String) {
+    public init(operation: OperationRecord, services: Services, channel: String,
+                shouldSuspend: @escaping @Sendable () -> Bool = { false }) {
         var operation = operation
         operation.command = services.redactor.redact(operation.command)
         self.operation = operation
         self.services = services
         self.channel = channel
+        self.shouldSuspend = shouldSuspend
         self.stepStarted = .now
         self.storedState = operation.state
     }
@@ -34,14 +39,56 @@ public actor OperationReporter {
         storedState = operation.state
     }
 
-    /// Records the operation and opens its thread with the status card.
-    public func open(title: RichText, fields: [Reply.Field]) async throws {
-        try await services.store.insert(operation)
-        let reply = Reply(.progress, title, fields: fields + [Reply.Field("operation", operation.id.rawValue)])
-        card = try await services.chat.post(reply, in: Conversation(channel: channel), operation: operation.id)
-        operation.thread = card?.id
+    /// Posts the status card when the intake could not (it stopped, or the chat failed), so every
+    /// operation has a thread to report in.
+    public func ensureCard() async throws {
+        guard operation.card == nil else { return }
+        let card = try await services.chat.post(
+            StatusCard.reply(for: operation), in: Conversation(channel: channel, thread: operation.request?.thread),
+            operation: operation.id)
+        operation.card = card
+        operation.thread = card.id
         try await write()
-        try await journal("\(operation.kind.rawValue) requested by \(operation.requester): \(operation.command)")
+    }
+
+    /// Says in the thread that the operation is picked up again after its daemon stopped.
+    public func noteResumption() async throws {
+        operation.checkpoint.resumptions += 1
+        try await write()
+        let was = operation.state.rawValue.replacingOccurrences(of: "_", with: " ")
+        let message = "Resuming after InferOps restarted: it was \(was). Checking the release, the engines and the router before going on."
+        try await journal(message)
+        try await say(Reply(.progress, message))
+        await editCard(detail: RichText(message), force: true)
+    }
+
+    /// Says in the thread that the daemon is stopping with the operation where it is; the next
+    /// start resumes it. Best effort: the daemon is on its way out.
+    public func suspend() async {
+        let at = operation.state.rawValue.replacingOccurrences(of: "_", with: " ")
+        let message = "InferOps is stopping: this operation pauses while \(at) and resumes when InferOps starts again."
+        try? await journal(message)
+        try? await say(Reply(.warning, message))
+        await editCard(detail: RichText(message), force: true)
+    }
+
+    /// What the operation read before a side effect; written with the next move (or now).
+    public func setCheckpoint(_ checkpoint: Checkpoint) async throws {
+        operation.checkpoint = checkpoint
+        try await write()
+    }
+
+    /// Edits the status card, at most about once a second unless `force`.
+    func editCard(detail: RichText?, force: Bool = false) async {
+        guard let card = operation.card else { return }
+        let now = ContinuousClock.now
+        if !force, let last = lastCardEdit, last.duration(to: now) < .seconds(1) { return }
+        lastCardEdit = now
+        do {
+            try await services.chat.update(card, with: StatusCard.reply(for: operation, detail: detail), operation: operation.id)
+        } catch {
+            services.logger.warning("status card not edited", metadata: ["operation": "\(operation.id)", "error": "\(error)"])
+        }
     }
 
     /// Moves to `state` (recorded first), then posts `message` in the thread.
@@ -49,6 +96,8 @@ public actor OperationReporter {
         guard operation.state.canMove(to: state) || operation.state == state else {
             throw OperationStateError(from: operation.state, to: state)
         }
+        // The safe point of a graceful stop: before the next step records itself.
+        if shouldSuspend() { throw OperationSuspended() }
         let finishedStep = operation.state
         operation.state = state
         operation.updatedAt = services.time.now()
@@ -59,6 +108,7 @@ public actor OperationReporter {
         stepStarted = .now
         try await journal(message)
         try await say(Reply(.progress, message, fields: fields))
+        await editCard(detail: RichText(message))
     }
 
     /// Posts a reply in the thread and journals its title.
@@ -112,11 +162,7 @@ public actor OperationReporter {
             ).stamped(with: CommandOrigin.current ?? CommandOrigin(channel: channel, osUser: nil))
         )
         try await say(reply)
-        if let card {
-            var summary = reply
-            summary.fields.append(Reply.Field("operation", operation.id.rawValue))
-            try await services.chat.update(card, with: summary, operation: operation.id)
-        }
+        await editCard(detail: reply.title, force: true)
     }
 
     func journal(_ message: String, duration: Duration? = nil) async throws {

@@ -54,6 +54,37 @@ struct RegistrationWorkflow: Sendable {
         return .completed(id)
     }
 
+    /// Goes on from where a stopped daemon left the change. Once the desired state was recorded
+    /// (`registering`), the router is made to match the store, which completes the change; a change
+    /// that was never recorded is made from the start.
+    func resume(configuration: Configuration) async throws -> CommandOutcome {
+        let record = await reporter.operation
+        guard record.state == .registering || record.state == .verifying else { return try await run() }
+        let intended: RegistrationState = switch change {
+        case .register, .enable: .enabled
+        case .disable: .disabled
+        default: .removed
+        }
+        let stored = try await services.store.registration(model: model.name, environment: environment.name)
+        guard let stored, stored.state == intended, stored.changedBy == record.requester,
+              stored.changedAt >= record.createdAt
+        else {
+            try await reporter.move(to: .prechecking, "The change had not been recorded when InferOps stopped; making it now.")
+            return try await run()
+        }
+        try await reporter.move(to: .prechecking, "The change was recorded before InferOps stopped; bringing the router in line.")
+        let passes = await RouterReconciliation(configuration: configuration, services: services).reconcileOnce()
+        if let failure = passes.first(where: { $0.environment == environment.name })?.failure {
+            return try await fail(Refusal("The router of \(environment.name) could not be brought in line: \(failure)",
+                                          hint: "The background repair keeps trying; `/infer status \(model.name)` shows the routing."))
+        }
+        try await reporter.move(to: .registering, "The router matches the recorded routing.")
+        try await reporter.finish(.succeeded, Reply(
+            .success, "\(model.name) is \(Self.describe(stored)) (completed after InferOps restarted).",
+            fields: [Reply.Field("router", registrar.settings.url)]))
+        return .completed(record.id)
+    }
+
     /// A registration needs a deployed release whose replicas are all ready and whose engine answers.
     func readinessRefusal() async throws -> Refusal? {
         let target = environment.target(model: model.name)

@@ -1,34 +1,69 @@
-/// One operation per release at a time, in arrival order. The second waits; it never interleaves.
-public actor ReleaseGate {
-    var holders: [String: OperationID] = [:]
-    var waiters: [String: [(OperationID, CheckedContinuation<Void, Never>)]] = [:]
+import Synchronization
+
+/// One operation per release at a time inside one daemon, in arrival order. The second waits; it
+/// never interleaves. A waiter whose task is cancelled leaves the queue at once.
+public final class ReleaseGate: Sendable {
+    struct Waiter {
+        var operation: OperationID
+        var continuation: CheckedContinuation<Bool, Never>
+    }
+
+    struct State {
+        var holders: [String: OperationID] = [:]
+        var waiters: [String: [Waiter]] = [:]
+    }
+
+    let state = Mutex(State())
 
     public init() {}
 
     /// The operation holding `release`, if any.
-    public func holder(of release: String) -> OperationID? { holders[release] }
+    public func holder(of release: String) -> OperationID? { state.withLock { $0.holders[release] } }
 
     /// Waits until `operation` holds `release`.
-    public func acquire(_ release: String, for operation: OperationID) async {
-        if holders[release] == nil {
-            holders[release] = operation
-            return
+    /// - Returns: `false` when the task was cancelled while waiting (it then does not hold it).
+    public func acquire(_ release: String, for operation: OperationID) async -> Bool {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+                let granted = state.withLock { state -> Bool in
+                    if state.holders[release] == nil {
+                        state.holders[release] = operation
+                        return true
+                    }
+                    state.waiters[release, default: []].append(Waiter(operation: operation, continuation: continuation))
+                    return false
+                }
+                if granted { continuation.resume(returning: true) }
+                if Task.isCancelled { abandon(release, operation) }
+            }
+        } onCancel: {
+            abandon(release, operation)
         }
-        await withCheckedContinuation { continuation in
-            waiters[release, default: []].append((operation, continuation))
+    }
+
+    func abandon(_ release: String, _ operation: OperationID) {
+        let waiter = state.withLock { state -> Waiter? in
+            guard let index = state.waiters[release]?.firstIndex(where: { $0.operation == operation }) else { return nil }
+            let waiter = state.waiters[release]!.remove(at: index)
+            if state.waiters[release]!.isEmpty { state.waiters[release] = nil }
+            return waiter
         }
+        waiter?.continuation.resume(returning: false)
     }
 
     /// Hands `release` to the next waiter, or frees it.
     public func release(_ release: String) {
-        guard var queue = waiters[release], !queue.isEmpty else {
-            holders[release] = nil
-            return
+        let next = state.withLock { state -> Waiter? in
+            guard var queue = state.waiters[release], !queue.isEmpty else {
+                state.holders[release] = nil
+                return nil
+            }
+            let next = queue.removeFirst()
+            state.waiters[release] = queue.isEmpty ? nil : queue
+            state.holders[release] = next.operation
+            return next
         }
-        let (next, continuation) = queue.removeFirst()
-        waiters[release] = queue.isEmpty ? nil : queue
-        holders[release] = next
-        continuation.resume()
+        next?.continuation.resume(returning: true)
     }
 }
 

@@ -17,7 +17,6 @@ struct RemoveWorkflow: Sendable {
     var pollInterval: Duration = .seconds(1)
 
     func run() async throws -> CommandOutcome {
-        let id = await reporter.operation.id
         let target = environment.target(model: model.name)
         try await reporter.move(to: .prechecking, "Checking that \(model.name) is deployed in \(environment.name).")
         guard let current = try await services.releases.status(target), current.state != .uninstalled else {
@@ -43,6 +42,12 @@ struct RemoveWorkflow: Sendable {
             return try await fail(failure)
         }
 
+        return try await verifyFreed(target, held: held)
+    }
+
+    /// After `helm uninstall`: the pods gone and the cluster counting no GPUs for the release.
+    func verifyFreed(_ target: ReleaseTarget, held: Int, note: String = "") async throws -> CommandOutcome {
+        let id = await reporter.operation.id
         try await reporter.move(to: .verifying, "Helm uninstalled \(target.release). Checking that its GPUs are free.")
         if let remaining = try await podsStillThere(target) {
             return try await fail(Refusal(
@@ -59,9 +64,25 @@ struct RemoveWorkflow: Sendable {
         }
         let freed = held == 0 ? "it held no GPUs" : "\(held) GPU\(held == 1 ? "" : "s") freed"
         try await reporter.finish(.succeeded, Reply(
-            .success, "Removed \(model.name) from \(environment.name): \(freed); \(after.free) of \(after.allocatable) GPUs are free now.",
+            .success, "Removed \(model.name) from \(environment.name): \(freed); \(after.free) of \(after.allocatable) GPUs are free now.\(note)",
             fields: [Reply.Field("release", "\(target.release) (uninstalled)")]))
         return .completed(id)
+    }
+
+    /// Goes on from where a stopped daemon left the remove: an uninstall Helm finished is not run
+    /// again, only the GPUs are checked; otherwise it starts over (every step can be repeated).
+    func resume() async throws -> CommandOutcome {
+        let target = environment.target(model: model.name)
+        let state = await reporter.operation.state
+        guard state == .applying || state == .verifying else { return try await run() }
+        _ = await services.releases.stopAbandonedProcesses(for: target)
+        if let status = try await services.releases.status(target), status.state != .uninstalled {
+            try await reporter.move(to: .prechecking, "\(target.release) is still installed; removing it again.")
+            return try await run()
+        }
+        try await reporter.move(to: .prechecking, "Helm had uninstalled \(target.release) before the restart.")
+        try await reporter.move(to: .verifying, "Checking that its GPUs are free.")
+        return try await verifyFreed(target, held: 0, note: " (finished after InferOps restarted)")
     }
 
     /// Takes a registered model out of the router, as removed by the requester. `nil` when the

@@ -15,7 +15,6 @@ struct RollbackWorkflow: Sendable {
     func run() async throws -> CommandOutcome {
         let id = await reporter.operation.id
         let target = environment.target(model: model.name)
-        let endpoint = EngineEndpoint(target: target, service: target.release)
         try await reporter.move(to: .prechecking, "Reading the release's history.")
         guard let current = try await services.releases.status(target) else {
             return try await fail(ReleaseFailure.releaseNotFound)
@@ -65,6 +64,10 @@ struct RollbackWorkflow: Sendable {
             revision = previous.revision
         }
         let stuck = current.state.isPending ? " (recovering from \(current.state))" : ""
+        var checkpoint = await reporter.operation.checkpoint
+        checkpoint.rollbackTarget = revision
+        checkpoint.rollbackFrom = current.revision
+        try await reporter.setCheckpoint(checkpoint)
         try await reporter.move(
             to: .applying, "Running helm rollback to revision \(revision)\(stuck).",
             fields: [Reply.Field("release", target.release), Reply.Field("from revision", "\(current.revision)")]
@@ -80,6 +83,14 @@ struct RollbackWorkflow: Sendable {
             return try await fail(failure)
         }
         try await reporter.setRevision(restored.revision)
+        return try await afterRollback(restored: restored, revision: revision)
+    }
+
+    /// From the restored revision: readiness, the test completion, the router.
+    func afterRollback(restored: ReleaseStatus, revision: Int, note: String = "") async throws -> CommandOutcome {
+        let id = await reporter.operation.id
+        let target = environment.target(model: model.name)
+        let endpoint = EngineEndpoint(target: target, service: target.release)
         let verifier = EngineVerifier(engines: services.engines, time: services.time, settings: environment.verification)
         do {
             try await reporter.move(to: .waitingReady, "Helm rolled back (revision \(restored.revision)). Waiting for the engine.")
@@ -91,7 +102,7 @@ struct RollbackWorkflow: Sendable {
                              latency: latency, revision: restored.revision)
             )
             try await reporter.report(Reply(.progress, "Test completion answered in \(latency.spoken): “\(user: text)”"))
-            let summary = "Rolled \(model.name) in \(environment.name) back to revision \(revision) (now revision \(restored.revision)), verified in \(latency.spoken)."
+            let summary = "Rolled \(model.name) in \(environment.name) back to revision \(revision) (now revision \(restored.revision)), verified in \(latency.spoken)." + note
             return try await RoutingRefresh.finish(
                 registrar: registrar, reporter: reporter, model: model.name, register: false, denial: routingDenial,
                 success: Reply(.success, summary, fields: [Reply.Field("endpoint", endpoint.description)]))
@@ -99,6 +110,29 @@ struct RollbackWorkflow: Sendable {
             return try await fail(failure)
         }
     }
+
+    /// Goes on from where a stopped daemon left the rollback: a rollback Helm finished is not run
+    /// again; one it left pending is run again (rolling back is itself the way out of `pending-*`).
+    func resume() async throws -> CommandOutcome {
+        let record = await reporter.operation
+        let checkpoint = record.checkpoint
+        let target = environment.target(model: model.name)
+        guard !Self.beforeHelm.contains(record.state) else { return try await run() }
+        let stopped = await services.releases.stopAbandonedProcesses(for: target)
+        if stopped > 0 {
+            try await reporter.report(Reply(.progress, "Stopped \(stopped) helm process\(stopped == 1 ? "" : "es") left running by the daemon that stopped."))
+        }
+        if let now = try await services.releases.status(target), now.state == .deployed,
+           let from = checkpoint.rollbackFrom, now.revision > from, let revision = checkpoint.rollbackTarget {
+            try await reporter.setRevision(now.revision)
+            try await reporter.move(to: .prechecking, "Helm had rolled back before the restart (revision \(now.revision)); checking the engine again.")
+            return try await afterRollback(restored: now, revision: revision, note: " (finished after InferOps restarted)")
+        }
+        try await reporter.move(to: .prechecking, "The rollback had not finished when InferOps stopped; running it again.")
+        return try await run()
+    }
+
+    static let beforeHelm: Set<OperationState> = [.requested, .planned, .approved, .queued, .prechecking]
 
     /// The revisions that exist, newest first, each with its state, so a refusal names what to pick
     /// from: `revision 1 (deployed)`, `revisions 3 (deployed, current), 2 (failed), 1 (superseded)`.

@@ -55,12 +55,19 @@ public struct IncomingCommand: Hashable, Sendable {
     /// The operating-system account behind a console or `inferops exec` command, as the adapter
     /// found it; `nil` for chat platforms, whose user id is the identity.
     public var osUser: String?
+    /// The thread it was typed in, when it was.
+    public var thread: String?
+    /// The platform's event id; without one, each command is a new event.
+    public var event: String?
 
-    public init(user: UserID, text: String, channel: String, osUser: String? = nil) {
+    public init(user: UserID, text: String, channel: String, osUser: String? = nil, thread: String? = nil,
+                event: String? = nil) {
         self.user = user
         self.text = text
         self.channel = channel
         self.osUser = osUser
+        self.thread = thread
+        self.event = event
     }
 }
 

@@ -15,6 +15,10 @@ public protocol ReleaseEngine: Sendable {
     func history(_ target: ReleaseTarget) async throws -> [ReleaseRevision]
     /// Removes a release: the documented way out of a release stuck in `pending-install`.
     func uninstall(_ target: ReleaseTarget, timeout: Duration) async throws
+    /// Stops Helm processes that a daemon which is gone left running on `target` (they run in
+    /// their own process group, so they outlive a killed daemon and keep the release `pending-*`).
+    /// - Returns: how many were stopped.
+    func stopAbandonedProcesses(for target: ReleaseTarget) async -> Int
 }
 
 /// Everything one `upgrade --install` needs.
@@ -221,4 +225,9 @@ public enum ReleaseFailure: UserFacingError, Equatable {
             nil
         }
     }
+}
+
+extension ReleaseEngine {
+    /// Engines that start no processes have none to stop.
+    public func stopAbandonedProcesses(for target: ReleaseTarget) async -> Int { 0 }
 }

@@ -1,0 +1,438 @@
+import Foundation
+import Logging
+
+/// The front half of the fixed pipeline: parse → validate → authorize → plan → record, for one
+/// inbound chat event, answered at once. A command that changes something becomes an operation
+/// recorded with its whole request as data; the `OperationRunner` runs it. No transport ever waits
+/// for an operation here: `handle(_:waiting:)` waits only when asked (the piped console, `exec`).
+public final class Intake: Sendable {
+    public let configuration: Configuration
+    public let catalog: CommandCatalog
+    public let runner: OperationRunner
+    let services: Services
+    let parser: CommandParser
+    let validator: CommandValidator
+    /// How long event ids are kept to drop redeliveries (chat platforms redeliver for minutes).
+    let eventRetention: Duration
+
+    public init(configuration: Configuration, catalog: CommandCatalog, services: Services, runner: OperationRunner,
+                eventRetention: Duration = .seconds(3600)) {
+        self.configuration = configuration
+        self.catalog = catalog
+        self.services = services.redacting(for: configuration)
+        self.runner = runner
+        self.parser = CommandParser(catalog: catalog)
+        self.validator = CommandValidator(configuration: configuration, catalog: catalog)
+        self.eventRetention = eventRetention
+    }
+
+    /// What the intake did with an event.
+    public enum Acknowledgement: Hashable, Sendable {
+        /// The event id was seen before: nothing was done again.
+        case duplicate
+        /// Answered in full (help, status, a refusal, a lock).
+        case answered(CommandOutcome)
+        /// An operation was recorded and its status card posted; the runner runs it.
+        case accepted(OperationID)
+    }
+
+    /// Accepts one event and answers at once.
+    public func accept(_ event: ChatEvent) async -> Acknowledgement {
+        await CommandOrigin.$current.withValue(CommandOrigin(channel: event.channel, osUser: event.osUser)) {
+            await acceptEvent(event)
+        }
+    }
+
+    /// Accepts a command and, with `waiting`, waits until the operation it starts has ended: the piped
+    /// console and `inferops exec` read like conversations. An operation that waits for someone else
+    /// (an approval) does not hold the caller.
+    public func handle(_ command: IncomingCommand, waiting: Bool = true) async -> CommandOutcome {
+        let event = ChatEvent(
+            id: command.event ?? "local:" + OperationID.random().rawValue, kind: .command(command.text),
+            user: command.user, channel: command.channel, thread: command.thread, osUser: command.osUser)
+        switch await accept(event) {
+        case .duplicate: return .refused("already handled")
+        case .answered(let outcome): return outcome
+        case .accepted(let id):
+            guard waiting else { return .completed(id) }
+            return await runner.outcome(of: id)
+        }
+    }
+
+    func acceptEvent(_ event: ChatEvent) async -> Acknowledgement {
+        let conversation = Conversation(channel: event.channel, thread: event.thread)
+        let text: String
+        switch event.kind {
+        case .command(let command), .mention(let command):
+            text = command
+        case .action(let action):
+            return await answer(event) {
+                try await self.refuse(
+                    Refusal("The `\(action.name)` action on \(action.operation) is not available here."),
+                    in: conversation)
+            }
+        }
+        do {
+            let parsed: ParsedCommand
+            let validated: ValidatedCommand
+            do {
+                parsed = try parser.parse(text)
+                validated = try validator.validate(parsed)
+            } catch let error as any UserFacingError {
+                return await answer(event) { try await self.refuse(error, in: conversation) }
+            }
+            let spec = catalog.spec(named: parsed.verb)!
+            let request = OperationRequest(parsed, requester: event.user, channel: event.channel, thread: event.thread,
+                                           osUser: event.osUser, event: event.id)
+            do {
+                try await authorize(validated, spec: spec, user: event.user)
+            } catch let denial as Denial {
+                return await answer(event) {
+                    try await self.audit(event.user, spec.name, validated.environment?.name, self.subject(of: validated),
+                                         "denied", detail: denial.message)
+                    try await self.services.chat.post(.error(denial), in: conversation, operation: nil)
+                    return .refused(denial.message)
+                }
+            }
+            return try await execute(validated, spec: spec, request: request, event: event, conversation: conversation)
+        } catch {
+            return .answered(await report(error, in: conversation))
+        }
+    }
+
+    /// Answers an event that starts no operation: its id is recorded first, so a redelivery is dropped.
+    func answer(_ event: ChatEvent, _ body: @escaping @Sendable () async throws -> CommandOutcome) async -> Acknowledgement {
+        let conversation = Conversation(channel: event.channel, thread: event.thread)
+        do {
+            guard try await services.store.accept(event: event.id, at: services.time.now(), starting: nil) else {
+                return .duplicate
+            }
+            try await forgetOldEvents()
+            return .answered(try await body())
+        } catch {
+            return .answered(await report(error, in: conversation))
+        }
+    }
+
+    func forgetOldEvents() async throws {
+        try await services.store.forgetEvents(before: services.time.now().addingTimeInterval(-eventRetention.seconds))
+    }
+
+    /// Says what went wrong: a port's classified failure as it is, anything else by reference only.
+    func report(_ error: any Error, in conversation: Conversation) async -> CommandOutcome {
+        switch error {
+        case let error as any UserFacingError:
+            // A port's own classified failure (e.g. the cluster is unreachable) is safe to show.
+            _ = try? await services.chat.post(.error(error), in: conversation, operation: nil)
+            return .failed(nil, error.message)
+        case is CancellationError:
+            // The daemon (or `exec`) is stopping: not an internal error, and nothing more will run.
+            _ = try? await services.chat.post(
+                Reply(.warning, "Stopped: InferOps is shutting down.",
+                      hint: "`/infer status` shows where things stand; an operation in its thread says how it ended."),
+                in: conversation, operation: nil)
+            return .failed(nil, "cancelled")
+        default:
+            // Not user-facing: log it in full with a correlation id, show only the id.
+            let correlation = OperationID.random().rawValue.replacingOccurrences(of: "op-", with: "err-")
+            services.logger.error("command failed", metadata: ["correlation": "\(correlation)", "error": "\(error)"])
+            _ = try? await services.chat.post(
+                Reply(.failure, "Something went wrong inside InferOps (reference \(correlation)).",
+                      hint: "The daemon's log has the details under that reference."),
+                in: conversation, operation: nil
+            )
+            return .failed(nil, "internal error \(correlation)")
+        }
+    }
+
+    // MARK: authorize
+
+    func authorize(_ command: ValidatedCommand, spec: CommandSpec, user: UserID) async throws {
+        switch command {
+        case .cancel(let id):
+            let environment = try await services.store.operation(id)?.environment ?? "*"
+            try configuration.policy.authorize(user, spec.permission, in: environment, verb: spec.name)
+        case .status(_, nil):
+            // Status across environments shows only those the user may view; it needs one of them.
+            let viewable = configuration.environmentNames.contains { configuration.policy.allows(user, spec.permission, in: $0) }
+            if !viewable {
+                try configuration.policy.authorize(user, spec.permission, in: configuration.environmentNames.first ?? "*", verb: spec.name)
+            }
+        case .help:
+            break
+        case .deploy(_, let environment, _, _, _, true):
+            // `--register` changes the router too, which takes the register permission.
+            try configuration.policy.authorize(user, spec.permission, in: environment.name, verb: spec.name)
+            try configuration.policy.authorize(user, "register", in: environment.name, verb: "deploy --register")
+        default:
+            try configuration.policy.authorize(user, spec.permission, in: command.environment?.name ?? "*", verb: spec.name)
+        }
+    }
+
+    /// The router changes a deploy or rollback makes on its own (`router.autoRegister`, following
+    /// new replicas) act for the requester, so they take the `register` permission too. Without it
+    /// they are skipped, not the deploy; an explicit `--register` was refused above instead.
+    func automaticRoutingDenial(_ user: UserID, in environment: EnvironmentSettings) -> Denial? {
+        do {
+            try configuration.policy.authorize(user, "register", in: environment.name, verb: "register")
+            return nil
+        } catch {
+            return error
+        }
+    }
+
+    // MARK: execute
+
+    func execute(_ command: ValidatedCommand, spec: CommandSpec, request: OperationRequest, event: ChatEvent,
+                 conversation: Conversation) async throws -> Acknowledgement {
+        let reports = Reports(services: services, configuration: configuration, catalog: catalog)
+        let user = request.requester
+        switch command {
+        case .help(let verb):
+            return await answer(event) {
+                try await self.services.chat.post(reports.help(verb: verb, user: user), in: conversation, operation: nil)
+                return .completed(nil)
+            }
+        case .status(let model, let environment):
+            return await answer(event) {
+                let status = try await reports.status(model: model, environment: environment, user: user)
+                try await self.services.chat.post(status, in: conversation, operation: nil)
+                // A status that could not reach a cluster is a failure, so scripts see it.
+                return status.tone == .failure ? .failed(nil, status.title.plainText) : .completed(nil)
+            }
+        case .history(let model, let environment):
+            return await answer(event) {
+                try await self.services.chat.post(try await reports.history(model: model, environment: environment),
+                                                  in: conversation, operation: nil)
+                return .completed(nil)
+            }
+        case .lock(let environment, let reason):
+            return await answer(event) { try await self.lock(environment, reason: reason, user: user, conversation: conversation) }
+        case .unlock(let environment, let reason):
+            return await answer(event) { try await self.unlock(environment, reason: reason, user: user, conversation: conversation) }
+        case .cancel(let id):
+            return await answer(event) { try await self.cancel(id, user: user, conversation: conversation) }
+        case .deploy(let model, let environment, _, _, true, _):
+            return await answer(event) {
+                let plan: DeployPlan
+                do {
+                    plan = try OperationPlanning.deployPlan(command)
+                } catch let refusal as Refusal {
+                    return try await self.refuse(refusal, in: conversation, audit: (user, "deploy", environment.name, model.name))
+                }
+                return try await self.dryRunDeploy(plan, user: user, conversation: conversation)
+            }
+        case .deploy(let model, let environment, _, _, _, _), .rollback(let model, let environment, _),
+            .routing(_, let model, let environment, _), .remove(let model, let environment, _):
+            let kind = OperationPlanning.kind(of: command)!
+            if kind != .deploy && kind != .rollback && kind != .remove, registrar(for: environment) == nil {
+                return await answer(event) {
+                    try await self.refuse(Refusal("`\(environment.name)` has no router configured."), in: conversation)
+                }
+            }
+            if let refusal = try await lockRefusal(environment, user: user) {
+                return await answer(event) {
+                    try await self.refuse(refusal, in: conversation, audit: (user, kind.rawValue, environment.name, model.name))
+                }
+            }
+            var operation = OperationRecord(
+                id: .random(), kind: kind, requester: user, environment: environment.name, model: model.name,
+                target: environment.target(model: model.name), state: .planned,
+                command: services.redactor.redact(request.parsed.canonical(spec: spec)),
+                createdAt: services.time.now(), request: request)
+            if case .deploy = command {
+                let plan: DeployPlan
+                do {
+                    plan = try OperationPlanning.deployPlan(command)
+                } catch {
+                    return await answer(event) {
+                        try await self.refuse(error, in: conversation, audit: (user, "deploy", environment.name, model.name))
+                    }
+                }
+                operation.plan = plan.canonical
+                operation.planDigest = plan.digest
+            }
+            return try await record(operation, event: event)
+        }
+    }
+
+    /// Records the operation with the event that started it (one transaction: a redelivered event
+    /// records nothing), owned by this daemon's runner so no other picks it up meanwhile; posts its
+    /// status card, stores the card's reference, audits it and hands it to the runner.
+    func record(_ operation: OperationRecord, event: ChatEvent) async throws -> Acknowledgement {
+        var operation = operation
+        operation.owner = runner.owner(at: services.time.now())
+        guard try await services.store.accept(event: event.id, at: services.time.now(), starting: operation) else {
+            return .duplicate
+        }
+        try await forgetOldEvents()
+        try await audit(operation.requester, operation.kind.rawValue, operation.environment, operation.model, "accepted",
+                        operation: operation.id)
+        try await services.store.appendJournal(JournalEntry(
+            operation: operation.id, at: services.time.now(), state: .planned,
+            message: "\(operation.kind.rawValue) requested by \(operation.requester): \(operation.command)"))
+        do {
+            let card = try await services.chat.post(
+                StatusCard.reply(for: operation), in: Conversation(channel: event.channel, thread: event.thread),
+                operation: operation.id)
+            operation.card = card
+            operation.thread = card.id
+            try await services.store.update(operation, from: .planned)
+        } catch {
+            // Recorded but not announced: the runner still runs it, and posts the card itself.
+            services.logger.warning("status card not posted", metadata: ["operation": "\(operation.id)", "error": "\(error)"])
+        }
+        await runner.submit(operation.id)
+        return .accepted(operation.id)
+    }
+
+    func dryRunDeploy(_ plan: DeployPlan, user: UserID, conversation: Conversation) async throws -> CommandOutcome {
+        let rendered: String
+        do {
+            rendered = try await services.releases.render(plan.upgrade)
+        } catch let failure as ReleaseFailure {
+            try await services.chat.post(.error(failure), in: conversation, operation: nil)
+            return .failed(nil, failure.message)
+        }
+        let current = try await services.releases.status(plan.target)
+        let capacity = try await services.cluster.gpuCapacity(kubeContext: plan.target.kubeContext)
+        let rollout = try await services.cluster.rollout(plan.target, rendered: rendered)
+        let verdict = CapacityCheck.evaluate(plan, capacity: capacity, rollout: rollout)
+        // Values and manifests carry whatever secrets the values hold; the plan's own (from `--set`)
+        // join the configuration's before anything is shown. Whole text first: a key spans lines.
+        let redactor = services.redactor.adding(SecretRedactor.sensitiveStrings(in: plan.values))
+        let manifestLines = redactor.redact(rendered).split(separator: "\n", omittingEmptySubsequences: false)
+            .map(String.init)
+        let shown = manifestLines.prefix(80)
+        try await audit(user, "deploy", plan.environment, plan.model.name, "dry-run", detail: plan.digest)
+        try await services.chat.post(
+            Reply(
+                .info, "Dry run: deploy \(plan.model.name) to \(plan.environment) (nothing applied)",
+                lines: ["Values set by the plan: \(redactor.redact(plan.values.canonical))", "Rendered manifests:"] + shown
+                    + (manifestLines.count > shown.count ? ["… \(manifestLines.count - shown.count) more lines"] : []),
+                fields: [
+                    Reply.Field("release", plan.target.release),
+                    Reply.Field("current revision", current.map { "\($0.revision) (\($0.state))" } ?? "none: this would install it"),
+                    Reply.Field("endpoint", plan.endpoint.description),
+                    Reply.Field("chart", plan.chart + (plan.chartVersion.map { " \($0)" } ?? "")),
+                    Reply.Field("GPUs", (verdict.fits ? "fits: " : "would be refused: ") + verdict.summary),
+                    Reply.Field("digest", plan.digest),
+                ]
+            ),
+            in: conversation, operation: nil
+        )
+        return .completed(nil)
+    }
+
+
+    /// The router side of an environment, when it has a router.
+    func registrar(for environment: EnvironmentSettings) -> Registrar? {
+        guard let settings = environment.router, let router = services.routers.router(for: environment) else { return nil }
+        return Registrar(services: services, environment: environment, settings: settings, router: router)
+    }
+
+    // MARK: locks and cancel
+
+    func lockRefusal(_ environment: EnvironmentSettings, user: UserID) async throws -> Refusal? {
+        guard let lock = try await services.store.locks().first(where: { $0.environment == environment.name }), lock.holder != user else {
+            return nil
+        }
+        return Refusal(
+            "`\(environment.name)` is locked by \(mention: lock.holder)" + (lock.reason.map { ": \(user: $0)" } ?? "") + ".",
+            hint: "Ask them to `/infer unlock \(environment.name)` when they are done."
+        )
+    }
+
+    func lock(_ environment: EnvironmentSettings, reason: String?, user: UserID, conversation: Conversation) async throws -> CommandOutcome {
+        let lock = EnvironmentLock(environment: environment.name, holder: user, reason: reason, since: services.time.now())
+        if let existing = try await services.store.acquireLock(lock) {
+            let refusal = Refusal(
+                "`\(environment.name)` is already locked by \(mention: existing.holder)" + (existing.reason.map { ": \(user: $0)" } ?? "") + ".")
+            return try await refuse(refusal, in: conversation, audit: (user, "lock", environment.name, nil))
+        }
+        try await audit(user, "lock", environment.name, nil, "succeeded", detail: reason)
+        try await services.chat.post(
+            Reply(.success, "🔒 `\(environment.name)` is locked by \(mention: user)" + (reason.map { ": \(user: $0)" } ?? "") + ". Only you can change it until you unlock it."),
+            in: conversation, operation: nil)
+        return .completed(nil)
+    }
+
+    func unlock(_ environment: EnvironmentSettings, reason: String?, user: UserID, conversation: Conversation) async throws -> CommandOutcome {
+        guard let released = try await services.store.releaseLock(environment: environment.name) else {
+            let refusal = Refusal("`\(environment.name)` is not locked.")
+            return try await refuse(refusal, in: conversation)
+        }
+        try await audit(user, "unlock", environment.name, nil, "succeeded",
+                        detail: "held by \(released.holder)" + (reason.map { ": \($0)" } ?? ""))
+        try await services.chat.post(
+            Reply(.success, "🔓 `\(environment.name)` is unlocked" + (released.holder == user ? "." : " (it was held by \(mention: released.holder)).")),
+            in: conversation, operation: nil)
+        return .completed(nil)
+    }
+
+    /// Records the cancel in the store; the operation's owner carries it out (at once when that is
+    /// this daemon, within a heartbeat when it is another). One with no live owner is taken over by
+    /// this daemon's runner, which puts its release in order before closing it.
+    func cancel(_ id: OperationID, user: UserID, conversation: Conversation) async throws -> CommandOutcome {
+        guard let operation = try await services.store.operation(id) else {
+            let refusal = Refusal("There is no operation \(id).", hint: "`/infer status` lists the operations in flight.")
+            return try await refuse(refusal, in: conversation)
+        }
+        guard !operation.state.isFinished else {
+            let refusal = Refusal("\(id) has already ended: \(operation.state.rawValue).")
+            return try await refuse(refusal, in: conversation)
+        }
+        try await audit(user, "cancel", operation.environment, id.rawValue, "accepted", operation: id)
+        let where_ = await runner.cancel(id, by: user)
+        let message: String
+        switch where_ {
+        case .here:
+            message = "Cancelling \(id); its thread reports when it has stopped."
+        case .elsewhere(let owner):
+            message = "Cancelling \(id); the daemon running it (\(owner.description)) stops it within a few seconds, "
+                + "and its thread reports when it has."
+        case .takenOver:
+            message = "Cancelling \(id): the daemon that ran it is gone, so this one puts its release in order "
+                + "and closes it; its thread reports how it ended."
+        case .ended(let state):
+            let refusal = Refusal("\(id) has already ended: \(state.rawValue).")
+            return try await refuse(refusal, in: conversation)
+        }
+        try await services.chat.post(Reply(.warning, message), in: conversation, operation: nil)
+        return .completed(id)
+    }
+
+    // MARK: audit
+
+    /// Posts a refusal and, for commands that change something, audits it: nothing ran.
+    func refuse(
+        _ refusal: any UserFacingError, in conversation: Conversation,
+        audit subject: (user: UserID, action: String, environment: String?, subject: String?)? = nil
+    ) async throws -> CommandOutcome {
+        if let subject {
+            try await audit(subject.user, subject.action, subject.environment, subject.subject, "refused", detail: refusal.message)
+        }
+        try await services.chat.post(.error(refusal), in: conversation, operation: nil)
+        return .refused(refusal.message)
+    }
+
+    func audit(_ user: UserID, _ action: String, _ environment: String?, _ subject: String?, _ outcome: String,
+               operation: OperationID? = nil, detail: String? = nil) async throws {
+        try await services.store.appendAudit(
+            AuditEntry(at: services.time.now(), actor: user, action: action, environment: environment, subject: subject,
+                       outcome: outcome, operation: operation, detail: detail.map(services.redactor.redact)).stamped()
+        )
+    }
+
+    func subject(of command: ValidatedCommand) -> String? {
+        switch command {
+        case .deploy(let model, _, _, _, _, _), .rollback(let model, _, _), .history(let model, _),
+            .routing(_, let model, _, _), .remove(let model, _, _):
+            model.name
+        case .status(let model, _): model?.name
+        case .cancel(let id): id.rawValue
+        case .help(let verb): verb
+        case .lock, .unlock: nil
+        }
+    }
+}

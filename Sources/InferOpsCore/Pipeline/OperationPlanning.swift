@@ -1,0 +1,59 @@
+import Foundation
+
+/// What an operation is, worked out from its request alone, the same way at intake and when a
+/// runner (perhaps after a restart) picks it up: its kind, its deploy plan, its status card.
+enum OperationPlanning {
+    /// The kind of operation a command starts; `nil` for commands that only answer.
+    static func kind(of command: ValidatedCommand) -> OperationKind? {
+        switch command {
+        case .deploy(_, _, _, _, false, _): .deploy
+        case .rollback: .rollback
+        case .remove: .remove
+        case .routing(let kind, _, _, _): kind
+        case .deploy, .status, .history, .lock, .unlock, .cancel, .help: nil
+        }
+    }
+
+    static func deployPlan(_ command: ValidatedCommand) throws(Refusal) -> DeployPlan {
+        guard case .deploy(let model, let environment, let chartVersion, let overrides, _, _) = command else {
+            preconditionFailure("not a deploy: \(command)")
+        }
+        return try DeployPlanner.plan(model: model, environment: environment, chartVersion: chartVersion, overrides: overrides)
+    }
+}
+
+/// The status card at the top of an operation's thread: what it is, who asked, where it stands.
+/// Posted when the operation is accepted and edited in place as it moves.
+public enum StatusCard {
+    public static func reply(for operation: OperationRecord, detail: RichText? = nil) -> Reply {
+        let model = operation.model ?? "?"
+        let environment = operation.environment
+        let reason: RichText = operation.request?.reason.map { ": \(user: $0)" } ?? ""
+        let revision = operation.request?.options["to"]?.last.map { " to revision \($0)" } ?? ""
+        let what: RichText = switch operation.kind {
+        case .deploy: "Deploy \(model) to \(environment)"
+        case .rollback: "Roll back \(model) in \(environment)\(revision)"
+        case .remove: "Remove \(model) from \(environment)"
+        case .register: "Register \(model) in \(environment)"
+        case .deregister: "Deregister \(model) in \(environment)"
+        case .enable: "Enable \(model) in \(environment)"
+        case .disable: "Disable \(model) in \(environment)"
+        case .lock, .unlock, .cancel: "\(operation.kind.rawValue) \(environment)"
+        }
+        var fields: [Reply.Field] = []
+        if let release = operation.target?.release { fields.append(Reply.Field("release", release)) }
+        if let digest = operation.planDigest {
+            fields.append(Reply.Field("digest", String(digest.dropFirst("sha256:".count).prefix(12))))
+        }
+        fields.append(Reply.Field("state", operation.state.rawValue.replacingOccurrences(of: "_", with: " ")))
+        if let detail { fields.append(Reply.Field("now", detail)) }
+        fields.append(Reply.Field("operation", operation.id.rawValue))
+        let tone: Reply.Tone = switch operation.state {
+        case .succeeded: .success
+        case .failed, .interrupted, .denied, .expired: .failure
+        case .rolledBack, .cancelled: .warning
+        default: .progress
+        }
+        return Reply(tone, what + ", requested by \(mention: operation.requester)" + reason, fields: fields)
+    }
+}

@@ -1,0 +1,502 @@
+import Foundation
+import Synchronization
+
+/// Runs recorded operations: one per daemon, a service of its group.
+///
+/// It claims operations in the store (an owner with a heartbeat), drives each through its state
+/// machine from the state it was recorded in, carries out cancels recorded by anyone (at once when
+/// asked here, within a heartbeat when asked from another process), and takes over operations whose
+/// owner's heartbeat expired: a crashed daemon's work is reconciled with reality and resumed or
+/// ended as `interrupted`, never just closed. On a graceful stop it lets running steps reach a safe
+/// point, gives the rest up where they are, and the next start resumes them.
+public actor OperationRunner {
+    public struct Settings: Sendable {
+        /// How often the owner renews its heartbeat and looks for cancels and abandoned operations.
+        public var heartbeatInterval: Duration
+        /// An owner whose heartbeat is older than this is presumed dead.
+        public var lease: Duration
+        /// How long a graceful stop waits for running steps to reach a safe point.
+        public var shutdownBound: Duration
+
+        public init(heartbeatInterval: Duration = .seconds(1), lease: Duration = .seconds(10),
+                    shutdownBound: Duration = .seconds(30)) {
+            self.heartbeatInterval = heartbeatInterval
+            self.lease = lease
+            self.shutdownBound = shutdownBound
+        }
+    }
+
+    /// This daemon as an owner of operations.
+    public struct Identity: Sendable {
+        public var instance: String
+        public var host: String
+        public var pid: Int32
+
+        public init(instance: String, host: String, pid: Int32) {
+            self.instance = instance
+            self.host = host
+            self.pid = pid
+        }
+
+        /// A fresh instance id for this process.
+        public static func random(host: String = "localhost", pid: Int32 = 0) -> Identity {
+            var generator = SystemRandomNumberGenerator()
+            let instance = (0..<2).map { _ in String(generator.next() as UInt64, radix: 16) }.joined()
+            return Identity(instance: instance, host: host, pid: pid)
+        }
+    }
+
+    /// Where a cancel will be carried out.
+    public enum CancelRoute: Sendable {
+        case here
+        case elsewhere(OperationOwner)
+        case takenOver
+        case ended(OperationState)
+    }
+
+    nonisolated let configuration: Configuration
+    nonisolated let catalog: CommandCatalog
+    nonisolated let services: Services
+    nonisolated let identity: Identity
+    nonisolated let settings: Settings
+    nonisolated let validator: CommandValidator
+    nonisolated let gate = ReleaseGate()
+
+    var running: [OperationID: StopSignal] = [:]
+    var submitted: [OperationID] = []
+    var outcomes: [OperationID: CommandOutcome] = [:]
+    var waiters: [OperationID: [CheckedContinuation<CommandOutcome, Never>]] = [:]
+    var stopping = false
+    let wakeups: AsyncStream<Void>
+    let wake: AsyncStream<Void>.Continuation
+
+    public init(configuration: Configuration, catalog: CommandCatalog, services: Services,
+                identity: Identity = .random(), settings: Settings = Settings()) {
+        self.configuration = configuration
+        self.catalog = catalog
+        self.services = services.redacting(for: configuration)
+        self.identity = identity
+        self.settings = settings
+        self.validator = CommandValidator(configuration: configuration, catalog: catalog)
+        (wakeups, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+    }
+
+    /// This daemon as the owner of an operation, with a heartbeat at `date`.
+    public nonisolated func owner(at date: Date) -> OperationOwner {
+        OperationOwner(instance: identity.instance, host: identity.host, pid: identity.pid, heartbeat: date)
+    }
+
+    // MARK: for the intake
+
+    /// Starts an operation the intake recorded (owned by this runner already).
+    public func submit(_ id: OperationID) {
+        submitted.append(id)
+        wake.yield()
+    }
+
+    /// Waits until the operation has ended here, and says how.
+    public func outcome(of id: OperationID) async -> CommandOutcome {
+        if let outcome = outcomes[id] { return outcome }
+        return await withCheckedContinuation { waiters[id, default: []].append($0) }
+    }
+
+    /// Records a cancel and carries it out: at once when the operation runs here.
+    public func cancel(_ id: OperationID, by user: UserID) async -> CancelRoute {
+        let stored: OperationRecord?
+        do {
+            stored = try await services.store.requestCancel(id, by: user, at: services.time.now())
+        } catch {
+            services.logger.error("cancel not recorded", metadata: ["operation": "\(id)", "error": "\(error)"])
+            stored = nil
+        }
+        guard let stored else { return .ended(.failed) }
+        if stored.state.isFinished { return .ended(stored.state) }
+        if let signal = running[id] {
+            signal.stop(.cancel(by: user))
+            return .here
+        }
+        if submitted.contains(id) { return .here }
+        let stale = services.time.now().addingTimeInterval(-settings.lease.seconds)
+        if let owner = stored.owner, owner.instance != identity.instance, owner.heartbeat >= stale {
+            return .elsewhere(owner)
+        }
+        wake.yield()
+        return .takenOver
+    }
+
+    /// Stops taking work, and asks every running operation to stop at its next safe point; after
+    /// `shutdownBound`, the rest are stopped where they are. Either way they are resumed on the
+    /// next start.
+    public func stop() {
+        guard !stopping else { return }
+        stopping = true
+        for signal in running.values { signal.suspendAtSafePoint() }
+        wake.yield()
+        wake.finish()
+    }
+
+    // MARK: the loop
+
+    /// Runs until `stop()` (or the task is cancelled), then until the running operations have
+    /// stopped.
+    public func run() async {
+        await withDiscardingTaskGroup { group in
+            group.addTask { await self.tick() }
+            await pump(into: &group)
+            for await _ in wakeups {
+                if stopping || Task.isCancelled { break }
+                await pump(into: &group)
+            }
+            stop()
+            group.addTask { await self.forceStopAfterBound() }
+        }
+    }
+
+    /// Wakes the loop every heartbeat interval: renew, look for cancels and abandoned work.
+    func tick() async {
+        while !stopping {
+            do {
+                try await Task.sleep(for: settings.heartbeatInterval)
+            } catch {
+                stop()
+                return
+            }
+            wake.yield()
+        }
+    }
+
+    /// Stops what is still running when the bound has passed: each gives its operation up where it is.
+    func forceStopAfterBound() async {
+        let deadline = ContinuousClock.now.advanced(by: settings.shutdownBound)
+        while !running.isEmpty && ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        for signal in running.values { signal.stop(.suspend) }
+    }
+
+    /// One round: heartbeat, cancels from elsewhere, then claim and start what is runnable.
+    func pump(into group: inout DiscardingTaskGroup) async {
+        let now = services.time.now()
+        do {
+            let owned = try await services.store.heartbeat(instance: identity.instance, at: now)
+            for record in owned {
+                if let request = record.cancelRequest { running[record.id]?.stop(.cancel(by: request.by)) }
+            }
+            var candidates: [(OperationID, takenOver: Bool)] = submitted.map { ($0, false) }
+            submitted = []
+            let stale = now.addingTimeInterval(-settings.lease.seconds)
+            for record in try await services.store.unfinishedOperations()
+            where running[record.id] == nil && !candidates.contains(where: { $0.0 == record.id })
+                && record.state != .awaitingApproval {
+                guard let owner = record.owner else {
+                    candidates.append((record.id, !Self.notStarted.contains(record.state)))
+                    continue
+                }
+                if owner.instance != identity.instance && owner.heartbeat < stale {
+                    candidates.append((record.id, true))
+                }
+            }
+            for (id, takenOver) in candidates {
+                guard let claimed = try await services.store.claimOwnership(
+                    of: id, by: owner(at: services.time.now()), staleBefore: stale)
+                else { continue }
+                let signal = StopSignal()
+                running[id] = signal
+                group.addTask { await self.drive(claimed, takenOver: takenOver, signal: signal) }
+            }
+        } catch {
+            services.logger.error("runner round failed", metadata: ["error": "\(error)"])
+        }
+    }
+
+    static let notStarted: Set<OperationState> = [.requested, .planned, .approved, .queued]
+
+    func finished(_ id: OperationID, _ outcome: CommandOutcome) {
+        running[id] = nil
+        outcomes[id] = outcome
+        if outcomes.count > 1000, let oldest = outcomes.keys.sorted().first { outcomes[oldest] = nil }
+        for waiter in waiters.removeValue(forKey: id) ?? [] { waiter.resume(returning: outcome) }
+    }
+
+    /// Runs one operation to its end (or until it is given up), racing it against its stop signal
+    /// so a cancel or a forced stop interrupts whatever step it is in.
+    nonisolated func drive(_ claimed: OperationRecord, takenOver: Bool, signal: StopSignal) async {
+        let origin = CommandOrigin(channel: claimed.request?.channel ?? "console", osUser: claimed.request?.osUser)
+        let outcome = await CommandOrigin.$current.withValue(origin) {
+            await withTaskGroup(of: CommandOutcome?.self) { group in
+                group.addTask { await self.execute(claimed, takenOver: takenOver, signal: signal) }
+                group.addTask {
+                    await signal.waitForStop()
+                    return nil
+                }
+                var result: CommandOutcome?
+                while let next = await group.next() {
+                    if let next {
+                        result = next
+                    }
+                    group.cancelAll()
+                }
+                return result ?? .failed(claimed.id, "stopped")
+            }
+        }
+        await finished(claimed.id, outcome)
+    }
+
+    // MARK: one operation
+
+    nonisolated func execute(_ claimed: OperationRecord, takenOver: Bool, signal: StopSignal) async -> CommandOutcome {
+        let reporter = OperationReporter(operation: claimed, services: services,
+                                         channel: claimed.request?.channel ?? "console",
+                                         shouldSuspend: { signal.isSuspending })
+        let id = claimed.id
+        var holding: String?
+        do {
+            try await reporter.ensureCard()
+            if takenOver {
+                try await reporter.noteResumption()
+            }
+            if let cancel = claimed.cancelRequest {
+                return try await closeCancelled(reporter, by: cancel.by)
+            }
+            let work = try await plan(claimed, reporter: reporter)
+            guard let work else { return .failed(id, "interrupted") }
+            let release = claimed.target?.release ?? "\(claimed.environment)/\(claimed.model ?? "")"
+            if Self.notStarted.contains(claimed.state) {
+                if let holder = gate.holder(of: release) {
+                    try await reporter.move(to: .queued, "Queued behind \(holder) on \(release); it starts when that one ends.")
+                } else {
+                    try await reporter.move(to: .queued, "Queued.")
+                }
+            }
+            guard await gate.acquire(release, for: id) else { throw CancellationError() }
+            holding = release
+            if Self.notStarted.contains(claimed.state) || claimed.state == .prechecking {
+                if let holder = try await services.store.claimRelease(for: id, release: release, at: services.time.now()) {
+                    let refusal = Refusal(
+                        "\(holder.id) (\(holder.kind.rawValue) by \(mention: holder.requester), \(holder.state.rawValue)) is already working on \(release).",
+                        hint: "Wait for it to end, or `/infer cancel \(holder.id)`."
+                    )
+                    try await reporter.finish(.failed, .error(refusal))
+                    gate.release(release)
+                    return .refused(refusal.message)
+                }
+                await reporter.releaseClaimed()
+            }
+            let outcome = try await work()
+            gate.release(release)
+            return outcome
+        } catch {
+            if let holding { gate.release(holding) }
+            return await ended(reporter, by: error, signal: signal)
+        }
+    }
+
+    /// How an operation that threw ends: cancelled, given up for the next start, failed.
+    nonisolated func ended(_ reporter: OperationReporter, by error: any Error, signal: StopSignal) async -> CommandOutcome {
+        let id = await reporter.operation.id
+        let interruptedByStop = error is CancellationError || (error as? ReleaseFailure) == .cancelled
+            || error is OperationSuspended || signal.reason != nil
+        if let ended = error as? OperationAlreadyEnded {
+            return .failed(id, ended.state.rawValue)
+        }
+        if interruptedByStop {
+            switch signal.reason {
+            case .cancel(let user):
+                do {
+                    try await reporter.finish(.cancelled, Reply(
+                        .warning, "Cancelled by \(mention: user). Helm was stopped cleanly; `/infer status` shows where the release stands."))
+                } catch {
+                    services.logger.error("cancel not recorded", metadata: ["operation": "\(id)", "error": "\(error)"])
+                }
+                return .failed(id, "cancelled")
+            case .suspend, nil:
+                if signal.isSuspending || signal.reason == .suspend {
+                    await reporter.suspend()
+                    try? await services.store.releaseOwnership(of: id, instance: identity.instance)
+                    return .failed(id, "stopped: InferOps is shutting down")
+                }
+            }
+        }
+        if let failure = error as? any UserFacingError {
+            try? await reporter.finish(.failed, .error(failure))
+            return .failed(id, failure.message)
+        }
+        // The workflow could not record its own end; record a failure so nothing is left in flight.
+        let correlation = OperationID.random().rawValue.replacingOccurrences(of: "op-", with: "err-")
+        services.logger.error("operation failed", metadata: ["operation": "\(id)", "correlation": "\(correlation)", "error": "\(error)"])
+        try? await reporter.finish(.failed, Reply(.failure, "The operation stopped on an internal error (reference \(correlation)).",
+                                                  hint: "The daemon's log has the details under that reference."))
+        return .failed(id, "internal error \(correlation)")
+    }
+
+    /// A cancel asked for while nobody ran the operation: the release is put in order first (a
+    /// helm left running is stopped, a `pending-*` state recovered), then the record is closed.
+    nonisolated func closeCancelled(_ reporter: OperationReporter, by user: UserID) async throws -> CommandOutcome {
+        let record = await reporter.operation
+        var note = ""
+        if let target = record.target, OperationState.holdingRelease.contains(record.state),
+           record.kind == .deploy || record.kind == .rollback || record.kind == .remove {
+            let recovery = ReleaseRecovery(services: services, reporter: reporter, target: target,
+                                           budget: configuration.environments[record.environment]?.readinessBudget ?? .seconds(300))
+            note = try await recovery.putInOrder(lastGood: record.checkpoint.lastGood)
+        }
+        try await reporter.finish(.cancelled, Reply(
+            .warning, "Cancelled by \(mention: user) after the daemon that ran it stopped." + RichText(note.isEmpty ? "" : " " + note)))
+        return .failed(record.id, "cancelled")
+    }
+
+    /// The work of an operation, from its request. A request that no longer validates or plans to
+    /// the same digest (the configuration changed while it waited) ends as `interrupted`.
+    nonisolated func plan(_ record: OperationRecord, reporter: OperationReporter) async throws
+        -> (@Sendable () async throws -> CommandOutcome)?
+    {
+        guard let request = record.request else {
+            try await reporter.finish(.interrupted, Reply(
+                .failure, "Interrupted: this operation was recorded without its request, so it cannot be resumed.",
+                hint: "Run the command again."))
+            return nil
+        }
+        let validated: ValidatedCommand
+        do {
+            validated = try validator.validate(request.parsed)
+        } catch {
+            try await reporter.finish(.interrupted, Reply(
+                .failure, "Interrupted: the configuration changed since it was accepted: \(error.text)",
+                hint: "Run the command again if it is still wanted."))
+            return nil
+        }
+        let services = self.services
+        let resuming = !Self.notStarted.contains(record.state)
+        switch validated {
+        case .deploy(let model, let environment, _, _, _, let register):
+            let plan: DeployPlan
+            do {
+                plan = try OperationPlanning.deployPlan(validated)
+            } catch {
+                try await reporter.finish(.interrupted, Reply(.failure, "Interrupted: it no longer plans: \(error.text)"))
+                return nil
+            }
+            if let digest = record.planDigest, digest != plan.digest {
+                try await reporter.finish(.interrupted, Reply(
+                    .failure, "Interrupted: the plan changed since it was accepted (the configuration was edited); nothing more was applied.",
+                    hint: "Deploy again to apply the new plan: `/infer \(record.command)`."))
+                return nil
+            }
+            if record.state == .planned {
+                try await reporter.setPlan(plan.canonical, digest: plan.digest)
+                try await reporter.report(Reply(
+                    .progress, "Plan ready: \(plan.replicas) × \(model.modelID)@\(model.revision), \(plan.gpusPerReplica.counting("GPU")) each.",
+                    fields: [Reply.Field("chart", plan.chart + (plan.chartVersion.map { " \($0)" } ?? "")),
+                             Reply.Field("digest", plan.shortDigest)]))
+            }
+            let workflow = DeployWorkflow(
+                services: services, plan: plan, environment: environment, reporter: reporter,
+                registrar: registrar(for: environment), registers: register || environment.router?.autoRegister == true,
+                routingDenial: automaticRoutingDenial(request.requester, in: environment))
+            return { resuming ? try await workflow.resume() : try await workflow.run() }
+        case .rollback(let model, let environment, let revision):
+            let workflow = RollbackWorkflow(
+                services: services, model: model, environment: environment, requestedRevision: revision,
+                reporter: reporter, registrar: registrar(for: environment),
+                routingDenial: automaticRoutingDenial(request.requester, in: environment))
+            return { resuming ? try await workflow.resume() : try await workflow.run() }
+        case .remove(let model, let environment, let reason):
+            let workflow = RemoveWorkflow(services: services, model: model, environment: environment, reason: reason,
+                                          reporter: reporter, registrar: registrar(for: environment))
+            return { resuming ? try await workflow.resume() : try await workflow.run() }
+        case .routing(let kind, let model, let environment, let reason):
+            guard let registrar = registrar(for: environment) else {
+                try await reporter.finish(.interrupted, Reply(.failure, "Interrupted: `\(environment.name)` has no router configured any more."))
+                return nil
+            }
+            let workflow = RegistrationWorkflow(services: services, model: model, environment: environment,
+                                                registrar: registrar, change: kind, reason: reason, reporter: reporter)
+            let configuration = self.configuration
+            return { resuming ? try await workflow.resume(configuration: configuration) : try await workflow.run() }
+        case .status, .history, .lock, .unlock, .cancel, .help:
+            try await reporter.finish(.interrupted, Reply(.failure, "Interrupted: `\(record.command)` is not an operation."))
+            return nil
+        }
+    }
+
+    /// The router side of an environment, when it has a router.
+    nonisolated func registrar(for environment: EnvironmentSettings) -> Registrar? {
+        guard let settings = environment.router, let router = services.routers.router(for: environment) else { return nil }
+        return Registrar(services: services, environment: environment, settings: settings, router: router)
+    }
+
+    /// The router changes a deploy or rollback makes on its own (`router.autoRegister`, following
+    /// new replicas) act for the requester, so they take the `register` permission too. Without it
+    /// they are skipped, not the deploy; an explicit `--register` was refused at intake instead.
+    nonisolated func automaticRoutingDenial(_ user: UserID, in environment: EnvironmentSettings) -> Denial? {
+        do {
+            try configuration.policy.authorize(user, "register", in: environment.name, verb: "register")
+            return nil
+        } catch {
+            return error
+        }
+    }
+}
+
+/// Why a running operation is being stopped.
+public enum StopReason: Hashable, Sendable {
+    case cancel(by: UserID)
+    /// The daemon is stopping: the operation is given up where it is, to be resumed.
+    case suspend
+}
+
+/// Thrown at a safe point (before a step records itself) while the daemon stops gracefully.
+public struct OperationSuspended: Error {}
+
+/// Tells one running operation to stop: at its next safe point (a graceful stop) or at once.
+final class StopSignal: Sendable {
+    struct State {
+        var reason: StopReason?
+        var suspending = false
+        var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
+        var nextWaiter = 0
+    }
+
+    let state = Mutex(State())
+
+    var reason: StopReason? { state.withLock { $0.reason } }
+    var isSuspending: Bool { state.withLock { $0.suspending } }
+
+    func suspendAtSafePoint() { state.withLock { $0.suspending = true } }
+
+    /// Stops at once; the first reason wins.
+    func stop(_ reason: StopReason) {
+        let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            guard state.reason == nil else { return [] }
+            state.reason = reason
+            if reason == .suspend { state.suspending = true }
+            defer { state.waiters = [:] }
+            return Array(state.waiters.values)
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    /// Returns when `stop` is called, or when the task is cancelled.
+    func waitForStop() async {
+        let id = state.withLock { state -> Int in
+            state.nextWaiter += 1
+            return state.nextWaiter
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let resumeNow = state.withLock { state -> Bool in
+                    if state.reason != nil { return true }
+                    state.waiters[id] = continuation
+                    return false
+                }
+                if resumeNow { continuation.resume() } else if Task.isCancelled { cancelWaiting(id) }
+            }
+        } onCancel: {
+            cancelWaiting(id)
+        }
+    }
+
+    private func cancelWaiting(_ id: Int) {
+        state.withLock { $0.waiters.removeValue(forKey: id) }?.resume()
+    }
+}
