@@ -70,7 +70,10 @@ let package = Package(
         ),
         .executableTarget(
             name: "inferops",
-            dependencies: ["InferOpsApp", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: [
+                "InferOpsApp", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: strict
         ),
         .target(name: "InferOpsTesting", dependencies: ["InferOpsCore"], swiftSettings: strict),

@@ -2,51 +2,98 @@ import Foundation
 import InferOpsConsole
 import InferOpsCore
 
-/// The console chat's input side: one command per line, each run to its end before the next is read,
-/// so piped input reads like a conversation. `/as <user>` switches who is typing.
+/// The console chat's input side, a chat port like any other: each line is an event for the intake,
+/// answered at once. Piped input is a script, so each line waits until the operation it started
+/// has ended before the next is read; at a terminal the next line is read at once, and `/infer
+/// status` and `/infer cancel` act on what is running. `/as <user>` switches who is typing.
 public struct ConsoleSession: Sendable {
-    let dispatcher: Dispatcher
+    let intake: Intake
     let output: @Sendable (String) -> Void
     let channel = "console"
     /// Who runs the console, recorded beside the chat user that `/as` claims.
     let osUser = OperatingSystemUser.current
 
-    public init(dispatcher: Dispatcher, output: @escaping @Sendable (String) -> Void) {
-        self.dispatcher = dispatcher
+    public init(intake: Intake, output: @escaping @Sendable (String) -> Void) {
+        self.intake = intake
         self.output = output
+    }
+
+    /// What one line of input is.
+    enum Line: Equatable {
+        case blank
+        case quit
+        case switchUser(String)
+        case command(String)
+        /// Not a command the console accepts; the message says what to type instead.
+        case rejected(String)
+    }
+
+    static func classify(_ raw: String) -> Line {
+        let line = raw.trimmingCharacters(in: .whitespaces)
+        if line.isEmpty || line.hasPrefix("#") { return .blank }
+        if line == "/quit" || line == "/exit" { return .quit }
+        let lowered = line.lowercased()
+        if lowered == "/as" || lowered.hasPrefix("/as ") {
+            let name = line.dropFirst(3).trimmingCharacters(in: .whitespaces)
+            guard CommandParser.isName(name.lowercased()) else {
+                return .rejected("`/as` needs a user id, e.g. `/as bob`.")
+            }
+            return .switchUser(name)
+        }
+        if lowered == "/infer" || lowered.hasPrefix("/infer ") || lowered.hasPrefix("@inferops") { return .command(line) }
+        let first = line.split(separator: " ").first.map(String.init) ?? line
+        if first.hasPrefix("/") {
+            return .rejected("`\(ConsoleRenderer.literal(String(first.prefix(40))))` is not a console command: "
+                             + "type `/infer …` commands, `/as <user>` to switch user, `/quit` to stop.")
+        }
+        return .rejected("Commands start with `/infer`: did you mean `/infer \(ConsoleRenderer.literal(String(line.prefix(60))))`?")
     }
 
     /// Reads until end of input. Returns what became of each command, so piped input can end with
     /// an exit status and a list of the lines that did not succeed.
-    public func run(lines: AsyncStream<String>, startingAs user: String, echo: Bool) async -> Summary {
+    /// - Parameters:
+    ///   - waiting: whether each line waits for the operation it starts (piped input).
+    ///   - prompt: told who is typing after each `/as`, for the interactive prompt.
+    public func run(
+        lines: AsyncStream<String>, startingAs user: String, echo: Bool, waiting: Bool = true,
+        userChanged: @Sendable (UserID) -> Void = { _ in }
+    ) async -> Summary {
         var current = UserID(user)
         var summary = Summary()
         var lineNumber = 0
         output("InferOps console. You are \(current). `/as <user>` switches user, `/infer help` lists the commands.")
+        userChanged(current)
         for await raw in lines {
             lineNumber += 1
+            let classified = Self.classify(raw)
+            if classified == .blank { continue }
             let line = raw.trimmingCharacters(in: .whitespaces)
-            if line.isEmpty || line.hasPrefix("#") { continue }
             if echo { output("\n\(current)> \(line)") }
-            if line == "/quit" || line == "/exit" { break }
-            summary.commands += 1
-            if line.lowercased().hasPrefix("/as") {
-                let name = line.dropFirst(3).trimmingCharacters(in: .whitespaces)
-                guard CommandParser.isName(name.lowercased()) || name.hasPrefix("U") && CommandParser.isName(name.lowercased()) else {
-                    output("✗ `/as` needs a user id, e.g. `/as bob`.")
-                    summary.unsuccessful.append(.init(line: lineNumber, command: line, failed: false))
-                    continue
-                }
-                current = UserID(name)
-                output("• You are now \(current).")
+            switch classified {
+            case .blank:
                 continue
-            }
-            let outcome = await dispatcher.handle(
-                IncomingCommand(user: current, text: line, channel: channel, osUser: osUser))
-            switch outcome {
-            case .completed: break
-            case .refused: summary.unsuccessful.append(.init(line: lineNumber, command: line, failed: false))
-            case .failed: summary.unsuccessful.append(.init(line: lineNumber, command: line, failed: true))
+            case .quit:
+                return summary
+            case .rejected(let message):
+                summary.commands += 1
+                output("✗ " + message)
+                summary.unsuccessful.append(.init(line: lineNumber, command: line, failed: false))
+            case .switchUser(let name):
+                summary.commands += 1
+                current = UserID(name)
+                userChanged(current)
+                output("• You are now \(current).")
+            case .command(let text):
+                summary.commands += 1
+                let outcome = await intake.handle(
+                    IncomingCommand(user: current, text: text, channel: channel, osUser: osUser,
+                                    event: "console:\(ProcessInfo.processInfo.processIdentifier):\(lineNumber)"),
+                    waiting: waiting)
+                switch outcome {
+                case .completed: break
+                case .refused: summary.unsuccessful.append(.init(line: lineNumber, command: line, failed: false))
+                case .failed: summary.unsuccessful.append(.init(line: lineNumber, command: line, failed: true))
+                }
             }
         }
         return summary

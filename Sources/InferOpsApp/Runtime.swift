@@ -12,9 +12,10 @@ import ServiceLifecycle
 import Synchronization
 
 /// The composition root: turns a validated configuration into the adapters behind every port,
-/// and the dispatcher that drives them.
+/// the intake that accepts commands and the runner that runs operations.
 public struct Runtime: Sendable {
-    public let dispatcher: Dispatcher
+    public let intake: Intake
+    public var runner: OperationRunner { intake.runner }
     public let store: SQLiteStore
     public let configuration: Configuration
     let kube: KubeRuntime
@@ -30,7 +31,10 @@ public struct Runtime: Sendable {
 
     /// - Throws: `Refusal` with a clear message when an adapter cannot start (no helm binary,
     ///   unwritable database). An unreadable kubeconfig fails the first command that needs the cluster.
-    public static func start(_ loaded: ConfigurationLoader.Loaded, output: @escaping @Sendable (String) -> Void) async throws -> Runtime {
+    public static func start(
+        _ loaded: ConfigurationLoader.Loaded, output: @escaping @Sendable (String) -> Void,
+        runnerSettings: OperationRunner.Settings = OperationRunner.Settings()
+    ) async throws -> Runtime {
         let configuration = loaded.configuration
         var logger = Logger(label: "inferops")
         logger.logLevel = ProcessInfo.processInfo.environment["INFEROPS_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
@@ -81,11 +85,23 @@ public struct Runtime: Sendable {
             logger: logger
         ).redacting(for: configuration, extra: kube.credentialLiterals)
         started = true
+        let identity = OperationRunner.Identity.random(host: ProcessInfo.processInfo.hostName, pid: getpid())
+        var settings = runnerSettings
+        settings.ownerIsGone = { owner in Self.ownerIsGone(owner, host: identity.host) }
+        let runner = OperationRunner(configuration: configuration, catalog: loaded.catalog, services: services,
+                                     identity: identity, settings: settings)
         return Runtime(
-            dispatcher: Dispatcher(configuration: configuration, catalog: loaded.catalog, services: services),
+            intake: Intake(configuration: configuration, catalog: loaded.catalog, services: services, runner: runner),
             store: store, configuration: configuration, kube: kube, workFolder: workFolder, services: services,
             metrics: metrics
         )
+    }
+
+    /// Whether the daemon that owns an operation is known to be gone: it ran on this host and its
+    /// process no longer exists. Owners elsewhere are judged by their heartbeat alone.
+    static func ownerIsGone(_ owner: OperationOwner, host: String) -> Bool {
+        guard owner.host == host, owner.pid > 0, owner.pid != getpid() else { return false }
+        return kill(owner.pid, 0) != 0 && errno == ESRCH
     }
 
     /// A path, or a name found on `PATH`.
@@ -123,82 +139,103 @@ struct MetricsObserver: OperationObserver {
 }
 
 extension Runtime {
-    /// The daemon's background parts for `serve`: the HTTP listener (health, readiness, metrics, the
-    /// deny backend) and the reconciliation of every router. Runs until the task is cancelled.
-    /// - Parameter ready: called with the listener's port once it accepts connections.
-    public func runBackground(
-        stopper: BackgroundStopper = BackgroundStopper(), ready: @escaping @Sendable (Int) async -> Void = { _ in }
-    ) async throws {
+    /// The daemon as one service group, in dependency order (a graceful stop goes in reverse): the
+    /// HTTP listener (health, readiness, metrics, the deny backend), the chat port, the routing
+    /// repair, and the runner, so a stop first lets running steps reach a safe point, then stops
+    /// reading commands, and the listener answers to the end.
+    /// - Parameters:
+    ///   - chat: the chat transport's inbound side, when there is one (`nil` for `exec`).
+    ///   - ready: called with the listener's port once it accepts connections.
+    public func serviceGroup(
+        chat: (any Service)?, listen: Bool = true, ready: @escaping @Sendable (Int) async -> Void = { _ in }
+    ) throws -> ServiceGroup {
         let configuration = self.configuration
         let store = self.store
         let services = self.services
         let metrics = self.metrics
-        let readiness = Readiness(checks: [
-            "storage": { (try? await store.locks()) != nil },
-            "router": {
-                for environment in configuration.environments.values {
-                    guard let router = services.routers.router(for: environment) else { continue }
-                    if (try? await router.workers()) == nil { return false }
-                }
-                return true
-            },
-            "chat": { await services.chat.isConnected },
-        ])
-        let server = try DaemonHTTPServer(
-            configuration: .init(
-                host: configuration.server.host, port: configuration.server.port,
-                deny: .init(
-                    defaultEnvironment: configuration.environmentNames.first,
-                    environments: Set(configuration.environmentNames)),
-                idleTimeout: configuration.server.idleTimeout, readTimeout: configuration.server.readTimeout,
-                maxConnections: configuration.server.maxConnections),
-            readiness: readiness, metrics: metrics,
-            denials: { environment, model in
-                if let environment { return try await store.registration(model: model, environment: environment) }
-                return try await store.registrations().first { $0.model == model }
-            },
-            onListening: ready)
-        let reconciliation = RouterReconciliation(configuration: configuration, services: services)
-        // The listener runs in a ServiceGroup so that stopping it is a graceful shutdown: requests in
-        // flight finish, and nothing is reported as an error.
-        let serviceGroup = ServiceGroup(
-            configuration: .init(services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: Logger(label: "inferops.services")))
-        stopper.group.withLock { $0 = serviceGroup }
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await serviceGroup.run() }
-            if configuration.environments.values.contains(where: { $0.router != nil }) {
-                group.addTask {
-                    await reconciliation.run(every: configuration.server.reconcileInterval, channel: "console") { passes in
-                        for pass in passes {
-                            if pass.failure != nil {
-                                metrics.recordReconciliation(.failed)
-                            } else if pass.actions.isEmpty {
-                                metrics.recordReconciliation(.inSync)
-                            } else {
-                                metrics.recordReconciliation(.repaired)
-                                for action in pass.actions {
-                                    switch action {
-                                    case .add: metrics.recordRepair(.add)
-                                    case .remove: metrics.recordRepair(.remove)
-                                    }
-                                }
+        var members: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        if listen {
+            let readiness = Readiness(checks: [
+                "storage": { (try? await store.locks()) != nil },
+                "router": {
+                    for environment in configuration.environments.values {
+                        guard let router = services.routers.router(for: environment) else { continue }
+                        if (try? await router.workers()) == nil { return false }
+                    }
+                    return true
+                },
+                "chat": { await services.chat.isConnected },
+            ])
+            let server = try DaemonHTTPServer(
+                configuration: .init(
+                    host: configuration.server.host, port: configuration.server.port,
+                    deny: .init(
+                        defaultEnvironment: configuration.environmentNames.first,
+                        environments: Set(configuration.environmentNames)),
+                    idleTimeout: configuration.server.idleTimeout, readTimeout: configuration.server.readTimeout,
+                    maxConnections: configuration.server.maxConnections),
+                readiness: readiness, metrics: metrics,
+                denials: { environment, model in
+                    if let environment { return try await store.registration(model: model, environment: environment) }
+                    return try await store.registrations().first { $0.model == model }
+                },
+                onListening: ready)
+            members.append(.init(service: server))
+        }
+        if let chat {
+            // The chat port ending (end of piped input, `/quit`, Ctrl-C) stops the daemon gracefully.
+            members.append(.init(service: chat, successTerminationBehavior: .gracefullyShutdownGroup))
+        }
+        if configuration.environments.values.contains(where: { $0.router != nil }) {
+            members.append(.init(service: RoutingRepairService(
+                reconciliation: RouterReconciliation(configuration: configuration, services: services),
+                interval: configuration.server.reconcileInterval, metrics: metrics)))
+        }
+        members.append(.init(service: RunnerService(runner: runner)))
+        return ServiceGroup(configuration: .init(
+            services: members, gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: Logger(label: "inferops.services")))
+    }
+}
+
+/// The runner as a service: a graceful stop lets running steps reach a safe point.
+struct RunnerService: Service {
+    let runner: OperationRunner
+    func run() async throws {
+        await withGracefulShutdownHandler {
+            await runner.run()
+        } onGracefulShutdown: {
+            runner.stop()
+        }
+    }
+}
+
+/// Keeps every router in line with the desired registrations, and counts what it repaired.
+struct RoutingRepairService: Service {
+    let reconciliation: RouterReconciliation
+    let interval: Duration
+    let metrics: DaemonMetrics
+
+    func run() async throws {
+        let metrics = self.metrics
+        await cancelWhenGracefulShutdown {
+            await reconciliation.run(every: interval, channel: "console") { passes in
+                for pass in passes {
+                    if pass.failure != nil {
+                        metrics.recordReconciliation(.failed)
+                    } else if pass.actions.isEmpty {
+                        metrics.recordReconciliation(.inSync)
+                    } else {
+                        metrics.recordReconciliation(.repaired)
+                        for action in pass.actions {
+                            switch action {
+                            case .add: metrics.recordRepair(.add)
+                            case .remove: metrics.recordRepair(.remove)
                             }
                         }
                     }
                 }
             }
-            try await group.next()
-            group.cancelAll()
         }
-    }
-}
-
-/// Stops the daemon's background parts gracefully: the listener finishes the requests in flight,
-/// then the reconciliation ends.
-public final class BackgroundStopper: Sendable {
-    let group = Mutex<ServiceGroup?>(nil)
-    public init() {}
-    public func stop() async {
-        await group.withLock { $0 }?.triggerGracefulShutdown()
     }
 }

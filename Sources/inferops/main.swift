@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import InferOpsApp
 import InferOpsCore
+import ServiceLifecycle
 
 /// `inferops`: the daemon and its tools. Each subcommand is thin; the work is in InferOpsApp.
 @main
@@ -70,51 +71,35 @@ struct Serve: AsyncParsableCommand {
     func run() async throws {
         let loaded = try options.load()
         let runtime = try await start(loaded)
-        let session = ConsoleSession(dispatcher: runtime.dispatcher, output: standardOutput)
-        let echoing = echo || isatty(STDIN_FILENO) == 0
-        // The listener and the router reconciliation run beside the console until its input ends.
-        let (listening, listeningContinuation) = AsyncStream.makeStream(of: Int.self)
-        let stopper = BackgroundStopper()
-        let background = Task {
-            defer { listeningContinuation.finish() }
-            try await runtime.runBackground(stopper: stopper) { port in listeningContinuation.yield(port) }
-        }
-        var port: Int?
-        for await bound in listening {
-            port = bound
-            break
-        }
-        guard port != nil else {
-            if case .failure(let error) = await background.result {
-                printError("inferops: the HTTP listener did not start: \(error)")
+        let interactive = isatty(STDIN_FILENO) != 0
+        let console = ConsoleService(
+            intake: runtime.intake, startingAs: loaded.configuration.chat.consoleUser,
+            echo: echo || !interactive, waiting: !interactive, output: standardOutput)
+        let host = loaded.configuration.server.host
+        let group: ServiceGroup
+        do {
+            group = try runtime.serviceGroup(chat: console) { port in
+                printError("inferops: listening on http://\(host):\(port) (/healthz, /readyz, /metrics, deny backend)")
             }
+        } catch {
+            printError("inferops: the HTTP listener did not start: \(error)")
             await runtime.shutdown()
             throw ExitCode(69)
         }
-        printError("inferops: listening on http://\(loaded.configuration.server.host):\(port!) (/healthz, /readyz, /metrics, deny backend)")
-        // Input ends at end of file, or when SIGTERM/SIGINT stopped the background parts.
-        let (lines, linesContinuation) = AsyncStream.makeStream(of: String.self)
-        Thread {
-            while let line = readLine(strippingNewline: true) { linesContinuation.yield(line) }
-            linesContinuation.finish()
-        }.start()
-        Task {
-            _ = await background.result
-            linesContinuation.finish()
-        }
-        let summary = await session.run(
-            lines: lines, startingAs: loaded.configuration.chat.consoleUser, echo: echoing)
-        await stopper.stop()
         var daemonFailed = false
-        if case .failure(let error) = await background.result, !(error is CancellationError) {
+        do {
+            try await group.run()
+        } catch {
             printError("inferops: \(error)")
             daemonFailed = true
         }
         await runtime.shutdown()
+        let summary = console.result
         // Piped input is a script: it ends with which lines did not succeed and an exit status to match
         // (0 all done, 1 some failed, 2 some refused and none failed). A person at a terminal saw each
         // answer, and the session ends with 0 as it always has.
-        guard isatty(STDIN_FILENO) == 0 else { return }
+        if daemonFailed && summary.commands == 0 { throw ExitCode(69) }
+        guard !interactive else { return }
         standardOutput("\n" + summary.description)
         if daemonFailed { throw ExitCode(1) }
         if summary.exitStatus != 0 { throw ExitCode(summary.exitStatus) }
@@ -134,10 +119,27 @@ struct Exec: AsyncParsableCommand {
 
     func run() async throws {
         let loaded = try options.load()
-        let runtime = try await start(loaded)
-        let outcome = await cancellingOnSignals {
-            await runtime.dispatcher.handle(
-                IncomingCommand(user: UserID(user), text: command, channel: "exec", osUser: OperatingSystemUser.current))
+        // A stopped `exec` stops helm at once (SIGTERM to its process group); the operation stays
+        // recorded where it stopped, and the next `serve` puts the release in order and resumes it.
+        let runtime = try await start(loaded, runnerSettings: OperationRunner.Settings(shutdownBound: .zero))
+        let runner = runtime.runner
+        let intake = runtime.intake
+        let command = IncomingCommand(user: UserID(user), text: command, channel: "exec", osUser: OperatingSystemUser.current)
+        let outcome = await withSignalsStopping(runner) {
+            await withTaskGroup(of: CommandOutcome?.self) { group in
+                group.addTask {
+                    await runner.run()
+                    return nil
+                }
+                group.addTask {
+                    let outcome = await intake.handle(command)
+                    runner.stop()
+                    return outcome
+                }
+                var outcome = CommandOutcome.failed(nil, "stopped")
+                for await result in group { if let result { outcome = result } }
+                return outcome
+            }
         }
         await runtime.shutdown()
         switch outcome {
@@ -193,28 +195,29 @@ struct Audit: AsyncParsableCommand {
     }
 }
 
-func start(_ loaded: ConfigurationLoader.Loaded) async throws -> Runtime {
+func start(
+    _ loaded: ConfigurationLoader.Loaded, runnerSettings: OperationRunner.Settings = OperationRunner.Settings()
+) async throws -> Runtime {
     do {
-        return try await Runtime.start(loaded, output: standardOutput)
+        return try await Runtime.start(loaded, output: standardOutput, runnerSettings: runnerSettings)
     } catch let refusal as Refusal {
         printError("inferops: \(refusal.message)" + (refusal.hint.map { " \($0)" } ?? ""))
         throw ExitCode(69)
     }
 }
 
-/// Runs `body` with SIGINT and SIGTERM turned into its cancellation instead of the end of the process:
-/// a stopped `exec` then stops helm with SIGTERM (helm runs in its own process group, so a Ctrl-C
-/// never reaches it) and the caller still shuts the runtime down and removes its work folder.
-func cancellingOnSignals<T: Sendable>(_ body: @escaping @Sendable () async -> T) async -> T {
-    let task = Task { await body() }
+/// Runs `body` with SIGINT and SIGTERM stopping `runner` (gracefully, within its bound) instead of
+/// ending the process, so helm is stopped with SIGTERM (it runs in its own process group, so a
+/// Ctrl-C never reaches it) and the caller still shuts the runtime down and removes its work folder.
+func withSignalsStopping<T: Sendable>(_ runner: OperationRunner, _ body: @Sendable () async -> T) async -> T {
     let sources = [SIGINT, SIGTERM].map { number in
         signal(number, SIG_IGN)  // delivered to the dispatch source instead
         let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
-        source.setEventHandler { task.cancel() }
+        source.setEventHandler { runner.stop() }
         source.resume()
         return source
     }
-    let result = await task.value
+    let result = await body()
     for source in sources { source.cancel() }
     return result
 }

@@ -17,12 +17,17 @@ public actor OperationRunner {
         public var lease: Duration
         /// How long a graceful stop waits for running steps to reach a safe point.
         public var shutdownBound: Duration
+        /// Whether an owner is known to be gone without waiting for its lease (a process on this
+        /// host that no longer exists); the composition root knows how to ask.
+        public var ownerIsGone: @Sendable (OperationOwner) -> Bool
 
         public init(heartbeatInterval: Duration = .seconds(1), lease: Duration = .seconds(10),
-                    shutdownBound: Duration = .seconds(30)) {
+                    shutdownBound: Duration = .seconds(30),
+                    ownerIsGone: @escaping @Sendable (OperationOwner) -> Bool = { _ in false }) {
             self.heartbeatInterval = heartbeatInterval
             self.lease = lease
             self.shutdownBound = shutdownBound
+            self.ownerIsGone = ownerIsGone
         }
     }
 
@@ -66,7 +71,9 @@ public actor OperationRunner {
     var submitted: [OperationID] = []
     var outcomes: [OperationID: CommandOutcome] = [:]
     var waiters: [OperationID: [CheckedContinuation<CommandOutcome, Never>]] = [:]
-    var stopping = false
+    /// Set by `stop()`, which may be called from any thread (a signal handler, a shutdown hook).
+    nonisolated let stopRequested = Mutex(false)
+    var stopping: Bool { stopRequested.withLock { $0 } }
     let wakeups: AsyncStream<Void>
     let wake: AsyncStream<Void>.Continuation
 
@@ -97,6 +104,9 @@ public actor OperationRunner {
     /// Waits until the operation has ended here, and says how.
     public func outcome(of id: OperationID) async -> CommandOutcome {
         if let outcome = outcomes[id] { return outcome }
+        if stopping && running[id] == nil && !submitted.contains(id) {
+            return .failed(id, "stopped: InferOps is shutting down")
+        }
         return await withCheckedContinuation { waiters[id, default: []].append($0) }
     }
 
@@ -117,7 +127,8 @@ public actor OperationRunner {
         }
         if submitted.contains(id) { return .here }
         let stale = services.time.now().addingTimeInterval(-settings.lease.seconds)
-        if let owner = stored.owner, owner.instance != identity.instance, owner.heartbeat >= stale {
+        if let owner = stored.owner, owner.instance != identity.instance, owner.heartbeat >= stale,
+           !settings.ownerIsGone(owner) {
             return .elsewhere(owner)
         }
         wake.yield()
@@ -126,13 +137,15 @@ public actor OperationRunner {
 
     /// Stops taking work, and asks every running operation to stop at its next safe point; after
     /// `shutdownBound`, the rest are stopped where they are. Either way they are resumed on the
-    /// next start.
-    public func stop() {
-        guard !stopping else { return }
-        stopping = true
-        for signal in running.values { signal.suspendAtSafePoint() }
+    /// next start. Callable from anywhere; `run()` returns once they have stopped.
+    public nonisolated func stop() {
+        stopRequested.withLock { $0 = true }
         wake.yield()
         wake.finish()
+    }
+
+    func suspendRunning() {
+        for signal in running.values { signal.suspendAtSafePoint() }
     }
 
     // MARK: the loop
@@ -148,8 +161,15 @@ public actor OperationRunner {
                 await pump(into: &group)
             }
             stop()
+            suspendRunning()
             group.addTask { await self.forceStopAfterBound() }
         }
+        // Operations accepted but never started stay recorded (and are given up, for the next start).
+        for id in submitted { try? await services.store.releaseOwnership(of: id, instance: identity.instance) }
+        for (id, waiting) in waiters {
+            for waiter in waiting { waiter.resume(returning: .failed(id, "stopped: InferOps is shutting down")) }
+        }
+        waiters = [:]
     }
 
     /// Wakes the loop every heartbeat interval: renew, look for cancels and abandoned work.
@@ -192,15 +212,18 @@ public actor OperationRunner {
                     candidates.append((record.id, !Self.notStarted.contains(record.state)))
                     continue
                 }
-                if owner.instance != identity.instance && owner.heartbeat < stale {
+                if owner.instance != identity.instance && (owner.heartbeat < stale || settings.ownerIsGone(owner)) {
                     candidates.append((record.id, true))
                 }
             }
             for (id, takenOver) in candidates {
+                // An owner known to be gone counts as stale whatever its last heartbeat said.
+                let goneOwner = try await services.store.operation(id)?.owner.map(settings.ownerIsGone) ?? false
                 guard let claimed = try await services.store.claimOwnership(
-                    of: id, by: owner(at: services.time.now()), staleBefore: stale)
+                    of: id, by: owner(at: services.time.now()), staleBefore: goneOwner ? .distantFuture : stale)
                 else { continue }
                 let signal = StopSignal()
+                if stopping { signal.suspendAtSafePoint() }
                 running[id] = signal
                 group.addTask { await self.drive(claimed, takenOver: takenOver, signal: signal) }
             }
