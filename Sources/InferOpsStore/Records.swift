@@ -29,6 +29,16 @@ struct OperationRow: FetchableRecord, PersistableRecord {
         static let outcome = Column("outcome")
         static let createdAt = Column("created_at")
         static let updatedAt = Column("updated_at")
+        static let request = Column("request")
+        static let cardChannel = Column("card_channel")
+        static let cardID = Column("card_id")
+        static let checkpoint = Column("checkpoint")
+        static let ownerInstance = Column("owner_instance")
+        static let ownerHost = Column("owner_host")
+        static let ownerPID = Column("owner_pid")
+        static let heartbeatAt = Column("heartbeat_at")
+        static let cancelRequestedBy = Column("cancel_requested_by")
+        static let cancelRequestedAt = Column("cancel_requested_at")
     }
 
     var operation: OperationRecord
@@ -65,6 +75,28 @@ struct OperationRow: FetchableRecord, PersistableRecord {
                 throw SQLiteStoreError.unreadableValue(table: table, column: Columns.revisions.name, value: text)
             }
         }
+        var card: MessageRef?
+        if let channel: String = try row.decode(forColumn: Columns.cardChannel),
+            let id: String = try row.decode(forColumn: Columns.cardID)
+        {
+            card = MessageRef(channel: channel, id: id)
+        }
+        var owner: OperationOwner?
+        if let instance: String = try row.decode(forColumn: Columns.ownerInstance) {
+            owner = OperationOwner(
+                instance: instance,
+                host: try row.decode(forColumn: Columns.ownerHost),
+                pid: try row.decode(forColumn: Columns.ownerPID),
+                heartbeat: StoredTime.date(milliseconds: try row.decode(forColumn: Columns.heartbeatAt))
+            )
+        }
+        var cancelRequest: CancelRequest?
+        if let user: String = try row.decode(forColumn: Columns.cancelRequestedBy) {
+            cancelRequest = CancelRequest(
+                by: UserID(user),
+                at: StoredTime.date(milliseconds: try row.decode(forColumn: Columns.cancelRequestedAt))
+            )
+        }
         operation = OperationRecord(
             id: OperationID(try row.decode(String.self, forColumn: Columns.id)),
             kind: try row.decodeRaw(OperationKind.self, forColumn: Columns.kind, table: table),
@@ -81,11 +113,18 @@ struct OperationRow: FetchableRecord, PersistableRecord {
             thread: try row.decode(forColumn: Columns.thread),
             outcome: try row.decode(forColumn: Columns.outcome),
             createdAt: StoredTime.date(milliseconds: try row.decode(forColumn: Columns.createdAt)),
-            updatedAt: StoredTime.date(milliseconds: try row.decode(forColumn: Columns.updatedAt))
+            updatedAt: StoredTime.date(milliseconds: try row.decode(forColumn: Columns.updatedAt)),
+            request: try row.decodeJSON(OperationRequest.self, forColumn: Columns.request, table: table),
+            card: card,
+            // Operations recorded before checkpoints existed had read nothing yet.
+            checkpoint: try row.decodeJSON(Checkpoint.self, forColumn: Columns.checkpoint, table: table)
+                ?? Checkpoint(),
+            owner: owner,
+            cancelRequest: cancelRequest
         )
     }
 
-    func encode(to container: inout PersistenceContainer) {
+    func encode(to container: inout PersistenceContainer) throws {
         container[Columns.id] = operation.id.rawValue
         container[Columns.kind] = operation.kind.rawValue
         container[Columns.requester] = operation.requester.rawValue
@@ -106,6 +145,23 @@ struct OperationRow: FetchableRecord, PersistableRecord {
         container[Columns.outcome] = operation.outcome
         container[Columns.createdAt] = StoredTime.milliseconds(operation.createdAt)
         container[Columns.updatedAt] = StoredTime.milliseconds(operation.updatedAt)
+        container[Columns.request] = try operation.request.map(Self.json)
+        container[Columns.cardChannel] = operation.card?.channel
+        container[Columns.cardID] = operation.card?.id
+        container[Columns.checkpoint] = try Self.json(operation.checkpoint)
+        container[Columns.ownerInstance] = operation.owner?.instance
+        container[Columns.ownerHost] = operation.owner?.host
+        container[Columns.ownerPID] = operation.owner?.pid
+        container[Columns.heartbeatAt] = operation.owner.map { StoredTime.milliseconds($0.heartbeat) }
+        container[Columns.cancelRequestedBy] = operation.cancelRequest?.by.rawValue
+        container[Columns.cancelRequestedAt] = operation.cancelRequest.map { StoredTime.milliseconds($0.at) }
+    }
+
+    /// Sorted keys, so the same value is always the same text.
+    private static func json(_ value: some Encodable) throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return String(decoding: try encoder.encode(value), as: UTF8.self)
     }
 }
 
@@ -347,6 +403,20 @@ struct RegistrationRecord: FetchableRecord, PersistableRecord {
 }
 
 extension Row {
+    /// Reads a JSON text column into a `Decodable`, naming the value when it does not decode.
+    fileprivate func decodeJSON<Value: Decodable>(
+        _ type: Value.Type,
+        forColumn column: Column,
+        table: String
+    ) throws -> Value? {
+        guard let text: String = try decode(forColumn: column) else { return nil }
+        do {
+            return try JSONDecoder().decode(Value.self, from: Data(text.utf8))
+        } catch {
+            throw SQLiteStoreError.unreadableValue(table: table, column: column.name, value: text)
+        }
+    }
+
     /// Reads a string column into one of the core's string enums, naming the value when it is not
     /// one this build knows (for example, a state written by a newer version).
     fileprivate func decodeRaw<Value: RawRepresentable>(

@@ -102,7 +102,8 @@ public final class SQLiteStore: OperationStore, Sendable {
     }
 
     /// Reads the stored state and writes in one immediate transaction, so no other writer (another
-    /// process included) can change the operation in between.
+    /// process included) can change the operation in between. The owner, its heartbeat and a cancel
+    /// request are written back as stored: a writer's copy of them may be older than the store's.
     /// - Throws: `SQLiteStoreError.unknownOperation` when no operation has this id;
     ///   `OperationAlreadyEnded` or `OperationStateConflict` when it is not in `expectedState`.
     public func update(_ operation: OperationRecord, from expectedState: OperationState) async throws {
@@ -114,7 +115,10 @@ public final class SQLiteStore: OperationStore, Sendable {
                 if stored.state.isFinished { throw OperationAlreadyEnded(operation: operation.id, state: stored.state) }
                 throw OperationStateConflict(operation: operation.id, expected: expectedState, found: stored.state)
             }
-            try OperationRow(operation).update(db)
+            var written = operation
+            written.owner = stored.owner
+            written.cancelRequest = stored.cancelRequest
+            try OperationRow(written).update(db)
         }
     }
 
@@ -337,6 +341,87 @@ public final class SQLiteStore: OperationStore, Sendable {
             try RegistrationRecord
                 .order(RegistrationRecord.Columns.environment, RegistrationRecord.Columns.model)
                 .fetchAll(db).map(\.registration)
+        }
+    }
+
+    // MARK: Intake and ownership
+
+    /// The event id's primary key decides: of two processes accepting the same event at once, one
+    /// inserts it and the other's `INSERT OR IGNORE` changes nothing. A failed operation insert rolls
+    /// the event back with it, so the event can be accepted again.
+    public func accept(event: String, at: Date, starting operation: OperationRecord?) async throws -> Bool {
+        try await writer.write { db in
+            try db.execute(
+                sql: "INSERT OR IGNORE INTO inbound_events (id, accepted_at) VALUES (?, ?)",
+                arguments: [event, StoredTime.milliseconds(at)]
+            )
+            guard db.changesCount > 0 else { return false }
+            if let operation { try OperationRow(operation).insert(db) }
+            return true
+        }
+    }
+
+    public func forgetEvents(before date: Date) async throws {
+        try await writer.write { db in
+            try db.execute(
+                sql: "DELETE FROM inbound_events WHERE accepted_at < ?",
+                arguments: [StoredTime.milliseconds(date)]
+            )
+        }
+    }
+
+    /// Reads the current owner and writes the new one in one immediate transaction, so of two
+    /// daemons taking over the same stale operation only one finds it stale.
+    public func claimOwnership(
+        of operation: OperationID, by owner: OperationOwner, staleBefore: Date
+    ) async throws -> OperationRecord? {
+        try await writer.write { db in
+            guard var record = try OperationRow.fetchOne(db, key: operation.rawValue)?.operation,
+                !record.state.isFinished
+            else { return nil }
+            if let current = record.owner, current.instance != owner.instance, current.heartbeat >= staleBefore {
+                return nil
+            }
+            record.owner = owner
+            try OperationRow(record).update(db)
+            return try OperationRow.fetchOne(db, key: operation.rawValue)?.operation
+        }
+    }
+
+    /// One `UPDATE` over the owner index, then the rows it renewed, in one transaction.
+    public func heartbeat(instance: String, at: Date) async throws -> [OperationRecord] {
+        let unfinished = OperationState.allCases.filter { !$0.isFinished }.map(\.rawValue)
+        return try await writer.write { db in
+            let columns = OperationRow.Columns.self
+            let owned = OperationRow.filter(columns.ownerInstance == instance && unfinished.contains(columns.state))
+            try owned.updateAll(db, columns.heartbeatAt.set(to: StoredTime.milliseconds(at)))
+            return try owned.order(columns.createdAt.asc, Column.rowID.asc).fetchAll(db).map(\.operation)
+        }
+    }
+
+    /// Only the instance that owns the operation may give it up; for any other this does nothing.
+    public func releaseOwnership(of operation: OperationID, instance: String) async throws {
+        try await writer.write { db in
+            let columns = OperationRow.Columns.self
+            try OperationRow
+                .filter(key: operation.rawValue)
+                .filter(columns.ownerInstance == instance)
+                .updateAll(
+                    db,
+                    columns.ownerInstance.set(to: nil), columns.ownerHost.set(to: nil),
+                    columns.ownerPID.set(to: nil), columns.heartbeatAt.set(to: nil)
+                )
+        }
+    }
+
+    /// The first request stands: asking again does not change who asked or when.
+    public func requestCancel(_ operation: OperationID, by user: UserID, at: Date) async throws -> OperationRecord? {
+        try await writer.write { db in
+            guard var record = try OperationRow.fetchOne(db, key: operation.rawValue)?.operation else { return nil }
+            guard !record.state.isFinished, record.cancelRequest == nil else { return record }
+            record.cancelRequest = CancelRequest(by: user, at: at)
+            try OperationRow(record).update(db)
+            return try OperationRow.fetchOne(db, key: operation.rawValue)?.operation
         }
     }
 

@@ -156,6 +156,33 @@ enum Schema {
             ALTER TABLE operations ADD COLUMN revisions TEXT CHECK (revisions IS NULL OR json_valid(revisions));
             """
         ),
+        (
+            // Operations that outlive their command: the request as data (to plan and run it again
+            // after a restart), the status card, what was read before side effects, the daemon that
+            // owns it with its heartbeat, and a cancel asked for elsewhere. `state` has no CHECK on
+            // its values, so the states added with it (awaiting_approval, approved, denied, expired,
+            // interrupted) need no change. Event ids make intake idempotent: a redelivered chat event
+            // finds its id and starts nothing.
+            "v7-operation-intake-and-ownership",
+            """
+            ALTER TABLE operations ADD COLUMN request TEXT CHECK (request IS NULL OR json_valid(request));
+            ALTER TABLE operations ADD COLUMN card_channel TEXT;
+            ALTER TABLE operations ADD COLUMN card_id TEXT;
+            ALTER TABLE operations ADD COLUMN checkpoint TEXT CHECK (checkpoint IS NULL OR json_valid(checkpoint));
+            ALTER TABLE operations ADD COLUMN owner_instance TEXT;
+            ALTER TABLE operations ADD COLUMN owner_host TEXT;
+            ALTER TABLE operations ADD COLUMN owner_pid INTEGER;
+            ALTER TABLE operations ADD COLUMN heartbeat_at INTEGER;
+            ALTER TABLE operations ADD COLUMN cancel_requested_by TEXT;
+            ALTER TABLE operations ADD COLUMN cancel_requested_at INTEGER;
+            CREATE INDEX operations_owner ON operations (owner_instance, state) WHERE owner_instance IS NOT NULL;
+            CREATE TABLE inbound_events (
+                id TEXT PRIMARY KEY NOT NULL,
+                accepted_at INTEGER NOT NULL
+            ) STRICT;
+            CREATE INDEX inbound_events_accepted_at ON inbound_events (accepted_at);
+            """
+        ),
     ]
 
     /// Work a migration does after its SQL that SQL alone cannot do, keyed by migration name. Like
