@@ -45,14 +45,14 @@ public final class ConsoleService: Service, Sendable {
 
 /// Standard input as lines, read when the descriptor is readable (a dispatch read source, no
 /// thread of its own), ending at end of input or on `stop()`.
-final class StandardInputLines: Sendable {
-    struct State {
-        var source: (any DispatchSourceRead)?
-        var continuation: AsyncStream<String>.Continuation?
-        var pending = Data()
-    }
-
-    let state = Mutex(State())
+///
+/// `@unchecked Sendable`: every stored property is guarded by `lock` (a dispatch source is not
+/// `Sendable`, so a `Mutex` cannot hold it).
+final class StandardInputLines: @unchecked Sendable {
+    let lock = NSLock()
+    var source: (any DispatchSourceRead)?
+    var continuation: AsyncStream<String>.Continuation?
+    var pending = Data()
     let descriptor: Int32
 
     init(descriptor: Int32 = STDIN_FILENO) {
@@ -61,11 +61,12 @@ final class StandardInputLines: Sendable {
 
     func lines() -> AsyncStream<String> {
         let (stream, continuation) = AsyncStream.makeStream(of: String.self)
-        let source = DispatchSource.makeReadSource(fileDescriptor: descriptor, queue: DispatchQueue(label: "inferops.console.input"))
+        let source = DispatchSource.makeReadSource(
+            fileDescriptor: descriptor, queue: DispatchQueue(label: "inferops.console.input"))
         source.setEventHandler { [weak self] in self?.readAvailable() }
-        state.withLock {
-            $0.source = source
-            $0.continuation = continuation
+        lock.withLock {
+            self.source = source
+            self.continuation = continuation
         }
         source.resume()
         return stream
@@ -76,37 +77,36 @@ final class StandardInputLines: Sendable {
         let count = read(descriptor, &buffer, buffer.count)
         if count < 0 && (errno == EAGAIN || errno == EINTR) { return }
         guard count > 0 else {
-            let rest = state.withLock { state -> Data in
-                defer { state.pending = Data() }
-                return state.pending
+            let (rest, continuation) = lock.withLock { () -> (Data, AsyncStream<String>.Continuation?) in
+                defer { pending = Data() }
+                return (pending, self.continuation)
             }
-            if !rest.isEmpty { state.withLock { $0.continuation }?.yield(String(decoding: rest, as: UTF8.self)) }
+            if !rest.isEmpty { continuation?.yield(String(decoding: rest, as: UTF8.self)) }
             stop()
             return
         }
-        let lines = state.withLock { state -> [String] in
-            state.pending.append(contentsOf: buffer[0..<count])
+        let (lines, continuation) = lock.withLock { () -> ([String], AsyncStream<String>.Continuation?) in
+            pending.append(contentsOf: buffer[0..<count])
             var lines: [String] = []
-            while let newline = state.pending.firstIndex(of: UInt8(ascii: "\n")) {
-                var line = state.pending[state.pending.startIndex..<newline]
+            while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
+                var line = pending[pending.startIndex..<newline]
                 if line.last == UInt8(ascii: "\r") { line = line.dropLast() }
                 lines.append(String(decoding: line, as: UTF8.self))
-                state.pending = Data(state.pending[state.pending.index(after: newline)...])
+                pending = Data(pending[pending.index(after: newline)...])
             }
-            return lines
+            return (lines, self.continuation)
         }
-        let continuation = state.withLock { $0.continuation }
         for line in lines { continuation?.yield(line) }
     }
 
     /// Stops reading; the lines already read are still delivered, then the stream ends.
     func stop() {
-        let (source, continuation) = state.withLock { state in
+        let (source, continuation) = lock.withLock { () -> ((any DispatchSourceRead)?, AsyncStream<String>.Continuation?) in
             defer {
-                state.source = nil
-                state.continuation = nil
+                self.source = nil
+                self.continuation = nil
             }
-            return (state.source, state.continuation)
+            return (self.source, self.continuation)
         }
         source?.cancel()
         continuation?.finish()
