@@ -275,18 +275,21 @@ import Testing
 @Suite struct OperationStateTests {
     /// Every allowed move, written out; every other pair is forbidden.
     static let allowed: [OperationState: Set<OperationState>] = [
-        .requested: [.planned, .failed, .cancelled],
-        .planned: [.queued, .succeeded, .failed, .cancelled],
-        .queued: [.prechecking, .failed, .cancelled],
-        .prechecking: [.applying, .registering, .failed, .cancelled],
+        .requested: [.planned, .failed, .cancelled, .interrupted],
+        .planned: [.queued, .succeeded, .awaitingApproval, .failed, .cancelled, .interrupted],
+        .awaitingApproval: [.approved, .denied, .expired, .failed, .cancelled, .interrupted],
+        .approved: [.queued, .failed, .cancelled, .interrupted],
+        .queued: [.prechecking, .failed, .cancelled, .interrupted],
+        // A resumed operation checks reality in `prechecking`, then goes on to the step still to do.
+        .prechecking: [.applying, .registering, .waitingReady, .verifying, .failed, .cancelled, .interrupted],
         // `remove`: applying (helm uninstall) after the router step, then verifying that the GPUs are free.
-        .applying: [.waitingReady, .rollingBack, .succeeded, .verifying, .failed, .cancelled],
-        .waitingReady: [.warming, .verifying, .rollingBack, .failed, .cancelled],
-        .warming: [.verifying, .rollingBack, .failed, .cancelled],
-        .verifying: [.succeeded, .registering, .rollingBack, .applying, .failed, .cancelled],
-        .registering: [.succeeded, .verifying, .failed, .cancelled],
-        .rollingBack: [.rolledBack, .failed, .cancelled],
-        .succeeded: [], .failed: [], .rolledBack: [], .cancelled: [],
+        .applying: [.waitingReady, .rollingBack, .succeeded, .verifying, .prechecking, .failed, .cancelled, .interrupted],
+        .waitingReady: [.warming, .verifying, .rollingBack, .prechecking, .failed, .cancelled, .interrupted],
+        .warming: [.verifying, .rollingBack, .prechecking, .failed, .cancelled, .interrupted],
+        .verifying: [.succeeded, .registering, .rollingBack, .applying, .prechecking, .failed, .cancelled, .interrupted],
+        .registering: [.succeeded, .verifying, .prechecking, .failed, .cancelled, .interrupted],
+        .rollingBack: [.rolledBack, .failed, .cancelled, .interrupted],
+        .succeeded: [], .failed: [], .rolledBack: [], .cancelled: [], .denied: [], .expired: [], .interrupted: [],
     ]
 
     @Test(arguments: OperationState.allCases)
@@ -299,7 +302,7 @@ import Testing
 
     @Test func finishedStatesAreTheEnds() {
         let finished = OperationState.allCases.filter(\.isFinished)
-        #expect(Set(finished) == [.succeeded, .failed, .rolledBack, .cancelled])
+        #expect(Set(finished) == [.succeeded, .failed, .rolledBack, .cancelled, .denied, .expired, .interrupted])
         for state in finished { #expect(state.successors.isEmpty) }
         // A cancel during an automatic rollback is recorded as such (Helm marks the revision failed).
         #expect(OperationState.rollingBack.canMove(to: .cancelled))
@@ -322,8 +325,9 @@ import Testing
             id: OperationID("op-0000000a"), kind: .deploy, requester: Fixtures.admin, environment: "staging",
             command: "deploy llama-3-8b to staging", createdAt: fakes.time.now()
         )
+        try await fakes.store.insert(record)
         let reporter = OperationReporter(operation: record, services: fakes.services, channel: "C0OPS")
-        try await reporter.open(title: "Deploy", fields: [])
+        try await reporter.ensureCard()
         await #expect {
             try await reporter.move(to: .applying, "skipping ahead")
         } throws: { error in

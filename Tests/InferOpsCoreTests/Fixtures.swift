@@ -256,7 +256,7 @@ enum Fixtures {
 struct Harness {
     let fakes: FakeServices
     let configuration: Configuration
-    let dispatcher: Dispatcher
+    let dispatcher: TestDaemon
 
     var time: ManualTime { fakes.time }
     var store: InMemoryOperationStore { fakes.store }
@@ -268,7 +268,7 @@ struct Harness {
     init(_ adjust: (inout Configuration) -> Void = { _ in }) {
         fakes = FakeServices()
         configuration = Fixtures.configuration(adjust)
-        dispatcher = Dispatcher(configuration: configuration, catalog: Fixtures.catalog, services: fakes.services)
+        dispatcher = TestDaemon(configuration: configuration, catalog: Fixtures.catalog, services: fakes.services)
         for environment in configuration.environments.values {
             for model in configuration.models.values {
                 fakes.engines.script(environment.target(model: model.name).release, .healthy(serving: model.name))

@@ -70,7 +70,7 @@ import Testing
         var services = fakes.services
         services.logger = Logger(label: "test") { _ in logs.handler }
         // The kubeconfig's token, as the runtime hands it over.
-        let dispatcher = Dispatcher(
+        let dispatcher = TestDaemon(
             configuration: configuration, catalog: Fixtures.catalog,
             services: services.redacting(for: configuration, extra: [Self.kubeToken]))
         for environment in configuration.environments.values {

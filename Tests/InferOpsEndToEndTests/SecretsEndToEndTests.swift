@@ -1,6 +1,7 @@
 import Foundation
 import InferOpsApp
 import InferOpsCore
+import InferOpsTesting
 import Logging
 import Synchronization
 import Testing
@@ -110,7 +111,7 @@ struct SecretsEndToEndTests {
         let logs = LogLines()
         var services = runtime.services
         services.logger = Logger(label: "inferops") { _ in logs.handler }
-        let dispatcher = Dispatcher(configuration: runtime.configuration, catalog: loaded.catalog, services: services)
+        let dispatcher = TestDaemon(configuration: runtime.configuration, catalog: loaded.catalog, services: services)
         func run(_ text: String) async -> CommandOutcome {
             await dispatcher.handle(IncomingCommand(user: UserID("alice"), text: text, channel: "exec"))
         }

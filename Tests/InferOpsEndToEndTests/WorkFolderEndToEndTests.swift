@@ -53,7 +53,7 @@ struct WorkFolderEndToEndTests {
             #expect(info.st_uid == geteuid())
 
             // A dry run writes a values file and runs helm with its folders in the work folder.
-            let outcome = await runtime.dispatcher.handle(
+            let outcome = await runtime.intake.handle(
                 IncomingCommand(
                     user: UserID("alice"), text: "/infer deploy llama-3-8b to staging --dry-run", channel: "exec")
             )
