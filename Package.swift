@@ -79,7 +79,8 @@ let package = Package(
         .target(name: "InferOpsTesting", dependencies: ["InferOpsCore"], swiftSettings: strict),
         // The console renderer too: help is checked as a terminal shows it.
         .testTarget(name: "InferOpsCoreTests", dependencies: ["InferOpsCore", "InferOpsTesting", "InferOpsConsole"]),
-        .testTarget(name: "InferOpsStoreTests", dependencies: ["InferOpsStore", "InferOpsCore"]),
+        // The store contract runs against the in-memory fake too.
+        .testTarget(name: "InferOpsStoreTests", dependencies: ["InferOpsStore", "InferOpsCore", "InferOpsTesting"]),
         .testTarget(name: "InferOpsConsoleTests", dependencies: ["InferOpsConsole", "InferOpsCore"]),
         .testTarget(name: "InferOpsHelmTests", dependencies: ["InferOpsHelm", "InferOpsCore"]),
         .testTarget(name: "InferOpsKubeTests", dependencies: ["InferOpsKube", "InferOpsHTTP", "InferOpsCore"]),

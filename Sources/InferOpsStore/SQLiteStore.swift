@@ -442,6 +442,23 @@ public final class SQLiteStore: OperationStore, Sendable {
         }
     }
 
+    /// Creates a database at `path` as an older build left it: migrated only up to `migration`,
+    /// then `sql` run on it, so tests can check what the later migrations make of its rows.
+    static func createDatabase(path: String, migratedUpTo migration: String, then sql: String) throws {
+        try FileManager.default.createDirectory(
+            at: URL(fileURLWithPath: path).deletingLastPathComponent(), withIntermediateDirectories: true)
+        let queue = try DatabaseQueue(path: path)
+        try Schema.migrator.migrate(queue, upTo: migration)
+        try queue.write { db in try db.execute(sql: sql) }
+    }
+
+    /// SQLite's plan for `sql` (the `detail` of each `EXPLAIN QUERY PLAN` row), to check an index is used.
+    func queryPlan(_ sql: String) async throws -> [String] {
+        try await writer.read { db in
+            try Row.fetchAll(db, sql: "EXPLAIN QUERY PLAN " + sql).map { $0["detail"] }
+        }
+    }
+
     /// The migration names recorded in the database, in the order they were applied.
     func recordedMigrations() async throws -> [String] {
         try await writer.read { db in

@@ -146,11 +146,14 @@ public actor InMemoryOperationStore: OperationStore {
                 }
                 .sorted { ($0.element.createdAt, $0.offset) > ($1.element.createdAt, $1.offset) }
                 .map(\.element)
-                .prefix(limit)
+                // Like SQLiteStore: a limit of zero or less returns nothing.
+                .prefix(max(limit, 0))
         )
     }
 
-    public func appendJournal(_ entry: JournalEntry) {
+    /// Refuses an entry for an operation never inserted, as SQLite's foreign key does.
+    public func appendJournal(_ entry: JournalEntry) throws {
+        guard snapshot.operation(entry.operation) != nil else { throw StoreError.unknownOperation(entry.operation) }
         snapshot.journal.append(entry)
         changed()
     }
@@ -171,8 +174,12 @@ public actor InMemoryOperationStore: OperationStore {
         changed()
     }
 
+    /// The verification with the latest time; of two at the same time, the one recorded last.
     public func lastVerification(model: String, environment: String) -> Verification? {
-        snapshot.verifications.last { $0.model == model && $0.environment == environment }
+        snapshot.verifications.enumerated()
+            .filter { $0.element.model == model && $0.element.environment == environment }
+            .max { ($0.element.at, $0.offset) < ($1.element.at, $1.offset) }?
+            .element
     }
 
     public func acquireLock(_ lock: EnvironmentLock) -> EnvironmentLock? {

@@ -8,202 +8,10 @@ import Testing
 struct SQLiteStoreTests {
     // MARK: Operations
 
-    @Test("An operation reads back exactly as inserted and as updated", arguments: StoreKind.allCases)
-    func operationRoundTrip(_ kind: StoreKind) async throws {
-        try await kind.withStore { store throws in
-            let plan: JSONValue = .object([
-                "chart": .string("vllm"),
-                "replicas": .number(2),
-                "gpuMemoryUtilization": .number(0.85),
-                "enabled": .bool(true),
-                "extra": .null,
-                "args": .array([.string("--max-model-len"), .number(8192)]),
-                "note": .string("quotes \" and \\ and\nnewlines, ünïcødé"),
-                "engine": .object(["image": .string("vllm/vllm-openai:v0.6.3")]),
-            ])
-            var operation = OperationRecord(
-                id: OperationID("op-0000abcd"),
-                kind: .deploy,
-                requester: UserID("U024BE7LH"),
-                environment: "prod",
-                model: "llama-3-8b",
-                target: ReleaseTarget(release: "llama-3-8b-prod", namespace: "inference", kubeContext: "gke-prod"),
-                state: .planned,
-                plan: plan,
-                planDigest: "sha256:1234",
-                command: "deploy llama-3-8b to prod",
-                thread: "C1/1700000000.000100",
-                outcome: nil,
-                createdAt: moment(123),
-                updatedAt: moment(456)
-            )
-            try await store.insert(operation)
-            #expect(try await store.operation(operation.id) == operation)
-
-            operation.state = .applying
-            operation.plan = .object(["replicas": .number(3)])
-            operation.planDigest = "sha256:5678"
-            operation.target = ReleaseTarget(release: "llama-3-8b-prod", namespace: "inference")
-            operation.outcome = "Applying revision 4"
-            operation.revision = 4
-            // A failed upgrade (3) and the automatic rollback that restored the release (4).
-            operation.revisions = [3, 4]
-            operation.updatedAt = moment(999)
-            try await store.update(operation, from: .planned)
-            #expect(try await store.operation(operation.id) == operation)
-
-            operation.plan = nil
-            operation.planDigest = nil
-            operation.target = nil
-            operation.thread = nil
-            operation.outcome = nil
-            try await store.update(operation, from: .applying)
-            #expect(try await store.operation(operation.id) == operation)
-        }
-    }
-
-    @Test("Only one operation at a time may claim a release", arguments: StoreKind.allCases)
-    func releaseClaim(_ kind: StoreKind) async throws {
-        try await kind.withStore { store throws in
-            let target = ReleaseTarget(release: "llama-staging", namespace: "inference")
-            var first = makeOperation("op-00000001")
-            first.target = target
-            var second = makeOperation("op-00000002")
-            second.target = target
-            var other = makeOperation("op-00000003")
-            other.target = ReleaseTarget(release: "mistral-staging", namespace: "inference")
-            for operation in [first, second, other] { try await store.insert(operation) }
-
-            #expect(try await store.claimRelease(for: first.id, release: target.release, at: moment(5)) == nil)
-            #expect(try await store.operation(first.id)?.state == .prechecking)
-            let holder = try await store.claimRelease(for: second.id, release: target.release, at: moment(6))
-            #expect(holder?.id == first.id)
-            #expect(try await store.operation(second.id)?.state == .requested)
-            // Another release is not affected.
-            #expect(try await store.claimRelease(for: other.id, release: "mistral-staging", at: moment(6)) == nil)
-
-            first.state = .succeeded
-            try await store.update(first, from: .prechecking)
-            #expect(try await store.claimRelease(for: second.id, release: target.release, at: moment(7)) == nil)
-            #expect(try await store.operation(second.id)?.state == .prechecking)
-        }
-    }
-
-    @Test("A registration reads back as recorded, with a version that each write moves on", arguments: StoreKind.allCases)
-    func registrationRoundTrip(_ kind: StoreKind) async throws {
-        try await kind.withStore { store throws in
-            var llama = Registration(
-                model: "llama-3-8b", environment: "staging", state: .enabled,
-                endpoints: ["http://10.0.0.7:8000", "http://10.0.0.8:8000"], changedBy: UserID("U1"), changedAt: moment(1)
-            )
-            var mistral = Registration(
-                model: "mistral-7b", environment: "production", state: .removed, endpoints: [], changedBy: UserID("U2"),
-                changedAt: moment(2), reason: "replaced by llama"
-            )
-            llama = try #require(try await store.updateRegistration(llama, expectedVersion: nil))
-            mistral = try #require(try await store.updateRegistration(mistral, expectedVersion: nil))
-            #expect(llama.version == 1)
-            #expect(try await store.registration(model: "llama-3-8b", environment: "staging") == llama)
-            #expect(try await store.registration(model: "llama-3-8b", environment: "production") == nil)
-
-            llama.state = .disabled
-            llama.endpoints = []
-            llama.reason = "bad answers \"quoted\""
-            llama.changedAt = moment(3)
-            let disabled = try #require(try await store.updateRegistration(llama, expectedVersion: 1))
-            #expect(disabled.version == 2)
-            llama.version = 2
-            #expect(disabled == llama)
-            #expect(try await store.registration(model: "llama-3-8b", environment: "staging") == llama)
-            #expect(try await store.registrations() == [mistral, llama])
-        }
-    }
-
-    /// The lost update the reconciler used to make: it read a row, waited on the cluster, and wrote
-    /// the whole row back over a `disable` made meanwhile.
-    @Test("A registration write from a stale read changes nothing", arguments: StoreKind.allCases)
-    func registrationCompareAndSet(_ kind: StoreKind) async throws {
-        try await kind.withStore { store throws in
-            let read = try #require(try await store.updateRegistration(
-                Registration(model: "llama-3-8b", environment: "staging", state: .enabled, endpoints: ["http://10.0.0.7:8000"],
-                             changedBy: UserID("U1"), changedAt: moment(1)),
-                expectedVersion: nil))
-            var disable = read
-            disable.state = .disabled
-            disable.endpoints = []
-            disable.changedBy = UserID("U2")
-            let disabled = try #require(try await store.updateRegistration(disable, expectedVersion: read.version))
-
-            var moved = read
-            moved.endpoints = ["http://10.0.0.9:8000"]
-            #expect(try await store.updateRegistration(moved, expectedVersion: read.version) == nil)
-            // Nor may a stale writer create a row that exists, or remove one that changed.
-            #expect(try await store.updateRegistration(moved, expectedVersion: nil) == nil)
-            #expect(try await store.removeRegistration(model: "llama-3-8b", environment: "staging", expectedVersion: read.version) == false)
-            #expect(try await store.registration(model: "llama-3-8b", environment: "staging") == disabled)
-
-            #expect(try await store.removeRegistration(model: "llama-3-8b", environment: "staging", expectedVersion: disabled.version))
-            #expect(try await store.registration(model: "llama-3-8b", environment: "staging") == nil)
-        }
-    }
-
-    @Test("Of concurrent writers from one read, exactly one wins", arguments: StoreKind.allCases)
-    func concurrentRegistrationWrites(_ kind: StoreKind) async throws {
-        try await kind.withStore { store throws in
-            let read = try #require(try await store.updateRegistration(
-                Registration(model: "llama-3-8b", environment: "staging", state: .enabled, endpoints: [],
-                             changedBy: UserID("U1"), changedAt: moment(1)),
-                expectedVersion: nil))
-            let winners = try await withThrowingTaskGroup(of: String?.self) { group in
-                for writer in 1...12 {
-                    group.addTask {
-                        var next = read
-                        next.changedBy = UserID("U\(writer)")
-                        return try await store.updateRegistration(next, expectedVersion: read.version)?.changedBy.rawValue
-                    }
-                }
-                return try await group.reduce(into: [String]()) { if let id = $1 { $0.append(id) } }
-            }
-            #expect(winners.count == 1)
-            let stored = try await store.registration(model: "llama-3-8b", environment: "staging")
-            #expect(stored?.changedBy.rawValue == winners.first)
-            #expect(stored?.version == 2)
-        }
-    }
-
-    /// A `cancel` from another process closed the record; the daemon running it must not write it
-    /// back to a running state.
-    @Test("An operation update names the state it expects, and never reopens a finished one", arguments: StoreKind.allCases)
-    func operationCompareAndSet(_ kind: StoreKind) async throws {
-        try await kind.withStore { store throws in
-            var running = makeOperation("op-00000001", state: .applying)
-            try await store.insert(running)
-            var cancelled = running
-            cancelled.state = .cancelled
-            cancelled.outcome = "Cancelled by <@U2>: no daemon was running it."
-            try await store.update(cancelled, from: .applying)
-
-            running.state = .waitingReady
-            await #expect(throws: OperationAlreadyEnded(operation: running.id, state: .cancelled)) {
-                try await store.update(running, from: .applying)
-            }
-            running.state = .succeeded
-            await #expect(throws: OperationAlreadyEnded(operation: running.id, state: .cancelled)) {
-                try await store.update(running, from: .waitingReady)
-            }
-            #expect(try await store.operation(running.id) == cancelled)
-
-            var other = makeOperation("op-00000002", state: .verifying)
-            try await store.insert(other)
-            other.state = .succeeded
-            await #expect(throws: OperationStateConflict(operation: other.id, expected: .applying, found: .verifying)) {
-                try await store.update(other, from: .applying)
-            }
-            #expect(try await store.operation(other.id)?.state == .verifying)
-        }
-    }
-
-    @Test("A registration row written without a version, as before v4, reads back at version 1", arguments: StoreKind.allCases)
+    @Test(
+        "A registration row written without a version, as before v4, reads back at version 1",
+        arguments: StoreKind.allCases
+    )
     func registrationVersionDefault(_ kind: StoreKind) async throws {
         try await kind.withStore { store throws in
             try await store.execute(sql: """
@@ -220,56 +28,6 @@ struct SQLiteStoreTests {
         }
     }
 
-    @Test("Concurrent claims of one release have exactly one winner", arguments: StoreKind.allCases)
-    func concurrentReleaseClaims(_ kind: StoreKind) async throws {
-        try await kind.withStore { store throws in
-            let ids = (1...12).map { OperationID("op-\(String(format: "%08x", $0))") }
-            for id in ids {
-                var operation = makeOperation(id.rawValue)
-                operation.target = ReleaseTarget(release: "llama-staging", namespace: "inference")
-                try await store.insert(operation)
-            }
-            let winners = try await withThrowingTaskGroup(of: Bool.self) { group in
-                for id in ids {
-                    group.addTask { try await store.claimRelease(for: id, release: "llama-staging", at: moment(1)) == nil }
-                }
-                return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
-            }
-            #expect(winners == 1)
-        }
-    }
-
-    @Test("An operation with only the required fields reads back with nils", arguments: StoreKind.allCases)
-    func minimalOperation(_ kind: StoreKind) async throws {
-        try await kind.withStore { store throws in
-            let operation = makeOperation("op-00000001", kind: .unlock, model: nil)
-            try await store.insert(operation)
-            #expect(try await store.operation(operation.id) == operation)
-            #expect(try await store.operation(OperationID("op-ffffffff")) == nil)
-        }
-    }
-
-    @Test("Updating an operation that was never inserted throws", arguments: StoreKind.allCases)
-    func updateUnknown(_ kind: StoreKind) async throws {
-        try await kind.withStore { store throws in
-            let operation = makeOperation("op-00000404")
-            await #expect(throws: SQLiteStoreError.unknownOperation(operation.id)) {
-                try await store.update(operation, from: .requested)
-            }
-            #expect(try await store.operation(operation.id) == nil)
-        }
-    }
-
-    @Test("Inserting the same id twice throws", arguments: StoreKind.allCases)
-    func duplicateInsert(_ kind: StoreKind) async throws {
-        try await kind.withStore { store throws in
-            try await store.insert(makeOperation("op-00000001"))
-            await #expect(throws: (any Error).self) {
-                try await store.insert(makeOperation("op-00000001"))
-            }
-        }
-    }
-
     @Test("Times keep milliseconds and round anything finer", arguments: StoreKind.allCases)
     func millisecondPrecision(_ kind: StoreKind) async throws {
         try await kind.withStore { store throws in
@@ -280,118 +38,7 @@ struct SQLiteStoreTests {
         }
     }
 
-    @Test("Unfinished operations are listed oldest first, finished ones left out", arguments: StoreKind.allCases)
-    func unfinished(_ kind: StoreKind) async throws {
-        try await kind.withStore { store throws in
-            // Inserted out of time order; two share a creation time and keep insertion order.
-            let operations = [
-                makeOperation("op-00000003", state: .applying, createdAt: moment(3000)),
-                makeOperation("op-00000001", state: .requested, createdAt: moment(1000)),
-                makeOperation("op-00000009", state: .succeeded, createdAt: moment(500)),
-                makeOperation("op-00000002", state: .queued, createdAt: moment(2000)),
-                makeOperation("op-00000004", state: .rollingBack, createdAt: moment(2000)),
-                makeOperation("op-0000000a", state: .failed, createdAt: moment(4000)),
-                makeOperation("op-0000000b", state: .rolledBack, createdAt: moment(4000)),
-                makeOperation("op-0000000c", state: .cancelled, createdAt: moment(4000)),
-                makeOperation("op-00000005", state: .waitingReady, createdAt: moment(5000)),
-            ]
-            for operation in operations { try await store.insert(operation) }
-
-            let ids = try await store.unfinishedOperations().map(\.id.rawValue)
-            #expect(ids == ["op-00000001", "op-00000002", "op-00000004", "op-00000003", "op-00000005"])
-
-            var finishing = operations[1]
-            finishing.state = .cancelled
-            try await store.update(finishing, from: .requested)
-            #expect(try await store.unfinishedOperations().map(\.id.rawValue).first == "op-00000002")
-        }
-    }
-
-    @Test(
-        "Recent operations are newest first, filtered by model and environment, and limited",
-        arguments: StoreKind.allCases
-    )
-    func recent(_ kind: StoreKind) async throws {
-        try await kind.withStore { store throws in
-            let operations = [
-                makeOperation("op-00000001", environment: "staging", model: "llama", createdAt: moment(1000)),
-                makeOperation("op-00000002", environment: "prod", model: "llama", createdAt: moment(2000)),
-                makeOperation("op-00000003", environment: "staging", model: "qwen", createdAt: moment(3000)),
-                makeOperation("op-00000004", environment: "prod", model: "qwen", createdAt: moment(4000)),
-                makeOperation("op-00000005", kind: .lock, environment: "prod", model: nil, createdAt: moment(5000)),
-                makeOperation("op-00000006", environment: "staging", model: "llama", createdAt: moment(6000)),
-            ]
-            for operation in operations { try await store.insert(operation) }
-
-            func ids(model: String?, environment: String?, limit: Int) async throws -> [String] {
-                try await store.recentOperations(model: model, environment: environment, limit: limit)
-                    .map(\.id.rawValue)
-            }
-            #expect(
-                try await ids(model: nil, environment: nil, limit: 10) == [
-                    "op-00000006", "op-00000005", "op-00000004", "op-00000003", "op-00000002", "op-00000001",
-                ]
-            )
-            #expect(try await ids(model: nil, environment: nil, limit: 2) == ["op-00000006", "op-00000005"])
-            #expect(
-                try await ids(model: "llama", environment: nil, limit: 10)
-                    == ["op-00000006", "op-00000002", "op-00000001"]
-            )
-            #expect(
-                try await ids(model: nil, environment: "prod", limit: 10)
-                    == ["op-00000005", "op-00000004", "op-00000002"]
-            )
-            #expect(try await ids(model: "qwen", environment: "staging", limit: 10) == ["op-00000003"])
-            #expect(try await ids(model: "llama", environment: "prod", limit: 1) == ["op-00000002"])
-            #expect(try await ids(model: "mistral", environment: nil, limit: 10).isEmpty)
-            #expect(try await ids(model: nil, environment: nil, limit: 0).isEmpty)
-            #expect(try await ids(model: nil, environment: nil, limit: -1).isEmpty)
-        }
-    }
-
     // MARK: Journal
-
-    @Test("The journal of an operation comes back in the order it was written", arguments: StoreKind.allCases)
-    func journalOrder(_ kind: StoreKind) async throws {
-        try await kind.withStore { store throws in
-            let first = OperationID("op-00000001")
-            let second = OperationID("op-00000002")
-            try await store.insert(makeOperation(first.rawValue))
-            try await store.insert(makeOperation(second.rawValue))
-
-            // The same timestamp on purpose: the order is the order of writing, not of time.
-            let entries = [
-                JournalEntry(operation: first, at: moment(10), state: .requested, message: "requested"),
-                JournalEntry(operation: second, at: moment(10), state: .requested, message: "other"),
-                JournalEntry(
-                    operation: first,
-                    at: moment(10),
-                    state: .planned,
-                    message: "planned",
-                    duration: .milliseconds(1500)
-                ),
-                JournalEntry(
-                    operation: first,
-                    at: moment(20),
-                    state: .applying,
-                    message: "helm upgrade",
-                    duration: .seconds(42)
-                ),
-                JournalEntry(
-                    operation: first,
-                    at: moment(15),
-                    state: .failed,
-                    message: "timed out",
-                    duration: .zero
-                ),
-            ]
-            for entry in entries { try await store.appendJournal(entry) }
-
-            #expect(try await store.journal(of: first) == entries.filter { $0.operation == first })
-            #expect(try await store.journal(of: second) == [entries[1]])
-            #expect(try await store.journal(of: OperationID("op-ffffffff")).isEmpty)
-        }
-    }
 
     @Test("Durations are stored in milliseconds", arguments: StoreKind.allCases)
     func durationPrecision(_ kind: StoreKind) async throws {
@@ -411,29 +58,7 @@ struct SQLiteStoreTests {
         }
     }
 
-    @Test("A journal entry for an operation that does not exist is refused", arguments: StoreKind.allCases)
-    func journalForeignKey(_ kind: StoreKind) async throws {
-        try await kind.withStore { store throws in
-            let entry = JournalEntry(
-                operation: OperationID("op-ffffffff"),
-                at: moment(),
-                state: .requested,
-                message: "orphan"
-            )
-            await #expect(throws: (any Error).self) { try await store.appendJournal(entry) }
-        }
-    }
-
     // MARK: Audit
-
-    @Test("The audit log comes back in the order it was appended", arguments: StoreKind.allCases)
-    func auditOrder(_ kind: StoreKind) async throws {
-        try await kind.withStore { store throws in
-            let entries = sampleAudit()
-            for entry in entries { try await store.appendAudit(entry) }
-            #expect(try await store.auditLog() == entries)
-        }
-    }
 
     @Test("The database itself refuses to change or delete audit rows", arguments: StoreKind.allCases)
     func auditAppendOnly(_ kind: StoreKind) async throws {
@@ -507,120 +132,85 @@ struct SQLiteStoreTests {
         #expect(StoredTime.iso8601(milliseconds: 1_700_000_000_050) == "2023-11-14T22:13:20.050Z")
     }
 
-    // MARK: Verifications
+    // MARK: Intake and ownership across processes
 
-    @Test("The latest verification wins, per model and environment", arguments: StoreKind.allCases)
-    func verifications(_ kind: StoreKind) async throws {
-        try await kind.withStore { store throws in
-            #expect(try await store.lastVerification(model: "llama", environment: "prod") == nil)
-
-            let older = Verification(
-                model: "llama",
-                environment: "prod",
-                operation: OperationID("op-00000001"),
-                at: moment(1000),
-                latency: .milliseconds(840),
-                revision: 3
-            )
-            let newer = Verification(
-                model: "llama",
-                environment: "prod",
-                operation: OperationID("op-00000002"),
-                at: moment(2000),
-                latency: .milliseconds(612),
-                revision: 4
-            )
-            let late = Verification(
-                model: "llama",
-                environment: "prod",
-                operation: OperationID("op-00000003"),
-                at: moment(1500),
-                latency: .milliseconds(700),
-                revision: nil
-            )
-            let elsewhere = Verification(
-                model: "llama",
-                environment: "staging",
-                operation: OperationID("op-00000004"),
-                at: moment(9000),
-                latency: .milliseconds(100),
-                revision: 1
-            )
-            let otherModel = Verification(
-                model: "qwen",
-                environment: "prod",
-                operation: OperationID("op-00000005"),
-                at: moment(9000),
-                latency: .milliseconds(100),
-                revision: nil
-            )
-
-            try await store.recordVerification(older)
-            #expect(try await store.lastVerification(model: "llama", environment: "prod") == older)
-            try await store.recordVerification(newer)
-            // Recorded after `newer` but completed before it: time decides, not arrival.
-            try await store.recordVerification(late)
-            try await store.recordVerification(elsewhere)
-            try await store.recordVerification(otherModel)
-            #expect(try await store.lastVerification(model: "llama", environment: "prod") == newer)
-            #expect(try await store.lastVerification(model: "llama", environment: "staging") == elsewhere)
-            #expect(try await store.lastVerification(model: "qwen", environment: "prod") == otherModel)
-
-            // Two at the same millisecond: the one recorded last wins.
-            var again = newer
-            again.operation = OperationID("op-00000006")
-            again.revision = 5
-            try await store.recordVerification(again)
-            #expect(try await store.lastVerification(model: "llama", environment: "prod") == again)
-        }
-    }
-
-    // MARK: Locks
-
-    @Test("A lock is taken once, reported to the next taker, and released", arguments: StoreKind.allCases)
-    func locks(_ kind: StoreKind) async throws {
-        try await kind.withStore { store throws in
-            let alice = EnvironmentLock(environment: "prod", holder: UserID("U1"), reason: "freeze", since: moment(5))
-            let bob = EnvironmentLock(environment: "prod", holder: UserID("U2"), reason: nil, since: moment(9))
-            let staging = EnvironmentLock(environment: "staging", holder: UserID("U2"), reason: nil, since: moment(7))
-
-            #expect(try await store.locks().isEmpty)
-            #expect(try await store.acquireLock(alice) == nil)
-            #expect(try await store.acquireLock(bob) == alice)
-            #expect(try await store.acquireLock(alice) == alice)
-            #expect(try await store.acquireLock(staging) == nil)
-            #expect(try await store.locks() == [alice, staging])
-
-            #expect(try await store.releaseLock(environment: "prod") == alice)
-            #expect(try await store.releaseLock(environment: "prod") == nil)
-            #expect(try await store.releaseLock(environment: "dev") == nil)
-            #expect(try await store.locks() == [staging])
-
-            #expect(try await store.acquireLock(bob) == nil)
-            #expect(try await store.locks() == [bob, staging])
-        }
-    }
-
-    @Test("Of many concurrent takers exactly one gets the lock", arguments: StoreKind.allCases)
-    func concurrentLocks(_ kind: StoreKind) async throws {
-        try await kind.withStore { store throws in
-            let results = try await withThrowingTaskGroup(of: (UserID, EnvironmentLock?).self) { group in
-                for index in 0..<20 {
-                    let lock = EnvironmentLock(
-                        environment: "prod",
-                        holder: UserID("U\(index)"),
-                        reason: nil,
-                        since: moment(Int64(index))
-                    )
-                    group.addTask { (lock.holder, try await store.acquireLock(lock)) }
+    /// Two daemons (or a daemon and `inferops exec`) on one database file each have their own
+    /// connection pool; only the database's transactions keep them apart.
+    @Test("Two processes on one file accept a redelivered event once, also after a restart")
+    func eventAcrossProcesses() async throws {
+        let folder = TemporaryFolder()
+        defer { folder.remove() }
+        let path = folder.path("inferops.sqlite")
+        let daemons = [try SQLiteStore(path: path), try SQLiteStore(path: path)]
+        let accepted = try await withThrowingTaskGroup(of: OperationID?.self) { group in
+            for delivery in 1...12 {
+                group.addTask {
+                    let operation = makeOperation(String(format: "op-%08x", delivery))
+                    let started = try await daemons[delivery % 2].accept(
+                        event: "Ev0PV52K25", at: moment(), starting: operation)
+                    return started ? operation.id : nil
                 }
-                return try await group.reduce(into: []) { $0.append($1) }
             }
-            let winners = results.filter { $0.1 == nil }.map(\.0)
-            #expect(winners.count == 1)
-            let winner = try #require(winners.first)
-            #expect(results.allSatisfy { $0.1 == nil || $0.1?.holder == winner })
-            #expect(try await store.locks().map(\.holder) == [winner])
+            return try await group.reduce(into: [OperationID]()) { if let id = $1 { $0.append(id) } }
+        }
+        #expect(accepted.count == 1)
+
+        let restarted = try SQLiteStore(path: path)
+        let redelivered = makeOperation("op-000000ff")
+        #expect(try await restarted.accept(event: "Ev0PV52K25", at: moment(1000), starting: redelivered) == false)
+        #expect(try await restarted.unfinishedOperations().map(\.id) == accepted)
+    }
+
+    @Test("Two processes taking over one stale operation: exactly one becomes its owner")
+    func takeoverAcrossProcesses() async throws {
+        let folder = TemporaryFolder()
+        defer { folder.remove() }
+        let path = folder.path("inferops.sqlite")
+        let daemons = [try SQLiteStore(path: path), try SQLiteStore(path: path)]
+        var dead = makeOperation("op-00000001", state: .applying)
+        dead.owner = OperationOwner(instance: "dead", host: "gpu-ops-1", pid: 7, heartbeat: moment(0))
+        try await daemons[0].insert(dead)
+        let operation = dead.id
+        let winners = try await withThrowingTaskGroup(of: String?.self) { group in
+            for instance in 1...12 {
+                group.addTask {
+                    let owner = OperationOwner(instance: "i\(instance)", host: "gpu-ops-\(instance % 2)", pid: 8,
+                                               heartbeat: moment(100))
+                    return try await daemons[instance % 2]
+                        .claimOwnership(of: operation, by: owner, staleBefore: moment(50))?.owner?.instance
+                }
+            }
+            return try await group.reduce(into: [String]()) { if let id = $1 { $0.append(id) } }
+        }
+        #expect(winners.count == 1)
+        #expect(try await daemons[1].operation(operation)?.owner?.instance == winners.first)
+    }
+
+    @Test("The heartbeat's lookup by owner uses an index, not a scan of every operation")
+    func heartbeatUsesOwnerIndex() async throws {
+        let store = try SQLiteStore.inMemory()
+        let plan = try await store.queryPlan(
+            "SELECT * FROM operations WHERE owner_instance = 'a' AND state IN ('applying', 'queued')")
+        #expect(plan.contains { $0.contains("USING INDEX operations_owner") }, "\(plan)")
+    }
+
+    @Test("The database refuses a request or checkpoint that is not JSON; one of the wrong shape is named on reading",
+          arguments: StoreKind.allCases)
+    func damagedIntakeColumns(_ kind: StoreKind) async throws {
+        try await kind.withStore { store throws in
+            try await store.insert(makeOperation("op-00000001"))
+            for column in ["request", "checkpoint"] {
+                await #expect(throws: (any Error).self, "\(column)") {
+                    try await store.execute(sql: "UPDATE operations SET \(column) = 'not json'")
+                }
+            }
+            try await store.execute(sql: #"UPDATE operations SET request = '{"verb":"deploy"}'"#)
+            await #expect(
+                throws: SQLiteStoreError.unreadableValue(
+                    table: "operations", column: "request", value: #"{"verb":"deploy"}"#)
+            ) {
+                try await store.operation(OperationID("op-00000001"))
+            }
         }
     }
 
@@ -635,6 +225,36 @@ struct SQLiteStoreTests {
                 "v7-operation-intake-and-ownership",
             ]
         )
+    }
+
+    /// A daemon upgraded in place finds the operations the old build left: they read back with no
+    /// request, card, owner or cancel request and an empty checkpoint, and can be claimed and moved
+    /// to the states added with the migration.
+    @Test("Operations recorded before v7 read back with empty intake fields and can be resumed")
+    func operationsBeforeIntakeColumns() async throws {
+        let folder = TemporaryFolder()
+        defer { folder.remove() }
+        let path = folder.path("inferops.sqlite")
+        try SQLiteStore.createDatabase(
+            path: path, migratedUpTo: "v6-operation-revisions",
+            then: """
+                INSERT INTO operations (id, kind, requester, environment, model, state, command, created_at, updated_at)
+                VALUES ('op-00000001', 'deploy', 'U1', 'staging', 'llama', 'applying', 'deploy llama to staging',
+                        1700000000000, 1700000000000)
+                """
+        )
+        let store = try SQLiteStore(path: path)
+        #expect(try await store.recordedMigrations() == SQLiteStore.migrationNames)
+        var expected = makeOperation("op-00000001", state: .applying)
+        #expect(try await store.operation(expected.id) == expected)
+
+        let owner = OperationOwner(instance: "new", host: "gpu-ops-1", pid: 9, heartbeat: moment(10))
+        expected.owner = owner
+        #expect(try await store.claimOwnership(of: expected.id, by: owner, staleBefore: moment(0)) == expected)
+        expected.state = .interrupted
+        expected.outcome = "The daemon stopped during helm upgrade."
+        try await store.update(expected, from: .applying)
+        #expect(try await store.operation(expected.id) == expected)
     }
 
     @Test("An operation recorded before the revisions column existed reads back with none")
