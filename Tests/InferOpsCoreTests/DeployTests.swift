@@ -24,7 +24,7 @@ import Testing
         #expect(
             await h.store.stateHistory(of: id)
                 == [
-                    .requested, .planned, .queued, .prechecking, .applying, .waitingReady, .warming, .verifying,
+                    .planned, .queued, .prechecking, .applying, .waitingReady, .warming, .verifying,
                     .succeeded,
                 ]
         )
@@ -83,18 +83,20 @@ import Testing
         #expect(card.conversation == Conversation(channel: "C0OPS"))
         #expect(card.title == "Deploy llama-3-8b to staging, requested by @U0ADMIN")
         #expect(card.reply.fields.contains(Reply.Field("operation", id.rawValue)))
-        #expect(
-            card.reply.fields.contains(
-                Reply.Field("endpoint", "llama-3-8b-staging.inferops-staging.svc.cluster.local:8000")))
+        #expect(card.reply.fields.contains(Reply.Field("state", "planned")))
         #expect(
             posts.dropFirst().allSatisfy { $0.conversation == Conversation(channel: "C0OPS", thread: card.message.id) })
         let last = try #require(posts.last)
         #expect(last.reply.tone == .success)
         #expect(last.title.hasPrefix("Deployed llama-3-8b to staging: revision 3, verified in "))
         #expect(last.title.hasSuffix(" ms.") || last.title.hasSuffix(" s."))
-        #expect(h.chat.updates.count == 1)
-        #expect(h.chat.updates.first?.message == card.message)
-        #expect(h.chat.updates.first?.title == last.title)
+        // The card is edited in place: the same message, its title kept, its state and latest step current.
+        #expect(!h.chat.updates.isEmpty)
+        #expect(h.chat.updates.allSatisfy { $0.message == card.message && $0.title == card.title })
+        let final = try #require(h.chat.updates.last)
+        #expect(final.reply.fields.contains(Reply.Field("state", "succeeded")))
+        #expect(final.reply.fields.contains(Reply.Field("now", last.reply.title)))
+        #expect(final.reply.tone == .success)
 
         // Ports: Helm once (after a dry-run render for the capacity check), the engine probed until
         // healthy, warmed up twice, then tested.
@@ -194,7 +196,7 @@ import Testing
         #expect(h.releases.upgrades.isEmpty)
         #expect(h.releases.changingCalls.isEmpty)
         #expect(h.engines.totalRequests == 0)
-        #expect(await h.store.stateHistory(of: id) == [.requested, .planned, .queued, .prechecking, .failed])
+        #expect(await h.store.stateHistory(of: id) == [.planned, .queued, .prechecking, .failed])
         let last = try #require(h.chat.posts.last)
         #expect(last.reply.tone == .failure)
         #expect(last.title == message)
@@ -255,7 +257,7 @@ import Testing
         }
         #expect(message == "The engine did not become ready within the readiness budget. context deadline exceeded")
         #expect(
-            await h.store.stateHistory(of: id) == [.requested, .planned, .queued, .prechecking, .applying, .failed])
+            await h.store.stateHistory(of: id) == [.planned, .queued, .prechecking, .applying, .failed])
         let thread = h.chat.posts(for: id)
         let explained = try #require(thread.first { $0.title == failure.message })
         #expect(explained.reply.tone == .failure)
@@ -313,7 +315,7 @@ import Testing
         #expect(h.releases.rollbacks == [2])
         #expect(
             await h.store.stateHistory(of: id) == [
-                .requested, .planned, .queued, .prechecking, .applying, .rollingBack, .rolledBack,
+                .planned, .queued, .prechecking, .applying, .rollingBack, .rolledBack,
             ]
         )
         #expect(await h.record(id)?.revision == 4)
@@ -438,7 +440,7 @@ import Testing
                 == "Recovered llama-3-8b-staging: the stuck first install was removed. Deploy again when ready.")
         #expect(
             await h.store.stateHistory(of: try #require(recovered.operation)) == [
-                .requested, .planned, .queued, .prechecking, .applying, .succeeded,
+                .planned, .queued, .prechecking, .applying, .succeeded,
             ])
     }
 

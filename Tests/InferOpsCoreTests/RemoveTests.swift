@@ -42,7 +42,7 @@ import Testing
         #expect(try await h.releases.status(h.target("llama-3-8b", in: "staging")) == nil)
         #expect(
             await h.store.stateHistory(of: id)
-                == [.requested, .planned, .queued, .prechecking, .registering, .verifying, .applying, .verifying, .succeeded])
+                == [.planned, .queued, .prechecking, .registering, .verifying, .applying, .verifying, .succeeded])
         #expect(illegalMoves(await h.store.stateHistory(of: id)).isEmpty)
         #expect(
             h.chat.posts(for: id).last?.title

@@ -17,7 +17,7 @@ import Testing
         #expect(h.releases.rollbacks == [2])
         #expect(
             await h.store.stateHistory(of: id)
-                == [.requested, .planned, .queued, .prechecking, .applying, .waitingReady, .verifying, .succeeded]
+                == [.planned, .queued, .prechecking, .applying, .waitingReady, .verifying, .succeeded]
         )
         #expect(await h.record(id)?.revision == 4)
         #expect(h.releases.revisions(of: target).last?.description == "Rollback to 2")
@@ -149,7 +149,7 @@ import Testing
         #expect(journal[secondStarted...].allSatisfy { $0.operation == secondID })
         #expect(
             await h.store.stateHistory(of: secondID) == [
-                .requested, .planned, .queued, .prechecking, .applying, .waitingReady, .warming, .verifying, .succeeded,
+                .planned, .queued, .prechecking, .applying, .waitingReady, .warming, .verifying, .succeeded,
             ])
         #expect(h.releases.revisions(of: target).map(\.state) == [.superseded, .superseded, .deployed])
     }
@@ -206,7 +206,7 @@ import Testing
         #expect(illegalMoves(await h.store.stateHistory(of: id)) == [])
         #expect(
             h.chat.posts(for: id).last?.title
-                == "Cancelled. Helm was stopped cleanly; `/infer status` shows where the release stands.")
+                == "Cancelled by @U0ADMIN. Helm was stopped cleanly; `/infer status` shows where the release stands.")
         let audit = await h.store.auditLog()
         #expect(audit.contains { $0.action == "cancel" && $0.outcome == "accepted" && $0.operation == id })
         #expect(audit.last?.action == "deploy")
@@ -256,26 +256,57 @@ import Testing
         hold.open()
         let outcome = await deploy.value
         // The cancel was remembered until the task existed: nothing was upgraded.
-        #expect(h.releases.upgrades.isEmpty)
+        let journal = await h.store.allJournalEntries().map { "\($0.operation) \($0.state) \($0.message)" }
+        #expect(h.releases.upgrades.isEmpty, "\(journal)")
         #expect(await h.record(id)?.state == .cancelled)
         #expect(outcome != .completed(id))
     }
 
-    @Test func cancelOfAnOperationLeftBehindClosesItsRecord() async throws {
+    /// Another daemon runs it: the cancel is recorded for that daemon to carry out, nothing here acts.
+    @Test func cancelOfAnOperationAnotherDaemonRunsIsRecordedForIt() async throws {
         let h = Harness()
+        let owner = OperationOwner(instance: "other-daemon", host: "ops-2", pid: 4242, heartbeat: h.time.now())
+        let running = OperationRecord(
+            id: OperationID("op-0000beef"), kind: .deploy, requester: Fixtures.deployer, environment: "staging",
+            model: "llama-3-8b", target: h.target("llama-3-8b", in: "staging"), state: .applying,
+            command: "deploy llama-3-8b to staging", createdAt: h.time.now(), owner: owner
+        )
+        try await h.store.insert(running)
+
+        #expect(await h.run("cancel op-0000beef", as: Fixtures.deployer) == .completed(running.id))
+
+        let record = try #require(await h.record(running.id))
+        #expect(record.state == .applying)
+        #expect(record.cancelRequest?.by == Fixtures.deployer)
+        #expect(record.owner?.instance == "other-daemon")
+        #expect(h.chat.posts.last?.title.contains("the daemon running it (ops-2 pid 4242") == true)
+        #expect(h.releases.calls.isEmpty)
+    }
+
+    /// Its daemon is gone (heartbeat expired) and a cancel waits for it: this daemon takes it over,
+    /// puts the release in order (nothing to do here) and closes it in its own thread.
+    @Test func cancelOfAnOperationLeftBehindIsTakenOverAndClosed() async throws {
+        let h = Harness()
+        let gone = OperationOwner(instance: "dead-daemon", host: "ops-2", pid: 4242,
+                                  heartbeat: h.time.now().addingTimeInterval(-60))
         let orphan = OperationRecord(
             id: OperationID("op-0000beef"), kind: .deploy, requester: Fixtures.deployer, environment: "staging",
             model: "llama-3-8b", target: h.target("llama-3-8b", in: "staging"), state: .applying,
-            command: "deploy llama-3-8b to staging", createdAt: h.time.now()
+            command: "deploy llama-3-8b to staging", createdAt: h.time.now(), owner: gone,
+            cancelRequest: CancelRequest(by: Fixtures.deployer, at: h.time.now())
         )
         try await h.store.insert(orphan)
 
-        #expect(await h.run("cancel op-0000beef", as: Fixtures.deployer) == .completed(orphan.id))
+        try await h.waitUntil(orphan.id, is: .cancelled)
 
-        #expect(await h.record(orphan.id)?.state == .cancelled)
-        #expect(await h.record(orphan.id)?.outcome == "Cancelled by @U0DEPLOYER: no daemon was running it.")
-        #expect(h.chat.posts.last?.reply.hint?.plainText.contains("`/infer rollback`") == true)
-        #expect(h.releases.calls.isEmpty)
+        let record = try #require(await h.record(orphan.id))
+        #expect(record.outcome == "Cancelled by @U0DEPLOYER after the daemon that ran it stopped.")
+        #expect(record.owner?.instance != "dead-daemon")
+        let thread = h.chat.posts(for: orphan.id).map(\.title)
+        #expect(thread.first == "Deploy llama-3-8b to staging, requested by @U0DEPLOYER")
+        #expect(thread.contains { $0.hasPrefix("Resuming after InferOps restarted: it was applying.") })
+        #expect(thread.last == "Cancelled by @U0DEPLOYER after the daemon that ran it stopped.")
+        #expect(h.releases.calls(.upgrade).isEmpty && h.releases.calls(.rollback).isEmpty)
     }
 
     @Test func cancelOfAFinishedOrUnknownOperation() async throws {
@@ -306,7 +337,8 @@ import Testing
         let other = OperationRecord(
             id: OperationID("op-0000cafe"), kind: .rollback, requester: Fixtures.deployer, environment: "staging",
             model: "llama-3-8b", target: h.target("llama-3-8b", in: "staging"), state: .applying,
-            command: "rollback llama-3-8b in staging", createdAt: h.time.now()
+            command: "rollback llama-3-8b in staging", createdAt: h.time.now(),
+            owner: OperationOwner(instance: "other-daemon", host: "ops-2", pid: 4242, heartbeat: h.time.now())
         )
         try await h.store.insert(other)
 
@@ -319,7 +351,7 @@ import Testing
         )
         #expect(
             h.chat.posts.last?.reply.hint
-                == "Wait for it to end, or `/infer cancel op-0000cafe` if the daemon running it is gone.")
+                == "Wait for it to end, or `/infer cancel op-0000cafe`.")
         #expect(h.releases.calls.isEmpty)
         let id = try #require(await h.store.allOperations().last?.id)
         #expect(await h.record(id)?.state == .failed)

@@ -6,7 +6,8 @@ public actor OperationReporter {
     public private(set) var operation: OperationRecord
     let services: Services
     let channel: String
-    /// Whether the daemon is stopping: a move then stops at the safe point before it.
+    /// Whether the operation is to stop (the daemon is stopping, or a cancel was asked for): a move
+    /// then stops at the safe point before it.
     let shouldSuspend: @Sendable () -> Bool
     var stepStarted: ContinuousClock.Instant
     /// When the status card was last edited: edits come at most about once a second.

@@ -270,7 +270,7 @@ public actor OperationRunner {
     nonisolated func execute(_ claimed: OperationRecord, takenOver: Bool, signal: StopSignal) async -> CommandOutcome {
         let reporter = OperationReporter(operation: claimed, services: services,
                                          channel: claimed.request?.channel ?? "console",
-                                         shouldSuspend: { signal.isSuspending })
+                                         shouldSuspend: { signal.isSuspending || signal.reason != nil })
         let id = claimed.id
         var holding: String?
         do {
@@ -293,6 +293,9 @@ public actor OperationRunner {
             }
             guard await gate.acquire(release, for: id) else { throw CancellationError() }
             holding = release
+            // A stop asked for before the race in `drive` noticed it still stops the operation here.
+            if signal.reason != nil { throw CancellationError() }
+            try Task.checkCancellation()
             if Self.notStarted.contains(claimed.state) || claimed.state == .prechecking {
                 if let holder = try await services.store.claimRelease(for: id, release: release, at: services.time.now()) {
                     let refusal = Refusal(

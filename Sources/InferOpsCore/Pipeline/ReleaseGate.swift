@@ -23,7 +23,8 @@ public final class ReleaseGate: Sendable {
     /// Waits until `operation` holds `release`.
     /// - Returns: `false` when the task was cancelled while waiting (it then does not hold it).
     public func acquire(_ release: String, for operation: OperationID) async -> Bool {
-        await withTaskCancellationHandler {
+        if Task.isCancelled { return false }
+        return await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
                 let granted = state.withLock { state -> Bool in
                     if state.holders[release] == nil {
