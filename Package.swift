@@ -77,23 +77,33 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(name: "InferOpsTesting", dependencies: ["InferOpsCore"], swiftSettings: strict),
+        // Launchers for the Kubernetes API emulator, the real vllm-router and the daemon, shared by
+        // the test targets. Foundation only, so any test target can use it.
+        .target(name: "InferOpsTestSupport", path: "Tests/TestSupport", swiftSettings: strict),
         // The console renderer too: help is checked as a terminal shows it.
         .testTarget(name: "InferOpsCoreTests", dependencies: ["InferOpsCore", "InferOpsTesting", "InferOpsConsole"]),
         // The store contract runs against the in-memory fake too.
         .testTarget(name: "InferOpsStoreTests", dependencies: ["InferOpsStore", "InferOpsCore", "InferOpsTesting"]),
         .testTarget(name: "InferOpsConsoleTests", dependencies: ["InferOpsConsole", "InferOpsCore"]),
-        .testTarget(name: "InferOpsHelmTests", dependencies: ["InferOpsHelm", "InferOpsCore"]),
-        .testTarget(name: "InferOpsKubeTests", dependencies: ["InferOpsKube", "InferOpsHTTP", "InferOpsCore"]),
-        .testTarget(name: "InferOpsRouterTests", dependencies: ["InferOpsRouter", "InferOpsHTTP", "InferOpsCore"]),
+        .testTarget(name: "InferOpsHelmTests", dependencies: ["InferOpsHelm", "InferOpsCore", "InferOpsTestSupport"]),
+        .testTarget(
+            name: "InferOpsKubeTests",
+            dependencies: ["InferOpsKube", "InferOpsHTTP", "InferOpsCore", "InferOpsTestSupport"]
+        ),
+        .testTarget(
+            name: "InferOpsRouterTests",
+            dependencies: ["InferOpsRouter", "InferOpsHTTP", "InferOpsCore", "InferOpsTestSupport"]
+        ),
         .testTarget(
             name: "InferOpsServerTests",
             dependencies: [
                 "InferOpsServer", "InferOpsCore", .product(name: "HummingbirdTesting", package: "hummingbird"),
             ]
         ),
+        .testTarget(name: "InferOpsTestSupportTests", dependencies: ["InferOpsTestSupport"], path: "Tests/TestSupportTests"),
         .testTarget(
             name: "InferOpsEndToEndTests",
-            dependencies: ["InferOpsApp", "InferOpsCore", "InferOpsTesting"]
+            dependencies: ["InferOpsApp", "InferOpsCore", "InferOpsTesting", "InferOpsTestSupport"]
         ),
     ]
 )

@@ -1,6 +1,7 @@
 import Foundation
 import InferOpsApp
 import InferOpsCore
+import InferOpsTestSupport
 import Testing
 
 /// `inferops check`: the shipped files are valid, and each kind of mistake is reported with its
@@ -265,20 +266,8 @@ struct ConfigurationCheckTests {
     func bareCheckSaysWhereItLooked() throws {
         let folder = try temporaryFolder()
         defer { try? FileManager.default.removeItem(at: folder) }
-        let inferops = repositoryRoot.appendingPathComponent(".build/debug/inferops").path
         func check(in directory: URL) throws -> Finished {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: inferops)
-            process.arguments = ["check"]
-            process.currentDirectoryURL = directory
-            let pipe = Pipe()
-            process.standardOutput = pipe
-            process.standardError = pipe
-            process.standardInput = FileHandle.nullDevice
-            try process.run()
-            let data = pipe.fileHandleForReading.readDataToEndOfFile()
-            process.waitUntilExit()
-            return Finished(status: process.terminationStatus, output: String(decoding: data, as: UTF8.self))
+            try ChildProcess.run(InferOpsDaemon.executable, ["check"], workingDirectory: directory.path)
         }
         let missing = try check(in: folder)
         #expect(missing.status != 0)

@@ -1,4 +1,5 @@
 import Foundation
+import InferOpsTestSupport
 import Testing
 
 /// The whole bot, through `inferops exec`, against the Kubernetes emulator with the real helm binary,
@@ -89,16 +90,16 @@ struct DeployEndToEndTests {
     @Test("A second deploy of the same release while one runs is refused, never interleaved", arguments: HelmBinary.allCases)
     func concurrentDeploys(_ helm: HelmBinary) throws {
         let sandbox = try Sandbox(helm: helm)
-        let (first, firstOutput) = try sandbox.start(
+        let first = try sandbox.start(
             #"/infer deploy llama-3-8b to staging --set podAnnotations.inferops\.dev/simulate-ready-after-seconds=4"#)
         // Wait until the first holds the release: Helm has started writing it.
         try eventually("the first deploy to reach helm") {
             try sandbox.releaseState("llama-3-8b-staging", namespace: "inference-staging") != nil
         }
         let second = try sandbox.exec("/infer deploy llama-3-8b to staging --set replicaCount=2")
-        first.waitUntilExit()
-        let firstText = String(decoding: firstOutput.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        #expect(first.terminationStatus == 0, "\(firstText)")
+        let firstRun = first.finished()
+        let firstText = firstRun.output
+        #expect(firstRun.status == 0, "\(firstText)")
         // While Helm waited, the thread reported what the cluster said about the pods.
         #expect(firstText.contains("0 of 1 replicas ready"), "\(firstText)")
         #expect(second.status == 2, "\(second.output)")

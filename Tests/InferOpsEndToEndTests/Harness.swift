@@ -1,9 +1,6 @@
 import Foundation
+import InferOpsTestSupport
 import Testing
-
-/// The repository root, found from this file's path.
-let repositoryRoot: URL = URL(fileURLWithPath: #filePath)
-    .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
 /// The Helm versions every end-to-end case runs with.
 enum HelmBinary: String, CaseIterable, CustomStringConvertible, Sendable {
@@ -12,32 +9,10 @@ enum HelmBinary: String, CaseIterable, CustomStringConvertible, Sendable {
     var description: String { rawValue == "helm3" ? "Helm 3.19.0" : "Helm 4.1.4" }
 }
 
-/// The result of running a program to its end.
-struct Finished: Sendable {
-    var status: Int32
-    var output: String
-}
-
 /// Runs a program with an argv (no shell) and collects its combined output.
 @discardableResult
 func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:], input: String? = nil) throws -> Finished {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = arguments
-    process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
-    let stdin = Pipe()
-    process.standardInput = input == nil ? FileHandle.nullDevice : stdin
-    try process.run()
-    if let input {
-        stdin.fileHandleForWriting.write(Data(input.utf8))
-        try stdin.fileHandleForWriting.close()
-    }
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return Finished(status: process.terminationStatus, output: String(decoding: data, as: UTF8.self))
+    try ChildProcess.run(executable, arguments, environment: environment, input: input)
 }
 
 /// Polls `condition` until it holds or `timeout` passes. Used for conditions that have no event to
@@ -57,19 +32,16 @@ func eventually(_ what: String, timeout: Duration = .seconds(60), _ condition: (
 final class Sandbox {
     let helm: HelmBinary
     let folder: URL
-    let emulator: Process
-    let inferops = repositoryRoot.appendingPathComponent(".build/debug/inferops").path
-    var kubeconfig: String { folder.appendingPathComponent("kubeconfig").path }
+    let emulator: KubeEmulator
+    let inferops = InferOpsDaemon.executable
+    var kubeconfig: String { emulator.kubeconfig }
     var config: String { folder.appendingPathComponent("inferops.yaml").path }
 
     /// Extra top-level YAML and per-environment YAML, for routed sandboxes.
     var extraTopLevel = ""
     var extraEnvironment = ""
 
-    var emulatorURL: String {
-        let port = (try? String(contentsOf: folder.appendingPathComponent("port"), encoding: .utf8)) ?? ""
-        return "http://127.0.0.1:\(port.trimmingCharacters(in: .whitespacesAndNewlines))"
-    }
+    var emulatorURL: String { emulator.server }
 
     init(helm: HelmBinary, gpuNodes: Int = 2, gpusPerNode: Int = 4, readyAfter: Double = 1) throws {
         self.helm = helm
@@ -79,40 +51,14 @@ final class Sandbox {
         }
         folder = FileManager.default.temporaryDirectory.appendingPathComponent("inferops-e2e-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-        emulator = Process()
-        emulator.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        emulator.arguments = [
-            "python3", "-m", "kubeemu", "--port", "0", "--port-file", folder.appendingPathComponent("port").path,
-            "--kubeconfig-out", folder.appendingPathComponent("kubeconfig").path, "--gpu-nodes", "\(gpuNodes)",
-            "--gpus-per-node", "\(gpusPerNode)", "--ready-after", "\(readyAfter)",
-        ]
-        emulator.environment = ProcessInfo.processInfo.environment.merging(
-            ["PYTHONPATH": repositoryRoot.appendingPathComponent("Tests/KubeEmulator").path]) { $1 }
-        emulator.standardOutput = FileHandle.nullDevice
-        emulator.standardError = try FileHandle(forWritingTo: {
-            let log = folder.appendingPathComponent("emulator.log")
-            _ = FileManager.default.createFile(atPath: log.path, contents: nil)
-            return log
-        }())
-        try emulator.run()
-        let kubeconfigPath = folder.appendingPathComponent("kubeconfig").path
-        try eventually("the emulator's kubeconfig", timeout: .seconds(30)) {
-            guard emulator.isRunning else {
-                Issue.record("the emulator exited: \(String(decoding: FileManager.default.contents(atPath: folder.appendingPathComponent("emulator.log").path) ?? Data(), as: UTF8.self))")
-                throw CancellationError()
-            }
-            return (try? Data(contentsOf: URL(fileURLWithPath: kubeconfigPath)).isEmpty == false) ?? false
-        }
+        // Its port file and kubeconfig go in the sandbox's folder, beside the configuration.
+        emulator = try KubeEmulator(
+            gpuNodes: gpuNodes, gpusPerNode: gpusPerNode, readyAfter: readyAfter, folder: folder)
         try writeConfiguration()
     }
 
     deinit {
-        if emulator.isRunning {
-            // SIGKILL: children of Foundation's Process inherit the test threads' blocked signals,
-            // so SIGTERM may never arrive.
-            kill(emulator.processIdentifier, SIGKILL)
-            emulator.waitUntilExit()
-        }
+        emulator.stop()
         try? FileManager.default.removeItem(at: folder)
     }
 
@@ -179,15 +125,8 @@ final class Sandbox {
     }
 
     /// Starts `inferops exec` without waiting for it.
-    func start(_ command: String, as user: String = "alice") throws -> (Process, Pipe) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: inferops)
-        process.arguments = ["exec", "--config", config, "--as", user, command]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        return (process, pipe)
+    func start(_ command: String, as user: String = "alice") throws -> ChildProcess {
+        try InferOpsDaemon.launch(["exec", "--config", config, "--as", user, command], input: false)
     }
 
     /// The real helm binary against the emulator.

@@ -1,4 +1,5 @@
 import Foundation
+import InferOpsTestSupport
 import Testing
 
 /// Redeploys on a full GPU pool, with the real helm and the emulator's scheduler: a template change

@@ -1,67 +1,25 @@
 import Foundation
 import InferOpsApp
 import InferOpsCore
+import InferOpsTestSupport
 import InferOpsTesting
 import Testing
-
-#if canImport(FoundationNetworking)
-    import FoundationNetworking
-#endif
-
-/// A free loopback port: bound to port 0, read back, released.
-func freePort() throws -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_addr = in_addr(s_addr: UInt32(0x7F00_0001).bigEndian)
-    _ = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-    }
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafeMutablePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-    }
-    return Int(UInt16(bigEndian: address.sin_port))
-}
-
-/// One HTTP request, answered synchronously (these tests run processes and wait for them anyway).
-func request(_ method: String, _ url: String, json: String? = nil, timeout: TimeInterval = 10) -> (status: Int, body: String) {
-    var request = URLRequest(url: URL(string: url)!, timeoutInterval: timeout)
-    request.httpMethod = method
-    if let json {
-        request.httpBody = Data(json.utf8)
-        request.setValue("application/json", forHTTPHeaderField: "Content-Type")
-    }
-    let done = DispatchSemaphore(value: 0)
-    nonisolated(unsafe) var result: (Int, String) = (0, "")
-    URLSession.shared.dataTask(with: request) { data, response, error in
-        result = ((response as? HTTPURLResponse)?.statusCode ?? 0, data.map { String(decoding: $0, as: UTF8.self) } ?? "\(error.map { "\($0)" } ?? "")")
-        done.signal()
-    }.resume()
-    done.wait()
-    return result
-}
 
 /// The sandbox plus the real vllm-router and a running `inferops serve` daemon (its HTTP listener is
 /// the deny backend, and it reconciles the router every second).
 final class RoutedSandbox {
     let sandbox: Sandbox
-    let routerPort: Int
-    let routerMetricsPort: Int
+    let router: VLLMRouterProcess
     let serverPort: Int
-    var router: Process?
-    let daemon: Process
-    let daemonInput = Pipe()
-    let daemonLog: URL
-    var routerURL: String { "http://127.0.0.1:\(routerPort)" }
+    let daemon: ChildProcess
+    var routerPort: Int { router.port }
+    var routerURL: String { router.baseURL }
 
     /// - Parameter reconcileInterval: How often the daemon repairs the router; a test that runs its
     ///   own reconciler passes makes it long, so the daemon's passes do not interfere.
     init(autoRegister: Bool = false, reconcileInterval: String = "1s") throws {
         sandbox = try Sandbox(helm: .helm4)
-        routerPort = try freePort()
-        routerMetricsPort = try freePort()
+        router = try VLLMRouterProcess()
         serverPort = try freePort()
         sandbox.extraTopLevel = """
             server:
@@ -71,25 +29,14 @@ final class RoutedSandbox {
             """
         sandbox.extraEnvironment = """
             router:
-                  url: http://127.0.0.1:\(routerPort)
+                  url: http://127.0.0.1:\(router.port)
                   autoRegister: \(autoRegister)
             """
         try sandbox.writeConfiguration()
-        daemonLog = sandbox.folder.appendingPathComponent("daemon.log")
-        daemon = Process()
-        try startRouter()
-        _ = FileManager.default.createFile(atPath: daemonLog.path, contents: nil)
-        daemon.executableURL = URL(fileURLWithPath: sandbox.inferops)
-        daemon.arguments = ["serve", "--config", sandbox.config]
-        daemon.standardInput = daemonInput
-        let logHandle = try FileHandle(forWritingTo: daemonLog)
-        daemon.standardOutput = logHandle
-        daemon.standardError = logHandle
-        try daemon.run()
-        let log = daemonLog
+        daemon = try InferOpsDaemon.serve(config: sandbox.config)
         try eventually("the daemon's listener") {
-            guard daemon.isRunning else {
-                Issue.record("the daemon exited: \(String(decoding: (try? Data(contentsOf: log)) ?? Data(), as: UTF8.self))")
+            if let exit = daemon.exit {
+                Issue.record("the daemon exited with \(exit): \(daemon.output)")
                 throw CancellationError()
             }
             return request("GET", "http://127.0.0.1:\(serverPort)/healthz", timeout: 1).status == 200
@@ -97,36 +44,19 @@ final class RoutedSandbox {
     }
 
     deinit {
-        try? daemonInput.fileHandleForWriting.close()
-        daemon.waitUntilExit()
-        stopRouter()
+        // Piped `serve` finishes its lines and exits at the end of its input.
+        daemon.closeInput()
+        daemon.waitForExit()
+        router.stop()
     }
 
-    static var routerBinary: String { repositoryRoot.appendingPathComponent(".tools/router/bin/vllm-router").path }
+    /// Kills the router (SIGKILL); `startRouter` brings it back on the same ports, with an empty registry.
+    func stopRouter() {
+        router.kill()
+    }
 
     func startRouter() throws {
-        guard FileManager.default.isExecutableFile(atPath: Self.routerBinary) else {
-            Issue.record("\(Self.routerBinary) is missing: run scripts/install-tools")
-            throw CancellationError()
-        }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Self.routerBinary)
-        process.arguments = [
-            "--enable-igw", "--policy", "round_robin", "--host", "127.0.0.1", "--port", "\(routerPort)",
-            "--prometheus-port", "\(routerMetricsPort)",
-        ]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        router = process
-        try eventually("the router to answer /liveness") { request("GET", "\(routerURL)/liveness", timeout: 1).status == 200 }
-    }
-
-    func stopRouter() {
-        guard let router, router.isRunning else { return }
-        kill(router.processIdentifier, SIGKILL)
-        router.waitUntilExit()
-        self.router = nil
+        try router.restart()
     }
 
     func complete(_ model: String) -> (status: Int, body: String) {
@@ -154,9 +84,7 @@ final class RoutedSandbox {
             .compactMap { $0["url"] as? String }
     }
 
-    var daemonOutput: String {
-        String(decoding: (try? Data(contentsOf: daemonLog)) ?? Data(), as: UTF8.self)
-    }
+    var daemonOutput: String { daemon.output }
 }
 
 /// The router side against the real vllm-router, with Helm 4 and the emulator.
@@ -400,7 +328,7 @@ struct RoutingDaemonTests {
         let routed = try RoutedSandbox()
         let base = "http://127.0.0.1:\(routed.serverPort)"
         // A command typed into the daemon's console runs in the daemon, so its metrics count it.
-        routed.daemonInput.fileHandleForWriting.write(Data("/infer deploy llama-3-8b to staging --register\n".utf8))
+        try routed.daemon.send("/infer deploy llama-3-8b to staging --register\n")
         try eventually("the deploy in the daemon to finish") {
             routed.daemonOutput.contains("llama-3-8b is routable in staging through the router")
         }

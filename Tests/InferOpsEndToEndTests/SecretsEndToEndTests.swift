@@ -1,6 +1,7 @@
 import Foundation
 import InferOpsApp
 import InferOpsCore
+import InferOpsTestSupport
 import InferOpsTesting
 import Logging
 import Synchronization

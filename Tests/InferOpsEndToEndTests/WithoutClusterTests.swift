@@ -1,5 +1,5 @@
 import Foundation
-import Synchronization
+import InferOpsTestSupport
 import Testing
 
 #if canImport(FoundationNetworking)
@@ -154,50 +154,14 @@ final class WithoutClusterTests {
     /// `/readyz` asks the chat: with the console's output gone (the reader of its pipe closed after
     /// the greeting), the daemon is not ready and says `chat` is why; with it open, it is ready.
     @Test(arguments: [true, false]) func readinessAsksTheChat(outputOpen: Bool) async throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: inferops)
-        process.arguments = ["serve", "--config", config]
-        let output = Pipe()
-        let errors = Pipe()
-        let input = Pipe()
-        process.standardOutput = output
-        process.standardError = errors
-        process.standardInput = input
-        let logged = Mutex("")
-        let printed = Mutex("")
-        errors.fileHandleForReading.readabilityHandler = { handle in
-            let data = handle.availableData
-            logged.withLock { $0 += String(decoding: data, as: UTF8.self) }
-        }
-        output.fileHandleForReading.readabilityHandler = { handle in
-            let data = handle.availableData
-            printed.withLock { $0 += String(decoding: data, as: UTF8.self) }
-        }
-        try process.run()
-        defer {
-            try? input.fileHandleForWriting.close()
-            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-            process.waitUntilExit()
-            errors.fileHandleForReading.readabilityHandler = nil
-            output.fileHandleForReading.readabilityHandler = nil
-        }
-        try eventually("the console's greeting", timeout: .seconds(30)) {
-            printed.withLock { $0 }.contains("InferOps console") || !process.isRunning
-        }
+        let process = try InferOpsDaemon.serve(config: config, errors: .separate)
+        defer { process.stop() }
+        try await process.waitForLine(in: .standardOutput, within: .seconds(30)) { $0.contains("InferOps console") }
         if !outputOpen {
-            output.fileHandleForReading.readabilityHandler = nil
-            try output.fileHandleForReading.close()
+            process.closeOutput(.standardOutput)
         }
 
-        var port: Int?
-        try eventually("the listener's port", timeout: .seconds(30)) {
-            let text = logged.withLock { $0 }
-            if let match = text.firstMatch(of: /listening on http:\/\/127\.0\.0\.1:(\d+)/) {
-                port = Int(match.output.1)
-            }
-            return port != nil || !process.isRunning
-        }
-        let bound = try #require(port, "serve did not start: \(logged.withLock { $0 })")
+        let bound = try await process.listenerPort(within: .seconds(30))
         let (body, response) = try await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(bound)/readyz")!)
         let status = (response as? HTTPURLResponse)?.statusCode
         let report = try #require(try JSONSerialization.jsonObject(with: body) as? [String: Any])

@@ -1,5 +1,6 @@
 import Foundation
 import InferOpsCore
+import InferOpsTestSupport
 import Testing
 
 @testable import InferOpsApp
@@ -69,17 +70,8 @@ struct WorkFolderEndToEndTests {
     }
 
     /// `inferops` with its own temporary folder, so what it leaves there can be seen.
-    func startInferops(_ sandbox: Sandbox, _ arguments: [String], temporary: String) throws -> (Process, Pipe) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: sandbox.inferops)
-        process.arguments = arguments
-        process.environment = ProcessInfo.processInfo.environment.merging(["TMPDIR": temporary]) { $1 }
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        return (process, pipe)
+    func startInferops(_ sandbox: Sandbox, _ arguments: [String], temporary: String) throws -> ChildProcess {
+        try InferOpsDaemon.launch(arguments, environment: ["TMPDIR": temporary], input: false)
     }
 
     func privateTemporaryFolder(_ sandbox: Sandbox) throws -> String {
@@ -94,21 +86,21 @@ struct WorkFolderEndToEndTests {
         let sandbox = try Sandbox(helm: .helm4)
         let temporary = try privateTemporaryFolder(sandbox)
         let neverReady = #"--set podAnnotations.inferops\.dev/simulate-ready-after-seconds=never"#
-        let (process, pipe) = try startInferops(
+        let process = try startInferops(
             sandbox,
             ["exec", "--config", sandbox.config, "--as", "alice", "/infer deploy llama-3-8b to staging \(neverReady)"],
             temporary: temporary
         )
-        defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+        defer { process.stop() }
         try eventually("helm is waiting on the release", timeout: .seconds(60)) {
             try sandbox.releaseState("llama-3-8b-staging", namespace: "inference-staging")?.status == "pending-install"
         }
         #expect(Self.contents(temporary).count == 1)
-        kill(process.processIdentifier, SIGTERM)
+        process.signal(SIGTERM)
         try eventually("exec has exited", timeout: .seconds(30)) { !process.isRunning }
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let output = process.finished().output
         #expect(!process.isRunning)
-        #expect(process.terminationReason == .exit, "\(output)")
+        #expect(process.exit?.wasSignalled == false, "\(output)")
         #expect(try sandbox.releaseState("llama-3-8b-staging", namespace: "inference-staging")?.status == "failed")
         #expect(Self.contents(temporary).isEmpty, "\(output)")
     }
@@ -120,14 +112,14 @@ struct WorkFolderEndToEndTests {
         let configuration = try String(contentsOfFile: sandbox.config, encoding: .utf8)
             .replacingOccurrences(of: "binary: \(sandbox.helm.path)", with: "binary: /bin/false")
         try configuration.write(toFile: sandbox.config, atomically: true, encoding: .utf8)
-        let (process, pipe) = try startInferops(
+        let process = try startInferops(
             sandbox,
             ["exec", "--config", sandbox.config, "--as", "alice", "/infer status"],
             temporary: temporary
         )
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 69, "\(output)")
+        let finished = process.finished()
+        let output = finished.output
+        #expect(finished.status == 69, "\(output)")
         #expect(output.contains("/bin/false cannot be used"), "\(output)")
         #expect(Self.contents(temporary).isEmpty, "\(output)")
     }
@@ -153,11 +145,11 @@ struct WorkFolderEndToEndTests {
         sandbox.extraTopLevel = "server:\n  host: 127.0.0.1\n  port: \(UInt16(bigEndian: address.sin_port))"
         try sandbox.writeConfiguration()
 
-        let (process, pipe) = try startInferops(sandbox, ["serve", "--config", sandbox.config], temporary: temporary)
-        defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 69, "\(output)")
+        let process = try startInferops(sandbox, ["serve", "--config", sandbox.config], temporary: temporary)
+        defer { process.stop() }
+        let finished = process.finished()
+        let output = finished.output
+        #expect(finished.status == 69, "\(output)")
         #expect(output.contains("the HTTP listener did not start"), "\(output)")
         #expect(Self.contents(temporary).isEmpty, "\(output)")
     }

@@ -1,4 +1,5 @@
 import Foundation
+import InferOpsTestSupport
 import Synchronization
 import Testing
 
@@ -10,9 +11,8 @@ import Darwin
 
 /// Paths and waiting helpers shared by the unit and integration tests.
 enum TestTools {
-    /// The repository this test file belongs to: `Tests/InferOpsHelmTests/TestTools.swift` → root.
-    static let repositoryRoot: URL = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    /// The repository these tests belong to.
+    static var repositoryRoot: URL { InferOpsTestSupport.repositoryRoot }
 
     /// `python3` from `PATH`, or `nil`.
     static func python3() -> String? {

@@ -1,5 +1,6 @@
 import Foundation
 import InferOpsHTTP
+import InferOpsTestSupport
 import Testing
 
 @Suite("CurlHTTPClient against a local Python server")

@@ -1,5 +1,6 @@
 import Foundation
 import InferOpsHTTP
+import InferOpsTestSupport
 import Testing
 
 /// HTTPS with a private CA and client certificates, as a real cluster's kubeconfig requires.

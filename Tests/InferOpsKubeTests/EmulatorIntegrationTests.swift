@@ -2,6 +2,7 @@ import Foundation
 import InferOpsCore
 import InferOpsHTTP
 import InferOpsKube
+import InferOpsTestSupport
 import Testing
 
 /// The adapter against the Kubernetes API emulator: 2 simulated GPU nodes with 4 GPUs each, a
@@ -10,13 +11,13 @@ import Testing
 struct EmulatorIntegrationTests {
     /// Everything one test needs; each test gets its own emulator so tests can run in parallel.
     struct Cluster {
-        let emulator: KubeEmulatorProcess
+        let emulator: KubeEmulator
         let http: CurlHTTPClient
         let contexts: KubeContexts
         var inspector: KubernetesClusterInspector { KubernetesClusterInspector(contexts: contexts) }
 
         static func start() async throws -> Cluster {
-            let emulator = try await KubeEmulatorProcess(gpuNodes: 2, gpusPerNode: 4, readyAfter: 1)
+            let emulator = try await KubeEmulator.start(gpuNodes: 2, gpusPerNode: 4, readyAfter: 1)
             let http = try CurlHTTPClient()
             return Cluster(emulator: emulator, http: http, contexts: try emulator.contexts(http: http))
         }
@@ -211,9 +212,9 @@ struct EmulatorIntegrationTests {
 @Suite("KubeRuntime")
 struct KubeRuntimeTests {
     @Test func buildsTheAdaptersFromAKubeconfigPath() async throws {
-        let emulator = try await KubeEmulatorProcess()
+        let emulator = try await KubeEmulator.start()
         defer { emulator.stop() }
-        let runtime = try KubeRuntime(kubeconfig: emulator.kubeconfigPath)
+        let runtime = try KubeRuntime(kubeconfig: emulator.kubeconfig)
         let capacity = try await runtime.clusterInspector().gpuCapacity(kubeContext: "emulator")
         #expect(capacity.allocatable == 8)
         // Environments choose per namespace; other namespaces use the service proxy.

@@ -1,6 +1,7 @@
 import Foundation
 import InferOpsHTTP
 import InferOpsKube
+import InferOpsTestSupport
 import Testing
 
 @testable import InferOpsCore

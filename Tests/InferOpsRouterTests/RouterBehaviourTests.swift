@@ -2,6 +2,7 @@ import Foundation
 import InferOpsCore
 import InferOpsHTTP
 import InferOpsRouter
+import InferOpsTestSupport
 import Testing
 
 /// What vllm-router 0.1.17 in IGW mode does with unusual worker URLs and unknown models: the facts
@@ -48,7 +49,7 @@ import Testing
         try await RouterLab.run(routerArguments: ["--health-check-interval-secs", "1"]) { lab in
             let deny = try await lab.worker("D", model: "llama-3-8b")
             try await lab.router.add(RouterWorker(url: "\(deny.url)/deny/staging/llama-3-8b", model: "llama-3-8b"))
-            try await waitUntil("a health check on the prefixed path") {
+            try await waitUntil("a health check on the prefixed path", timeout: .seconds(10)) {
                 try await deny.received(http: lab.http).contains {
                     $0.method == "GET" && $0.path == "/deny/staging/llama-3-8b/health"
                 }

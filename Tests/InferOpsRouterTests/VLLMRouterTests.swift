@@ -2,6 +2,7 @@ import Foundation
 import InferOpsCore
 import InferOpsHTTP
 import InferOpsRouter
+import InferOpsTestSupport
 import Testing
 
 /// `VLLMRouter` against the real vllm-router 0.1.17 (`--enable-igw --policy round_robin`) and
@@ -105,7 +106,7 @@ import Testing
             try await lab.router.add(worker)
             #expect(try await lab.answeredBy("llama-3-8b") == ["A"])
 
-            try await lab.process.restart(http: lab.http)
+            try await lab.process.restart()
             #expect(try await lab.router.workers().isEmpty)
             let (status, answer) = try await lab.complete("llama-3-8b")
             #expect(status == 503)
@@ -153,8 +154,10 @@ import Testing
             lab.process.kill()
             let router = lab.router
             let adding = Task { try await router.add(worker) }
-            try await waitUntil("two refused attempts") { lab.counting.count("GET /workers") >= 2 }
-            try await lab.process.restart(http: lab.http)
+            try await waitUntil("two refused attempts", timeout: .seconds(10)) {
+                lab.counting.count("GET /workers") >= 2
+            }
+            try await lab.process.restart()
             try await adding.value
             #expect(try await lab.router.workers() == [worker])
             #expect(try await lab.answeredBy("llama-3-8b") == ["A"])
@@ -189,7 +192,7 @@ import Testing
             #expect(await lab.router.isReachable())
             lab.process.kill()
             #expect(await lab.router.isReachable() == false)
-            try await lab.process.restart(http: lab.http)
+            try await lab.process.restart()
             #expect(await lab.router.isReachable())
         }
     }
@@ -199,10 +202,10 @@ import Testing
 @Suite struct RouterWithEmulatorTests {
     @Test func theRouterReachesEveryReplicaAtItsPodIP() async throws {
         try await RouterLab.run { lab in
-            let emulator = try await KubeEmulatorProcess()
+            let emulator = try await KubeEmulator.start(readyAfter: 0.2)
             defer { emulator.stop() }
             try await emulator.deploy("llama-3-8b-staging", servedName: "llama-3-8b", replicas: 2, http: lab.http)
-            try await waitUntil("two ready engines") {
+            try await waitUntil("two ready engines", timeout: .seconds(10)) {
                 try await emulator.engines(http: lab.http).filter(\.podReady).count == 2
             }
             let ips = try await emulator.podIPs(app: "llama-3-8b-staging", http: lab.http)

@@ -1,5 +1,6 @@
 import Foundation
 import InferOpsCore
+import InferOpsTestSupport
 import Testing
 
 @testable import InferOpsHelm
@@ -37,7 +38,7 @@ struct HelmIntegrationTests {
 
     @Test("install, status, upgrade, history, rollback to 1, uninstall", arguments: HelmVersion.allCases)
     func lifecycle(_ version: HelmVersion) async throws {
-        try await KubeEmulator.with(tools) { emulator in
+        try await KubeEmulator.with { emulator in
             let engine = try emulator.engine(version, detectVersion: true)
             #expect(try await engine.version() == version)
 
@@ -85,7 +86,7 @@ struct HelmIntegrationTests {
 
     @Test("a workload that never becomes ready is a readiness timeout", arguments: HelmVersion.allCases)
     func readinessTimeout(_ version: HelmVersion) async throws {
-        try await KubeEmulator.with(tools) { emulator in
+        try await KubeEmulator.with { emulator in
             let engine = try emulator.engine(version)
             let request = upgrade("slow", readyAfter(-1), timeout: .seconds(2))
             let failure = await releaseFailure { try await engine.upgrade(request) }
@@ -114,7 +115,7 @@ struct HelmIntegrationTests {
 
     @Test("a rollout that reports ProgressDeadlineExceeded", arguments: HelmVersion.allCases)
     func rolloutFailed(_ version: HelmVersion) async throws {
-        try await KubeEmulator.with(tools) { emulator in
+        try await KubeEmulator.with { emulator in
             let engine = try emulator.engine(version)
             let failure = await releaseFailure {
                 try await engine.upgrade(upgrade("broken", failingRollout, timeout: .seconds(3)))
@@ -131,7 +132,7 @@ struct HelmIntegrationTests {
 
     @Test("missing releases and charts", arguments: HelmVersion.allCases)
     func missing(_ version: HelmVersion) async throws {
-        try await KubeEmulator.with(tools) { emulator in
+        try await KubeEmulator.with { emulator in
             let engine = try emulator.engine(version)
             let target = ReleaseTarget(release: "nope", namespace: "models")
             #expect(try await engine.status(target) == nil)
@@ -162,7 +163,7 @@ struct HelmIntegrationTests {
         arguments: HelmVersion.allCases
     )
     func stuckPending(_ version: HelmVersion) async throws {
-        try await KubeEmulator.with(tools) { emulator in
+        try await KubeEmulator.with { emulator in
             let engine = try emulator.engine(version)
             let request = upgrade("stuck")
             #expect(try await engine.upgrade(request).revision == 1)
@@ -222,7 +223,7 @@ struct HelmIntegrationTests {
         arguments: HelmVersion.allCases
     )
     func stuckPendingInstall(_ version: HelmVersion) async throws {
-        try await KubeEmulator.with(tools) { emulator in
+        try await KubeEmulator.with { emulator in
             let engine = try emulator.engine(version)
             let request = upgrade("stuck-install")
             try await killHelmWhilePending(
@@ -251,7 +252,7 @@ struct HelmIntegrationTests {
         arguments: HelmVersion.allCases
     )
     func cancellation(_ version: HelmVersion) async throws {
-        try await KubeEmulator.with(tools) { emulator in
+        try await KubeEmulator.with { emulator in
             let engine = try emulator.engine(version)
             let request = upgrade("cancelled")
             #expect(try await engine.upgrade(request).revision == 1)
@@ -280,7 +281,7 @@ struct HelmIntegrationTests {
         arguments: HelmVersion.allCases
     )
     func daemonEnvironment(_ version: HelmVersion) async throws {
-        try await KubeEmulator.with(tools) { emulator in
+        try await KubeEmulator.with { emulator in
             let engine = try emulator.engine(version)
             // No kube context named: helm would take HELM_KUBECONTEXT's, which does not exist.
             var request = upgrade("clean-env")

@@ -1,37 +1,24 @@
 import Foundation
 import InferOpsCore
+import InferOpsTestSupport
 import Testing
 
 @testable import InferOpsHelm
 
-/// What the integration tests need from the repository: the pinned helm binaries
-/// (`scripts/install-tools`), the Kubernetes API emulator and the engine chart. A missing piece
-/// fails the test with the command that provides it; it never skips silently.
+/// What the integration tests need from the repository besides the emulator (which its launcher
+/// checks for): the pinned helm binaries (`scripts/install-tools`) and the engine chart. A missing
+/// piece fails the test with the command that provides it; it never skips silently.
 struct IntegrationTools {
-    let python3: String
-    let emulatorPath: String
     let chart: String
 
     static func require(sourceLocation: SourceLocation = #_sourceLocation) throws -> IntegrationTools {
-        let root = TestTools.repositoryRoot.path
-        let python3 = try #require(
-            TestTools.python3(),
-            "python3 is needed to run the Kubernetes API emulator; install CPython 3.11+",
-            sourceLocation: sourceLocation
-        )
-        let emulatorPath = root + "/Tests/KubeEmulator"
-        try #require(
-            FileManager.default.fileExists(atPath: emulatorPath + "/kubeemu/__main__.py"),
-            "the Kubernetes API emulator is missing at \(emulatorPath)/kubeemu",
-            sourceLocation: sourceLocation
-        )
-        let chart = root + "/deploy/charts/vllm-engine"
+        let chart = TestTools.repositoryRoot.path + "/deploy/charts/vllm-engine"
         try #require(
             FileManager.default.fileExists(atPath: chart + "/Chart.yaml"),
             "the engine chart is missing at \(chart)",
             sourceLocation: sourceLocation
         )
-        return IntegrationTools(python3: python3, emulatorPath: emulatorPath, chart: chart)
+        return IntegrationTools(chart: chart)
     }
 
     /// `.tools/bin/helm3` or `.tools/bin/helm4`.
@@ -46,85 +33,14 @@ struct IntegrationTools {
     }
 }
 
-/// The project's Kubernetes API emulator, run as a child process on a free port for one test.
-///
-/// It runs under the adapter's own `ProcessRunner`, so stopping it is a task cancellation: SIGTERM,
-/// which the emulator handles by shutting down, and SIGKILL if it has not exited within 5 s.
-final class KubeEmulator: Sendable {
-    let port: Int
-    /// A kubeconfig with the context `emulator`, written by the emulator itself.
-    let kubeconfig: String
-    let folder: String
-    private let run: Task<ProcessOutput, any Error>
-
-    private init(port: Int, kubeconfig: String, folder: String, run: Task<ProcessOutput, any Error>) {
-        self.port = port
-        self.kubeconfig = kubeconfig
-        self.folder = folder
-        self.run = run
-    }
-
-    /// Starts the emulator and returns once it has written its port file.
-    static func start(_ tools: IntegrationTools, readyAfter: Double = 1) async throws -> KubeEmulator {
-        let folder = TestTools.temporaryPath("emulator")
-        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        let portFile = folder + "/port"
-        let kubeconfig = folder + "/kubeconfig"
-        var environment = ProcessInfo.processInfo.environment
-        environment["PYTHONPATH"] = tools.emulatorPath
-        environment["PYTHONDONTWRITEBYTECODE"] = "1"
-        let arguments = [
-            "-m", "kubeemu", "--port", "0", "--port-file", portFile, "--kubeconfig-out", kubeconfig,
-            "--ready-after", String(readyAfter),
-        ]
-        let run = Task {
-            try await ProcessRunner(terminationGrace: .seconds(5))
-                .run(executable: tools.python3, arguments: arguments, environment: environment)
-        }
-        var port: Int?
-        do {
-            try await TestTools.waitUntil("the emulator has written its port file", timeout: .seconds(30)) {
-                if let text = try? String(contentsOfFile: portFile, encoding: .utf8),
-                    let value = Int(text.trimmingCharacters(in: .whitespacesAndNewlines)),
-                    FileManager.default.fileExists(atPath: kubeconfig)
-                {
-                    port = value
-                    return true
-                }
-                return false
-            }
-        } catch {
-            run.cancel()
-            defer { try? FileManager.default.removeItem(atPath: folder) }
-            if case .success(let output) = await run.result {
-                Issue.record("the emulator exited early (\(output.status)): \(output.stderrText.suffix(2000))")
-            }
-            throw error
-        }
-        return KubeEmulator(port: port!, kubeconfig: kubeconfig, folder: folder, run: run)
-    }
-
-    /// Stops the emulator and removes its folder (kubeconfig, helm's caches, values files).
-    func stop() async {
-        run.cancel()
-        _ = await run.result
-        try? FileManager.default.removeItem(atPath: folder)
-    }
-
-    /// Runs `body` with a fresh emulator and stops it afterwards, whatever happens.
-    static func with<T>(
-        _ tools: IntegrationTools,
-        _ body: (KubeEmulator) async throws -> T
-    ) async throws -> T {
-        let emulator = try await start(tools)
-        do {
-            let result = try await body(emulator)
-            await emulator.stop()
-            return result
-        } catch {
-            await emulator.stop()
-            throw error
-        }
+/// The emulator as these tests use it: one for a test body, with helm's caches in its folder.
+extension KubeEmulator {
+    /// Runs `body` with a fresh emulator and stops it afterwards (SIGKILL, and its folder removed:
+    /// kubeconfig, helm's caches, values files), whatever happens.
+    static func with<T>(_ body: (KubeEmulator) async throws -> T) async throws -> T {
+        let emulator = try await start()
+        defer { emulator.stop() }
+        return try await body(emulator)
     }
 
     /// An engine for `version` against this emulator, with helm's caches in the test's own folder.

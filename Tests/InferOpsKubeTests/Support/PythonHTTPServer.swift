@@ -1,61 +1,35 @@
 import Foundation
-import Testing
+import InferOpsTestSupport
 
 /// A throwaway Python `http.server` on a free loopback port, for exercising the libcurl client
 /// against a real socket. The script is inline so the test target needs no resources.
 final class PythonHTTPServer {
-    let port: Int
-    private let process: Process
-    private let directory: URL
-    /// Held open for the server's lifetime: when the test process dies, the server reads EOF and exits.
-    private let lifeline = Pipe()
-
     let scheme: String
+    private let program: PythonServer
+
+    var port: Int { program.port }
     var base: String { "\(scheme)://127.0.0.1:\(port)" }
 
     /// - Parameter tls: serve HTTPS with this certificate and key, and require client certificates
     ///   signed by `clientCA` when one is given.
     init(tls: (certificate: String, key: String, clientCA: String?)? = nil) async throws {
-        let python = try requireExecutable("python3")
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("inferops-http-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let portFile = directory.appendingPathComponent("port")
-        process = Process()
-        process.executableURL = URL(fileURLWithPath: python)
-        process.arguments = ["-c", Self.script, portFile.path]
-        if let tls { process.arguments? += [tls.certificate, tls.key, tls.clientCA ?? ""] }
         scheme = tls == nil ? "http" : "https"
-        process.standardInput = lifeline
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        do {
-            port = try await waitForPortFile(
-                portFile.path,
-                of: process,
-                name: "the Python test server",
-                timeout: .seconds(15)
-            )
-        } catch {
-            stopProcess(process)
-            throw error
+        let arguments = tls.map { [$0.certificate, $0.key, $0.clientCA ?? ""] } ?? []
+        program = try await offThePool {
+            try PythonServer("the Python test server", program: .source(Self.script), timeout: .seconds(15)) {
+                [$0] + arguments
+            }
         }
     }
 
     func stop() {
-        stopProcess(process)
-        try? FileManager.default.removeItem(at: directory)
+        program.stop()
     }
-
-    deinit { stop() }
 
     /// `/echo` returns the request as JSON; `/status/N` answers N; `/slow?ms=N` answers after N ms;
     /// `/inflight` counts slow requests still waiting, so a test can cancel one that has arrived.
     static let script = #"""
-        import json, os, signal, sys, threading, time
-        # The test runner's threads block signals and children inherit that mask: undo it.
-        signal.pthread_sigmask(signal.SIG_SETMASK, [])
-        threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
+        import json, os, sys, threading, time
         from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
         from urllib.parse import urlparse, parse_qs
 
@@ -140,40 +114,6 @@ final class PythonHTTPServer {
         """#
 }
 
-struct TestFailure: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
-}
-
-/// Ends a child process for sure. SIGKILL, because the test runner starts children with most
-/// signals blocked, so SIGTERM may never arrive.
-func stopProcess(_ process: Process) {
-    guard process.isRunning else { return }
-    kill(process.processIdentifier, SIGKILL)
-    process.waitUntilExit()
-}
-
-/// Waits for a child to write the port it listens on, polling with a deadline.
-/// - Throws: `TestFailure` when the child exits first or the deadline passes (the child is then killed).
-func waitForPortFile(_ path: String, of process: Process, name: String, timeout: Duration) async throws -> Int {
-    let deadline = ContinuousClock.now + timeout
-    while true {
-        if let text = try? String(contentsOfFile: path, encoding: .utf8),
-            let port = Int(text.trimmingCharacters(in: .whitespacesAndNewlines))
-        {
-            return port
-        }
-        if !process.isRunning {
-            throw TestFailure("\(name) exited with status \(process.terminationStatus) before listening")
-        }
-        if ContinuousClock.now > deadline {
-            stopProcess(process)
-            throw TestFailure("\(name) did not report its port within \(timeout)")
-        }
-        try await Task.sleep(for: .milliseconds(20))
-    }
-}
-
 /// Runs a process to its end without blocking a thread of the concurrency pool.
 func runToCompletion(_ process: Process) async throws -> Int32 {
     try await withCheckedThrowingContinuation { continuation in
@@ -184,30 +124,5 @@ func runToCompletion(_ process: Process) async throws -> Int32 {
             process.terminationHandler = nil
             continuation.resume(throwing: error)
         }
-    }
-}
-
-/// The full path of an executable on `PATH`, or a clear failure naming what is missing.
-func requireExecutable(_ name: String) throws -> String {
-    let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
-    for directory in path.split(separator: ":") {
-        let candidate = "\(directory)/\(name)"
-        if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-    }
-    throw TestFailure("\(name) is required for this test but was not found on PATH")
-}
-
-/// Polls `condition` until it holds or `timeout` passes: waiting on an event, never a fixed sleep.
-func waitUntil(
-    _ what: String,
-    timeout: Duration = .seconds(20),
-    interval: Duration = .milliseconds(50),
-    _ condition: () async throws -> Bool
-) async throws {
-    let deadline = ContinuousClock.now + timeout
-    while true {
-        if try await condition() { return }
-        if ContinuousClock.now > deadline { throw TestFailure("timed out after \(timeout) waiting for \(what)") }
-        try await Task.sleep(for: interval)
     }
 }

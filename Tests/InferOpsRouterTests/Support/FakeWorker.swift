@@ -1,41 +1,27 @@
 import Foundation
 import InferOpsHTTP
+import InferOpsTestSupport
 
 /// `Tests/RouterHarness/fake_worker.py`: a stdlib fake vLLM worker that answers every path and
 /// reports which worker answered, on which path, for which model.
 final class FakeWorker {
     let name: String
     let model: String
-    let port: Int
-    private let process: Process
-    private let directory: URL
-    private let lifeline = Pipe()
+    private let program: PythonServer
 
-    var url: String { "http://127.0.0.1:\(port)" }
+    var port: Int { program.port }
+    var url: String { program.url }
 
     /// - Parameter strict: answer a `model` other than `model` with vLLM's 404, as a real engine does.
     init(name: String, model: String, strict: Bool = false) async throws {
-        let python = try requireExecutable("python3")
-        let script = repositoryRoot.appendingPathComponent("Tests/RouterHarness/fake_worker.py")
-        guard FileManager.default.fileExists(atPath: script.path) else {
-            throw TestFailure("the fake worker is missing: expected \(script.path)")
-        }
         self.name = name
         self.model = model
-        directory = try temporaryDirectory("fake-worker")
-        let portFile = directory.appendingPathComponent("port")
-        process = Process()
-        process.executableURL = URL(fileURLWithPath: python)
-        process.arguments =
-            [script.path, "--name", name, "--model", model, "--port-file", portFile.path] + (strict ? ["--strict"] : [])
-        process.standardInput = lifeline
-        process.standardOutput = FileHandle.nullDevice
-        let log = directory.appendingPathComponent("stderr")
-        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
-        process.standardError = try FileHandle(forWritingTo: log)
-        try process.run()
-
-        port = try await waitForPortFile(portFile, of: process, log: log, within: .seconds(20), what: "fake worker \(name)")
+        let script = repositoryRoot.appendingPathComponent("Tests/RouterHarness/fake_worker.py")
+        program = try await offThePool {
+            try PythonServer("fake worker \(name)", program: .script(script), timeout: .seconds(20)) { portFile in
+                ["--name", name, "--model", model, "--port-file", portFile] + (strict ? ["--strict"] : [])
+            }
+        }
     }
 
     /// One request the worker received.
@@ -58,11 +44,8 @@ final class FakeWorker {
     }
 
     func stop() {
-        stopProcess(process)
-        try? FileManager.default.removeItem(at: directory)
+        program.stop()
     }
-
-    deinit { stop() }
 }
 
 /// What the fake worker answers a completion with: who answered, on which path, for which model.

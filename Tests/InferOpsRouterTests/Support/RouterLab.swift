@@ -2,17 +2,18 @@ import Foundation
 import InferOpsCore
 import InferOpsHTTP
 import InferOpsRouter
+import InferOpsTestSupport
 import Testing
 
 /// One real router, its fake workers and a `VLLMRouter` on a counting libcurl client, for one test.
 final class RouterLab {
     let http: CurlHTTPClient
     let counting: CountingHTTPClient
-    let process: RouterProcess
+    let process: VLLMRouterProcess
     let router: VLLMRouter
     private var workers: [FakeWorker] = []
 
-    private init(http: CurlHTTPClient, process: RouterProcess, retry: VLLMRouter.RetryPolicy) {
+    private init(http: CurlHTTPClient, process: VLLMRouterProcess, retry: VLLMRouter.RetryPolicy) {
         self.http = http
         self.counting = CountingHTTPClient(http)
         self.process = process
@@ -30,7 +31,7 @@ final class RouterLab {
         do {
             lab = RouterLab(
                 http: http,
-                process: try await RouterProcess.start(http: http, extraArguments: routerArguments),
+                process: try await VLLMRouterProcess.start(extraArguments: routerArguments),
                 retry: retry
             )
         } catch {
