@@ -15,11 +15,13 @@ public final class ConsoleService: Service, Sendable {
     let waiting: Bool
     let output: @Sendable (String) -> Void
     let summary = Mutex(ConsoleSession.Summary())
+    let runner: OperationRunner
 
     /// - Parameter waiting: whether each line waits for its operation (piped input does).
     public init(intake: Intake, startingAs: String, echo: Bool, waiting: Bool,
                 output: @escaping @Sendable (String) -> Void) {
         self.session = ConsoleSession(intake: intake, output: output)
+        self.runner = intake.runner
         self.input = StandardInputLines()
         self.startingAs = startingAs
         self.echo = echo
@@ -34,9 +36,12 @@ public final class ConsoleService: Service, Sendable {
         let lines = input.lines()
         let result = await withGracefulShutdownHandler {
             await session.run(lines: lines, startingAs: startingAs, echo: echo, waiting: waiting)
-        } onGracefulShutdown: { [input, output] in
+        } onGracefulShutdown: { [input, output, runner] in
             output("• Stopping InferOps: running steps finish or pause where it is safe, and resume at the next start.")
             input.stop()
+            // The runner stops next in the group's order; asked now, a line waiting for its
+            // operation (piped input) is answered as soon as the operation pauses.
+            runner.stop()
         }
         input.stop()
         summary.withLock { $0 = result }

@@ -58,6 +58,25 @@ public struct ConsoleSession: Sendable {
         lines: AsyncStream<String>, startingAs user: String, echo: Bool, waiting: Bool = true,
         userChanged: @Sendable (UserID) -> Void = { _ in }
     ) async -> Summary {
+        // At a terminal every line is handled at once, beside the ones still being answered (a slow
+        // `status` never holds the next command); piped lines run one after another.
+        await withTaskGroup(of: (Int, String, CommandOutcome).self) { group in
+            var summary = await read(lines, startingAs: user, echo: echo, waiting: waiting, userChanged: userChanged) {
+                lineNumber, line, command in
+                group.addTask { (lineNumber, line, await intake.handle(command, waiting: false)) }
+            }
+            for await (lineNumber, line, outcome) in group {
+                summary.record(outcome, line: lineNumber, command: line)
+            }
+            summary.unsuccessful.sort { $0.line < $1.line }
+            return summary
+        }
+    }
+
+    func read(
+        _ lines: AsyncStream<String>, startingAs user: String, echo: Bool, waiting: Bool,
+        userChanged: @Sendable (UserID) -> Void, concurrently: (Int, String, IncomingCommand) -> Void
+    ) async -> Summary {
         var current = UserID(user)
         var summary = Summary()
         var lineNumber = 0
@@ -85,14 +104,13 @@ public struct ConsoleSession: Sendable {
                 output("• You are now \(current).")
             case .command(let text):
                 summary.commands += 1
-                let outcome = await intake.handle(
-                    IncomingCommand(user: current, text: text, channel: channel, osUser: osUser,
-                                    event: "console:\(ProcessInfo.processInfo.processIdentifier):\(lineNumber)"),
-                    waiting: waiting)
-                switch outcome {
-                case .completed: break
-                case .refused: summary.unsuccessful.append(.init(line: lineNumber, command: line, failed: false))
-                case .failed: summary.unsuccessful.append(.init(line: lineNumber, command: line, failed: true))
+                let command = IncomingCommand(
+                    user: current, text: text, channel: channel, osUser: osUser,
+                    event: "console:\(ProcessInfo.processInfo.processIdentifier):\(lineNumber)")
+                if waiting {
+                    summary.record(await intake.handle(command, waiting: true), line: lineNumber, command: line)
+                } else {
+                    concurrently(lineNumber, line, command)
                 }
             }
         }
@@ -114,6 +132,14 @@ public struct ConsoleSession: Sendable {
         public var unsuccessful: [Unsuccessful] = []
 
         public init() {}
+
+        mutating func record(_ outcome: CommandOutcome, line: Int, command: String) {
+            switch outcome {
+            case .completed: break
+            case .refused: unsuccessful.append(.init(line: line, command: command, failed: false))
+            case .failed: unsuccessful.append(.init(line: line, command: command, failed: true))
+            }
+        }
 
         /// 0 when every command was done, 1 when any failed, 2 when some were refused and none failed:
         /// the same statuses `inferops exec` gives one command.

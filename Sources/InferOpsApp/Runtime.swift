@@ -140,9 +140,9 @@ struct MetricsObserver: OperationObserver {
 
 extension Runtime {
     /// The daemon as one service group, in dependency order (a graceful stop goes in reverse): the
-    /// HTTP listener (health, readiness, metrics, the deny backend), the chat port, the routing
-    /// repair, and the runner, so a stop first lets running steps reach a safe point, then stops
-    /// reading commands, and the listener answers to the end.
+    /// HTTP listener (health, readiness, metrics, the deny backend), the routing repair, the runner
+    /// and the chat port, so a stop first stops reading commands (and says so at once), then lets
+    /// running steps reach a safe point, and the listener answers to the end.
     /// - Parameters:
     ///   - chat: the chat transport's inbound side, when there is one (`nil` for `exec`).
     ///   - ready: called with the listener's port once it accepts connections.
@@ -182,16 +182,16 @@ extension Runtime {
                 onListening: ready)
             members.append(.init(service: server))
         }
-        if let chat {
-            // The chat port ending (end of piped input, `/quit`, Ctrl-C) stops the daemon gracefully.
-            members.append(.init(service: chat, successTerminationBehavior: .gracefullyShutdownGroup))
-        }
         if configuration.environments.values.contains(where: { $0.router != nil }) {
             members.append(.init(service: RoutingRepairService(
                 reconciliation: RouterReconciliation(configuration: configuration, services: services),
                 interval: configuration.server.reconcileInterval, metrics: metrics)))
         }
         members.append(.init(service: RunnerService(runner: runner)))
+        if let chat {
+            // The chat port ending (end of piped input, `/quit`, Ctrl-C) stops the daemon gracefully.
+            members.append(.init(service: chat, successTerminationBehavior: .gracefullyShutdownGroup))
+        }
         return ServiceGroup(configuration: .init(
             services: members, gracefulShutdownSignals: [.sigterm, .sigint],
             logger: Logger(label: "inferops.services")))

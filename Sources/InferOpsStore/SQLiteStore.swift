@@ -31,6 +31,10 @@ public final class SQLiteStore: OperationStore, Sendable {
         var configuration = Configuration()
         // Another process (such as `inferops audit`) may briefly hold the write lock.
         configuration.busyMode = .timeout(5)
+        // In WAL mode, NORMAL syncs at checkpoints rather than at every commit: a crash or `kill -9`
+        // of the daemon loses nothing (the WAL is in the file system), only a power cut can lose
+        // the last commits. Intake writes several small transactions per command.
+        configuration.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = NORMAL") }
         try self.init(writer: DatabasePool(path: url.path, configuration: configuration))
     }
 

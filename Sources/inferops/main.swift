@@ -3,6 +3,7 @@ import Foundation
 import InferOpsApp
 import InferOpsCore
 import ServiceLifecycle
+import Synchronization
 
 /// `inferops`: the daemon and its tools. Each subcommand is thin; the work is in InferOpsApp.
 @main
@@ -76,9 +77,11 @@ struct Serve: AsyncParsableCommand {
             intake: runtime.intake, startingAs: loaded.configuration.chat.consoleUser,
             echo: echo || !interactive, waiting: !interactive, output: standardOutput)
         let host = loaded.configuration.server.host
+        let listening = Mutex(false)
         let group: ServiceGroup
         do {
             group = try runtime.serviceGroup(chat: console) { port in
+                listening.withLock { $0 = true }
                 printError("inferops: listening on http://\(host):\(port) (/healthz, /readyz, /metrics, deny backend)")
             }
         } catch {
@@ -90,6 +93,11 @@ struct Serve: AsyncParsableCommand {
         do {
             try await group.run()
         } catch {
+            if !listening.withLock({ $0 }) {
+                printError("inferops: the HTTP listener did not start: \(error)")
+                await runtime.shutdown()
+                throw ExitCode(69)
+            }
             printError("inferops: \(error)")
             daemonFailed = true
         }

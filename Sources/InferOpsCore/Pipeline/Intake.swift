@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Logging
 
 /// The front half of the fixed pipeline: parse → validate → authorize → plan → record, for one
@@ -14,6 +15,7 @@ public final class Intake: Sendable {
     let validator: CommandValidator
     /// How long event ids are kept to drop redeliveries (chat platforms redeliver for minutes).
     let eventRetention: Duration
+    let lastForgotten = Mutex<Date?>(nil)
 
     public init(configuration: Configuration, catalog: CommandCatalog, services: Services, runner: OperationRunner,
                 eventRetention: Duration = .seconds(3600)) {
@@ -114,8 +116,15 @@ public final class Intake: Sendable {
         }
     }
 
+    /// Drops event ids older than the retention, at most once a minute (not a write per command).
     func forgetOldEvents() async throws {
-        try await services.store.forgetEvents(before: services.time.now().addingTimeInterval(-eventRetention.seconds))
+        let now = services.time.now()
+        let due = lastForgotten.withLock { last -> Bool in
+            guard last.map({ now.timeIntervalSince($0) >= 60 }) ?? true else { return false }
+            last = now
+            return true
+        }
+        if due { try await services.store.forgetEvents(before: now.addingTimeInterval(-eventRetention.seconds)) }
     }
 
     /// Says what went wrong: a port's classified failure as it is, anything else by reference only.

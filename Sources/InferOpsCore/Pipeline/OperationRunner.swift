@@ -246,28 +246,44 @@ public actor OperationRunner {
     nonisolated func drive(_ claimed: OperationRecord, takenOver: Bool, signal: StopSignal) async {
         let origin = CommandOrigin(channel: claimed.request?.channel ?? "console", osUser: claimed.request?.osUser)
         let outcome = await CommandOrigin.$current.withValue(origin) {
-            await withTaskGroup(of: CommandOutcome?.self) { group in
+            let result = await withTaskGroup(of: Execution?.self) { group in
                 group.addTask { await self.execute(claimed, takenOver: takenOver, signal: signal) }
                 group.addTask {
                     await signal.waitForStop()
                     return nil
                 }
-                var result: CommandOutcome?
+                var result: Execution?
                 while let next = await group.next() {
                     if let next {
                         result = next
                     }
                     group.cancelAll()
                 }
-                return result ?? .failed(claimed.id, "stopped")
+                return result
+            }
+            // Recorded here, outside the group: the step's task was cancelled to stop it, and the
+            // store refuses work from a cancelled task.
+            switch result {
+            case .ended(let outcome): return outcome
+            case .threw(let error, let reporter, let holding):
+                let outcome = await ended(reporter, by: error, signal: signal)
+                if let holding { gate.release(holding) }
+                return outcome
+            case nil: return CommandOutcome.failed(claimed.id, "stopped")
             }
         }
         await finished(claimed.id, outcome)
     }
 
+    /// How `execute` came back: ended (recorded), or with an error `drive` records.
+    enum Execution: Sendable {
+        case ended(CommandOutcome)
+        case threw(any Error, OperationReporter, holding: String?)
+    }
+
     // MARK: one operation
 
-    nonisolated func execute(_ claimed: OperationRecord, takenOver: Bool, signal: StopSignal) async -> CommandOutcome {
+    nonisolated func execute(_ claimed: OperationRecord, takenOver: Bool, signal: StopSignal) async -> Execution {
         let reporter = OperationReporter(operation: claimed, services: services,
                                          channel: claimed.request?.channel ?? "console",
                                          shouldSuspend: { signal.isSuspending || signal.reason != nil })
@@ -279,10 +295,10 @@ public actor OperationRunner {
                 try await reporter.noteResumption()
             }
             if let cancel = claimed.cancelRequest {
-                return try await closeCancelled(reporter, by: cancel.by)
+                return .ended(try await closeCancelled(reporter, by: cancel.by))
             }
             let work = try await plan(claimed, reporter: reporter)
-            guard let work else { return .failed(id, "interrupted") }
+            guard let work else { return .ended(.failed(id, "interrupted")) }
             let release = claimed.target?.release ?? "\(claimed.environment)/\(claimed.model ?? "")"
             if Self.notStarted.contains(claimed.state) {
                 if let holder = gate.holder(of: release) {
@@ -304,16 +320,17 @@ public actor OperationRunner {
                     )
                     try await reporter.finish(.failed, .error(refusal))
                     gate.release(release)
-                    return .refused(refusal.message)
+                    return .ended(.refused(refusal.message))
                 }
                 await reporter.releaseClaimed()
             }
             let outcome = try await work()
             gate.release(release)
-            return outcome
+            return .ended(outcome)
         } catch {
-            if let holding { gate.release(holding) }
-            return await ended(reporter, by: error, signal: signal)
+            // The release is let go only once the end is recorded, so the next operation on it
+            // never finds this one still holding it in the store.
+            return .threw(error, reporter, holding: holding)
         }
     }
 
