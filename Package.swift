@@ -57,7 +57,13 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        .target(name: "InferOpsConsole", dependencies: ["InferOpsCore"], swiftSettings: strict),
+        // libedit: the interactive console's line editing and history.
+        .systemLibrary(
+            name: "CEditLine",
+            pkgConfig: "libedit",
+            providers: [.apt(["libedit-dev"])]
+        ),
+        .target(name: "InferOpsConsole", dependencies: ["InferOpsCore", "CEditLine"], swiftSettings: strict),
         .target(
             name: "InferOpsApp",
             dependencies: [
