@@ -10,6 +10,9 @@ import Synchronization
 public final class ConsoleService: Service, Sendable {
     let session: ConsoleSession
     let input: StandardInputLines
+    /// At a terminal: line editing, history and a prompt; `nil` for piped input.
+    let editor: LineEditor?
+    let typing: TypingUser?
     let startingAs: String
     let echo: Bool
     let waiting: Bool
@@ -17,12 +20,16 @@ public final class ConsoleService: Service, Sendable {
     let summary = Mutex(ConsoleSession.Summary())
     let runner: OperationRunner
 
-    /// - Parameter waiting: whether each line waits for its operation (piped input does).
-    public init(intake: Intake, startingAs: String, echo: Bool, waiting: Bool,
-                output: @escaping @Sendable (String) -> Void) {
+    /// - Parameters:
+    ///   - waiting: whether each line waits for its operation (piped input does).
+    ///   - editor: the line editor when standard input is a terminal; its prompt shows who types.
+    public init(intake: Intake, startingAs: String, echo: Bool, waiting: Bool, editor: LineEditor? = nil,
+                typing: TypingUser? = nil, output: @escaping @Sendable (String) -> Void) {
         self.session = ConsoleSession(intake: intake, output: output)
         self.runner = intake.runner
         self.input = StandardInputLines()
+        self.editor = editor
+        self.typing = typing
         self.startingAs = startingAs
         self.echo = echo
         self.waiting = waiting
@@ -32,20 +39,59 @@ public final class ConsoleService: Service, Sendable {
     /// What became of the commands read so far.
     public var result: ConsoleSession.Summary { summary.withLock { $0 } }
 
+    /// The prompt: who is typing, and where (`alice@console> `).
+    public static func prompt(user: UserID, channel: String = "console") -> String {
+        "\(ConsoleRenderer.literal(user.rawValue))@\(channel)> "
+    }
+
+    static let stopping = "• Stopping InferOps: running steps finish or pause where it is safe, and resume at the next start."
+
     public func run() async throws {
-        let lines = input.lines()
+        let lines = editor.map(editedLines) ?? input.lines()
+        let typing = self.typing
         let result = await withGracefulShutdownHandler {
-            await session.run(lines: lines, startingAs: startingAs, echo: echo, waiting: waiting)
-        } onGracefulShutdown: { [input, output, runner] in
-            output("• Stopping InferOps: running steps finish or pause where it is safe, and resume at the next start.")
+            await session.run(lines: lines, startingAs: startingAs, echo: echo, waiting: waiting,
+                              userChanged: { user in typing?.set(user) })
+        } onGracefulShutdown: { [input, output, runner, editor] in
+            output(Self.stopping)
             input.stop()
+            editor?.stop()
             // The runner stops next in the group's order; asked now, a line waiting for its
             // operation (piped input) is answered as soon as the operation pauses.
             runner.stop()
         }
         input.stop()
+        editor?.stop()
         summary.withLock { $0 = result }
     }
+
+    /// The editor's lines; Ctrl-C ends them with a word on screen (and the group then stops).
+    func editedLines(_ editor: LineEditor) -> AsyncStream<String> {
+        let events = EventCursor(editor.lines().makeAsyncIterator())
+        let output = self.output
+        return AsyncStream(unfolding: {
+            while let event = await events.next() {
+                switch event {
+                case .line(let line):
+                    return line
+                case .interrupt:
+                    output(Self.stopping)
+                    return nil
+                case .end:
+                    return nil
+                }
+            }
+            return nil
+        })
+    }
+}
+
+/// The editor's events, read by one consumer at a time (`AsyncStream(unfolding:)` never asks for
+/// the next element before the last one was returned), hence `@unchecked Sendable`.
+final class EventCursor: @unchecked Sendable {
+    var iterator: AsyncStream<LineEditor.Event>.Iterator
+    init(_ iterator: AsyncStream<LineEditor.Event>.Iterator) { self.iterator = iterator }
+    func next() async -> LineEditor.Event? { await iterator.next() }
 }
 
 /// Standard input as lines, read when the descriptor is readable (a dispatch read source, no
@@ -116,4 +162,12 @@ final class StandardInputLines: @unchecked Sendable {
         source?.cancel()
         continuation?.finish()
     }
+}
+
+/// Who is typing at the console now, for the prompt: `/as` changes it.
+public final class TypingUser: Sendable {
+    let user: Mutex<UserID>
+    public init(_ user: UserID) { self.user = Mutex(user) }
+    public var current: UserID { user.withLock { $0 } }
+    func set(_ next: UserID) { user.withLock { $0 = next } }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import InferOpsApp
+import InferOpsConsole
 import InferOpsCore
 import ServiceLifecycle
 import Synchronization
@@ -71,11 +72,25 @@ struct Serve: AsyncParsableCommand {
 
     func run() async throws {
         let loaded = try options.load()
-        let runtime = try await start(loaded)
         let interactive = isatty(STDIN_FILENO) != 0
+        // At a terminal: a prompt with who is typing, line editing and a history kept between runs.
+        let typing = TypingUser(UserID(loaded.configuration.chat.consoleUser))
+        var editor: LineEditor?
+        if interactive {
+            let history = ProcessInfo.processInfo.environment["HOME"].map { $0 + "/.inferops_history" }
+            editor = try? LineEditor(historyFile: history) {
+                ConsoleService.prompt(user: typing.current)
+            }
+        }
+        var output = standardOutput
+        if let editor {
+            // Replies are printed above the line being typed, which is then drawn again.
+            output = { line in editor.print(line) }
+        }
+        let runtime = try await start(loaded, output: output)
         let console = ConsoleService(
             intake: runtime.intake, startingAs: loaded.configuration.chat.consoleUser,
-            echo: echo || !interactive, waiting: !interactive, output: standardOutput)
+            echo: echo || !interactive, waiting: !interactive, editor: editor, typing: typing, output: output)
         let host = loaded.configuration.server.host
         let listening = Mutex(false)
         let group: ServiceGroup
@@ -204,10 +219,11 @@ struct Audit: AsyncParsableCommand {
 }
 
 func start(
-    _ loaded: ConfigurationLoader.Loaded, runnerSettings: OperationRunner.Settings = OperationRunner.Settings()
+    _ loaded: ConfigurationLoader.Loaded, output: @escaping @Sendable (String) -> Void = standardOutput,
+    runnerSettings: OperationRunner.Settings = OperationRunner.Settings()
 ) async throws -> Runtime {
     do {
-        return try await Runtime.start(loaded, output: standardOutput, runnerSettings: runnerSettings)
+        return try await Runtime.start(loaded, output: output, runnerSettings: runnerSettings)
     } catch let refusal as Refusal {
         printError("inferops: \(refusal.message)" + (refusal.hint.map { " \($0)" } ?? ""))
         throw ExitCode(69)
