@@ -71,7 +71,7 @@ public struct ConfigurationLoader {
         var server = ServerSettings()
         if let node = reader.mapping(root, "server", in: "the top level") {
             reader.checkKeys(node, known: ["host", "port", "publicURL", "reconcileInterval", "idleTimeout",
-                                           "readTimeout", "maxConnections"], in: "server")
+                                           "readTimeout", "maxConnections", "shutdownGrace"], in: "server")
             server.host = reader.string(node, "host", in: "server") ?? server.host
             server.port = reader.int(node, "port", in: "server", range: 0...65535, suggested: ServerSettings.defaultPort)
                 ?? server.port
@@ -86,6 +86,8 @@ public struct ConfigurationLoader {
             server.maxConnections =
                 reader.int(node, "maxConnections", in: "server", range: 1...65_536, suggested: server.maxConnections)
                 ?? server.maxConnections
+            server.shutdownGrace =
+                reader.duration(node, "shutdownGrace", in: "server", suggested: server.shutdownGrace) ?? server.shutdownGrace
         }
         let modelsNode = reader.mapping(root, "models", in: "the top level")
         let commandsNode = reader.mapping(root, "commands", in: "the top level")

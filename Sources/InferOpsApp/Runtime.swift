@@ -87,6 +87,9 @@ public struct Runtime: Sendable {
         started = true
         let identity = OperationRunner.Identity.random(host: ProcessInfo.processInfo.hostName, pid: getpid())
         var settings = runnerSettings
+        if runnerSettings.shutdownBound == OperationRunner.Settings().shutdownBound {
+            settings.shutdownBound = configuration.server.shutdownGrace
+        }
         settings.ownerIsGone = { owner in Self.ownerIsGone(owner, host: identity.host) }
         let runner = OperationRunner(configuration: configuration, catalog: loaded.catalog, services: services,
                                      identity: identity, settings: settings)

@@ -88,6 +88,9 @@ public struct ServerSettings: Hashable, Sendable {
     public var readTimeout: Duration
     /// Connections open at once; further clients wait in the kernel's accept queue until one closes.
     public var maxConnections: Int
+    /// How long a graceful stop (SIGTERM, Ctrl-C) waits for running steps to reach a safe point
+    /// before stopping them where they are; either way the next start resumes them.
+    public var shutdownGrace: Duration = .seconds(30)
 
     public init(
         host: String = "127.0.0.1", port: Int = ServerSettings.defaultPort, publicURL: String? = nil,

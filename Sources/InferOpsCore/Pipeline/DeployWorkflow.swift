@@ -50,13 +50,9 @@ struct DeployWorkflow: Sendable {
         } catch let failure as ReleaseFailure where failure != .cancelled {
             try await recordFailedRevision(after: current?.revision)
             return try await recover(from: await explained(failure), lastGood: lastGood, before: current?.revision)
-        } catch ReleaseFailure.cancelled {
-            // Helm marked the revision it was writing failed. Looked up in a task of its own: in this
-            // cancelled one, helm would be stopped before it answered.
-            let workflow = self
-            await Task { try? await workflow.recordFailedRevision(after: current?.revision) }.value
-            throw ReleaseFailure.cancelled
         }
+        // A cancelled upgrade (`ReleaseFailure.cancelled`) goes up to the runner, which records the
+        // revision Helm marked failed once it is out of the cancelled task.
         try await reporter.setRevision(applied.revision)
         try await reporter.report(
             Reply(.progress, "Helm finished: revision \(applied.revision) \(applied.state), after \(await reporter.stepDuration().spoken).")

@@ -21,7 +21,7 @@ public actor OperationRunner {
         /// host that no longer exists); the composition root knows how to ask.
         public var ownerIsGone: @Sendable (OperationOwner) -> Bool
 
-        public init(heartbeatInterval: Duration = .seconds(1), lease: Duration = .seconds(10),
+        public init(heartbeatInterval: Duration = .seconds(1), lease: Duration = .seconds(30),
                     shutdownBound: Duration = .seconds(30),
                     ownerIsGone: @escaping @Sendable (OperationOwner) -> Bool = { _ in false }) {
             self.heartbeatInterval = heartbeatInterval
@@ -202,6 +202,15 @@ public actor OperationRunner {
             for record in owned {
                 if let request = record.cancelRequest { running[record.id]?.stop(.cancel(by: request.by)) }
             }
+            // Fencing: an operation another daemon took over (this one looked dead to it) is left to
+            // that daemon at once, whatever step it is in here.
+            let ownedIDs = Set(owned.map(\.id))
+            for (id, signal) in running where !ownedIDs.contains(id) {
+                if let record = try await services.store.operation(id), !record.state.isFinished,
+                   let owner = record.owner, owner.instance != identity.instance {
+                    signal.stop(.takenOver(by: owner))
+                }
+            }
             var candidates: [(OperationID, takenOver: Bool)] = submitted.map { ($0, false) }
             submitted = []
             let stale = now.addingTimeInterval(-settings.lease.seconds)
@@ -344,7 +353,18 @@ public actor OperationRunner {
         }
         if interruptedByStop {
             switch signal.reason {
+            case .takenOver(let owner):
+                // Another daemon runs it now; it writes the record from here on.
+                services.logger.warning("operation taken over", metadata: ["operation": "\(id)", "by": "\(owner.description)"])
+                return .failed(id, "taken over by \(owner.description)")
             case .cancel(let user):
+                // Helm marks the revision it was writing failed when stopped; it is this operation's.
+                let record = await reporter.operation
+                if let target = record.target, record.checkpoint.applyStarted,
+                   let now = try? await services.releases.status(target),
+                   now.revision > max(record.checkpoint.revisionBefore ?? 0, record.revisions.max() ?? 0) {
+                    try? await reporter.recordFailedRevision(now.revision)
+                }
                 do {
                     try await reporter.finish(.cancelled, Reply(
                         .warning, "Cancelled by \(mention: user). Helm was stopped cleanly; `/infer status` shows where the release stands."))
@@ -484,6 +504,8 @@ public actor OperationRunner {
 /// Why a running operation is being stopped.
 public enum StopReason: Hashable, Sendable {
     case cancel(by: UserID)
+    /// Another daemon took the operation over (this one's heartbeat looked stale to it).
+    case takenOver(by: OperationOwner)
     /// The daemon is stopping: the operation is given up where it is, to be resumed.
     case suspend
 }
