@@ -112,6 +112,9 @@ final class StandardInputLines: @unchecked Sendable {
 
     func lines() -> AsyncStream<String> {
         let (stream, continuation) = AsyncStream.makeStream(of: String.self)
+        // Reads never block the dispatch queue: the handler reads until there is nothing more.
+        // Only piped input comes here (a terminal goes to the line editor).
+        _ = fcntl(descriptor, F_SETFL, fcntl(descriptor, F_GETFL) | O_NONBLOCK)
         let source = DispatchSource.makeReadSource(
             fileDescriptor: descriptor, queue: DispatchQueue(label: "inferops.console.input"))
         source.setEventHandler { [weak self] in self?.readAvailable() }
@@ -123,31 +126,36 @@ final class StandardInputLines: @unchecked Sendable {
         return stream
     }
 
+    /// Reads until the descriptor has nothing more now (or is at its end): a readiness event may
+    /// cover both the last bytes and the end of input, and no second event follows.
     func readAvailable() {
         var buffer = [UInt8](repeating: 0, count: 65_536)
-        let count = read(descriptor, &buffer, buffer.count)
-        if count < 0 && (errno == EAGAIN || errno == EINTR) { return }
-        guard count > 0 else {
-            let (rest, continuation) = lock.withLock { () -> (Data, AsyncStream<String>.Continuation?) in
-                defer { pending = Data() }
-                return (pending, self.continuation)
+        while true {
+            let count = read(descriptor, &buffer, buffer.count)
+            if count < 0 && errno == EINTR { continue }
+            if count < 0 && errno == EAGAIN { return }
+            guard count > 0 else {
+                let (rest, continuation) = lock.withLock { () -> (Data, AsyncStream<String>.Continuation?) in
+                    defer { pending = Data() }
+                    return (pending, self.continuation)
+                }
+                if !rest.isEmpty { continuation?.yield(String(decoding: rest, as: UTF8.self)) }
+                stop()
+                return
             }
-            if !rest.isEmpty { continuation?.yield(String(decoding: rest, as: UTF8.self)) }
-            stop()
-            return
-        }
-        let (lines, continuation) = lock.withLock { () -> ([String], AsyncStream<String>.Continuation?) in
-            pending.append(contentsOf: buffer[0..<count])
-            var lines: [String] = []
-            while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
-                var line = pending[pending.startIndex..<newline]
-                if line.last == UInt8(ascii: "\r") { line = line.dropLast() }
-                lines.append(String(decoding: line, as: UTF8.self))
-                pending = Data(pending[pending.index(after: newline)...])
+            let (lines, continuation) = lock.withLock { () -> ([String], AsyncStream<String>.Continuation?) in
+                pending.append(contentsOf: buffer[0..<count])
+                var lines: [String] = []
+                while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
+                    var line = pending[pending.startIndex..<newline]
+                    if line.last == UInt8(ascii: "\r") { line = line.dropLast() }
+                    lines.append(String(decoding: line, as: UTF8.self))
+                    pending = Data(pending[pending.index(after: newline)...])
+                }
+                return (lines, self.continuation)
             }
-            return (lines, self.continuation)
+            for line in lines { continuation?.yield(line) }
         }
-        for line in lines { continuation?.yield(line) }
     }
 
     /// Stops reading; the lines already read are still delivered, then the stream ends.

@@ -195,9 +195,10 @@ extension Runtime {
             // The chat port ending (end of piped input, `/quit`, Ctrl-C) stops the daemon gracefully.
             members.append(.init(service: chat, successTerminationBehavior: .gracefullyShutdownGroup))
         }
+        var logger = Logger(label: "inferops.services")
+        logger.logLevel = ProcessInfo.processInfo.environment["INFEROPS_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
         return ServiceGroup(configuration: .init(
-            services: members, gracefulShutdownSignals: [.sigterm, .sigint],
-            logger: Logger(label: "inferops.services")))
+            services: members, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
     }
 }
 
