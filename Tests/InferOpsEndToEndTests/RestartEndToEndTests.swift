@@ -13,7 +13,7 @@ struct RestartEndToEndTests {
         try sandbox.writeConfiguration()
         let first = try InferOpsDaemon.serve(config: sandbox.config)
         defer { first.stop() }
-        try first.send(#"/infer deploy llama-3-8b to staging --set podAnnotations.inferops\.dev/simulate-ready-after-seconds=4"# + "\n")
+        try first.send(#"/infer deploy llama-3-8b to staging --set podAnnotations.inferops\.dev/simulate-ready-after-seconds=15"# + "\n")
         let card = try await first.waitForLine(within: .seconds(60)) { $0.contains("] … Deploy llama-3-8b to staging") }
         let id = try #require(card.firstMatch(of: /\[(op-[0-9a-f]{8})\]/)?.1).description
         try await first.waitForLine(within: .seconds(60)) { $0.contains("Running helm upgrade --install") }
