@@ -54,7 +54,7 @@ struct DeployWorkflow: Sendable {
             // Helm marked the revision it was writing failed. Looked up in a task of its own: in this
             // cancelled one, helm would be stopped before it answered.
             let workflow = self
-            await Task { try? await workflow.recordFailedRevision(after: current?.revision) }.value
+            await Task { try? await workflow.recordStoppedRevision(after: current?.revision) }.value
             throw ReleaseFailure.cancelled
         }
         try await reporter.setRevision(applied.revision)
@@ -117,6 +117,11 @@ struct DeployWorkflow: Sendable {
                 return try await recover(from: failure, lastGood: lastGood, before: checkpoint.revisionBefore)
             }
             if let now, checkpoint.applyStarted, now.revision > (checkpoint.revisionBefore ?? 0) {
+                if now.state == .failed, now.revision == checkpoint.stoppedRevision {
+                    try await reporter.report(Reply(
+                        .progress, "Helm was stopped at revision \(now.revision) when InferOps stopped; applying again."))
+                    return try await run()
+                }
                 if now.state == .deployed {
                     try await reporter.setRevision(now.revision)
                     try await reporter.report(Reply(.progress, "Helm had finished before the restart: revision \(now.revision) is deployed."))
@@ -278,6 +283,16 @@ struct DeployWorkflow: Sendable {
     func recordFailedRevision(after before: Int?) async throws {
         guard let now = try? await services.releases.status(plan.target), now.revision > (before ?? 0) else { return }
         try await reporter.recordFailedRevision(now.revision)
+    }
+
+    /// Helm was stopped by this daemon (a cancel, or a graceful stop past its bound) and marked the
+    /// revision it was writing failed: noted in the checkpoint, so a resumed deploy applies again.
+    func recordStoppedRevision(after before: Int?) async throws {
+        guard let now = try? await services.releases.status(plan.target), now.revision > (before ?? 0) else { return }
+        try await reporter.recordFailedRevision(now.revision)
+        var checkpoint = await reporter.operation.checkpoint
+        checkpoint.stoppedRevision = now.revision
+        try await reporter.setCheckpoint(checkpoint)
     }
 
     func fail(_ failure: any UserFacingError, reported: Bool = false) async throws -> CommandOutcome {
