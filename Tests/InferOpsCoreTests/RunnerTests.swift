@@ -38,9 +38,9 @@ extension Harness {
         return record
     }
 
-    /// Waits until `id` has ended, and returns its record.
-    func waitUntilFinished(_ id: OperationID) async throws -> OperationRecord {
-        try await store.waitFor { $0.operation(id)?.state.isFinished == true }
+    /// Waits until this daemon's runner has ended `id` (its last reply posted), and returns its record.
+    func waitUntilFinished(_ id: OperationID, by daemon: TestDaemon? = nil) async throws -> OperationRecord {
+        _ = await (daemon ?? dispatcher).runner.outcome(of: id)
         return try #require(await record(id))
     }
 
@@ -295,11 +295,11 @@ extension Harness {
 
         _ = await h.store.requestCancel(id, by: Fixtures.deployer, at: h.time.now())
 
-        let record = try await h.waitUntilFinished(id)
+        #expect(await running.value == .failed(id, "cancelled"))
+        let record = try #require(await h.record(id))
         #expect(record.state == .cancelled)
         #expect(record.outcome?.hasPrefix("Cancelled by @U0DEPLOYER.") == true)
         #expect(h.thread(id).last == record.outcome)
-        #expect(await running.value == .failed(id, "cancelled"))
         // Helm was stopped inside the upgrade, not let finish, and nothing is left pending.
         let upgrade = try #require(h.releases.calls(.upgrade).first)
         #expect(h.releases.events.contains(.ended(upgrade, failed: true)))
@@ -336,10 +336,15 @@ extension Harness {
         #expect(h.thread(id).last?.hasPrefix("InferOps is stopping: this operation pauses while applying") == true)
 
         let second = TestDaemon(configuration: h.configuration, catalog: Fixtures.catalog, services: h.fakes.services)
-        let record = try await h.waitUntilFinished(id)
+        let record = try await h.waitUntilFinished(id, by: second)
         #expect(record.state == .succeeded)
         #expect(record.checkpoint.resumptions == 1)
-        #expect(h.thread(id).contains { $0.hasPrefix("Resuming after InferOps restarted") })
+        #expect(containsInOrder(h.thread(id), prefixes: [
+            "Resuming after InferOps restarted: it was applying.",
+            "Helm was stopped at revision 2 when InferOps stopped; applying again.",
+            "Deployed llama-3-8b to staging: revision 3",
+        ]))
+        #expect(h.releases.calls(.upgrade).count == 2)
         #expect(!h.releases.revisions(of: target).contains { $0.state.isPending })
         #expect(h.releases.revisions(of: target).last?.state == .deployed)
         #expect(illegalMoves(await h.store.stateHistory(of: id)) == [])
