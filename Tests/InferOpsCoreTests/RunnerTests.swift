@@ -107,7 +107,8 @@ extension Harness {
         let h = Harness()
         let target = h.target("llama-3-8b", in: "staging")
         h.releases.seed(target, [.pendingInstall])
-        let left = try await h.plant(Self.deploy, in: .applying, checkpoint: Checkpoint(revisionBefore: nil, applyStarted: true))
+        let left = try await h.plant(
+            Self.deploy, in: .applying, checkpoint: Checkpoint(revisionBefore: nil, applyStarted: true))
 
         let record = try await h.waitUntilFinished(left.id)
 
@@ -221,7 +222,8 @@ extension Harness {
         request.arguments["model"] = "retired-model"
         let left = OperationRecord(
             id: .random(), kind: .deploy, requester: Fixtures.deployer, environment: "staging", model: "retired-model",
-            target: h.target("retired-model", in: "staging"), state: .applying, command: "deploy retired-model to staging",
+            target: h.target("retired-model", in: "staging"), state: .applying,
+            command: "deploy retired-model to staging",
             createdAt: h.time.now(), request: request, owner: h.deadOwner)
         try await h.store.insert(left)
 
@@ -374,7 +376,8 @@ extension Harness {
         #expect(Array(answers.dropFirst()) == [.duplicate, .duplicate])
         #expect(await h.dispatcher.runner.outcome(of: id) == .completed(id))
 
-        let restarted = TestDaemon(configuration: h.configuration, catalog: Fixtures.catalog, services: h.fakes.services)
+        let restarted = TestDaemon(
+            configuration: h.configuration, catalog: Fixtures.catalog, services: h.fakes.services)
         #expect(await restarted.intake.accept(event) == .duplicate)
         #expect(await h.store.allOperations().map(\.id) == [id])
         #expect(h.releases.calls(.upgrade).count == 1)
@@ -394,7 +397,8 @@ extension Harness {
         #expect(posts >= 1)
         #expect(await h.dispatcher.intake.accept(event) == .duplicate)
         #expect(await h.dispatcher.intake.accept(event) == .duplicate)
-        let restarted = TestDaemon(configuration: h.configuration, catalog: Fixtures.catalog, services: h.fakes.services)
+        let restarted = TestDaemon(
+            configuration: h.configuration, catalog: Fixtures.catalog, services: h.fakes.services)
         #expect(await restarted.intake.accept(event) == .duplicate)
         #expect(h.chat.events.count == posts)
         #expect(await h.store.allOperations().isEmpty)

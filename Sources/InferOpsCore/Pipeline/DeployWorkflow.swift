@@ -118,8 +118,8 @@ struct DeployWorkflow: Sendable {
             }
             if let now, checkpoint.applyStarted, now.revision > (checkpoint.revisionBefore ?? 0) {
                 if now.state == .failed, now.revision == checkpoint.stoppedRevision {
-                    try await reporter.report(Reply(
-                        .progress, "Helm was stopped at revision \(now.revision) when InferOps stopped; applying again."))
+                    let message = "Helm was stopped at revision \(now.revision) when InferOps stopped; applying again."
+                    try await reporter.report(Reply(.progress, message))
                     return try await run()
                 }
                 if now.state == .deployed {
