@@ -93,6 +93,9 @@ public struct Checkpoint: Hashable, Sendable, Codable {
     public var rollbackFrom: Int?
     /// How many times the operation was resumed after its owner stopped.
     public var resumptions: Int
+    /// The revision Helm marked failed because this daemon stopped it (a stop past its bound): a
+    /// resumed deploy applies again instead of taking it for a failed rollout.
+    public var stoppedRevision: Int?
 
     public init(revisionBefore: Int? = nil, applyStarted: Bool = false, lastGood: Int? = nil,
                 rollbackTarget: Int? = nil, rollbackFrom: Int? = nil, resumptions: Int = 0) {

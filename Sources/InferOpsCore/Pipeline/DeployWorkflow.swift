@@ -113,6 +113,11 @@ struct DeployWorkflow: Sendable {
                 return try await recover(from: failure, lastGood: lastGood, before: checkpoint.revisionBefore)
             }
             if let now, checkpoint.applyStarted, now.revision > (checkpoint.revisionBefore ?? 0) {
+                if now.state == .failed, now.revision == checkpoint.stoppedRevision {
+                    let message = "Helm was stopped at revision \(now.revision) when InferOps stopped; applying again."
+                    try await reporter.report(Reply(.progress, message))
+                    return try await run()
+                }
                 if now.state == .deployed {
                     try await reporter.setRevision(now.revision)
                     try await reporter.report(Reply(.progress, "Helm had finished before the restart: revision \(now.revision) is deployed."))

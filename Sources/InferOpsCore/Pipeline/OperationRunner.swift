@@ -374,6 +374,17 @@ public actor OperationRunner {
                 return .failed(id, "cancelled")
             case .suspend, nil:
                 if signal.isSuspending || signal.reason == .suspend {
+                    // Helm stopped mid-upgrade marks the revision it was writing failed: that is not
+                    // a failure of the deploy, and the resumed one applies again.
+                    let record = await reporter.operation
+                    if (error as? ReleaseFailure) == .cancelled, record.kind == .deploy, let target = record.target,
+                       let now = try? await services.releases.status(target),
+                       now.revision > (record.checkpoint.revisionBefore ?? 0) {
+                        try? await reporter.recordFailedRevision(now.revision)
+                        var checkpoint = record.checkpoint
+                        checkpoint.stoppedRevision = now.revision
+                        try? await reporter.setCheckpoint(checkpoint)
+                    }
                     await reporter.suspend()
                     try? await services.store.releaseOwnership(of: id, instance: identity.instance)
                     return .failed(id, "stopped: InferOps is shutting down")

@@ -5,7 +5,7 @@ struct RollbackWorkflow: Sendable {
     let services: Services
     let model: ModelSpec
     let environment: EnvironmentSettings
-    let requestedRevision: Int?
+    var requestedRevision: Int?
     let reporter: OperationReporter
     /// The environment's router side, so an enabled registration follows the restored engines.
     var registrar: Registrar? = nil
@@ -128,8 +128,15 @@ struct RollbackWorkflow: Sendable {
             try await reporter.move(to: .prechecking, "Helm had rolled back before the restart (revision \(now.revision)); checking the engine again.")
             return try await afterRollback(restored: now, revision: revision, note: " (finished after InferOps restarted)")
         }
-        try await reporter.move(to: .prechecking, "The rollback had not finished when InferOps stopped; running it again.")
-        return try await run()
+        // Again to the revision it chose then: recomputed now, "the previous good revision" of a
+        // release left `pending-rollback` would be the one the rollback was leaving.
+        var again = self
+        again.requestedRevision = checkpoint.rollbackTarget ?? requestedRevision
+        try await reporter.move(
+            to: .prechecking,
+            "The rollback had not finished when InferOps stopped; running it again"
+                + (again.requestedRevision.map { " to revision \($0)." } ?? "."))
+        return try await again.run()
     }
 
     static let beforeHelm: Set<OperationState> = [.requested, .planned, .approved, .queued, .prechecking]
