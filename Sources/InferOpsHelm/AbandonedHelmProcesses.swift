@@ -14,9 +14,11 @@ import Darwin
 /// not take it along: a `helm upgrade --wait` goes on waiting, holding the release `pending-*`, and a
 /// restarted daemon that rolled back or upgraded beside it would race it. They are found in `/proc`
 /// by their argument vector, the one `HelmCommand` builds: `argv[0]` is the helm binary this engine
-/// runs, and the arguments name the release (after `--`) and its namespace (`--namespace=`). A
-/// process this daemon started itself (its parent is this process) is never touched. Linux only; on
-/// other systems nothing is found.
+/// runs, and the arguments name the release (after `--`), its namespace (`--namespace=`), and the same
+/// cluster: the same `--kubeconfig=` and `--kube-context=`, or none, as this engine passes (daemons and
+/// tests on one host may work on same-named releases of different clusters). A process this daemon
+/// started itself (its parent is this process) is never touched. Linux only; on other systems
+/// nothing is found.
 struct AbandonedHelmProcesses {
     /// One process found in `/proc`.
     struct Candidate: Equatable {
@@ -28,6 +30,10 @@ struct AbandonedHelmProcesses {
     let helmPath: String
     let release: String
     let namespace: String
+    /// The `--kubeconfig` the engine passes, `nil` when it passes none.
+    var kubeconfig: String? = nil
+    /// The target's `--kube-context`, `nil` when it has none.
+    var kubeContext: String? = nil
     var procRoot = "/proc"
 
     /// The helm processes on the release whose parent is not this process.
@@ -46,9 +52,13 @@ struct AbandonedHelmProcesses {
     func matches(_ argv: [String]) -> Bool {
         guard let first = argv.first, Self.samePath(first, helmPath) else { return false }
         let arguments = argv.dropFirst()
-        guard arguments.contains("--namespace=\(namespace)"), let separator = arguments.firstIndex(of: "--") else {
-            return false
+        guard let separator = arguments.firstIndex(of: "--") else { return false }
+        let flags = arguments[..<separator]
+        func flag(_ name: String) -> String? {
+            flags.last { $0.hasPrefix("--\(name)=") }.map { String($0.dropFirst(name.count + 3)) }
         }
+        guard flag("namespace") == namespace, flag("kubeconfig") == kubeconfig, flag("kube-context") == kubeContext
+        else { return false }
         return arguments[arguments.index(after: separator)...].first == release
     }
 
@@ -89,7 +99,8 @@ struct AbandonedHelmProcesses {
         guard let data = FileManager.default.contents(atPath: "\(procRoot)/\(pid)/cmdline"), !data.isEmpty else {
             return []
         }
-        var parts = data.split(separator: 0, omittingEmptySubsequences: false).map { String(decoding: $0, as: UTF8.self) }
+        var parts = data.split(separator: 0, omittingEmptySubsequences: false)
+            .map { String(decoding: $0, as: UTF8.self) }
         if parts.last == "" { parts.removeLast() }
         return parts
     }
@@ -101,7 +112,8 @@ struct AbandonedHelmProcesses {
         let text = String(decoding: data, as: UTF8.self)
         guard let close = text.lastIndex(of: ")") else { return nil }
         let fields = text[text.index(after: close)...].split(separator: " ")
-        guard fields.count >= 4, let state = fields[0].first, let parent = pid_t(fields[1]), let group = pid_t(fields[2])
+        guard fields.count >= 4, let state = fields[0].first, let parent = pid_t(fields[1]),
+              let group = pid_t(fields[2])
         else { return nil }
         return (parent, group, state)
     }
@@ -109,7 +121,9 @@ struct AbandonedHelmProcesses {
     /// The same file: equal as written, or once symbolic links and `..` are resolved.
     static func samePath(_ first: String, _ second: String) -> Bool {
         if first == second { return true }
-        let resolve = { (path: String) in URL(fileURLWithPath: path).resolvingSymlinksInPath().standardizedFileURL.path }
+        let resolve = { (path: String) in
+            URL(fileURLWithPath: path).resolvingSymlinksInPath().standardizedFileURL.path
+        }
         return first.hasPrefix("/") && resolve(first) == resolve(second)
     }
 }

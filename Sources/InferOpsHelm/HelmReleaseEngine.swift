@@ -168,11 +168,13 @@ public final class HelmReleaseEngine: ReleaseEngine {
     }
 
     /// Stops the helm processes a killed daemon left running on `target`: found in `/proc` by the
-    /// argument vector this engine gives helm (this binary, the release, its namespace), except
+    /// argument vector this engine gives helm (this binary, the release, its namespace, the same
+    /// kubeconfig and context), except
     /// those this process started. SIGTERM first, so helm marks its revision failed instead of
     /// leaving it pending; SIGKILL after `abandonedProcessGrace`.
     public func stopAbandonedProcesses(for target: ReleaseTarget) async -> Int {
-        await AbandonedHelmProcesses(helmPath: helmPath, release: target.release, namespace: target.namespace)
+        await AbandonedHelmProcesses(helmPath: helmPath, release: target.release, namespace: target.namespace,
+                                     kubeconfig: kubeconfig, kubeContext: target.kubeContext)
             .stop(grace: abandonedProcessGrace)
     }
 

@@ -19,7 +19,8 @@ struct AbandonedHelmProcessesTests {
     /// Writes its pid, then waits; on SIGTERM it writes `terminated` (or ignores it, when asked). A
     /// shell, not Python: Python is often a shim that starts the real interpreter with another argv[0].
     static let fakeHelm = #"""
-        if [ "$FAKE_HELM_IGNORE_TERM" = 1 ]; then trap '' TERM; else trap 'touch "$FAKE_HELM_FOLDER/terminated"; exit 1' TERM; fi
+        if [ "$FAKE_HELM_IGNORE_TERM" = 1 ]; then trap '' TERM
+        else trap 'touch "$FAKE_HELM_FOLDER/terminated"; exit 1' TERM; fi
         echo $$ > "$FAKE_HELM_FOLDER/pid.tmp" && mv "$FAKE_HELM_FOLDER/pid.tmp" "$FAKE_HELM_FOLDER/pid"
         sleep 120 & wait
         """#
@@ -64,11 +65,18 @@ struct AbandonedHelmProcessesTests {
         return HelmCommand(version: .v4, kubeconfig: "/tmp/kubeconfig").upgrade(request, valuesFile: "/tmp/values.yaml")
     }
 
-    @Test("the argument vectors HelmCommand builds are recognised by release and namespace, not by prefix")
+    @Test("the argument vectors HelmCommand builds are recognised by release, namespace and cluster, not by prefix")
     func matchesHelmCommands() {
-        let finder = AbandonedHelmProcesses(helmPath: "/opt/helm", release: target.release, namespace: target.namespace)
-        let command = HelmCommand(version: .v3, kubeconfig: nil)
+        let finder = AbandonedHelmProcesses(helmPath: "/opt/helm", release: target.release, namespace: target.namespace,
+                                            kubeconfig: "/tmp/kubeconfig")
+        let command = HelmCommand(version: .v3, kubeconfig: "/tmp/kubeconfig")
         #expect(finder.matches(["/opt/helm"] + upgradeArguments(target)))
+        let otherCluster = HelmCommand(version: .v4, kubeconfig: "/tmp/other-cluster")
+        #expect(!finder.matches(["/opt/helm"] + otherCluster.rollback(target, to: 2, timeout: .seconds(60))))
+        let noKubeconfig = HelmCommand(version: .v4)
+        #expect(!finder.matches(["/opt/helm"] + noKubeconfig.rollback(target, to: 2, timeout: .seconds(60))))
+        let inContext = ReleaseTarget(release: target.release, namespace: target.namespace, kubeContext: "emulator")
+        #expect(!finder.matches(["/opt/helm"] + upgradeArguments(inContext)))
         #expect(finder.matches(["/opt/helm"] + command.rollback(target, to: 2, timeout: .seconds(60))))
         #expect(finder.matches(["/opt/helm"] + command.uninstall(target, timeout: .seconds(60))))
         #expect(!finder.matches(["/usr/bin/helm"] + upgradeArguments(target)))
@@ -84,9 +92,11 @@ struct AbandonedHelmProcessesTests {
         defer { try? FileManager.default.removeItem(atPath: folder) }
         let helm = folder + "/helm"
         var ownRun: Task<Void, Never>?
-        let abandoned = try await start(helm: helm, upgradeArguments(target), folder: folder + "/abandoned", own: &ownRun)
+        let abandoned = try await start(helm: helm, upgradeArguments(target), folder: folder + "/abandoned",
+                                        own: &ownRun)
         let otherNamespace = ReleaseTarget(release: target.release, namespace: "inference-production")
-        let other = try await start(helm: helm, upgradeArguments(otherNamespace), folder: folder + "/other", own: &ownRun)
+        let other = try await start(helm: helm, upgradeArguments(otherNamespace), folder: folder + "/other",
+                                    own: &ownRun)
         let own = try await start(helm: helm, upgradeArguments(target), folder: folder + "/own", detached: false,
                                   own: &ownRun)
         defer {
@@ -95,7 +105,8 @@ struct AbandonedHelmProcessesTests {
         }
         #expect(Self.running(abandoned) && Self.running(other) && Self.running(own))
 
-        let engine = HelmReleaseEngine(helmPath: helm, workingDirectory: folder, version: .v4)
+        let engine = HelmReleaseEngine(helmPath: helm, kubeconfig: "/tmp/kubeconfig", workingDirectory: folder,
+                                       version: .v4)
         let stopped = await engine.stopAbandonedProcesses(for: target)
 
         #expect(stopped == 1)
@@ -116,8 +127,8 @@ struct AbandonedHelmProcessesTests {
                                        ignoreTerm: true, own: &unused)
         defer { kill(stubborn, SIGKILL) }
 
-        let engine = HelmReleaseEngine(helmPath: helm, workingDirectory: folder, version: .v4,
-                                       abandonedProcessGrace: .milliseconds(300))
+        let engine = HelmReleaseEngine(helmPath: helm, kubeconfig: "/tmp/kubeconfig", workingDirectory: folder,
+                                       version: .v4, abandonedProcessGrace: .milliseconds(300))
         #expect(await engine.stopAbandonedProcesses(for: target) == 1)
         try await TestTools.waitUntil("the stubborn helm is gone", timeout: .seconds(10)) { !Self.running(stubborn) }
         #expect(!FileManager.default.fileExists(atPath: folder + "/stubborn/terminated"))
