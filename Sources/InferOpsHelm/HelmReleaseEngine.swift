@@ -44,6 +44,8 @@ public final class HelmReleaseEngine: ReleaseEngine {
     /// How long a call that does not wait on the cluster (status, history, template, version) may
     /// take before helm is stopped.
     private let queryDeadline: Duration
+    /// How long a helm left running by a stopped daemon may take to exit after SIGTERM.
+    private let abandonedProcessGrace: Duration
 
     /// - Parameters:
     ///   - helmPath: the helm executable.
@@ -56,6 +58,7 @@ public final class HelmReleaseEngine: ReleaseEngine {
     ///   - terminationGrace: how long helm may take to exit after SIGTERM (it records the revision
     ///     as failed meanwhile) before it gets SIGKILL.
     ///   - queryDeadline: the limit for calls that do not wait for resources.
+    ///   - abandonedProcessGrace: how long `stopAbandonedProcesses` waits after SIGTERM before SIGKILL.
     public init(
         helmPath: String,
         kubeconfig: String? = nil,
@@ -63,7 +66,8 @@ public final class HelmReleaseEngine: ReleaseEngine {
         workingDirectory: String,
         version: HelmVersion? = nil,
         terminationGrace: Duration = .seconds(30),
-        queryDeadline: Duration = .seconds(120)
+        queryDeadline: Duration = .seconds(120),
+        abandonedProcessGrace: Duration = .seconds(5)
     ) {
         self.helmPath = helmPath
         self.kubeconfig = kubeconfig
@@ -72,6 +76,7 @@ public final class HelmReleaseEngine: ReleaseEngine {
         self.configuredVersion = version
         self.runner = ProcessRunner(terminationGrace: terminationGrace, stdoutLimit: Self.stdoutLimit)
         self.queryDeadline = queryDeadline
+        self.abandonedProcessGrace = abandonedProcessGrace
     }
 
     /// The Helm major version: the configured one, or the binary's own answer, asked once.
@@ -160,6 +165,17 @@ public final class HelmReleaseEngine: ReleaseEngine {
         let command = try await command()
         let output = try await run(command.uninstall(target, timeout: timeout), deadline: waitDeadline(timeout))
         guard output.succeeded else { throw classify(output) }
+    }
+
+    /// Stops the helm processes a killed daemon left running on `target`: found in `/proc` by the
+    /// argument vector this engine gives helm (this binary, the release, its namespace, the same
+    /// kubeconfig and context), except
+    /// those this process started. SIGTERM first, so helm marks its revision failed instead of
+    /// leaving it pending; SIGKILL after `abandonedProcessGrace`.
+    public func stopAbandonedProcesses(for target: ReleaseTarget) async -> Int {
+        await AbandonedHelmProcesses(helmPath: helmPath, release: target.release, namespace: target.namespace,
+                                     kubeconfig: kubeconfig, kubeContext: target.kubeContext)
+            .stop(grace: abandonedProcessGrace)
     }
 
     // MARK: - Running helm

@@ -281,6 +281,13 @@ private struct Spawned: Sendable {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_adddup2(&actions, stdoutPipe[1], 1)
         posix_spawn_file_actions_adddup2(&actions, stderrPipe[1], 2)
+        #if os(Linux)
+        // Nothing else of the daemon's reaches the child. Descriptors opened without close-on-exec
+        // (SwiftNIO's sockets are, its listening socket among them) would otherwise be inherited:
+        // a helm that outlives a killed daemon would hold its port, and the restarted daemon could
+        // not listen again until that helm ended. (Darwin: POSIX_SPAWN_CLOEXEC_DEFAULT below.)
+        closeInheritedDescriptors(&actions)
+        #endif
 
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
@@ -314,6 +321,24 @@ private struct Spawned: Sendable {
         }
         return Spawned(pid: pid, stdout: stdoutPipe[0], stderr: stderrPipe[0])
     }
+
+    #if os(Linux)
+    /// Adds actions that close every descriptor above standard error in the child: glibc's
+    /// `posix_spawn_file_actions_addclosefrom_np` (2.34 and later; looked up at run time, as Swift's
+    /// Glibc module does not declare it), else one close per descriptor open now. glibc ignores a
+    /// close of a descriptor that is not open, so one closed meanwhile does not fail the spawn.
+    private static func closeInheritedDescriptors(_ actions: inout posix_spawn_file_actions_t) {
+        typealias CloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+        if let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") {
+            let closeFrom = unsafeBitCast(symbol, to: CloseFrom.self)
+            if closeFrom(&actions, 3) == 0 { return }
+        }
+        let open = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+        for descriptor in open.compactMap(Int32.init) where descriptor > 2 {
+            posix_spawn_file_actions_addclose(&actions, descriptor)
+        }
+    }
+    #endif
 
     /// A one-way channel for one of the child's outputs, `[read end, write end]`, both ends
     /// close-on-exec from the moment they exist: no other child spawned meanwhile (by this runner or

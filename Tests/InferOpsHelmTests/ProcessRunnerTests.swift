@@ -43,6 +43,26 @@ struct ProcessRunnerTests {
         #expect(echoed == hostile)
     }
 
+    @Test("the child inherits only its standard descriptors, not the daemon's sockets and files")
+    func onlyStandardDescriptors() async throws {
+        // Like SwiftNIO's listening socket: open without close-on-exec.
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        #expect(listener >= 0)
+        defer { close(listener) }
+        let output = try await ProcessRunner().run(
+            executable: python,
+            arguments: ["-c", """
+                import os, sys
+                try:
+                    os.fstat(int(sys.argv[1])); print("open")
+                except OSError:
+                    print("closed")
+                """, "\(listener)"],
+            environment: ["PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"]
+        )
+        #expect(String(decoding: output.stdout, as: UTF8.self) == "closed\n", "\(output.stderrText)")
+    }
+
     @Test("the environment is exactly the one given")
     func environment() async throws {
         let output = try await ProcessRunner().run(
