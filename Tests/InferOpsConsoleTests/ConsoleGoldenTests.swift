@@ -1,11 +1,12 @@
 // Golden files for the console renderer: each fixture reply below is rendered and compared with
-// `Golden/<name>.txt`, byte for byte. A change in the console's output fails here until the file
+// `Tests/Golden/Console/<name>.txt`, byte for byte (outside the test target's folder, so SwiftPM
+// does not warn about files it does not build). A change in the console's output fails here until the file
 // is re-recorded, on purpose only, after reading the diff:
 //
 //     INFEROPS_RECORD_GOLDEN=1 swift test --filter ConsoleGoldenTests
 //
 // rewrites the files instead of comparing (the tests then fail, saying what they recorded, so a
-// recording run is never mistaken for a passing one); review `git diff Tests/InferOpsConsoleTests/Golden`.
+// recording run is never mistaken for a passing one); review `git diff Tests/Golden/Console`.
 
 import Foundation
 import InferOpsConsole
@@ -128,7 +129,7 @@ import Testing
     ]
 
     static let goldenFolder = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-        .appendingPathComponent("Golden")
+        .deletingLastPathComponent().appendingPathComponent("Golden/Console")
 
     @Test(arguments: fixtures)
     func rendersAsRecorded(_ fixture: Fixture) throws {
