@@ -46,6 +46,8 @@ public struct Runtime: Sendable {
                           hint: "Check `storage.path` and that its folder is writable.")
         }
         let helmPath = try Self.locate(configuration.helm.binary)
+        let abandoned = PrivateWorkFolder.removeAbandoned()  // outside the log call: its metadata may not be evaluated
+        logger.info("abandoned work folders removed", metadata: ["count": "\(abandoned)"])
         let workFolder: PrivateWorkFolder
         do {
             workFolder = try PrivateWorkFolder()

@@ -3,10 +3,15 @@ import InferOpsCore
 
 /// The console chat: replies printed as text, each operation's thread an indented block tagged with
 /// its id. Used by the sandbox, `inferops exec`, and anyone running the daemon locally.
+///
+/// A terminal cannot edit what it printed, so each edit of a status card is printed as one short
+/// line tagged with the operation id; an edit that says the same as the last one printed for that
+/// operation is skipped, so the console is not flooded with repeats.
 public final class ConsoleTransport: ChatTransport, Sendable {
     let output: @Sendable (String) -> Void
     let isWritable: @Sendable () -> Bool
     let counter = MessageCounter()
+    let cardEdits = CardEditMemory()
 
     /// - Parameters:
     ///   - output: where rendered lines go; standard output by default.
@@ -43,8 +48,9 @@ public final class ConsoleTransport: ChatTransport, Sendable {
     }
 
     public func update(_ message: MessageRef, with reply: Reply, operation: OperationID?) async throws {
-        // A terminal cannot edit what it printed, and the thread's last reply already says how the
-        // operation ended, so the status card's final edit is not printed again.
+        let edit = ConsoleRenderer.cardEdit(reply)
+        guard await cardEdits.isNew(edit, for: operation?.rawValue ?? message.id) else { return }
+        output(ConsoleRenderer.renderEdit(reply, operation: operation))
     }
 }
 
@@ -53,6 +59,25 @@ actor MessageCounter {
     func next() -> Int {
         value += 1
         return value
+    }
+}
+
+/// The last card edit printed for each of the most recent operations.
+actor CardEditMemory {
+    /// Enough for every operation running at once; older ones are forgotten (at worst an edit of a
+    /// forgotten operation is printed once more).
+    static let capacity = 64
+    var last: [String: ConsoleRenderer.CardEdit] = [:]
+    var order: [String] = []
+
+    /// Whether `edit` differs from the last one printed for `key`; remembers it when it does.
+    func isNew(_ edit: ConsoleRenderer.CardEdit, for key: String) -> Bool {
+        if last[key] == edit { return false }
+        if last.updateValue(edit, forKey: key) == nil {
+            order.append(key)
+            if order.count > Self.capacity { last[order.removeFirst()] = nil }
+        }
+        return true
     }
 }
 
@@ -76,11 +101,40 @@ public enum ConsoleRenderer {
         lines.append(contentsOf: reply.lines.map { "  " + text($0) })
         if let table = reply.table { lines.append(contentsOf: renderTable(table).map { "  " + $0 }) }
         if let hint = reply.hint { lines.append("  → \(text(hint))") }
+        // A button becomes the command that does the same, for the user to type.
+        lines.append(contentsOf: reply.actions.map { "  [\(literal($0.label))] \(literal($0.command))" })
         guard let operation else { return lines.joined(separator: "\n") }
         let prefix = threaded ? "    │ [\(operation)] " : "[\(operation)] "
         return lines.enumerated().map { index, line in
             index == 0 ? prefix + line : String(repeating: " ", count: prefix.count) + line
         }.joined(separator: "\n")
+    }
+
+    /// What a status card edit says: the operation's state and what it is doing now.
+    public struct CardEdit: Hashable, Sendable {
+        public var state: String?
+        public var detail: String
+    }
+
+    /// How many characters of an edit's detail are shown: the line stays within a terminal's width.
+    public static let editDetailWidth = 100
+
+    /// The `state` and `now` fields of a status card (`StatusCard.reply`), sanitized; the title
+    /// stands in for `now` when the card has none (the final edit), truncated to `editDetailWidth`.
+    public static func cardEdit(_ reply: Reply) -> CardEdit {
+        func field(_ label: String) -> String? {
+            reply.fields.first { $0.label == label }.map { text($0.value) }
+        }
+        let detail = field("now") ?? text(reply.title)
+        let shown = detail.count > editDetailWidth ? detail.prefix(editDetailWidth - 1) + "…" : detail
+        return CardEdit(state: field("state"), detail: String(shown))
+    }
+
+    /// A status card edit as one line: `[op-…] ▣ state · detail`.
+    public static func renderEdit(_ reply: Reply, operation: OperationID?) -> String {
+        let edit = cardEdit(reply)
+        let body = "▣ " + (edit.state.map { "\($0) · " } ?? "") + edit.detail
+        return operation.map { "[\($0)] " + body } ?? body
     }
 
     /// One piece of reply text for a terminal.

@@ -19,6 +19,11 @@ import Darwin
 /// type and owner are checked on the open folder itself with symbolic links refused, its mode is set
 /// to 0700, and removing it never follows a link: what it holds is unlinked, never what a link
 /// points to, and a folder that is no longer the one created is left alone.
+///
+/// The name carries the owning daemon's pid (`inferops-<pid>-XXXXXX`): a daemon killed before it
+/// could clean up leaves its folder (values files that may hold secrets, helm's caches) behind, and
+/// the next start recognises it by the pid that no longer runs and removes it
+/// (`removeAbandoned(in:)`). The random part still makes the name unpredictable.
 public final class PrivateWorkFolder: Sendable {
     /// Why a work folder cannot be made or used.
     public struct Failure: Error, CustomStringConvertible, Equatable {
@@ -32,14 +37,15 @@ public final class PrivateWorkFolder: Sendable {
     private let device: UInt64
     private let inode: UInt64
 
-    /// Creates a fresh folder named `prefix` and six random characters in `parent`.
+    /// Creates a fresh folder named `prefix`, this process's pid, `-` and six random characters in
+    /// `parent`.
     /// - Parameter parent: the system's temporary folder by default (`$TMPDIR`, else `/tmp`). It must
     ///   belong to root or the daemon's user, and when others may write to it it must be sticky
     ///   (mode `1777`, as `/tmp` is), so nobody else can rename or remove the new folder.
     /// - Throws: `Failure` when the parent is unsafe or the folder cannot be made.
     public init(in parent: String = NSTemporaryDirectory(), prefix: String = "inferops-") throws {
         try Self.checkParent(parent)
-        var template = Array(((parent as NSString).appendingPathComponent(prefix) + "XXXXXX").utf8CString)
+        var template = Array(((parent as NSString).appendingPathComponent(prefix) + "\(getpid())-XXXXXX").utf8CString)
         guard mkdtemp(&template) != nil else {
             throw Failure(path: parent, reason: "cannot create a folder: \(Self.describe(errno))")
         }
@@ -87,6 +93,63 @@ public final class PrivateWorkFolder: Sendable {
         if let problem = problem(with: info, allowedMode: 0o700) { throw Failure(path: path, reason: problem) }
     }
 
+    /// Removes the work folders that daemons which no longer run left in `parent`, and returns how
+    /// many it removed.
+    ///
+    /// A folder is removed only when its name is `prefix`, a pid, `-` and six characters, no process
+    /// with that pid exists (`kill(pid, 0)` fails with `ESRCH`; a pid owned by another user answers
+    /// `EPERM` and counts as running), and it is a real folder (not a symbolic link) owned by this
+    /// user. Everything else is left alone: other users' folders, live daemons' folders, files and
+    /// links with such names. Removal follows no link, as `remove()` does. A folder of a daemon in
+    /// another pid namespace sharing this temporary folder cannot be told apart from a dead one, so
+    /// `TMPDIR` should not be shared that way.
+    @discardableResult
+    public static func removeAbandoned(in parent: String = NSTemporaryDirectory(), prefix: String = "inferops-")
+        -> Int
+    {
+        let parentDescriptor = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard parentDescriptor >= 0 else { return 0 }
+        defer { close(parentDescriptor) }
+        var removed = 0
+        for name in entryNames(of: parentDescriptor) {
+            guard let pid = owningPid(ofFolderNamed: name, prefix: prefix), pid != getpid(),
+                kill(pid, 0) != 0, errno == ESRCH
+            else { continue }
+            var info = stat()
+            guard fstatat(parentDescriptor, name, &info, AT_SYMLINK_NOFOLLOW) == 0,
+                problem(with: info, allowedMode: nil) == nil
+            else { continue }
+            let descriptor = openat(parentDescriptor, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            guard descriptor >= 0 else { continue }
+            // The folder opened must be the one checked, not something put in its place since.
+            var opened = stat()
+            guard fstat(descriptor, &opened) == 0, opened.st_dev == info.st_dev, opened.st_ino == info.st_ino,
+                problem(with: opened, allowedMode: nil) == nil
+            else {
+                close(descriptor)
+                continue
+            }
+            removeContents(of: descriptor)
+            if unlinkat(parentDescriptor, name, AT_REMOVEDIR) == 0 { removed += 1 }
+        }
+        return removed
+    }
+
+    /// The pid in a name made by `init` (`prefix`, decimal pid, `-`, six letters or digits), or `nil`
+    /// when the name is not one.
+    static func owningPid(ofFolderNamed name: String, prefix: String) -> pid_t? {
+        guard name.hasPrefix(prefix) else { return nil }
+        let rest = name.dropFirst(prefix.count)
+        guard let dash = rest.firstIndex(of: "-") else { return nil }
+        let digits = rest[..<dash]
+        let random = rest[rest.index(after: dash)...]
+        guard !digits.isEmpty, digits.count <= 10, digits.allSatisfy({ $0.isASCII && $0.isNumber }),
+            random.count == 6, random.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber) }),
+            let pid = pid_t(digits), pid > 0
+        else { return nil }
+        return pid
+    }
+
     // MARK: - Checks
 
     /// What makes `info` unfit for a private folder, or `nil`. `allowedMode` are the permission bits
@@ -128,21 +191,9 @@ public final class PrivateWorkFolder: Sendable {
     /// Unlinks everything inside the open folder `descriptor` (and closes it). Every step works
     /// relative to an open folder and opens subfolders with `O_NOFOLLOW`, so a link met on the way
     /// is removed itself and nothing it points to is touched.
-    private static func removeContents(of descriptor: Int32) {
-        guard let stream = fdopendir(descriptor) else {
-            close(descriptor)
-            return
-        }
-        defer { closedir(stream) }
-        var names: [String] = []
-        while let entry = readdir(stream) {
-            let name = withUnsafePointer(to: &entry.pointee.d_name) {
-                String(cString: UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self))
-            }
-            if name != ".", name != ".." { names.append(name) }
-        }
-        let folder = dirfd(stream)
-        for name in names {
+    private static func removeContents(of folder: Int32) {
+        defer { close(folder) }
+        for name in entryNames(of: folder) {
             var info = stat()
             guard fstatat(folder, name, &info, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
             if isDirectory(info) {
@@ -153,5 +204,25 @@ public final class PrivateWorkFolder: Sendable {
                 unlinkat(folder, name, 0)
             }
         }
+    }
+
+    /// The names in the open folder `descriptor`, without `.` and `..`; `descriptor` stays open
+    /// (a duplicate is read, so it can still be used for `openat` and `unlinkat`).
+    private static func entryNames(of descriptor: Int32) -> [String] {
+        let copy = dup(descriptor)
+        guard copy >= 0 else { return [] }
+        guard let stream = fdopendir(copy) else {
+            close(copy)
+            return []
+        }
+        defer { closedir(stream) }
+        var names: [String] = []
+        while let entry = readdir(stream) {
+            let name = withUnsafePointer(to: &entry.pointee.d_name) {
+                String(cString: UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self))
+            }
+            if name != ".", name != ".." { names.append(name) }
+        }
+        return names
     }
 }

@@ -181,4 +181,91 @@ struct PrivateWorkFolderTests {
             )) { try PrivateWorkFolder(in: parent) }
         }
     }
+
+    /// The pid of a process that has exited and been reaped: no process has it now.
+    static func deadPid() throws -> pid_t {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/true")
+        try process.run()
+        process.waitUntilExit()
+        let pid = process.processIdentifier
+        #expect(kill(pid, 0) != 0 && errno == ESRCH)
+        return pid
+    }
+
+    @Test("the folder's name carries this process's pid, so a later start can tell whose it is")
+    func nameCarriesThePid() throws {
+        let parent = try Self.sharedParent()
+        defer { try? FileManager.default.removeItem(atPath: parent) }
+        let folder = try PrivateWorkFolder(in: parent)
+        defer { folder.remove() }
+        let name = (folder.path as NSString).lastPathComponent
+        #expect(name.hasPrefix("inferops-\(getpid())-"))
+        #expect(name.count == "inferops-\(getpid())-".count + 6)
+        #expect(PrivateWorkFolder.owningPid(ofFolderNamed: name, prefix: "inferops-") == getpid())
+        // A running daemon's folder is never taken for an abandoned one.
+        #expect(PrivateWorkFolder.removeAbandoned(in: parent) == 0)
+        #expect(Self.lstatInfo(folder.path) != nil)
+    }
+
+    @Test("a dead daemon's folder is removed with what it holds, following no link inside it")
+    func deadDaemonsFolderIsRemoved() throws {
+        let parent = try Self.sharedParent()
+        defer { try? FileManager.default.removeItem(atPath: parent) }
+        let outside = TestTools.temporaryPath("outside")
+        try FileManager.default.createDirectory(atPath: outside, withIntermediateDirectories: false)
+        defer { try? FileManager.default.removeItem(atPath: outside) }
+        try "keep".write(toFile: outside + "/keep", atomically: false, encoding: .utf8)
+
+        let abandoned = parent + "/inferops-\(try Self.deadPid())-a1B2c3"
+        #expect(mkdir(abandoned, 0o700) == 0)
+        try FileManager.default.createDirectory(atPath: abandoned + "/helm/cache", withIntermediateDirectories: true)
+        try "token: hf_secret".write(toFile: abandoned + "/values-1.yaml", atomically: false, encoding: .utf8)
+        try FileManager.default.createSymbolicLink(atPath: abandoned + "/helm/to-outside", withDestinationPath: outside)
+
+        #expect(PrivateWorkFolder.removeAbandoned(in: parent) == 1)
+        #expect(Self.lstatInfo(abandoned) == nil)
+        #expect(Self.contents(outside) == ["keep"])
+        #expect(Self.contents(parent).isEmpty)
+    }
+
+    @Test("live daemons' folders, links, files, other names and other users' folders are left alone")
+    func everythingElseIsKept() throws {
+        let parent = try Self.sharedParent()
+        defer { try? FileManager.default.removeItem(atPath: parent) }
+        let target = TestTools.temporaryPath("attacker")
+        try FileManager.default.createDirectory(atPath: target, withIntermediateDirectories: false)
+        defer { try? FileManager.default.removeItem(atPath: target) }
+        try "keep".write(toFile: target + "/keep", atomically: false, encoding: .utf8)
+        let dead = try Self.deadPid()
+
+        var kept: [String] = []
+        func folder(_ name: String) -> String {
+            let path = parent + "/" + name
+            #expect(mkdir(path, 0o700) == 0)
+            kept.append(name)
+            return path
+        }
+        _ = folder("inferops-\(getpid())-live01")  // this process: running
+        _ = folder("inferops-1-init01")  // pid 1 runs (EPERM when it is another user's: still running)
+        _ = folder("inferops-\(dead)")  // the old name, no random part
+        _ = folder("inferops-\(dead)-toolong")
+        _ = folder("inferops-x\(dead)-abcdef")
+        _ = folder("other-\(dead)-abcdef")
+        try FileManager.default.createSymbolicLink(
+            atPath: parent + "/inferops-\(dead)-link01", withDestinationPath: target)
+        kept.append("inferops-\(dead)-link01")
+        try "x".write(toFile: parent + "/inferops-\(dead)-file01", atomically: false, encoding: .utf8)
+        kept.append("inferops-\(dead)-file01")
+        if geteuid() == 0 {
+            let foreign = folder("inferops-\(dead)-other1")
+            #expect(chown(foreign, 65534, 65534) == 0)
+        }
+
+        #expect(PrivateWorkFolder.removeAbandoned(in: parent) == 0)
+        #expect(Self.contents(parent) == kept.sorted())
+        #expect(Self.contents(target) == ["keep"])
+        let link = try #require(Self.lstatInfo(parent + "/inferops-\(dead)-link01"))
+        #expect(link.st_mode & mode_t(S_IFMT) == mode_t(S_IFLNK))
+    }
 }
