@@ -126,6 +126,30 @@ public final class SQLiteStore: OperationStore, Sendable {
         }
     }
 
+    public func recordEnd(_ operation: OperationRecord, from expectedState: OperationState, journal: JournalEntry,
+                          audit: AuditEntry) async throws {
+        try await writer.write { db in
+            guard let stored = try OperationRow.fetchOne(db, key: operation.id.rawValue)?.operation else {
+                throw SQLiteStoreError.unknownOperation(operation.id)
+            }
+            guard stored.state == expectedState else {
+                if stored.state.isFinished { throw OperationAlreadyEnded(operation: operation.id, state: stored.state) }
+                throw OperationStateConflict(operation: operation.id, expected: expectedState, found: stored.state)
+            }
+            var written = operation
+            written.owner = stored.owner
+            written.cancelRequest = stored.cancelRequest
+            try OperationRow(written).update(db)
+            try JournalRecord(journal).insert(db)
+            var record = AuditRecord(audit)
+            let next = try AuditChain.nextLink(db)
+            record.id = next.id
+            record.previousHash = next.previousHash
+            record.hash = AuditChain.Link(id: next.id, record: record, previousHash: next.previousHash).expectedHash
+            try record.insert(db)
+        }
+    }
+
     public func operation(_ id: OperationID) async throws -> OperationRecord? {
         try await writer.read { db in
             try OperationRow.fetchOne(db, key: id.rawValue)?.operation

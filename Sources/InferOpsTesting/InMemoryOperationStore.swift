@@ -109,6 +109,14 @@ public actor InMemoryOperationStore: OperationStore {
 
     public func operation(_ id: OperationID) -> OperationRecord? { snapshot.operation(id) }
 
+    public func recordEnd(_ operation: OperationRecord, from expectedState: OperationState, journal: JournalEntry,
+                          audit: AuditEntry) throws {
+        try update(operation, from: expectedState)
+        snapshot.journal.append(journal)
+        snapshot.audit.append(audit)
+        changed()
+    }
+
     public func claimRelease(for operation: OperationID, release: String, at: Date) throws -> OperationRecord? {
         let holder = snapshot.operations
             .filter {

@@ -63,6 +63,39 @@ struct OperationStoreContractTests {
         }
     }
 
+    @Test("An operation's end is its state, journal entry and audit row together, or nothing", arguments: ContractStore.allCases)
+    func endIsOneStep(_ kind: ContractStore) async throws {
+        try await kind.withStore { store throws in
+            var running = makeOperation("op-00000001", state: .verifying)
+            try await store.insert(running)
+            running.state = .succeeded
+            running.outcome = "Deployed."
+            let at = running.createdAt
+            let journal = JournalEntry(operation: running.id, at: at, state: .succeeded, message: "Deployed.")
+            let audit = AuditEntry(at: at, actor: running.requester, action: "deploy", outcome: "succeeded",
+                                   operation: running.id)
+            try await store.recordEnd(running, from: .verifying, journal: journal, audit: audit)
+            #expect(try await store.operation(running.id)?.state == .succeeded)
+            #expect(try await store.journal(of: running.id).last?.message == "Deployed.")
+            #expect(try await store.auditLog().last?.outcome == "succeeded")
+
+            // From a stale state nothing of it is written.
+            var other = makeOperation("op-00000002", state: .applying)
+            try await store.insert(other)
+            other.state = .failed
+            await #expect(throws: OperationStateConflict(operation: other.id, expected: .verifying, found: .applying)) {
+                try await store.recordEnd(
+                    other, from: .verifying,
+                    journal: JournalEntry(operation: other.id, at: at, state: .failed, message: "Failed."),
+                    audit: AuditEntry(at: at, actor: other.requester, action: "deploy", outcome: "failed",
+                                      operation: other.id))
+            }
+            #expect(try await store.operation(other.id)?.state == .applying)
+            #expect(try await store.journal(of: other.id).isEmpty)
+            #expect(try await store.auditLog().count == 1)
+        }
+    }
+
     @Test("Only one operation at a time may claim a release", arguments: ContractStore.allCases)
     func releaseClaim(_ kind: ContractStore) async throws {
         try await kind.withStore { store throws in

@@ -151,17 +151,19 @@ public actor OperationReporter {
         operation.state = state
         operation.outcome = services.redactor.redact(reply.title.plainText)
         operation.updatedAt = services.time.now()
-        try await write()
-        services.observer.operationFinished(kind: operation.kind, outcome: state)
-        try await journal(reply.title.plainText)
-        try await services.store.appendAudit(
-            AuditEntry(
+        // State, last journal entry and audit row in one transaction: all or none after a crash.
+        try await services.store.recordEnd(
+            operation, from: storedState,
+            journal: JournalEntry(operation: operation.id, at: services.time.now(), state: operation.state,
+                                  message: services.redactor.redact(reply.title.plainText)),
+            audit: AuditEntry(
                 at: services.time.now(), actor: operation.requester, action: operation.kind.rawValue,
                 environment: operation.environment, subject: operation.model ?? operation.target?.release,
                 outcome: state.rawValue, operation: operation.id,
                 detail: operation.planDigest.map(services.redactor.redact)
-            ).stamped(with: CommandOrigin.current ?? CommandOrigin(channel: channel, osUser: nil))
-        )
+            ).stamped(with: CommandOrigin.current ?? CommandOrigin(channel: channel, osUser: nil)))
+        storedState = operation.state
+        services.observer.operationFinished(kind: operation.kind, outcome: state)
         try await say(reply)
         await editCard(detail: reply.title, force: true)
     }

@@ -15,6 +15,11 @@ public protocol OperationStore: Sendable {
     ///   `OperationStateConflict` when it is in another unfinished state.
     func update(_ operation: OperationRecord, from expectedState: OperationState) async throws
     func operation(_ id: OperationID) async throws -> OperationRecord?
+    /// Ends an operation in one transaction: its final state (as `update(_:from:)` writes it), the
+    /// journal's last entry and the audit row of its end. A daemon killed at any moment leaves either
+    /// all three or none, so a finished operation always has its end journaled and audited.
+    func recordEnd(_ operation: OperationRecord, from expectedState: OperationState, journal: JournalEntry,
+                   audit: AuditEntry) async throws
     /// Atomically moves `operation` to `prechecking` unless another unfinished operation in a state of
     /// `OperationState.holdingRelease` acts on the same release; returns that operation instead.
     /// This is what keeps two daemons (or `inferops exec` runs) from interleaving on one release.
