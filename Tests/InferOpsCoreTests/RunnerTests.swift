@@ -270,8 +270,8 @@ extension Harness {
         #expect(h.chat.posts(for: held.id).isEmpty)
         #expect(await h.store.journal(of: held.id).isEmpty)
 
-        // The live owner stops renewing: past the 10 s lease, it is taken over.
-        h.time.advance(by: .seconds(11))
+        // The live owner stops renewing: past the lease, it is taken over.
+        h.time.advance(by: OperationRunner.Settings().lease + .seconds(1))
         let record = try await h.waitUntilFinished(held.id)
         #expect(record.state == .succeeded)
         #expect(record.owner?.instance != "live-daemon")
