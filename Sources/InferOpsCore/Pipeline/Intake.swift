@@ -178,18 +178,6 @@ public final class Intake: Sendable {
         }
     }
 
-    /// The router changes a deploy or rollback makes on its own (`router.autoRegister`, following
-    /// new replicas) act for the requester, so they take the `register` permission too. Without it
-    /// they are skipped, not the deploy; an explicit `--register` was refused above instead.
-    func automaticRoutingDenial(_ user: UserID, in environment: EnvironmentSettings) -> Denial? {
-        do {
-            try configuration.policy.authorize(user, "register", in: environment.name, verb: "register")
-            return nil
-        } catch {
-            return error
-        }
-    }
-
     // MARK: execute
 
     func execute(_ command: ValidatedCommand, spec: CommandSpec, request: OperationRequest, event: ChatEvent,
@@ -234,7 +222,8 @@ public final class Intake: Sendable {
         case .deploy(let model, let environment, _, _, _, _), .rollback(let model, let environment, _),
             .routing(_, let model, let environment, _), .remove(let model, let environment, _):
             let kind = OperationPlanning.kind(of: command)!
-            if kind != .deploy && kind != .rollback && kind != .remove, registrar(for: environment) == nil {
+            if kind != .deploy && kind != .rollback && kind != .remove,
+               Registrar(services: services, environment: environment) == nil {
                 return await answer(event) {
                     try await self.refuse(Refusal("`\(environment.name)` has no router configured."), in: conversation)
                 }
@@ -333,12 +322,6 @@ public final class Intake: Sendable {
         return .completed(nil)
     }
 
-
-    /// The router side of an environment, when it has a router.
-    func registrar(for environment: EnvironmentSettings) -> Registrar? {
-        guard let settings = environment.router, let router = services.routers.router(for: environment) else { return nil }
-        return Registrar(services: services, environment: environment, settings: settings, router: router)
-    }
 
     // MARK: locks and cancel
 

@@ -465,21 +465,22 @@ public actor OperationRunner {
             }
             let workflow = DeployWorkflow(
                 services: services, plan: plan, environment: environment, reporter: reporter,
-                registrar: registrar(for: environment), registers: register || environment.router?.autoRegister == true,
+                registrar: Registrar(services: services, environment: environment),
+                registers: register || environment.router?.autoRegister == true,
                 routingDenial: automaticRoutingDenial(request.requester, in: environment))
             return { resuming ? try await workflow.resume() : try await workflow.run() }
         case .rollback(let model, let environment, let revision):
             let workflow = RollbackWorkflow(
                 services: services, model: model, environment: environment, requestedRevision: revision,
-                reporter: reporter, registrar: registrar(for: environment),
+                reporter: reporter, registrar: Registrar(services: services, environment: environment),
                 routingDenial: automaticRoutingDenial(request.requester, in: environment))
             return { resuming ? try await workflow.resume() : try await workflow.run() }
         case .remove(let model, let environment, let reason):
             let workflow = RemoveWorkflow(services: services, model: model, environment: environment, reason: reason,
-                                          reporter: reporter, registrar: registrar(for: environment))
+                                          reporter: reporter, registrar: Registrar(services: services, environment: environment))
             return { resuming ? try await workflow.resume() : try await workflow.run() }
         case .routing(let kind, let model, let environment, let reason):
-            guard let registrar = registrar(for: environment) else {
+            guard let registrar = Registrar(services: services, environment: environment) else {
                 try await reporter.finish(.interrupted, Reply(.failure, "Interrupted: `\(environment.name)` has no router configured any more."))
                 return nil
             }
@@ -491,12 +492,6 @@ public actor OperationRunner {
             try await reporter.finish(.interrupted, Reply(.failure, "Interrupted: `\(record.command)` is not an operation."))
             return nil
         }
-    }
-
-    /// The router side of an environment, when it has a router.
-    nonisolated func registrar(for environment: EnvironmentSettings) -> Registrar? {
-        guard let settings = environment.router, let router = services.routers.router(for: environment) else { return nil }
-        return Registrar(services: services, environment: environment, settings: settings, router: router)
     }
 
     /// The router changes a deploy or rollback makes on its own (`router.autoRegister`, following

@@ -9,6 +9,19 @@ struct Registrar: Sendable {
     let settings: RouterSettings
     let router: any ModelRouter
 
+    /// The router side of `environment`, when it has a router configured and reachable by name.
+    init?(services: Services, environment: EnvironmentSettings) {
+        guard let settings = environment.router, let router = services.routers.router(for: environment) else { return nil }
+        self.init(services: services, environment: environment, settings: settings, router: router)
+    }
+
+    init(services: Services, environment: EnvironmentSettings, settings: RouterSettings, router: any ModelRouter) {
+        self.services = services
+        self.environment = environment
+        self.settings = settings
+        self.router = router
+    }
+
     /// The router worker URLs of the replicas that are ready now, and how many replicas there should be.
     func servingEndpoints(model: String) async throws -> (urls: [String], ready: Int, desired: Int) {
         let workload = try await services.cluster.workload(environment.target(model: model))

@@ -24,10 +24,11 @@ public struct RouterReconciliation: Sendable {
     public func reconcileOnce() async -> [Pass] {
         var passes: [Pass] = []
         for name in configuration.environmentNames {
-            guard let environment = configuration.environments[name], let settings = environment.router,
-                let router = services.routers.router(for: environment)
+            guard let environment = configuration.environments[name],
+                let registrar = Registrar(services: services, environment: environment)
             else { continue }
-            let registrar = Registrar(services: services, environment: environment, settings: settings, router: router)
+            let router = registrar.router
+            let settings = registrar.settings
             do {
                 // Follow the replicas that serve now. Each write names the version it was read at, so
                 // a row changed while the cluster was asked (a `disable`) is left as that change made it.
