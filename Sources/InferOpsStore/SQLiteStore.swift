@@ -111,42 +111,31 @@ public final class SQLiteStore: OperationStore, Sendable {
     /// - Throws: `SQLiteStoreError.unknownOperation` when no operation has this id;
     ///   `OperationAlreadyEnded` or `OperationStateConflict` when it is not in `expectedState`.
     public func update(_ operation: OperationRecord, from expectedState: OperationState) async throws {
-        try await writer.write { db in
-            guard let stored = try OperationRow.fetchOne(db, key: operation.id.rawValue)?.operation else {
-                throw SQLiteStoreError.unknownOperation(operation.id)
-            }
-            guard stored.state == expectedState else {
-                if stored.state.isFinished { throw OperationAlreadyEnded(operation: operation.id, state: stored.state) }
-                throw OperationStateConflict(operation: operation.id, expected: expectedState, found: stored.state)
-            }
-            var written = operation
-            written.owner = stored.owner
-            written.cancelRequest = stored.cancelRequest
-            try OperationRow(written).update(db)
+        try await writer.write { db in try Self.update(operation, from: expectedState, in: db) }
+    }
+
+    /// Writes `operation` if the stored one is still in `expectedState`, keeping the stored owner and
+    /// cancel request: the one compare-and-set every operation write goes through.
+    static func update(_ operation: OperationRecord, from expectedState: OperationState, in db: Database) throws {
+        guard let stored = try OperationRow.fetchOne(db, key: operation.id.rawValue)?.operation else {
+            throw SQLiteStoreError.unknownOperation(operation.id)
         }
+        guard stored.state == expectedState else {
+            if stored.state.isFinished { throw OperationAlreadyEnded(operation: operation.id, state: stored.state) }
+            throw OperationStateConflict(operation: operation.id, expected: expectedState, found: stored.state)
+        }
+        var written = operation
+        written.owner = stored.owner
+        written.cancelRequest = stored.cancelRequest
+        try OperationRow(written).update(db)
     }
 
     public func recordEnd(_ operation: OperationRecord, from expectedState: OperationState, journal: JournalEntry,
                           audit: AuditEntry) async throws {
         try await writer.write { db in
-            guard let stored = try OperationRow.fetchOne(db, key: operation.id.rawValue)?.operation else {
-                throw SQLiteStoreError.unknownOperation(operation.id)
-            }
-            guard stored.state == expectedState else {
-                if stored.state.isFinished { throw OperationAlreadyEnded(operation: operation.id, state: stored.state) }
-                throw OperationStateConflict(operation: operation.id, expected: expectedState, found: stored.state)
-            }
-            var written = operation
-            written.owner = stored.owner
-            written.cancelRequest = stored.cancelRequest
-            try OperationRow(written).update(db)
+            try Self.update(operation, from: expectedState, in: db)
             try JournalRecord(journal).insert(db)
-            var record = AuditRecord(audit)
-            let next = try AuditChain.nextLink(db)
-            record.id = next.id
-            record.previousHash = next.previousHash
-            record.hash = AuditChain.Link(id: next.id, record: record, previousHash: next.previousHash).expectedHash
-            try record.insert(db)
+            try Self.appendAudit(audit, in: db)
         }
     }
 
@@ -209,14 +198,16 @@ public final class SQLiteStore: OperationStore, Sendable {
 
     /// Chains the row to the last one (`AuditChain`) in the same transaction that inserts it.
     public func appendAudit(_ entry: AuditEntry) async throws {
-        try await writer.write { db in
-            var record = AuditRecord(entry)
-            let next = try AuditChain.nextLink(db)
-            record.id = next.id
-            record.previousHash = next.previousHash
-            record.hash = AuditChain.Link(id: next.id, record: record, previousHash: next.previousHash).expectedHash
-            try record.insert(db)
-        }
+        try await writer.write { db in try Self.appendAudit(entry, in: db) }
+    }
+
+    static func appendAudit(_ entry: AuditEntry, in db: Database) throws {
+        var record = AuditRecord(entry)
+        let next = try AuditChain.nextLink(db)
+        record.id = next.id
+        record.previousHash = next.previousHash
+        record.hash = AuditChain.Link(id: next.id, record: record, previousHash: next.previousHash).expectedHash
+        try record.insert(db)
     }
 
     /// Walks the audit log's hash chain and names the first row that breaks it.
