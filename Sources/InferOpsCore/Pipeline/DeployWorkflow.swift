@@ -99,10 +99,7 @@ struct DeployWorkflow: Sendable {
         let recovery = ReleaseRecovery(services: services, reporter: reporter, target: plan.target, budget: plan.readinessBudget)
         switch record.state {
         case .applying, .rollingBack:
-            let stopped = await services.releases.stopAbandonedProcesses(for: plan.target)
-            if stopped > 0 {
-                try await reporter.report(Reply(.progress, "Stopped \(stopped) helm process\(stopped == 1 ? "" : "es") left running by the daemon that stopped."))
-            }
+            try await recovery.stopAbandonedHelm()
             let now = try await services.releases.status(plan.target)
             if record.state == .rollingBack, let lastGood = checkpoint.rollbackTarget ?? checkpoint.lastGood {
                 let failure = Refusal("The deploy had failed, and InferOps stopped while rolling it back.")
@@ -132,7 +129,7 @@ struct DeployWorkflow: Sendable {
             }
             if let now, now.state.isPending {
                 try await reporter.move(to: .prechecking, "Recovering \(plan.target.release) from \(now.state) before applying again.")
-                _ = try await recovery.putInOrder(lastGood: checkpoint.lastGood)
+                _ = try await recovery.recoverPending(lastGood: checkpoint.lastGood)
             }
             return try await run()
         case .waitingReady, .warming, .verifying, .registering:

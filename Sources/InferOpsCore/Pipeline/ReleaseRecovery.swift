@@ -11,11 +11,23 @@ struct ReleaseRecovery: Sendable {
     ///   newest revision that was deployed before.
     /// - Returns: a sentence for the operation's last reply; empty when nothing needed doing.
     func putInOrder(lastGood: Int?) async throws -> String {
+        try await stopAbandonedHelm()
+        return try await recoverPending(lastGood: lastGood)
+    }
+
+    /// Stops a helm that the daemon which stopped left running on the release, and says so in the
+    /// thread: the first thing a resumed operation does before reading the release.
+    func stopAbandonedHelm() async throws {
         let stopped = await services.releases.stopAbandonedProcesses(for: target)
         if stopped > 0 {
             try await reporter.report(Reply(
                 .progress, "Stopped \(stopped) helm process\(stopped == 1 ? "" : "es") left running on \(target.release) by the daemon that stopped."))
         }
+    }
+
+    /// Recovers a release left `pending-*` (no helm runs on it any more: see `stopAbandonedHelm`).
+    /// - Returns: a sentence for the operation's last reply; empty when it was not pending.
+    func recoverPending(lastGood: Int?) async throws -> String {
         guard let status = try await services.releases.status(target), status.state.isPending else { return "" }
         if status.state == .pendingInstall {
             try await reporter.report(Reply(

@@ -75,7 +75,8 @@ struct RemoveWorkflow: Sendable {
         let target = environment.target(model: model.name)
         let state = await reporter.operation.state
         guard state == .applying || state == .verifying else { return try await run() }
-        _ = await services.releases.stopAbandonedProcesses(for: target)
+        try await ReleaseRecovery(services: services, reporter: reporter, target: target,
+                                  budget: environment.readinessBudget).stopAbandonedHelm()
         if let status = try await services.releases.status(target), status.state != .uninstalled {
             try await reporter.move(to: .prechecking, "\(target.release) is still installed; removing it again.")
             return try await run()

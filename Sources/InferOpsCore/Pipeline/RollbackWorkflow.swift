@@ -118,10 +118,8 @@ struct RollbackWorkflow: Sendable {
         let checkpoint = record.checkpoint
         let target = environment.target(model: model.name)
         guard !Self.beforeHelm.contains(record.state) else { return try await run() }
-        let stopped = await services.releases.stopAbandonedProcesses(for: target)
-        if stopped > 0 {
-            try await reporter.report(Reply(.progress, "Stopped \(stopped) helm process\(stopped == 1 ? "" : "es") left running by the daemon that stopped."))
-        }
+        try await ReleaseRecovery(services: services, reporter: reporter, target: target,
+                                  budget: environment.readinessBudget).stopAbandonedHelm()
         if let now = try await services.releases.status(target), now.state == .deployed,
            let from = checkpoint.rollbackFrom, now.revision > from, let revision = checkpoint.rollbackTarget {
             try await reporter.setRevision(now.revision)
