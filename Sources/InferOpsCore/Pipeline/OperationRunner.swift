@@ -211,25 +211,26 @@ public actor OperationRunner {
                     signal.stop(.takenOver(by: owner))
                 }
             }
-            var candidates: [(OperationID, takenOver: Bool)] = submitted.map { ($0, false) }
+            // Each with whether it is taken over from another daemon, and whether that daemon is known
+            // to be gone (then its lease counts as over, whatever its last heartbeat said).
+            var candidates: [(id: OperationID, takenOver: Bool, ownerGone: Bool)] =
+                submitted.map { ($0, false, false) }
             submitted = []
             let stale = now.addingTimeInterval(-settings.lease.seconds)
             for record in try await services.store.unfinishedOperations()
-            where running[record.id] == nil && !candidates.contains(where: { $0.0 == record.id })
+            where running[record.id] == nil && !candidates.contains(where: { $0.id == record.id })
                 && record.state != .awaitingApproval {
                 guard let owner = record.owner else {
-                    candidates.append((record.id, !Self.notStarted.contains(record.state)))
+                    candidates.append((record.id, !Self.notStarted.contains(record.state), false))
                     continue
                 }
-                if owner.instance != identity.instance && (owner.heartbeat < stale || settings.ownerIsGone(owner)) {
-                    candidates.append((record.id, true))
-                }
+                guard owner.instance != identity.instance else { continue }
+                let gone = settings.ownerIsGone(owner)
+                if owner.heartbeat < stale || gone { candidates.append((record.id, true, gone)) }
             }
-            for (id, takenOver) in candidates {
-                // An owner known to be gone counts as stale whatever its last heartbeat said.
-                let goneOwner = try await services.store.operation(id)?.owner.map(settings.ownerIsGone) ?? false
+            for (id, takenOver, ownerGone) in candidates {
                 guard let claimed = try await services.store.claimOwnership(
-                    of: id, by: owner(at: services.time.now()), staleBefore: goneOwner ? .distantFuture : stale)
+                    of: id, by: owner(at: services.time.now()), staleBefore: ownerGone ? .distantFuture : stale)
                 else { continue }
                 let signal = StopSignal()
                 if stopping { signal.suspendAtSafePoint() }
