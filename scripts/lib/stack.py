@@ -1,0 +1,88 @@
+"""The parts a scripted run of InferOps stands on, started the same way by every script that needs
+them (scripts/crash-test, scripts/bench-intake): the Kubernetes API emulator with a simulated GPU
+pool and the real vllm-router, each on a free port, with its log in the run's folder."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class StartFailure(Exception):
+    """A part did not start; the message ends with the tail of its log."""
+
+
+def start_emulator(folder, gpu_nodes, gpus_per_node, ready_after=1):
+    """Starts the emulator and waits (30 s at most) for its kubeconfig.
+    Returns (process, kubeconfig path)."""
+    kubeconfig = f"{folder}/kubeconfig"
+    log = f"{folder}/emulator.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kubeemu", "--port", "0", "--port-file", f"{folder}/port",
+         "--kubeconfig-out", kubeconfig, "--gpu-nodes", str(gpu_nodes), "--gpus-per-node", str(gpus_per_node),
+         "--ready-after", str(ready_after)],
+        env={**os.environ, "PYTHONPATH": f"{ROOT}/Tests/KubeEmulator"},
+        stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+    deadline = time.monotonic() + 30
+    while not (os.path.exists(f"{folder}/port") and os.path.exists(kubeconfig) and os.path.getsize(kubeconfig) > 0):
+        if time.monotonic() > deadline or process.poll() is not None:
+            process.kill()
+            raise StartFailure("the emulator did not start:\n" + tail(log))
+        time.sleep(0.05)
+    return process, kubeconfig
+
+
+def start_router(folder):
+    """Starts vllm-router on a free port and waits (60 s at most) until it is live.
+    Returns (process, its URL)."""
+    port, metrics_port = free_ports(2)
+    url = f"http://127.0.0.1:{port}"
+    log = f"{folder}/router.log"
+    process = subprocess.Popen(
+        [f"{ROOT}/.tools/router/bin/vllm-router", "--enable-igw", "--policy", "round_robin",
+         "--host", "127.0.0.1", "--port", str(port), "--prometheus-port", str(metrics_port)],
+        stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while http_status(f"{url}/liveness") != 200:
+        if time.monotonic() > deadline or process.poll() is not None:
+            process.kill()
+            raise StartFailure(f"vllm-router did not start on port {port}:\n" + tail(log))
+        time.sleep(0.1)
+    return process, url
+
+
+def http_status(url):
+    """The status of a GET, or None when nothing answered."""
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+def free_ports(count):
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def tail(path, lines=20):
+    try:
+        with open(path) as f:
+            return "".join(f.readlines()[-lines:])
+    except OSError:
+        return ""
