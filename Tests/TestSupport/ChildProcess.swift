@@ -156,6 +156,40 @@ public final class ChildProcess: Sendable {
         return found
     }
 
+    /// `waitForLine` for synchronous tests: blocks the calling thread until a line of `stream`
+    /// `matches`. A synchronous test keeps its thread while it waits, so it reacts to the line at
+    /// once, where an async test may wait for a thread of a pool that busy parallel tests hold.
+    /// - Throws: `TestFailure` with the output so far when the stream ends or the deadline passes first.
+    @discardableResult
+    public func waitForLineBlocking(
+        in stream: Stream = .standardOutput,
+        within timeout: Duration,
+        where matches: (String) -> Bool
+    ) throws -> String {
+        var found: String?
+        var seen = 0
+        do {
+            try pollUntil("a matching line from \(name)", timeout: timeout) {
+                let lines = self.lines(of: stream)
+                found = lines[seen...].first(where: matches)
+                seen = lines.count
+                return found != nil || exit != nil
+            }
+        } catch {
+            throw TestFailure("\(error): \(tail(of: output))")
+        }
+        if found == nil {
+            // It exited: what it wrote last may still be on its way.
+            waitForEndOfOutput()
+            found = lines(of: stream)[seen...].first(where: matches)
+        }
+        guard let found else {
+            throw TestFailure("\(name) closed its output (\(exit.map { "\($0)" } ?? "still running")) "
+                + "without the line waited for: \(tail(of: output))")
+        }
+        return found
+    }
+
     /// Stops reading one stream and closes it, as a reader that goes away would: the child's next
     /// write to it fails.
     public func closeOutput(_ stream: Stream = .standardOutput) {
