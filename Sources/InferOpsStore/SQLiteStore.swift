@@ -368,14 +368,18 @@ public final class SQLiteStore: OperationStore, Sendable {
     /// The event id's primary key decides: of two processes accepting the same event at once, one
     /// inserts it and the other's `INSERT OR IGNORE` changes nothing. A failed operation insert rolls
     /// the event back with it, so the event can be accepted again.
-    public func accept(event: String, at: Date, starting operation: OperationRecord?) async throws -> Bool {
+    public func accept(event: String, at: Date, starting: Acceptance?) async throws -> Bool {
         try await writer.write { db in
             try db.execute(
                 sql: "INSERT OR IGNORE INTO inbound_events (id, accepted_at) VALUES (?, ?)",
                 arguments: [event, StoredTime.milliseconds(at)]
             )
             guard db.changesCount > 0 else { return false }
-            if let operation { try OperationRow(operation).insert(db) }
+            if let starting {
+                try OperationRow(starting.operation).insert(db)
+                if let journal = starting.journal { try JournalRecord(journal).insert(db) }
+                if let audit = starting.audit { try Self.appendAudit(audit, in: db) }
+            }
             return true
         }
     }

@@ -236,11 +236,19 @@ public actor InMemoryOperationStore: OperationStore {
     /// Event ids and when each was accepted.
     public private(set) var events: [String: Date] = [:]
 
-    public func accept(event: String, at: Date, starting operation: OperationRecord?) throws -> Bool {
+    public func accept(event: String, at: Date, starting: Acceptance?) throws -> Bool {
         guard events[event] == nil else { return false }
-        if let operation, snapshot.operation(operation.id) != nil { throw StoreError.duplicateOperation(operation.id) }
+        if let starting, snapshot.operation(starting.operation.id) != nil {
+            throw StoreError.duplicateOperation(starting.operation.id)
+        }
         events[event] = at
-        if let operation { store(operation, at: nil) } else { changed() }
+        guard let starting else {
+            changed()
+            return true
+        }
+        if let journal = starting.journal { snapshot.journal.append(journal) }
+        if let audit = starting.audit { snapshot.audit.append(audit) }
+        store(starting.operation, at: nil)
         return true
     }
 

@@ -647,30 +647,40 @@ struct OperationStoreContractTests {
         }
     }
 
-    @Test("A redelivered event records nothing and starts no second operation", arguments: ContractStore.allCases)
+    @Test("An accepted event records its operation, journal entry and audit line; a redelivered one records nothing", arguments: ContractStore.allCases)
     func redeliveredEvent(_ kind: ContractStore) async throws {
         try await kind.withStore { store throws in
             var first = makeOperation("op-00000001")
             first.owner = owner("instance-a", heartbeat: moment(1))
-            #expect(try await store.accept(event: "Ev01", at: moment(1), starting: first))
+            let accepted = Acceptance(
+                first,
+                journal: JournalEntry(operation: first.id, at: moment(1), state: .planned, message: "deploy requested"),
+                audit: AuditEntry(at: moment(1), actor: first.requester, action: "deploy", outcome: "accepted",
+                                  operation: first.id))
+            #expect(try await store.accept(event: "Ev01", at: moment(1), starting: accepted))
             #expect(try await store.operation(first.id) == first)
+            #expect(try await store.journal(of: first.id).map(\.message) == ["deploy requested"])
+            #expect(try await store.auditLog().map(\.outcome) == ["accepted"])
 
             let second = makeOperation("op-00000002")
-            #expect(try await store.accept(event: "Ev01", at: moment(2), starting: second) == false)
+            #expect(try await store.accept(event: "Ev01", at: moment(2), starting: Acceptance(second)) == false)
+            #expect(try await store.accept(event: "Ev01", at: moment(3), starting: accepted) == false)
             #expect(try await store.accept(event: "Ev01", at: moment(3), starting: nil) == false)
             #expect(try await store.operation(second.id) == nil)
             #expect(try await store.recentOperations(model: nil, environment: nil, limit: 10) == [first])
+            #expect(try await store.journal(of: first.id).count == 1)
+            #expect(try await store.auditLog().count == 1)
 
             // An event that starts nothing (a status query) is still kept.
             #expect(try await store.accept(event: "Ev02", at: moment(4), starting: nil))
-            #expect(try await store.accept(event: "Ev02", at: moment(5), starting: second) == false)
+            #expect(try await store.accept(event: "Ev02", at: moment(5), starting: Acceptance(second)) == false)
             #expect(try await store.operation(second.id) == nil)
 
             // When the operation cannot be recorded, neither is the event: it can be accepted again.
             await #expect(throws: (any Error).self) {
-                try await store.accept(event: "Ev03", at: moment(6), starting: first)
+                try await store.accept(event: "Ev03", at: moment(6), starting: Acceptance(first))
             }
-            #expect(try await store.accept(event: "Ev03", at: moment(7), starting: second))
+            #expect(try await store.accept(event: "Ev03", at: moment(7), starting: Acceptance(second)))
             #expect(try await store.operation(second.id) == second)
         }
     }
@@ -682,7 +692,7 @@ struct OperationStoreContractTests {
                 for delivery in 1...12 {
                     group.addTask {
                         let operation = makeOperation(String(format: "op-%08x", delivery))
-                        let started = try await store.accept(event: "Ev0PV52K25", at: moment(), starting: operation)
+                        let started = try await store.accept(event: "Ev0PV52K25", at: moment(), starting: Acceptance(operation))
                         return started ? operation.id : nil
                     }
                 }
@@ -702,7 +712,7 @@ struct OperationStoreContractTests {
 
             try await store.forgetEvents(before: moment(600_000))
             let again = makeOperation("op-00000001")
-            #expect(try await store.accept(event: "Ev-old", at: moment(1_000_000), starting: again))
+            #expect(try await store.accept(event: "Ev-old", at: moment(1_000_000), starting: Acceptance(again)))
             #expect(try await store.operation(OperationID("op-00000001")) != nil)
             #expect(try await store.accept(event: "Ev-edge", at: moment(1_000_000), starting: nil) == false)
             #expect(try await store.accept(event: "Ev-new", at: moment(1_000_000), starting: nil) == false)

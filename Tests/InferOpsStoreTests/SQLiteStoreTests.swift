@@ -147,7 +147,7 @@ struct SQLiteStoreTests {
                 group.addTask {
                     let operation = makeOperation(String(format: "op-%08x", delivery))
                     let started = try await daemons[delivery % 2].accept(
-                        event: "Ev0PV52K25", at: moment(), starting: operation)
+                        event: "Ev0PV52K25", at: moment(), starting: Acceptance(operation))
                     return started ? operation.id : nil
                 }
             }
@@ -157,7 +157,7 @@ struct SQLiteStoreTests {
 
         let restarted = try SQLiteStore(path: path)
         let redelivered = makeOperation("op-000000ff")
-        #expect(try await restarted.accept(event: "Ev0PV52K25", at: moment(1000), starting: redelivered) == false)
+        #expect(try await restarted.accept(event: "Ev0PV52K25", at: moment(1000), starting: Acceptance(redelivered)) == false)
         #expect(try await restarted.unfinishedOperations().map(\.id) == accepted)
     }
 

@@ -260,15 +260,17 @@ public final class Intake: Sendable {
     func record(_ operation: OperationRecord, event: ChatEvent) async throws -> Acknowledgement {
         var operation = operation
         operation.owner = runner.owner(at: services.time.now())
-        guard try await services.store.accept(event: event.id, at: services.time.now(), starting: operation) else {
+        let now = services.time.now()
+        let acceptance = Acceptance(
+            operation,
+            journal: JournalEntry(
+                operation: operation.id, at: now, state: .planned,
+                message: "\(operation.kind.rawValue) requested by \(operation.requester): \(operation.command)"),
+            audit: auditEntry(operation.requester, operation.kind.rawValue, operation.environment, operation.model,
+                              "accepted", operation: operation.id))
+        guard try await services.store.accept(event: event.id, at: now, starting: acceptance) else {
             return .duplicate
         }
-        try await forgetOldEvents()
-        try await audit(operation.requester, operation.kind.rawValue, operation.environment, operation.model, "accepted",
-                        operation: operation.id)
-        try await services.store.appendJournal(JournalEntry(
-            operation: operation.id, at: services.time.now(), state: .planned,
-            message: "\(operation.kind.rawValue) requested by \(operation.requester): \(operation.command)"))
         do {
             let card = try await services.chat.post(
                 StatusCard.reply(for: operation), in: Conversation(channel: event.channel, thread: event.thread),
@@ -281,6 +283,7 @@ public final class Intake: Sendable {
             services.logger.warning("status card not posted", metadata: ["operation": "\(operation.id)", "error": "\(error)"])
         }
         await runner.submit(operation.id)
+        try await forgetOldEvents()
         return .accepted(operation.id)
     }
 
@@ -411,9 +414,13 @@ public final class Intake: Sendable {
     func audit(_ user: UserID, _ action: String, _ environment: String?, _ subject: String?, _ outcome: String,
                operation: OperationID? = nil, detail: String? = nil) async throws {
         try await services.store.appendAudit(
-            AuditEntry(at: services.time.now(), actor: user, action: action, environment: environment, subject: subject,
-                       outcome: outcome, operation: operation, detail: detail.map(services.redactor.redact)).stamped()
-        )
+            auditEntry(user, action, environment, subject, outcome, operation: operation, detail: detail))
+    }
+
+    func auditEntry(_ user: UserID, _ action: String, _ environment: String?, _ subject: String?, _ outcome: String,
+                    operation: OperationID? = nil, detail: String? = nil) -> AuditEntry {
+        AuditEntry(at: services.time.now(), actor: user, action: action, environment: environment, subject: subject,
+                   outcome: outcome, operation: operation, detail: detail.map(services.redactor.redact)).stamped()
     }
 
     func subject(of command: ValidatedCommand) -> String? {

@@ -62,11 +62,11 @@ public protocol OperationStore: Sendable {
 
     // MARK: intake and ownership
 
-    /// Records an inbound chat event and, when it starts one, the operation, in one transaction
-    /// keyed by the event id: a redelivered event (same id) records nothing and returns `false`.
-    /// Event ids are kept until `forgetEvents(before:)` drops them (the intake keeps them at least
-    /// 10 minutes).
-    func accept(event: String, at: Date, starting operation: OperationRecord?) async throws -> Bool
+    /// Records an inbound chat event and, when it starts one, the operation with its first journal
+    /// entry and audit line, in one transaction keyed by the event id: a redelivered event (same id)
+    /// records nothing and returns `false`. Event ids are kept until `forgetEvents(before:)` drops
+    /// them (the intake keeps them at least 10 minutes).
+    func accept(event: String, at: Date, starting: Acceptance?) async throws -> Bool
     /// Drops event ids accepted before `date`.
     func forgetEvents(before date: Date) async throws
     /// Makes `owner` the owner of an unfinished operation that has no owner, is already `owner`'s
@@ -112,4 +112,18 @@ extension OperationState {
     public static let holdingRelease: Set<OperationState> = [
         .prechecking, .applying, .waitingReady, .warming, .verifying, .registering, .rollingBack,
     ]
+}
+
+/// What an accepted event starts: the operation, and the journal entry and audit line that say so,
+/// written with the event id in one transaction.
+public struct Acceptance: Sendable {
+    public var operation: OperationRecord
+    public var journal: JournalEntry?
+    public var audit: AuditEntry?
+
+    public init(_ operation: OperationRecord, journal: JournalEntry? = nil, audit: AuditEntry? = nil) {
+        self.operation = operation
+        self.journal = journal
+        self.audit = audit
+    }
 }
