@@ -90,7 +90,7 @@ let package = Package(
         .testTarget(name: "InferOpsCoreTests", dependencies: ["InferOpsCore", "InferOpsTesting", "InferOpsConsole"]),
         // The store contract runs against the in-memory fake too.
         .testTarget(name: "InferOpsStoreTests", dependencies: ["InferOpsStore", "InferOpsCore", "InferOpsTesting"]),
-        .testTarget(name: "InferOpsConsoleTests", dependencies: ["InferOpsConsole", "InferOpsCore"]),
+        .testTarget(name: "InferOpsConsoleTests", dependencies: ["InferOpsConsole", "InferOpsCore", "InferOpsTestSupport"]),
         .testTarget(name: "InferOpsHelmTests", dependencies: ["InferOpsHelm", "InferOpsCore", "InferOpsTestSupport"]),
         .testTarget(
             name: "InferOpsKubeTests",

@@ -263,7 +263,11 @@ final class EditorShared: Sendable {
 /// Writes all of `text`, retrying after interruptions and short writes. A terminal that has gone away
 /// loses the text; there is no one left to tell.
 func writeAll(_ descriptor: Int32, _ text: String) {
-    var bytes = Array(text.utf8)
+    writeAll(descriptor, Array(text.utf8))
+}
+
+func writeAll(_ descriptor: Int32, _ bytes: [UInt8]) {
+    var bytes = bytes
     var offset = 0
     while offset < bytes.count {
         let written = bytes.withUnsafeMutableBytes { buffer in
@@ -296,12 +300,26 @@ final class EditingSession {
     var editLine: OpaquePointer?
     var history: OpaquePointer?
     var inputFile: UnsafeMutablePointer<FILE>?
+    /// libedit's output, gathered in memory (`open_memstream`) and written to the terminal in one
+    /// piece when the editor is about to wait for a key or to write something itself: libedit
+    /// flushes after every key, which made a pasted or typed-ahead line one write per character.
     var outputFile: UnsafeMutablePointer<FILE>?
+    let gathered = UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>.allocate(capacity: 1)
+    let gatheredSize = UnsafeMutablePointer<Int>.allocate(capacity: 1)
+    /// The terminal's descriptor as libedit asks it about its size and modes.
+    var outputDescriptor: Int32 = -1
+    /// The history has lines the file does not have yet; it is saved at most once a second.
+    var historyUnsaved = false
+    var historySaved: ContinuousClock.Instant?
     /// Why the current `el_wgets` returns nothing, when the editor decided it (not the terminal).
     var ending: Ending?
     /// Ctrl-C was pressed: the next key read ends the line (see `interrupt()`).
     var interruptPending = false
     var decoder = UTF8Assembler()
+    /// Bytes read from the terminal and not yet given to libedit: a pasted or typed-ahead text is
+    /// read in one call, not one call per byte.
+    var typedAhead: [UInt8] = []
+    var typedAheadIndex = 0
     /// The prompt libedit draws now; freed when the next one replaces it.
     var promptText: UnsafeMutablePointer<wchar_t>?
     var promptColumns = 0
@@ -319,6 +337,8 @@ final class EditingSession {
 
     deinit {
         promptText?.deallocate()
+        gathered.deallocate()
+        gatheredSize.deallocate()
     }
 
     func run() {
@@ -349,16 +369,17 @@ final class EditingSession {
             remember(line)
             continuation.yield(.line(line))
         }
+        saveHistoryIfUnsaved()
         switch ending {
         case .interrupt?:
-            writeAll(settings.output, "^C\n")
+            writeToTerminal("^C\n")
             return .interrupt
         case .stop?:
             return nil
         case nil:
             if shared.stopRequested { return nil }
             // Ctrl-D has drawn `^D` (or the input ended): end the line it is on.
-            writeAll(settings.output, "\n")
+            writeToTerminal("\n")
             return .end
         }
     }
@@ -367,12 +388,14 @@ final class EditingSession {
 
     private func openEditor() -> Bool {
         let input = dup(settings.input)
-        let output = dup(settings.output)
+        outputDescriptor = dup(settings.output)
+        let output = outputDescriptor
         inputFile = input >= 0 ? fdopen(input, "r") : nil
-        outputFile = output >= 0 ? fdopen(output, "w") : nil
-        guard let inputFile, let outputFile else {
+        gathered.pointee = nil
+        gatheredSize.pointee = 0
+        outputFile = open_memstream(gathered, gatheredSize)
+        guard let inputFile, let outputFile, output >= 0 else {
             if inputFile == nil, input >= 0 { close(input) }
-            if outputFile == nil, output >= 0 { close(output) }
             return false
         }
         guard let editLine = el_init_fd("inferops", inputFile, outputFile, outputFile, input, output, output)
@@ -406,22 +429,65 @@ final class EditingSession {
     /// Ends libedit, which puts the terminal back in the mode it found it in.
     private func closeEditor() {
         if let editLine { el_end(editLine) }
+        writeGathered()
         if let history { history_end(history) }
         if let inputFile { fclose(inputFile) }
         if let outputFile { fclose(outputFile) }
+        free(gathered.pointee)
+        gathered.pointee = nil
+        if outputDescriptor >= 0 { close(outputDescriptor) }
+        outputDescriptor = -1
         editLine = nil
         history = nil
         inputFile = nil
         outputFile = nil
     }
 
+    /// Writes what libedit has drawn so far to the terminal, and starts gathering afresh.
+    func writeGathered() {
+        guard let outputFile else { return }
+        fflush(outputFile)
+        let size = gatheredSize.pointee
+        if size > 0, let bytes = gathered.pointee {
+            writeAll(settings.output, Array(UnsafeRawBufferPointer(start: bytes, count: size)))
+        }
+        fseeko(outputFile, 0, SEEK_SET)
+    }
+
+    /// Writes `text` after what libedit has drawn, so the terminal shows both in their order.
+    func writeToTerminal(_ text: String) {
+        writeGathered()
+        writeAll(settings.output, text)
+    }
+
     // MARK: History
 
-    /// Adds a line to the history, unless it is blank or repeats the previous one, and saves the file.
+    /// Adds a line to the history, unless it is blank or repeats the previous one, and saves the file
+    /// unless it was saved less than a second ago (then it is saved when the editor next waits for
+    /// a key a second after the last save, or when it ends): lines typed ahead or pasted in a
+    /// burst do not rewrite the file each.
     private func remember(_ line: String) {
         guard let history, !line.allSatisfy(\.isWhitespace) else { return }
         guard cedit_history_enter(history, line) >= 0 else { return }
-        guard let path = settings.historyFile else { return }
+        historyUnsaved = true
+        if historySaveDelay() == 0 { saveHistoryIfUnsaved() }
+    }
+
+    /// Milliseconds until the unsaved history is due to be saved; `nil` when there is nothing to save.
+    func historySaveDelay() -> Int32? {
+        guard historyUnsaved, settings.historyFile != nil else { return nil }
+        guard let historySaved else { return 0 }
+        let due = historySaved.advanced(by: .seconds(1))
+        let now = ContinuousClock.now
+        if now >= due { return 0 }
+        let (seconds, attoseconds) = (due - now).components
+        return Int32(seconds * 1000 + attoseconds / 1_000_000_000_000_000) + 1
+    }
+
+    func saveHistoryIfUnsaved() {
+        guard historyUnsaved, let history, let path = settings.historyFile else { return }
+        historyUnsaved = false
+        historySaved = .now
         if let error = save(history, to: path), !historyWarningShown {
             historyWarningShown = true
             printAbove("! The console history cannot be saved to \(path): \(String(cString: strerror(error))).\n")
@@ -465,19 +531,30 @@ final class EditingSession {
             return 0
         }
         while true {
+            if let scalar = nextTypedAhead() {
+                character.pointee = wchar_t(bitPattern: scalar.value)
+                return 1
+            }
+            // Nothing typed is waiting: what libedit drew goes out before the editor waits.
+            writeGathered()
             var entries = [
                 pollfd(fd: settings.input, events: Int16(POLLIN), revents: 0),
                 pollfd(fd: shared.wakeReader, events: Int16(POLLIN), revents: 0),
             ]
-            if poll(&entries, 2, -1) < 0 {
+            let ready = poll(&entries, 2, historySaveDelay() ?? -1)
+            if ready < 0 {
                 if errno == EINTR { continue }
                 return -1
+            }
+            if ready == 0 {
+                saveHistoryIfUnsaved()
+                continue
             }
             if entries[1].revents != 0 {
                 let work = shared.takeWork()
                 if work.stop {
                     eraseInput()
-                    for text in work.texts { writeAll(settings.output, text) }
+                    for text in work.texts { writeToTerminal(text) }
                     ending = .stop
                     return 0
                 }
@@ -486,18 +563,27 @@ final class EditingSession {
                 }
             }
             guard entries[0].revents != 0 else { continue }
-            var byte: UInt8 = 0
-            let count = read(settings.input, &byte, 1)
+            var bytes = [UInt8](repeating: 0, count: 4096)
+            let count = read(settings.input, &bytes, bytes.count)
             if count == 0 { return 0 }
             if count < 0 {
                 if errno == EINTR || errno == EAGAIN { continue }
                 return -1
             }
-            guard let scalar = decoder.add(byte) else { continue }
             followWindowSize()
-            character.pointee = wchar_t(bitPattern: scalar.value)
-            return 1
+            typedAhead = Array(bytes[..<count])
+            typedAheadIndex = 0
         }
+    }
+
+    /// The next whole character of what was read from the terminal and not yet given to libedit.
+    func nextTypedAhead() -> Unicode.Scalar? {
+        while typedAheadIndex < typedAhead.count {
+            let byte = typedAhead[typedAheadIndex]
+            typedAheadIndex += 1
+            if let scalar = decoder.add(byte) { return scalar }
+        }
+        return nil
     }
 
     /// The prompt for libedit, kept alive until the next one.
@@ -530,6 +616,7 @@ final class EditingSession {
         eraseInput()
         writeAll(settings.output, text)
         _ = cedit_refresh(editLine)
+        writeGathered()
     }
 
     /// Moves to the first row of the prompt and erases to the end of the screen, so a line long enough
@@ -547,7 +634,7 @@ final class EditingSession {
             let row = before / width
             if row > 0 { erase += "\u{1B}[\(row)A" }
         }
-        writeAll(settings.output, erase + "\u{1B}[J")
+        writeToTerminal(erase + "\u{1B}[J")
     }
 
     /// Without libedit's signal handlers there is no SIGWINCH; a changed size is noticed at the next

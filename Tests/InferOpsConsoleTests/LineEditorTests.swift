@@ -1,5 +1,6 @@
 import Foundation
 import InferOpsConsole
+import InferOpsTestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -177,12 +178,28 @@ import Darwin
         let folder = try TemporaryFolder()
         let path = folder.path + "/history"
         let session = try Session(historyFile: path, historyLimit: 2)
-        defer { session.end() }
         for (index, line) in ["one", "two", "three"].enumerated() {
             try session.type(line + "\r", atPrompt: index + 1)
             #expect(await session.next() == .line(line))
         }
+        session.end()
         #expect(try Self.entries(in: path) == ["two", "three"])
+    }
+
+    /// Lines typed in a burst are saved together, at most a second after the last save, while the
+    /// editor waits for the next key: not when it ends only.
+    @Test func historyIsSavedWhileTheEditorWaits() async throws {
+        let folder = try TemporaryFolder()
+        let path = folder.path + "/history"
+        let session = try Session(historyFile: path)
+        defer { session.end() }
+        for (index, line) in ["/infer help", "/infer status", "/infer history"].enumerated() {
+            try session.type(line + "\r", atPrompt: index + 1)
+            #expect(await session.next() == .line(line))
+        }
+        try await waitUntil("the three lines in the history file", timeout: .seconds(10)) {
+            (try? Self.entries(in: path)) == ["/infer\\040help", "/infer\\040status", "/infer\\040history"]
+        }
     }
 
     /// The lines of libedit's history file after its header, oldest first (spaces written `\040`).
