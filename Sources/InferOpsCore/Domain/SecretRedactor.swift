@@ -55,23 +55,24 @@ public struct SecretRedactor: Sendable, Hashable {
 
     public func redact(_ text: String) -> String {
         var text = text
-        for literal in literals where text.contains(literal) {
+        for literal in literals where Self.occurs(literal, in: text) {
             text = text.replacingOccurrences(of: literal, with: Self.placeholder)
         }
         let placeholder = Self.placeholder
         // Each pattern runs only when the text has what it needs to match (a reply's table has many
         // short cells, and most of them hold none of it).
-        let lowered = text.lowercased()
+        let lowered = Self.asciiLowercased(text)
         // Credentials in URLs: scheme://user:password@host.
-        if text.contains("://") {
+        if Self.occurs("://", in: text) {
             text = text.replacing(#/([A-Za-z][A-Za-z0-9+.\-]*://)[^/\s@"]+@/#) { "\($0.output.1)\(placeholder)@" }
         }
-        if lowered.contains("bearer") {
+        if Self.occurs("bearer", in: lowered) {
             text = text.replacing(#/(?i)(bearer\s+)[^\s"',]+/#) { "\($0.output.1)\(placeholder)" }
         }
         // key=value and key: value where the key names a secret, on one line (a YAML key such as
         // `secretKeyRef:` ends its line and is not followed by a value).
-        if text.contains(":") || text.contains("=") {
+        if Self.secretKeyWords.contains(where: { Self.occurs($0, in: lowered) }),
+           Self.occurs(":", in: text) || Self.occurs("=", in: text) {
             text = text.replacing(
                 #/
                 (?i)
@@ -84,17 +85,17 @@ public struct SecretRedactor: Sendable, Hashable {
             ) { "\($0.output.1)\(placeholder)" }
         }
         // The API server quotes the value it rejected.
-        if text.contains("Invalid value: ") {
+        if Self.occurs("Invalid value: ", in: text) {
             text = text.replacing(#/(Invalid value: )"(?:[^"\\]|\\.)*"/#) { "\($0.output.1)\"\(placeholder)\"" }
         }
         // Well-known token prefixes: Hugging Face, OpenAI, GitHub, Slack, AWS.
-        if Self.tokenPrefixes.contains(where: { text.contains($0) }) {
+        if Self.tokenPrefixes.contains(where: { Self.occurs($0, in: text) }) {
             text = text.replacing(#/\b(?:hf_|sk-|ghp_|gho_|ghs_|github_pat_|xox[abprs]-|AKIA)[A-Za-z0-9_\-]{8,}/#) { _ in
                 placeholder
             }
         }
         // Long opaque runs with letters and digits: base64 or hex keys. A plan digest is exempt.
-        if text.utf8.count >= 32 {
+        if Self.hasOpaqueRun(text) {
             text = text.replacing(#/[A-Za-z0-9+/=_]{32,}/#) { match in
                 let run = match.output
                 if Self.isDigest(run) { return String(run) }
@@ -107,6 +108,58 @@ public struct SecretRedactor: Sendable, Hashable {
     }
 
     static let tokenPrefixes = ["hf_", "sk-", "ghp_", "gho_", "ghs_", "github_pat_", "xox", "AKIA"]
+
+    /// Whether `needle` occurs in `haystack`, byte for byte: every text the daemon sends out is
+    /// searched many times, and Foundation's locale-aware search (`contains`) costs far more.
+    static func occurs(_ needle: String, in haystack: String) -> Bool {
+        var haystack = haystack
+        var needle = needle
+        return haystack.withUTF8 { text in
+            needle.withUTF8 { word in
+                guard !word.isEmpty else { return true }
+                guard text.count >= word.count else { return false }
+                let first = word[0]
+                var start = 0
+                while start <= text.count - word.count {
+                    if text[start] == first {
+                        var matched = 1
+                        while matched < word.count && text[start + matched] == word[matched] { matched += 1 }
+                        if matched == word.count { return true }
+                    }
+                    start += 1
+                }
+                return false
+            }
+        }
+    }
+
+    /// `text` with its ASCII letters lowercased (the patterns' words are ASCII), without Unicode
+    /// case mapping.
+    static func asciiLowercased(_ text: String) -> String {
+        String(decoding: text.utf8.map { (65...90).contains($0) ? $0 + 32 : $0 }, as: UTF8.self)
+    }
+
+    /// What a key that names a secret contains (lowercased), so the key=value pattern runs only on a
+    /// text that could match it: most replies hold none of these words.
+    static let secretKeyWords = ["passw", "secret", "token", "api", "access", "private", "credential", "authorization"]
+
+    /// Whether `text` has a run of at least 32 characters of `[A-Za-z0-9+/=_]`, the shape of a base64
+    /// or hex key, without running the pattern on every long line.
+    static func hasOpaqueRun(_ text: String) -> Bool {
+        var run = 0
+        for byte in text.utf8 {
+            switch byte {
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"),
+                 UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "+"), UInt8(ascii: "/"), UInt8(ascii: "="),
+                 UInt8(ascii: "_"):
+                run += 1
+                if run >= 32 { return true }
+            default:
+                run = 0
+            }
+        }
+        return false
+    }
 
     /// Whether `text` holds something shaped like a well-known access token (Hugging Face, OpenAI,
     /// GitHub, Slack, AWS), as a word of its own.
