@@ -352,6 +352,52 @@ extension Harness {
         #expect(illegalMoves(await h.store.stateHistory(of: id)) == [])
         await second.stop()
     }
+
+    @Test func operationQueuedBehindOnePausedByAStopPausesToo() async throws {
+        let h = Harness()
+        await h.dispatcher.stop()
+        let target = h.target("llama-3-8b", in: "staging")
+        h.releases.seed(target, [.deployed])
+        // The first is held while it reads the release, between two safe points.
+        let gate = Gate()
+        h.releases.script(.status, .hold(gate))
+        let first = TestDaemon(
+            configuration: h.configuration, catalog: Fixtures.catalog, services: h.fakes.services,
+            settings: OperationRunner.Settings(heartbeatInterval: .milliseconds(50), shutdownBound: .seconds(30)))
+        var ids: [OperationID] = []
+        for number in 1...2 {
+            let event = ChatEvent(id: "console:\(number)", kind: .command(Self.deploy), user: Fixtures.admin, channel: "C0OPS")
+            guard case .accepted(let id) = await first.intake.accept(event) else {
+                Issue.record("deploy \(number) was not accepted")
+                return
+            }
+            ids.append(id)
+        }
+        try await gate.waitUntilReached()
+        try await h.waitUntil(ids[1], is: .queued)
+
+        // Stopped while the first reads: it pauses at its next move, and lets the release go.
+        first.runner.stop()
+        gate.open()
+        await first.stop()
+
+        // The one behind it gets the release as the first lets go, and pauses instead of finding
+        // the paused one in its way.
+        for id in ids {
+            let stopped = try #require(await h.record(id))
+            // Ended here, it would never be run by the next daemon: stop rather than wait for it.
+            try #require(!stopped.state.isFinished, "\(id): \(h.thread(id))")
+            #expect(stopped.owner == nil)
+            #expect(h.thread(id).last?.hasPrefix("InferOps is stopping: this operation pauses while") == true, "\(h.thread(id))")
+        }
+
+        let second = TestDaemon(configuration: h.configuration, catalog: Fixtures.catalog, services: h.fakes.services)
+        for id in ids {
+            let record = try await h.waitUntilFinished(id, by: second)
+            #expect(record.state == .succeeded, "\(id): \(h.thread(id))")
+        }
+        await second.stop()
+    }
 }
 
 /// The intake: one operation per chat event however often it is delivered, and a status card

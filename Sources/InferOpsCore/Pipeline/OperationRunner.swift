@@ -69,11 +69,17 @@ public actor OperationRunner {
 
     var running: [OperationID: StopSignal] = [:]
     var submitted: [OperationID] = []
+    /// Whether the next round renews the heartbeat and looks at the whole store (once per heartbeat
+    /// interval, and when a cancel needs an abandoned operation taken over); a round woken by the
+    /// intake only starts what it submitted.
+    var fullRoundDue = true
     var outcomes: [OperationID: CommandOutcome] = [:]
     var waiters: [OperationID: [CheckedContinuation<CommandOutcome, Never>]] = [:]
     /// Set by `stop()`, which may be called from any thread (a signal handler, a shutdown hook).
-    nonisolated let stopRequested = Mutex(false)
-    var stopping: Bool { stopRequested.withLock { $0 } }
+    /// Shared with every operation's `StopSignal`, so a stop reaches running steps at once, not
+    /// when the runner next gets to them.
+    nonisolated let stopRequested = StopFlag()
+    var stopping: Bool { stopRequested.isSet }
     let wakeups: AsyncStream<Void>
     let wake: AsyncStream<Void>.Continuation
 
@@ -131,6 +137,7 @@ public actor OperationRunner {
            !settings.ownerIsGone(owner) {
             return .elsewhere(owner)
         }
+        fullRoundDue = true
         wake.yield()
         return .takenOver
     }
@@ -139,7 +146,7 @@ public actor OperationRunner {
     /// `shutdownBound`, the rest are stopped where they are. Either way they are resumed on the
     /// next start. Callable from anywhere; `run()` returns once they have stopped.
     public nonisolated func stop() {
-        stopRequested.withLock { $0 = true }
+        stopRequested.set()
         wake.yield()
         wake.finish()
     }
@@ -181,6 +188,7 @@ public actor OperationRunner {
                 stop()
                 return
             }
+            fullRoundDue = true
             wake.yield()
         }
     }
@@ -194,8 +202,24 @@ public actor OperationRunner {
         for signal in running.values { signal.stop(.suspend) }
     }
 
-    /// One round: heartbeat, cancels from elsewhere, then claim and start what is runnable.
+    /// One round: start what the intake submitted; when a full round is due, also renew the
+    /// heartbeat, carry out cancels from elsewhere, and claim and start what else is runnable.
     func pump(into group: inout DiscardingTaskGroup) async {
+        do {
+            // Recorded by the intake with this runner as their owner: nothing to claim.
+            let fresh = submitted
+            submitted = []
+            for id in fresh where running[id] == nil {
+                guard let record = try await services.store.operation(id), !record.state.isFinished,
+                      record.owner?.instance == identity.instance
+                else { continue }
+                start(record, takenOver: false, into: &group)
+            }
+        } catch {
+            services.logger.error("runner round failed", metadata: ["error": "\(error)"])
+        }
+        guard fullRoundDue else { return }
+        fullRoundDue = false
         let now = services.time.now()
         do {
             let owned = try await services.store.heartbeat(instance: identity.instance, at: now)
@@ -213,9 +237,7 @@ public actor OperationRunner {
             }
             // Each with whether it is taken over from another daemon, and whether that daemon is known
             // to be gone (then its lease counts as over, whatever its last heartbeat said).
-            var candidates: [(id: OperationID, takenOver: Bool, ownerGone: Bool)] =
-                submitted.map { ($0, false, false) }
-            submitted = []
+            var candidates: [(id: OperationID, takenOver: Bool, ownerGone: Bool)] = []
             let stale = now.addingTimeInterval(-settings.lease.seconds)
             for record in try await services.store.unfinishedOperations()
             where running[record.id] == nil && !candidates.contains(where: { $0.id == record.id })
@@ -232,14 +254,18 @@ public actor OperationRunner {
                 guard let claimed = try await services.store.claimOwnership(
                     of: id, by: owner(at: services.time.now()), staleBefore: ownerGone ? .distantFuture : stale)
                 else { continue }
-                let signal = StopSignal()
-                if stopping { signal.suspendAtSafePoint() }
-                running[id] = signal
-                group.addTask { await self.drive(claimed, takenOver: takenOver, signal: signal) }
+                start(claimed, takenOver: takenOver, into: &group)
             }
         } catch {
             services.logger.error("runner round failed", metadata: ["error": "\(error)"])
         }
+    }
+
+    func start(_ claimed: OperationRecord, takenOver: Bool, into group: inout DiscardingTaskGroup) {
+        let signal = StopSignal(runnerStopping: stopRequested)
+        if stopping { signal.suspendAtSafePoint() }
+        running[claimed.id] = signal
+        group.addTask { await self.drive(claimed, takenOver: takenOver, signal: signal) }
     }
 
     static let notStarted: Set<OperationState> = [.requested, .planned, .approved, .queued]
@@ -319,8 +345,11 @@ public actor OperationRunner {
             }
             guard await gate.acquire(release, for: id) else { throw CancellationError() }
             holding = release
-            // A stop asked for before the race in `drive` noticed it still stops the operation here.
+            // A stop asked for before the race in `drive` noticed it still stops the operation here;
+            // a graceful one pauses it before it claims the release, which the one before it may
+            // have paused holding.
             if signal.reason != nil { throw CancellationError() }
+            if signal.isSuspending { throw OperationSuspended() }
             try Task.checkCancellation()
             if Self.notStarted.contains(claimed.state) || claimed.state == .prechecking {
                 if let holder = try await services.store.claimRelease(for: id, release: release, at: services.time.now()) {
@@ -522,6 +551,13 @@ public struct OperationSuspended: Error {}
 
 /// Tells one running operation to stop: at its next safe point (a graceful stop) or at once.
 final class StopSignal: Sendable {
+    /// The runner's own stop, which every operation pauses for at its next safe point.
+    let runnerStopping: StopFlag
+
+    init(runnerStopping: StopFlag = StopFlag()) {
+        self.runnerStopping = runnerStopping
+    }
+
     struct State {
         var reason: StopReason?
         var suspending = false
@@ -532,7 +568,7 @@ final class StopSignal: Sendable {
     let state = Mutex(State())
 
     var reason: StopReason? { state.withLock { $0.reason } }
-    var isSuspending: Bool { state.withLock { $0.suspending } }
+    var isSuspending: Bool { state.withLock { $0.suspending } || runnerStopping.isSet }
 
     func suspendAtSafePoint() { state.withLock { $0.suspending = true } }
 
@@ -571,4 +607,11 @@ final class StopSignal: Sendable {
     private func cancelWaiting(_ id: Int) {
         state.withLock { $0.waiters.removeValue(forKey: id) }?.resume()
     }
+}
+
+/// A flag any thread may set once and read.
+final class StopFlag: Sendable {
+    let state = Mutex(false)
+    var isSet: Bool { state.withLock { $0 } }
+    func set() { state.withLock { $0 = true } }
 }
