@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import Synchronization
 import InferOpsCore
 
 /// The `OperationStore` on SQLite: the one type that owns the database connection, the writer and
@@ -11,6 +12,9 @@ import InferOpsCore
 public final class SQLiteStore: OperationStore, Sendable {
     /// A `DatabasePool` on disk, a `DatabaseQueue` in memory; both are used only through this.
     private let writer: any DatabaseWriter
+    private let turns = WriteTurns()
+    /// Events waiting to be accepted in the next group commit.
+    private let pendingAcceptances = Mutex<[PendingAcceptance]>([])
 
     /// The names of the schema migrations, in the order they run. Append-only; see `Schema`.
     public static let migrationNames: [String] = Schema.migrations.map(\.name)
@@ -97,10 +101,17 @@ public final class SQLiteStore: OperationStore, Sendable {
         self.writer = reader
     }
 
+    /// One write transaction, in its turn (see `WriteTurns`): `urgent` for the intake's.
+    private func write<T: Sendable>(urgent: Bool = false, _ updates: @Sendable (Database) throws -> T) async throws -> T {
+        await turns.take(urgent: urgent)
+        defer { turns.give() }
+        return try await writer.write(updates)
+    }
+
     // MARK: Operations
 
     public func insert(_ operation: OperationRecord) async throws {
-        try await writer.write { db in
+        try await write { db in
             try OperationRow(operation).insert(db)
         }
     }
@@ -111,7 +122,7 @@ public final class SQLiteStore: OperationStore, Sendable {
     /// - Throws: `SQLiteStoreError.unknownOperation` when no operation has this id;
     ///   `OperationAlreadyEnded` or `OperationStateConflict` when it is not in `expectedState`.
     public func update(_ operation: OperationRecord, from expectedState: OperationState) async throws {
-        try await writer.write { db in try Self.update(operation, from: expectedState, in: db) }
+        try await write { db in try Self.update(operation, from: expectedState, in: db) }
     }
 
     /// Writes `operation` if the stored one is still in `expectedState`, keeping the stored owner and
@@ -132,7 +143,7 @@ public final class SQLiteStore: OperationStore, Sendable {
 
     public func recordEnd(_ operation: OperationRecord, from expectedState: OperationState, journal: JournalEntry,
                           audit: AuditEntry) async throws {
-        try await writer.write { db in
+        try await write { db in
             try Self.update(operation, from: expectedState, in: db)
             try JournalRecord(journal).insert(db)
             try Self.appendAudit(audit, in: db)
@@ -178,7 +189,7 @@ public final class SQLiteStore: OperationStore, Sendable {
 
     /// - Throws: A foreign-key error when the operation has not been inserted.
     public func appendJournal(_ entry: JournalEntry) async throws {
-        try await writer.write { db in
+        try await write { db in
             try JournalRecord(entry).insert(db)
         }
     }
@@ -198,7 +209,7 @@ public final class SQLiteStore: OperationStore, Sendable {
 
     /// Chains the row to the last one (`AuditChain`) in the same transaction that inserts it.
     public func appendAudit(_ entry: AuditEntry) async throws {
-        try await writer.write { db in try Self.appendAudit(entry, in: db) }
+        try await write { db in try Self.appendAudit(entry, in: db) }
     }
 
     static func appendAudit(_ entry: AuditEntry, in db: Database) throws {
@@ -244,7 +255,7 @@ public final class SQLiteStore: OperationStore, Sendable {
     // MARK: Verifications
 
     public func recordVerification(_ verification: Verification) async throws {
-        try await writer.write { db in
+        try await write { db in
             try VerificationRecord(verification).insert(db)
         }
     }
@@ -267,7 +278,7 @@ public final class SQLiteStore: OperationStore, Sendable {
     /// believe they took the lock.
     /// Checks and moves in one write transaction, so two processes cannot both claim a release.
     public func claimRelease(for operation: OperationID, release: String, at: Date) async throws -> OperationRecord? {
-        try await writer.write { db in
+        try await write { db in
             let columns = OperationRow.Columns.self
             let holding = OperationState.holdingRelease.map(\.rawValue)
             if let holder = try OperationRow
@@ -291,7 +302,7 @@ public final class SQLiteStore: OperationStore, Sendable {
     }
 
     public func acquireLock(_ lock: EnvironmentLock) async throws -> EnvironmentLock? {
-        try await writer.write { db in
+        try await write { db in
             if let held = try LockRecord.fetchOne(db, key: lock.environment) {
                 return held.lock
             }
@@ -301,7 +312,7 @@ public final class SQLiteStore: OperationStore, Sendable {
     }
 
     public func releaseLock(environment: String) async throws -> EnvironmentLock? {
-        try await writer.write { db in
+        try await write { db in
             guard let held = try LockRecord.fetchOne(db, key: environment) else { return nil }
             try LockRecord.deleteOne(db, key: environment)
             return held.lock
@@ -317,7 +328,7 @@ public final class SQLiteStore: OperationStore, Sendable {
 
     /// The version check and the write share one immediate transaction.
     public func updateRegistration(_ registration: Registration, expectedVersion: Int?) async throws -> Registration? {
-        try await writer.write { db in
+        try await write { db in
             let stored = try Self.registrationRecord(
                 db, model: registration.model, environment: registration.environment)
             guard stored?.registration.version == expectedVersion else { return nil }
@@ -347,7 +358,7 @@ public final class SQLiteStore: OperationStore, Sendable {
     }
 
     public func removeRegistration(model: String, environment: String, expectedVersion: Int) async throws -> Bool {
-        try await writer.write { db in
+        try await write { db in
             try RegistrationRecord
                 .filter(RegistrationRecord.Columns.model == model && RegistrationRecord.Columns.environment == environment)
                 .filter(RegistrationRecord.Columns.version == expectedVersion)
@@ -368,24 +379,56 @@ public final class SQLiteStore: OperationStore, Sendable {
     /// The event id's primary key decides: of two processes accepting the same event at once, one
     /// inserts it and the other's `INSERT OR IGNORE` changes nothing. A failed operation insert rolls
     /// the event back with it, so the event can be accepted again.
+    ///
+    /// Events accepted together share one transaction (group commit), each in a savepoint of its
+    /// own: a burst of commands costs one commit, not one each, and one that fails leaves the
+    /// others recorded.
     public func accept(event: String, at: Date, starting: Acceptance?) async throws -> Bool {
-        try await writer.write { db in
-            try db.execute(
-                sql: "INSERT OR IGNORE INTO inbound_events (id, accepted_at) VALUES (?, ?)",
-                arguments: [event, StoredTime.milliseconds(at)]
-            )
-            guard db.changesCount > 0 else { return false }
-            if let starting {
-                try OperationRow(starting.operation).insert(db)
-                if let journal = starting.journal { try JournalRecord(journal).insert(db) }
-                if let audit = starting.audit { try Self.appendAudit(audit, in: db) }
-            }
-            return true
+        let request = PendingAcceptance(event: event, at: at, starting: starting)
+        pendingAcceptances.withLock { $0.append(request) }
+        await turns.take(urgent: true)
+        defer { turns.give() }
+        if let done = request.result.withLock({ $0 }) { return try done.get() }
+        let batch = pendingAcceptances.withLock { pending in
+            defer { pending = [] }
+            return pending
         }
+        do {
+            let results = try await writer.write { db in
+                batch.map { request in
+                    Result<Bool, any Error> {
+                        var accepted = false
+                        try db.inSavepoint {
+                            accepted = try Self.accept(request, in: db)
+                            return .commit
+                        }
+                        return accepted
+                    }
+                }
+            }
+            for (request, result) in zip(batch, results) { request.result.withLock { $0 = result } }
+        } catch {
+            for request in batch { request.result.withLock { $0 = .failure(error) } }
+        }
+        return try request.result.withLock { $0 }!.get()
+    }
+
+    private static func accept(_ request: PendingAcceptance, in db: Database) throws -> Bool {
+        try db.execute(
+            sql: "INSERT OR IGNORE INTO inbound_events (id, accepted_at) VALUES (?, ?)",
+            arguments: [request.event, StoredTime.milliseconds(request.at)]
+        )
+        guard db.changesCount > 0 else { return false }
+        if let starting = request.starting {
+            try OperationRow(starting.operation).insert(db)
+            if let journal = starting.journal { try JournalRecord(journal).insert(db) }
+            if let audit = starting.audit { try Self.appendAudit(audit, in: db) }
+        }
+        return true
     }
 
     public func forgetEvents(before date: Date) async throws {
-        try await writer.write { db in
+        try await write { db in
             try db.execute(
                 sql: "DELETE FROM inbound_events WHERE accepted_at < ?",
                 arguments: [StoredTime.milliseconds(date)]
@@ -398,7 +441,7 @@ public final class SQLiteStore: OperationStore, Sendable {
     public func claimOwnership(
         of operation: OperationID, by owner: OperationOwner, staleBefore: Date
     ) async throws -> OperationRecord? {
-        try await writer.write { db in
+        try await write { db in
             guard var record = try OperationRow.fetchOne(db, key: operation.rawValue)?.operation,
                 !record.state.isFinished
             else { return nil }
@@ -414,7 +457,7 @@ public final class SQLiteStore: OperationStore, Sendable {
     /// One `UPDATE` over the owner index, then the rows it renewed, in one transaction.
     public func heartbeat(instance: String, at: Date) async throws -> [OperationRecord] {
         let unfinished = OperationState.allCases.filter { !$0.isFinished }.map(\.rawValue)
-        return try await writer.write { db in
+        return try await write { db in
             let columns = OperationRow.Columns.self
             let owned = OperationRow.filter(columns.ownerInstance == instance && unfinished.contains(columns.state))
             try owned.updateAll(db, columns.heartbeatAt.set(to: StoredTime.milliseconds(at)))
@@ -424,7 +467,7 @@ public final class SQLiteStore: OperationStore, Sendable {
 
     /// Only the instance that owns the operation may give it up; for any other this does nothing.
     public func releaseOwnership(of operation: OperationID, instance: String) async throws {
-        try await writer.write { db in
+        try await write { db in
             let columns = OperationRow.Columns.self
             try OperationRow
                 .filter(key: operation.rawValue)
@@ -439,7 +482,7 @@ public final class SQLiteStore: OperationStore, Sendable {
 
     /// The first request stands: asking again does not change who asked or when.
     public func requestCancel(_ operation: OperationID, by user: UserID, at: Date) async throws -> OperationRecord? {
-        try await writer.write { db in
+        try await write { db in
             guard var record = try OperationRow.fetchOne(db, key: operation.rawValue)?.operation else { return nil }
             guard !record.state.isFinished, record.cancelRequest == nil else { return record }
             record.cancelRequest = CancelRequest(by: user, at: at)
@@ -453,7 +496,7 @@ public final class SQLiteStore: OperationStore, Sendable {
     /// Runs raw SQL through the writer, so tests can prove the schema itself refuses what the
     /// intent-level methods never attempt (such as editing the audit log).
     func execute(sql: String) async throws {
-        try await writer.write { db in
+        try await write { db in
             try db.execute(sql: sql)
         }
     }
@@ -523,5 +566,19 @@ public enum SQLiteStoreError: Error, Equatable, CustomStringConvertible {
         case .notMigrated(let migration):
             "the database predates the migration \(migration); start the daemon once so it migrates the file"
         }
+    }
+}
+
+/// One `accept` waiting for its group commit, and what became of it.
+final class PendingAcceptance: Sendable {
+    let event: String
+    let at: Date
+    let starting: Acceptance?
+    let result = Mutex<Result<Bool, any Error>?>(nil)
+
+    init(event: String, at: Date, starting: Acceptance?) {
+        self.event = event
+        self.at = at
+        self.starting = starting
     }
 }

@@ -703,6 +703,38 @@ struct OperationStoreContractTests {
         }
     }
 
+    @Test("Of 24 events accepted at once, each is recorded on its own: one that cannot be recorded takes no other with it",
+          arguments: ContractStore.allCases)
+    func concurrentEventsAreRecordedEachOnItsOwn(_ kind: ContractStore) async throws {
+        try await kind.withStore { store throws in
+            let existing = makeOperation("op-00000000")
+            try await store.insert(existing)
+            let outcomes = await withTaskGroup(of: (Int, Bool?).self) { group in
+                for event in 1...24 {
+                    group.addTask {
+                        // Event 7 starts an operation whose id is taken: it fails, alone.
+                        let operation = makeOperation(event == 7 ? "op-00000000" : String(format: "op-%08x", event))
+                        let journal = JournalEntry(operation: operation.id, at: moment(Int64(event)), state: .planned,
+                                                   message: "event \(event)")
+                        let started = try? await store.accept(
+                            event: "Ev\(event)", at: moment(Int64(event)), starting: Acceptance(operation, journal: journal))
+                        return (event, started)
+                    }
+                }
+                return await group.reduce(into: [Int: Bool?]()) { $0[$1.0] = $1.1 }
+            }
+            for event in 1...24 where event != 7 {
+                #expect(outcomes[event] == .some(true), "event \(event)")
+                #expect(try await store.journal(of: OperationID(String(format: "op-%08x", event))).map(\.message)
+                        == ["event \(event)"])
+            }
+            #expect(outcomes[7] == .some(nil))
+            #expect(try await store.journal(of: existing.id).isEmpty)
+            // Its event was not recorded either, so a redelivery can still start it.
+            #expect(try await store.accept(event: "Ev7", at: moment(30), starting: Acceptance(makeOperation("op-00000007"))))
+        }
+    }
+
     @Test("Forgotten event ids can be accepted again; newer ones cannot", arguments: ContractStore.allCases)
     func forgetEvents(_ kind: ContractStore) async throws {
         try await kind.withStore { store throws in
