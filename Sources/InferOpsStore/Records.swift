@@ -41,6 +41,14 @@ struct OperationRow: FetchableRecord, PersistableRecord {
         static let cancelRequestedAt = Column("cancel_requested_at")
     }
 
+    /// What an update from a workflow writes: every column but the owner's and a cancel request's.
+    static let contentColumns: [String] = [
+        Columns.id, Columns.kind, Columns.requester, Columns.environment, Columns.model, Columns.release,
+        Columns.namespace, Columns.kubeContext, Columns.state, Columns.plan, Columns.planDigest, Columns.revision,
+        Columns.revisions, Columns.command, Columns.thread, Columns.outcome, Columns.createdAt, Columns.updatedAt,
+        Columns.request, Columns.cardChannel, Columns.cardID, Columns.checkpoint,
+    ].map(\.name)
+
     var operation: OperationRecord
 
     init(_ operation: OperationRecord) {

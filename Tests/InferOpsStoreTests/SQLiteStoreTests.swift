@@ -58,6 +58,16 @@ struct SQLiteStoreTests {
         }
     }
 
+    @Test("An update writes every column of an operation but its owner's and a cancel request's")
+    func updateColumnsCoverTheTable() async throws {
+        let store = try SQLiteStore.inMemory()
+        let ownership = ["owner_instance", "owner_host", "owner_pid", "heartbeat_at",
+                         "cancel_requested_by", "cancel_requested_at"]
+        let columns = try await store.columns(of: OperationRow.databaseTableName)
+        #expect(Set(OperationRow.contentColumns).union(ownership) == Set(columns))
+        #expect(Set(OperationRow.contentColumns).isDisjoint(with: ownership))
+    }
+
     // MARK: Audit
 
     @Test("The database itself refuses to change or delete audit rows", arguments: StoreKind.allCases)
