@@ -16,6 +16,8 @@ public final class Intake: Sendable {
     /// How long event ids are kept to drop redeliveries (chat platforms redeliver for minutes).
     let eventRetention: Duration
     let lastForgotten = Mutex<Date?>(nil)
+    /// Status and history asked for at the same time share their reads of Helm and the cluster.
+    let reads = SharedReads()
 
     public init(configuration: Configuration, catalog: CommandCatalog, services: Services, runner: OperationRunner,
                 eventRetention: Duration = .seconds(3600)) {
@@ -182,7 +184,7 @@ public final class Intake: Sendable {
 
     func execute(_ command: ValidatedCommand, spec: CommandSpec, request: OperationRequest, event: ChatEvent,
                  conversation: Conversation) async throws -> Acknowledgement {
-        let reports = Reports(services: services, configuration: configuration, catalog: catalog)
+        let reports = Reports(services: services, configuration: configuration, catalog: catalog, reads: reads)
         let user = request.requester
         switch command {
         case .help(let verb):

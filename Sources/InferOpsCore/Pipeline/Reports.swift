@@ -5,6 +5,8 @@ struct Reports: Sendable {
     let services: Services
     let configuration: Configuration
     let catalog: CommandCatalog
+    /// Shared by the reports being answered at the same time (see `SharedReads`).
+    var reads = SharedReads()
 
     /// How wide a help line may be: a terminal's 100 columns less the renderers' indent. Help is
     /// lines, not a table: a table of usages and summaries is wider than a terminal.
@@ -19,6 +21,11 @@ struct Reports: Sendable {
         ("inferops.dev/simulate-image-pull-error", "true (the image never pulls)"),
         ("inferops.dev/simulate-latency-ms", "N (each completion takes N ms)"),
     ]
+
+    /// A release as a key of `reads`.
+    static func key(_ target: ReleaseTarget) -> String {
+        "\(target.kubeContext ?? "")|\(target.namespace)|\(target.release)"
+    }
 
     func help(verb: String?, user: UserID) -> Reply {
         if let verb, let spec = catalog.spec(named: verb) {
@@ -138,7 +145,7 @@ struct Reports: Sendable {
         for env in environments where !unreachable.contains(where: { $0.context == env.kubeContext }) {
             let routerWorkers: [RouterWorker]?
             if env.router != nil, let router = services.routers.router(for: env) {
-                routerWorkers = try? await router.workers()
+                routerWorkers = try? await reads.read("router-workers|\(env.name)") { try await router.workers() }
             } else {
                 routerWorkers = nil
             }
@@ -147,7 +154,9 @@ struct Reports: Sendable {
                 let target = env.target(model: model.name)
                 let release: ReleaseStatus?
                 do {
-                    release = try await services.releases.status(target)
+                    release = try await reads.read("release-status|\(Self.key(target))") {
+                        try await services.releases.status(target)
+                    }
                 } catch let failure as ReleaseFailure {
                     if case .clusterUnreachable = failure {
                         unreachable.append((env.kubeContext, failure))
@@ -164,7 +173,9 @@ struct Reports: Sendable {
                     }
                     continue
                 }
-                let workload = try? await services.cluster.workload(target)
+                let workload = try? await reads.read("workload|\(Self.key(target))") {
+                    try await services.cluster.workload(target)
+                }
                 let ready = workload.map { "\($0.readyReplicas)/\($0.desiredReplicas)" } ?? "?"
                 let verification = try await services.store.lastVerification(model: model.name, environment: env.name)
                 let verified = verification.map {
@@ -229,11 +240,15 @@ struct Reports: Sendable {
 
     func history(model: ModelSpec, environment: EnvironmentSettings) async throws -> Reply {
         let target = environment.target(model: model.name)
-        let revisions = try await services.releases.history(target)
+        let revisions = try await reads.read("release-history|\(Self.key(target))") {
+            try await services.releases.history(target)
+        }
         guard !revisions.isEmpty else {
             return Reply(.info, "\(target.release) has no revisions: it was never deployed.")
         }
-        let operations = try await services.store.recentOperations(model: model.name, environment: environment.name, limit: 500)
+        let operations = try await reads.read("recent-operations|\(environment.name)|\(model.name)") {
+            try await services.store.recentOperations(model: model.name, environment: environment.name, limit: 500)
+        }
         // Newest first: a revision number reused after an uninstall belongs to the newer operation.
         var byRevision: [Int: OperationRecord] = [:]
         for operation in operations {
