@@ -75,16 +75,17 @@ enum AuditChain {
             ]
             let canonical = fields.map { field in field.map { "\($0.utf8.count):\($0)" } ?? "-" }
                 .joined(separator: "\n")
-            return SHA256.hash(data: Data(canonical.utf8)).map { String(format: "%02x", $0) }.joined()
+            return hex(SHA256.hash(data: Data(canonical.utf8)))
         }
     }
 
     /// The id the next row will get and the hash it must link to, read inside the writing
     /// transaction so no other writer can slip a row in between.
     static func nextLink(_ db: Database) throws -> (id: Int64, previousHash: String) {
-        let last = try Row.fetchOne(db, sql: "SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1")
+        let last = try Row.fetchOne(db.cachedStatement(sql: "SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1"))
         // AUTOINCREMENT never reuses an id, even of a deleted row; sqlite_sequence remembers the highest.
-        let sequence = try Int64.fetchOne(db, sql: "SELECT seq FROM sqlite_sequence WHERE name = 'audit'") ?? 0
+        let sequence = try Int64.fetchOne(
+            db.cachedStatement(sql: "SELECT seq FROM sqlite_sequence WHERE name = 'audit'")) ?? 0
         let lastID: Int64 = last?["id"] ?? 0
         return (max(sequence, lastID) + 1, (last?["hash"] as String?) ?? genesis)
     }
@@ -167,4 +168,16 @@ public enum AuditChainVerdict: Hashable, Sendable, CustomStringConvertible {
                 + "or row \(row) was inserted."
         }
     }
+}
+
+/// Lowercase hex of `bytes` (a digest), without a formatted string per byte.
+func hex<Bytes: Sequence>(_ bytes: Bytes) -> String where Bytes.Element == UInt8 {
+    let digits = Array("0123456789abcdef".utf8)
+    var text: [UInt8] = []
+    text.reserveCapacity(64)
+    for byte in bytes {
+        text.append(digits[Int(byte >> 4)])
+        text.append(digits[Int(byte & 0x0f)])
+    }
+    return String(decoding: text, as: UTF8.self)
 }
