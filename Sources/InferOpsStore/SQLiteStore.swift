@@ -101,11 +101,22 @@ public final class SQLiteStore: OperationStore, Sendable {
         self.writer = reader
     }
 
-    /// One write transaction, in its turn (see `WriteTurns`): `urgent` for the intake's.
-    private func write<T: Sendable>(urgent: Bool = false, _ updates: @Sendable (Database) throws -> T) async throws -> T {
-        await turns.take(urgent: urgent)
-        defer { turns.give() }
-        return try await writer.write(updates)
+    /// One write transaction, in its turn (see `WriteTurns`): `urgent` for the intake's. A task
+    /// that is cancelled writes nothing.
+    private func write<T: Sendable>(
+        urgent: Bool = false, _ updates: @escaping @Sendable (Database) throws -> T
+    ) async throws -> T {
+        try Task.checkCancellation()
+        let writer = self.writer
+        let turns = self.turns
+        return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
+            turns.enqueue(urgent: urgent) {
+                writer.asyncWrite(updates) { _, result in
+                    turns.finished()
+                    continuation.resume(with: result)
+                }
+            }
+        }
     }
 
     // MARK: Operations
@@ -386,33 +397,45 @@ public final class SQLiteStore: OperationStore, Sendable {
     /// own: a burst of commands costs one commit, not one each, and one that fails leaves the
     /// others recorded.
     public func accept(event: String, at: Date, starting: Acceptance?) async throws -> Bool {
-        let request = PendingAcceptance(event: event, at: at, starting: starting)
-        pendingAcceptances.withLock { $0.append(request) }
-        await turns.take(urgent: true)
-        defer { turns.give() }
-        if let done = request.result.withLock({ $0 }) { return try done.get() }
-        let batch = pendingAcceptances.withLock { pending in
-            defer { pending = [] }
-            return pending
-        }
-        do {
-            let results = try await writer.write { db in
-                batch.map { request in
-                    Result<Bool, any Error> {
-                        var accepted = false
-                        try db.inSavepoint {
-                            accepted = try Self.accept(request, in: db)
-                            return .commit
-                        }
-                        return accepted
-                    }
-                }
+        try Task.checkCancellation()
+        let writer = self.writer
+        let turns = self.turns
+        return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Bool, any Error>) in
+            pendingAcceptances.withLock {
+                $0.append(PendingAcceptance(event: event, at: at, starting: starting, continuation: continuation))
             }
-            for (request, result) in zip(batch, results) { request.result.withLock { $0 = result } }
-        } catch {
-            for request in batch { request.result.withLock { $0 = .failure(error) } }
+            turns.enqueue(urgent: true) {
+                // The first turn takes every acceptance waiting then; later turns may find none.
+                let batch = self.pendingAcceptances.withLock { pending in
+                    defer { pending = [] }
+                    return pending
+                }
+                guard !batch.isEmpty else {
+                    turns.finished()
+                    return
+                }
+                writer.asyncWrite({ db in
+                    batch.map { request in
+                        Result<Bool, any Error> {
+                            var accepted = false
+                            try db.inSavepoint {
+                                accepted = try Self.accept(request, in: db)
+                                return .commit
+                            }
+                            return accepted
+                        }
+                    }
+                }, completion: { _, outcome in
+                    turns.finished()
+                    switch outcome {
+                    case .success(let results):
+                        for (request, result) in zip(batch, results) { request.continuation.resume(with: result) }
+                    case .failure(let error):
+                        for request in batch { request.continuation.resume(throwing: error) }
+                    }
+                })
+            }
         }
-        return try request.result.withLock { $0 }!.get()
     }
 
     private static func accept(_ request: PendingAcceptance, in db: Database) throws -> Bool {
@@ -457,13 +480,28 @@ public final class SQLiteStore: OperationStore, Sendable {
     }
 
     /// One `UPDATE` over the owner index, then the rows it renewed, in one transaction.
-    public func heartbeat(instance: String, at: Date) async throws -> [OperationRecord] {
+    /// One `UPDATE`, then the ids and cancel columns of the rows it renewed (not whole rows: the
+    /// write lock is held meanwhile, and the intake waits for it).
+    public func heartbeat(instance: String, at: Date) async throws -> [Renewal] {
         let unfinished = OperationState.allCases.filter { !$0.isFinished }.map(\.rawValue)
         return try await write { db in
             let columns = OperationRow.Columns.self
             let owned = OperationRow.filter(columns.ownerInstance == instance && unfinished.contains(columns.state))
             try owned.updateAll(db, columns.heartbeatAt.set(to: StoredTime.milliseconds(at)))
-            return try owned.order(columns.createdAt.asc, Column.rowID.asc).fetchAll(db).map(\.operation)
+            let rows = try Row.fetchAll(
+                db,
+                owned.select(columns.id, columns.cancelRequestedBy, columns.cancelRequestedAt)
+                    .order(columns.createdAt.asc, Column.rowID.asc))
+            return try rows.map { row in
+                let by: String? = try row.decode(forColumn: columns.cancelRequestedBy)
+                return Renewal(
+                    id: OperationID(try row.decode(String.self, forColumn: columns.id)),
+                    cancelRequest: try by.map {
+                        CancelRequest(
+                            by: UserID($0),
+                            at: StoredTime.date(milliseconds: try row.decode(forColumn: columns.cancelRequestedAt)))
+                    })
+            }
         }
     }
 
@@ -576,16 +614,10 @@ public enum SQLiteStoreError: Error, Equatable, CustomStringConvertible {
     }
 }
 
-/// One `accept` waiting for its group commit, and what became of it.
-final class PendingAcceptance: Sendable {
+/// One `accept` waiting for its group commit, and who waits for its answer.
+struct PendingAcceptance: Sendable {
     let event: String
     let at: Date
     let starting: Acceptance?
-    let result = Mutex<Result<Bool, any Error>?>(nil)
-
-    init(event: String, at: Date, starting: Acceptance?) {
-        self.event = event
-        self.at = at
-        self.starting = starting
-    }
+    let continuation: CheckedContinuation<Bool, any Error>
 }

@@ -266,12 +266,12 @@ public actor InMemoryOperationStore: OperationStore {
         return record
     }
 
-    public func heartbeat(instance: String, at: Date) -> [OperationRecord] {
-        var owned: [OperationRecord] = []
+    public func heartbeat(instance: String, at: Date) -> [Renewal] {
+        var owned: [Renewal] = []
         for index in snapshot.operations.indices
         where snapshot.operations[index].owner?.instance == instance && !snapshot.operations[index].state.isFinished {
             snapshot.operations[index].owner?.heartbeat = at
-            owned.append(snapshot.operations[index])
+            owned.append(Renewal(id: snapshot.operations[index].id, cancelRequest: snapshot.operations[index].cancelRequest))
         }
         changed()
         return owned

@@ -75,8 +75,8 @@ public protocol OperationStore: Sendable {
     ///   unknown, or held by a live owner.
     func claimOwnership(of operation: OperationID, by owner: OperationOwner, staleBefore: Date) async throws -> OperationRecord?
     /// Renews the heartbeat of every unfinished operation `instance` owns, in one transaction.
-    /// - Returns: those operations as stored, so the owner sees cancel requests made elsewhere.
-    func heartbeat(instance: String, at: Date) async throws -> [OperationRecord]
+    /// - Returns: those operations, oldest first, each with the cancel asked for it elsewhere, if any.
+    func heartbeat(instance: String, at: Date) async throws -> [Renewal]
     /// Gives an operation up (a graceful stop): no owner, state as it is, for the next start to resume.
     func releaseOwnership(of operation: OperationID, instance: String) async throws
     /// Records that `user` asked for an unfinished operation to stop, for its owner to carry out.
@@ -125,5 +125,17 @@ public struct Acceptance: Sendable {
         self.operation = operation
         self.journal = journal
         self.audit = audit
+    }
+}
+
+/// An operation a heartbeat renewed, and the cancel asked for it, if any: what the owner needs each
+/// second, without reading the whole operation.
+public struct Renewal: Hashable, Sendable {
+    public var id: OperationID
+    public var cancelRequest: CancelRequest?
+
+    public init(id: OperationID, cancelRequest: CancelRequest? = nil) {
+        self.id = id
+        self.cancelRequest = cancelRequest
     }
 }
