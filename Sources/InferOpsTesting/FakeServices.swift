@@ -1,6 +1,6 @@
 import InferOpsCore
 
-/// One of each fake, sharing one `ManualTime`, and the `Services` the dispatcher runs on.
+/// One of each fake, sharing one `ManualTime`, and the `Services` the intake and the runner run on.
 public struct FakeServices: Sendable {
     public let time: ManualTime
     public let store: InMemoryOperationStore

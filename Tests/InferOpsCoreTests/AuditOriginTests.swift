@@ -8,9 +8,9 @@ import Testing
 @Suite(.timeLimit(.minutes(1))) struct AuditOriginTests {
     @Test func consoleRowsCarryTheChannelAndTheOperatingSystemUser() async throws {
         let h = Harness()
-        let dispatcher = h.dispatcher
+        let daemon = h.daemon
         func run(_ text: String, as user: UserID = Fixtures.admin) async -> CommandOutcome {
-            await dispatcher.handle(IncomingCommand(user: user, text: text, channel: "console", osUser: "carol"))
+            await daemon.handle(IncomingCommand(user: user, text: text, channel: "console", osUser: "carol"))
         }
 
         #expect(await run("lock staging --reason maintenance") == .completed(nil))

@@ -3,7 +3,7 @@ import InferOpsCore
 import InferOpsTesting
 import Testing
 
-/// Locks, denials, the read-only answers, hostile input and error handling, through the dispatcher.
+/// Locks, denials, the read-only answers, hostile input and error handling, through the intake.
 @Suite(.timeLimit(.minutes(1))) struct CommandsTests {
     // MARK: locks
 

@@ -252,11 +252,11 @@ enum Fixtures {
     }
 }
 
-/// The dispatcher on fakes, with every model answering in every environment.
+/// The intake and the runner on fakes, with every model answering in every environment.
 struct Harness {
     let fakes: FakeServices
     let configuration: Configuration
-    let dispatcher: TestDaemon
+    let daemon: TestDaemon
 
     var time: ManualTime { fakes.time }
     var store: InMemoryOperationStore { fakes.store }
@@ -268,7 +268,7 @@ struct Harness {
     init(_ adjust: (inout Configuration) -> Void = { _ in }) {
         fakes = FakeServices()
         configuration = Fixtures.configuration(adjust)
-        dispatcher = TestDaemon(configuration: configuration, catalog: Fixtures.catalog, services: fakes.services)
+        daemon = TestDaemon(configuration: configuration, catalog: Fixtures.catalog, services: fakes.services)
         for environment in configuration.environments.values {
             for model in configuration.models.values {
                 fakes.engines.script(environment.target(model: model.name).release, .healthy(serving: model.name))
@@ -278,13 +278,13 @@ struct Harness {
 
     @discardableResult
     func run(_ text: String, as user: UserID = Fixtures.admin, channel: String = "C0OPS") async -> CommandOutcome {
-        await dispatcher.handle(IncomingCommand(user: user, text: text, channel: channel))
+        await daemon.handle(IncomingCommand(user: user, text: text, channel: channel))
     }
 
     /// Runs a command in a task of its own, for commands the test holds in flight.
     func start(_ text: String, as user: UserID = Fixtures.admin) -> Task<CommandOutcome, Never> {
-        let dispatcher = dispatcher
-        return Task { await dispatcher.handle(IncomingCommand(user: user, text: text, channel: "C0OPS")) }
+        let daemon = daemon
+        return Task { await daemon.handle(IncomingCommand(user: user, text: text, channel: "C0OPS")) }
     }
 
     func target(_ model: String, in environment: String) -> ReleaseTarget {

@@ -99,7 +99,7 @@ import Testing
     /// The same table through the whole pipeline for the verbs that name an environment: a denied
     /// cell is refused with a denial and never reaches a port; an allowed one gets past authorization.
     @Test(arguments: table.filter { ["deploy", "rollback", "remove", "lock", "unlock", "history", "status"].contains($0.verb) })
-    func dispatcherEnforces(_ row: Row) async throws {
+    func intakeEnforces(_ row: Row) async throws {
         for (environment, allowed) in [("dev", row.dev), ("staging", row.staging), ("production", row.production)] {
             let harness = Harness()
             let text =

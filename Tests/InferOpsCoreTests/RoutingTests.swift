@@ -168,9 +168,9 @@ extension Harness {
         let gate = Gate()
         var services = h.fakes.services
         services.cluster = GatedCluster(cluster: h.cluster, gate: gate)
-        let dispatcher = TestDaemon(configuration: h.configuration, catalog: Fixtures.catalog, services: services)
+        let daemon = TestDaemon(configuration: h.configuration, catalog: Fixtures.catalog, services: services)
         let register = Task {
-            await dispatcher.handle(IncomingCommand(user: Fixtures.admin, text: "register llama-3-8b in staging", channel: "C0OPS"))
+            await daemon.handle(IncomingCommand(user: Fixtures.admin, text: "register llama-3-8b in staging", channel: "C0OPS"))
         }
         try await gate.waitUntilReached()
 

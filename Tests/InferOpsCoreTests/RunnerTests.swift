@@ -40,7 +40,7 @@ extension Harness {
 
     /// Waits until this daemon's runner has ended `id` (its last reply posted), and returns its record.
     func waitUntilFinished(_ id: OperationID, by daemon: TestDaemon? = nil) async throws -> OperationRecord {
-        _ = await (daemon ?? dispatcher).runner.outcome(of: id)
+        _ = await (daemon ?? self.daemon).runner.outcome(of: id)
         return try #require(await record(id))
     }
 
@@ -315,7 +315,7 @@ extension Harness {
     /// keeps its state with no owner, and the next daemon finishes it.
     @Test func deployStoppedGracefullyIsResumedByTheNextDaemon() async throws {
         let h = Harness()
-        await h.dispatcher.stop()
+        await h.daemon.stop()
         let target = h.target("llama-3-8b", in: "staging")
         h.releases.seed(target, [.deployed])
         let gate = Gate()
@@ -355,7 +355,7 @@ extension Harness {
 
     @Test func operationQueuedBehindOnePausedByAStopPausesToo() async throws {
         let h = Harness()
-        await h.dispatcher.stop()
+        await h.daemon.stop()
         let target = h.target("llama-3-8b", in: "staging")
         h.releases.seed(target, [.deployed])
         // The first is held while it reads the release, between two safe points.
@@ -411,8 +411,8 @@ extension Harness {
             channel: "C0OPS")
 
         let answers = [
-            await h.dispatcher.intake.accept(event), await h.dispatcher.intake.accept(event),
-            await h.dispatcher.intake.accept(event),
+            await h.daemon.intake.accept(event), await h.daemon.intake.accept(event),
+            await h.daemon.intake.accept(event),
         ]
 
         guard case .accepted(let id) = answers[0] else {
@@ -420,7 +420,7 @@ extension Harness {
             return
         }
         #expect(Array(answers.dropFirst()) == [.duplicate, .duplicate])
-        #expect(await h.dispatcher.runner.outcome(of: id) == .completed(id))
+        #expect(await h.daemon.runner.outcome(of: id) == .completed(id))
 
         let restarted = TestDaemon(
             configuration: h.configuration, catalog: Fixtures.catalog, services: h.fakes.services)
@@ -435,14 +435,14 @@ extension Harness {
         let h = Harness()
         let event = ChatEvent(id: "Ev0STATUS1", kind: .command("/infer status"), user: Fixtures.admin, channel: "C0OPS")
 
-        guard case .answered = await h.dispatcher.intake.accept(event) else {
+        guard case .answered = await h.daemon.intake.accept(event) else {
             Issue.record("status was not answered")
             return
         }
         let posts = h.chat.events.count
         #expect(posts >= 1)
-        #expect(await h.dispatcher.intake.accept(event) == .duplicate)
-        #expect(await h.dispatcher.intake.accept(event) == .duplicate)
+        #expect(await h.daemon.intake.accept(event) == .duplicate)
+        #expect(await h.daemon.intake.accept(event) == .duplicate)
         let restarted = TestDaemon(
             configuration: h.configuration, catalog: Fixtures.catalog, services: h.fakes.services)
         #expect(await restarted.intake.accept(event) == .duplicate)

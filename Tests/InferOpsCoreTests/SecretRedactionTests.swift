@@ -70,14 +70,14 @@ import Testing
         var services = fakes.services
         services.logger = Logger(label: "test") { _ in logs.handler }
         // The kubeconfig's token, as the runtime hands it over.
-        let dispatcher = TestDaemon(
+        let daemon = TestDaemon(
             configuration: configuration, catalog: Fixtures.catalog,
             services: services.redacting(for: configuration, extra: [Self.kubeToken]))
         for environment in configuration.environments.values {
             fakes.engines.script(environment.target(model: "llama-3-8b").release, .healthy(serving: "llama-3-8b"))
         }
         func run(_ text: String) async -> CommandOutcome {
-            await dispatcher.handle(IncomingCommand(user: Fixtures.admin, text: text, channel: "C0OPS"))
+            await daemon.handle(IncomingCommand(user: Fixtures.admin, text: text, channel: "C0OPS"))
         }
         // Helm's own words can quote any of them (an adapter that missed one, an API server echo).
         let echo = "Deployment.apps is invalid: env[0].value: \(Self.shaped), \(Self.modelSecret),\n"

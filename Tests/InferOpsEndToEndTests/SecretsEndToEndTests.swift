@@ -112,9 +112,9 @@ struct SecretsEndToEndTests {
         let logs = LogLines()
         var services = runtime.services
         services.logger = Logger(label: "inferops") { _ in logs.handler }
-        let dispatcher = TestDaemon(configuration: runtime.configuration, catalog: loaded.catalog, services: services)
+        let daemon = TestDaemon(configuration: runtime.configuration, catalog: loaded.catalog, services: services)
         func run(_ text: String) async -> CommandOutcome {
-            await dispatcher.handle(IncomingCommand(user: UserID("alice"), text: text, channel: "exec"))
+            await daemon.handle(IncomingCommand(user: UserID("alice"), text: text, channel: "exec"))
         }
 
         #expect(await run("/infer deploy llama-3-8b to staging --dry-run") == .completed(nil))
