@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import GRDB
+import InferOpsCore
 
 /// The audit log's hash chain: each row stores the SHA-256 of its canonical content, which
 /// includes the hash of the row before it, so altering, deleting or inserting a row with SQL breaks
@@ -168,16 +169,4 @@ public enum AuditChainVerdict: Hashable, Sendable, CustomStringConvertible {
                 + "or row \(row) was inserted."
         }
     }
-}
-
-/// Lowercase hex of `bytes` (a digest), without a formatted string per byte.
-func hex<Bytes: Sequence>(_ bytes: Bytes) -> String where Bytes.Element == UInt8 {
-    let digits = Array("0123456789abcdef".utf8)
-    var text: [UInt8] = []
-    text.reserveCapacity(64)
-    for byte in bytes {
-        text.append(digits[Int(byte >> 4)])
-        text.append(digits[Int(byte & 0x0f)])
-    }
-    return String(decoding: text, as: UTF8.self)
 }

@@ -40,7 +40,7 @@ public struct DeployPlan: Hashable, Sendable {
     /// SHA-256 of the canonical form, as `sha256:` and 64 hex digits.
     public var digest: String {
         let hash = SHA256.hash(data: Data(canonical.canonical.utf8))
-        return "sha256:" + hash.map { String(format: "%02x", $0) }.joined()
+        return "sha256:" + hex(hash)
     }
 
     public var shortDigest: String { String(digest.dropFirst("sha256:".count).prefix(12)) }
@@ -157,4 +157,17 @@ public enum DeployPlanner {
         }
         return (image, "latest")
     }
+}
+
+/// Lowercase hex of `bytes` (a digest), without a formatted string per byte: the plan's digest and
+/// every audit row's link are written this way.
+public func hex<Bytes: Sequence>(_ bytes: Bytes) -> String where Bytes.Element == UInt8 {
+    let digits = Array("0123456789abcdef".utf8)
+    var text: [UInt8] = []
+    text.reserveCapacity(64)
+    for byte in bytes {
+        text.append(digits[Int(byte >> 4)])
+        text.append(digits[Int(byte & 0x0f)])
+    }
+    return String(decoding: text, as: UTF8.self)
 }
