@@ -445,6 +445,10 @@ public final class SQLiteStore: OperationStore, Sendable {
         )
         guard db.changesCount > 0 else { return false }
         if let starting = request.starting {
+            if starting.respectsLocks,
+               let locked = starting.refusingLock(try LockRecord.fetchOne(db, key: starting.operation.environment)?.lock) {
+                throw locked
+            }
             try OperationRow(starting.operation).insert(db)
             if let journal = starting.journal { try JournalRecord(journal).insert(db) }
             if let audit = starting.audit { try Self.appendAudit(audit, in: db) }

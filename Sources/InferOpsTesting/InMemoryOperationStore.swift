@@ -241,6 +241,9 @@ public actor InMemoryOperationStore: OperationStore {
         if let starting, snapshot.operation(starting.operation.id) != nil {
             throw StoreError.duplicateOperation(starting.operation.id)
         }
+        if let starting, let locked = starting.refusingLock(snapshot.locks[starting.operation.environment]) {
+            throw locked
+        }
         events[event] = at
         guard let starting else {
             changed()

@@ -685,6 +685,36 @@ struct OperationStoreContractTests {
         }
     }
 
+    @Test("An acceptance that respects locks is refused in an environment someone else locked, and records nothing", arguments: ContractStore.allCases)
+    func acceptanceInALockedEnvironment(_ kind: ContractStore) async throws {
+        try await kind.withStore { store throws in
+            var bobs = makeOperation("op-000000b1")
+            bobs.requester = UserID("bob")
+            let environment = bobs.environment
+            let lock = EnvironmentLock(environment: environment, holder: UserID("alice"), reason: "migration", since: moment(1))
+            #expect(try await store.acquireLock(lock) == nil)
+
+            await #expect(throws: EnvironmentLocked(lock: lock)) {
+                try await store.accept(event: "Ev-bob", at: moment(2), starting: Acceptance(bobs, respectsLocks: true))
+            }
+            #expect(try await store.operation(bobs.id) == nil)
+            #expect(try await store.auditLog().isEmpty)
+            // Nothing was recorded, the event id included.
+            #expect(try await store.accept(event: "Ev-bob", at: moment(3), starting: nil))
+
+            // The holder's own operations go through; so does one that does not ask about locks.
+            var alices = makeOperation("op-000000a1")
+            alices.requester = UserID("alice")
+            #expect(try await store.accept(event: "Ev-alice", at: moment(4), starting: Acceptance(alices, respectsLocks: true)))
+            #expect(try await store.accept(event: "Ev-other", at: moment(5), starting: Acceptance(makeOperation("op-000000c1"))))
+
+            // Unlocked, bob's is accepted.
+            #expect(try await store.releaseLock(environment: environment) == lock)
+            #expect(try await store.accept(event: "Ev-bob-2", at: moment(6), starting: Acceptance(bobs, respectsLocks: true)))
+            #expect(try await store.operation(bobs.id) == bobs)
+        }
+    }
+
     @Test("Of 12 concurrent deliveries of one event exactly one is accepted", arguments: ContractStore.allCases)
     func concurrentDeliveries(_ kind: ContractStore) async throws {
         try await kind.withStore { store throws in

@@ -40,12 +40,21 @@ public final class Intake: Sendable {
         case accepted(OperationID)
     }
 
-    /// Accepts one event and answers at once.
+    /// Accepts one event and answers at once. Until the event is acknowledged (its operation's status
+    /// card posted, or its id recorded for one answered in full) the runner holds back the operations
+    /// it was given since, so a burst is acknowledged before it is worked on.
     public func accept(_ event: ChatEvent) async -> Acknowledgement {
-        await CommandOrigin.$current.withValue(CommandOrigin(channel: event.channel, osUser: event.osUser)) {
-            await acceptEvent(event)
+        await runner.acknowledging.handling { acknowledgement in
+            await Self.$acknowledgement.withValue(acknowledgement) {
+                await CommandOrigin.$current.withValue(CommandOrigin(channel: event.channel, osUser: event.osUser)) {
+                    await acceptEvent(event)
+                }
+            }
         }
     }
+
+    /// The acknowledgement of the event being accepted.
+    @TaskLocal static var acknowledgement: Acknowledging.Event?
 
     /// Accepts a command and, with `waiting`, waits until the operation it starts has ended: the piped
     /// console and `inferops exec` read like conversations. An operation that waits for someone else
@@ -111,6 +120,8 @@ public final class Intake: Sendable {
             guard try await services.store.accept(event: event.id, at: services.time.now(), starting: nil) else {
                 return .duplicate
             }
+            // Recorded: the answer that follows may take its time (Helm, the cluster).
+            Self.acknowledgement?.end()
             try await forgetOldEvents()
             return .answered(try await body())
         } catch {
@@ -230,11 +241,6 @@ public final class Intake: Sendable {
                     try await self.refuse(Refusal("`\(environment.name)` has no router configured."), in: conversation)
                 }
             }
-            if let refusal = try await lockRefusal(environment, user: user) {
-                return await answer(event) {
-                    try await self.refuse(refusal, in: conversation, audit: (user, kind.rawValue, environment.name, model.name))
-                }
-            }
             var operation = OperationRecord(
                 id: .random(), kind: kind, requester: user, environment: environment.name, model: model.name,
                 target: environment.target(model: model.name), state: .planned,
@@ -252,13 +258,21 @@ public final class Intake: Sendable {
                 operation.plan = plan.canonical
                 operation.planDigest = plan.digest
             }
-            return try await record(operation, event: event)
+            do {
+                return try await record(operation, event: event)
+            } catch let locked as EnvironmentLocked {
+                return await answer(event) {
+                    try await self.refuse(Self.refusal(locked.lock), in: conversation,
+                                          audit: (user, kind.rawValue, environment.name, model.name))
+                }
+            }
         }
     }
 
     /// Records the operation with the event that started it (one transaction: a redelivered event
-    /// records nothing), owned by this daemon's runner so no other picks it up meanwhile; posts its
-    /// status card, stores the card's reference, audits it and hands it to the runner.
+    /// records nothing; an environment locked by someone else refuses it), audited and owned by this
+    /// daemon's runner so no other picks it up meanwhile; posts its status card and hands both to the
+    /// runner, which stores the card's reference.
     func record(_ operation: OperationRecord, event: ChatEvent) async throws -> Acknowledgement {
         var operation = operation
         operation.owner = runner.owner(at: services.time.now())
@@ -269,22 +283,22 @@ public final class Intake: Sendable {
                 operation: operation.id, at: now, state: .planned,
                 message: "\(operation.kind.rawValue) requested by \(operation.requester): \(operation.command)"),
             audit: auditEntry(operation.requester, operation.kind.rawValue, operation.environment, operation.model,
-                              "accepted", operation: operation.id))
+                              "accepted", operation: operation.id),
+            respectsLocks: true)
         guard try await services.store.accept(event: event.id, at: now, starting: acceptance) else {
             return .duplicate
         }
+        var card: MessageRef?
         do {
-            let card = try await services.chat.post(
+            card = try await services.chat.post(
                 StatusCard.reply(for: operation), in: Conversation(channel: event.channel, thread: event.thread),
                 operation: operation.id)
-            operation.card = card
-            operation.thread = card.id
-            try await services.store.update(operation, from: .planned)
         } catch {
             // Recorded but not announced: the runner still runs it, and posts the card itself.
             services.logger.warning("status card not posted", metadata: ["operation": "\(operation.id)", "error": "\(error)"])
         }
-        await runner.submit(operation.id)
+        Self.acknowledgement?.end()
+        await runner.submit(operation.id, card: card)
         try await forgetOldEvents()
         return .accepted(operation.id)
     }
@@ -330,13 +344,11 @@ public final class Intake: Sendable {
 
     // MARK: locks and cancel
 
-    func lockRefusal(_ environment: EnvironmentSettings, user: UserID) async throws -> Refusal? {
-        guard let lock = try await services.store.locks().first(where: { $0.environment == environment.name }), lock.holder != user else {
-            return nil
-        }
-        return Refusal(
-            "`\(environment.name)` is locked by \(mention: lock.holder)" + (lock.reason.map { ": \(user: $0)" } ?? "") + ".",
-            hint: "Ask them to `/infer unlock \(environment.name)` when they are done."
+    /// Why an operation in a locked environment is refused.
+    static func refusal(_ lock: EnvironmentLock) -> Refusal {
+        Refusal(
+            "`\(lock.environment)` is locked by \(mention: lock.holder)" + (lock.reason.map { ": \(user: $0)" } ?? "") + ".",
+            hint: "Ask them to `/infer unlock \(lock.environment)` when they are done."
         )
     }
 

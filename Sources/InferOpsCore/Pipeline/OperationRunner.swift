@@ -20,14 +20,19 @@ public actor OperationRunner {
         /// Whether an owner is known to be gone without waiting for its lease (a process on this
         /// host that no longer exists); the composition root knows how to ask.
         public var ownerIsGone: @Sendable (OperationOwner) -> Bool
+        /// How long a submitted operation waits, at most, while the intake acknowledges other events
+        /// (a burst of commands is acknowledged first, then worked on).
+        public var acknowledgementsFirst: Duration
 
         public init(heartbeatInterval: Duration = .seconds(1), lease: Duration = .seconds(30),
                     shutdownBound: Duration = .seconds(30),
-                    ownerIsGone: @escaping @Sendable (OperationOwner) -> Bool = { _ in false }) {
+                    ownerIsGone: @escaping @Sendable (OperationOwner) -> Bool = { _ in false },
+                    acknowledgementsFirst: Duration = .milliseconds(100)) {
             self.heartbeatInterval = heartbeatInterval
             self.lease = lease
             self.shutdownBound = shutdownBound
             self.ownerIsGone = ownerIsGone
+            self.acknowledgementsFirst = acknowledgementsFirst
         }
     }
 
@@ -66,14 +71,20 @@ public actor OperationRunner {
     nonisolated let settings: Settings
     nonisolated let validator: CommandValidator
     nonisolated let gate = ReleaseGate()
+    /// The events the intake is acknowledging now: submitted operations start once there are none.
+    public nonisolated let acknowledging = Acknowledging()
 
     var running: [OperationID: StopSignal] = [:]
-    var submitted: [OperationID] = []
+    /// Recorded by the intake and not started yet, each with its status card when it was posted.
+    var submitted: [(id: OperationID, card: MessageRef?)] = []
     /// Whether the next round renews the heartbeat and looks at the whole store (once per heartbeat
     /// interval, and when a cancel needs an abandoned operation taken over); a round woken by the
     /// intake only starts what it submitted.
     var fullRoundDue = true
+    /// How the most recent operations ended here (the oldest forgotten first), for `outcome(of:)`.
     var outcomes: [OperationID: CommandOutcome] = [:]
+    var outcomeOrder: [OperationID] = []
+    static let outcomesKept = 1000
     var waiters: [OperationID: [CheckedContinuation<CommandOutcome, Never>]] = [:]
     /// Set by `stop()`, which may be called from any thread (a signal handler, a shutdown hook).
     /// Shared with every operation's `StopSignal`, so a stop reaches running steps at once, not
@@ -101,16 +112,17 @@ public actor OperationRunner {
 
     // MARK: for the intake
 
-    /// Starts an operation the intake recorded (owned by this runner already).
-    public func submit(_ id: OperationID) {
-        submitted.append(id)
+    /// Starts an operation the intake recorded (owned by this runner already), with the status card
+    /// the intake posted for it, whose reference is stored before the operation's first step.
+    public func submit(_ id: OperationID, card: MessageRef? = nil) {
+        submitted.append((id, card))
         wake.yield()
     }
 
     /// Waits until the operation has ended here, and says how.
     public func outcome(of id: OperationID) async -> CommandOutcome {
         if let outcome = outcomes[id] { return outcome }
-        if stopping && running[id] == nil && !submitted.contains(id) {
+        if stopping && running[id] == nil && !isSubmitted(id) {
             return .failed(id, "stopped: InferOps is shutting down")
         }
         return await withCheckedContinuation { waiters[id, default: []].append($0) }
@@ -131,7 +143,7 @@ public actor OperationRunner {
             signal.stop(.cancel(by: user))
             return .here
         }
-        if submitted.contains(id) { return .here }
+        if isSubmitted(id) { return .here }
         let stale = services.time.now().addingTimeInterval(-settings.lease.seconds)
         if let owner = stored.owner, owner.instance != identity.instance, owner.heartbeat >= stale,
            !settings.ownerIsGone(owner) {
@@ -149,6 +161,10 @@ public actor OperationRunner {
         stopRequested.set()
         wake.yield()
         wake.finish()
+    }
+
+    func isSubmitted(_ id: OperationID) -> Bool {
+        submitted.contains { $0.id == id }
     }
 
     func suspendRunning() {
@@ -172,7 +188,7 @@ public actor OperationRunner {
             group.addTask { await self.forceStopAfterBound() }
         }
         // Operations accepted but never started stay recorded (and are given up, for the next start).
-        for id in submitted { try? await services.store.releaseOwnership(of: id, instance: identity.instance) }
+        for (id, _) in submitted { try? await services.store.releaseOwnership(of: id, instance: identity.instance) }
         for (id, waiting) in waiters {
             for waiter in waiting { waiter.resume(returning: .failed(id, "stopped: InferOps is shutting down")) }
         }
@@ -206,13 +222,20 @@ public actor OperationRunner {
     /// heartbeat, carry out cancels from elsewhere, and claim and start what else is runnable.
     func pump(into group: inout DiscardingTaskGroup) async {
         do {
-            // Recorded by the intake with this runner as their owner: nothing to claim.
+            // Recorded by the intake with this runner as their owner: nothing to claim. They start
+            // once the intake has acknowledged the events that came with them (or after the bound).
+            if !submitted.isEmpty { await acknowledging.quiet(within: settings.acknowledgementsFirst) }
             let fresh = submitted
             submitted = []
-            for id in fresh where running[id] == nil {
-                guard let record = try await services.store.operation(id), !record.state.isFinished,
+            for (id, card) in fresh where running[id] == nil {
+                guard var record = try await services.store.operation(id), !record.state.isFinished,
                       record.owner?.instance == identity.instance
                 else { continue }
+                if let card, record.card == nil {
+                    record.card = card
+                    record.thread = card.id
+                    try await services.store.update(record, from: record.state)
+                }
                 start(record, takenOver: false, into: &group)
             }
         } catch {
@@ -273,7 +296,8 @@ public actor OperationRunner {
     func finished(_ id: OperationID, _ outcome: CommandOutcome) {
         running[id] = nil
         outcomes[id] = outcome
-        if outcomes.count > 1000, let oldest = outcomes.keys.sorted().first { outcomes[oldest] = nil }
+        outcomeOrder.append(id)
+        if outcomeOrder.count > Self.outcomesKept { outcomes[outcomeOrder.removeFirst()] = nil }
         for waiter in waiters.removeValue(forKey: id) ?? [] { waiter.resume(returning: outcome) }
     }
 

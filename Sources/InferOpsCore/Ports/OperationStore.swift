@@ -66,6 +66,9 @@ public protocol OperationStore: Sendable {
     /// entry and audit line, in one transaction keyed by the event id: a redelivered event (same id)
     /// records nothing and returns `false`. Event ids are kept until `forgetEvents(before:)` drops
     /// them (the intake keeps them at least 10 minutes).
+    /// - Throws: `EnvironmentLocked` when the acceptance asks for it and the operation's environment
+    ///   is locked by someone other than its requester (checked in the same transaction, so a lock
+    ///   taken at the same moment is never passed by); nothing is recorded then.
     func accept(event: String, at: Date, starting: Acceptance?) async throws -> Bool
     /// Drops event ids accepted before `date`.
     func forgetEvents(before date: Date) async throws
@@ -120,12 +123,28 @@ public struct Acceptance: Sendable {
     public var operation: OperationRecord
     public var journal: JournalEntry?
     public var audit: AuditEntry?
+    /// Whether a lock on the operation's environment held by anyone but its requester refuses it.
+    public var respectsLocks: Bool
 
-    public init(_ operation: OperationRecord, journal: JournalEntry? = nil, audit: AuditEntry? = nil) {
+    public init(_ operation: OperationRecord, journal: JournalEntry? = nil, audit: AuditEntry? = nil,
+                respectsLocks: Bool = false) {
         self.operation = operation
         self.journal = journal
         self.audit = audit
+        self.respectsLocks = respectsLocks
     }
+
+    /// The lock that refuses this acceptance, from the environment's lock (if any).
+    public func refusingLock(_ lock: EnvironmentLock?) -> EnvironmentLocked? {
+        guard respectsLocks, let lock, lock.holder != operation.requester else { return nil }
+        return EnvironmentLocked(lock: lock)
+    }
+}
+
+/// An operation was not accepted: its environment is locked by someone else.
+public struct EnvironmentLocked: Error, Equatable, Sendable {
+    public var lock: EnvironmentLock
+    public init(lock: EnvironmentLock) { self.lock = lock }
 }
 
 /// An operation a heartbeat renewed, and the cancel asked for it, if any: what the owner needs each
