@@ -276,6 +276,14 @@ struct Harness {
         }
     }
 
+    /// Another daemon on the same store, cluster and chat: the next start after a stop, or a second
+    /// process. Its runner renews every 50 ms unless `shutdownBound` says otherwise.
+    func anotherDaemon(shutdownBound: Duration? = nil) -> TestDaemon {
+        var settings = OperationRunner.Settings(heartbeatInterval: .milliseconds(50))
+        if let shutdownBound { settings.shutdownBound = shutdownBound }
+        return TestDaemon(configuration: configuration, catalog: Fixtures.catalog, services: fakes.services, settings: settings)
+    }
+
     @discardableResult
     func run(_ text: String, as user: UserID = Fixtures.admin, channel: String = "C0OPS") async -> CommandOutcome {
         await daemon.handle(IncomingCommand(user: user, text: text, channel: channel))

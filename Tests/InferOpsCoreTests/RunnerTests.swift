@@ -320,9 +320,7 @@ extension Harness {
         h.releases.seed(target, [.deployed])
         let gate = Gate()
         h.releases.script(.upgrade, .hold(gate))
-        let first = TestDaemon(
-            configuration: h.configuration, catalog: Fixtures.catalog, services: h.fakes.services,
-            settings: OperationRunner.Settings(heartbeatInterval: .milliseconds(50), shutdownBound: .milliseconds(200)))
+        let first = h.anotherDaemon(shutdownBound: .milliseconds(200))
         let event = ChatEvent(id: "console:1", kind: .command(Self.deploy), user: Fixtures.admin, channel: "C0OPS")
         guard case .accepted(let id) = await first.intake.accept(event) else {
             Issue.record("the deploy was not accepted")
@@ -337,7 +335,7 @@ extension Harness {
         #expect(stopped.owner == nil)
         #expect(h.thread(id).last?.hasPrefix("InferOps is stopping: this operation pauses while applying") == true)
 
-        let second = TestDaemon(configuration: h.configuration, catalog: Fixtures.catalog, services: h.fakes.services)
+        let second = h.anotherDaemon()
         let record = try await h.waitUntilFinished(id, by: second)
         #expect(record.state == .succeeded)
         #expect(record.checkpoint.resumptions == 1)
@@ -361,9 +359,7 @@ extension Harness {
         // The first is held while it reads the release, between two safe points.
         let gate = Gate()
         h.releases.script(.status, .hold(gate))
-        let first = TestDaemon(
-            configuration: h.configuration, catalog: Fixtures.catalog, services: h.fakes.services,
-            settings: OperationRunner.Settings(heartbeatInterval: .milliseconds(50), shutdownBound: .seconds(30)))
+        let first = h.anotherDaemon(shutdownBound: .seconds(30))
         var ids: [OperationID] = []
         for number in 1...2 {
             let event = ChatEvent(id: "console:\(number)", kind: .command(Self.deploy), user: Fixtures.admin, channel: "C0OPS")
@@ -391,7 +387,7 @@ extension Harness {
             #expect(h.thread(id).last?.hasPrefix("InferOps is stopping: this operation pauses while") == true, "\(h.thread(id))")
         }
 
-        let second = TestDaemon(configuration: h.configuration, catalog: Fixtures.catalog, services: h.fakes.services)
+        let second = h.anotherDaemon()
         for id in ids {
             let record = try await h.waitUntilFinished(id, by: second)
             #expect(record.state == .succeeded, "\(id): \(h.thread(id))")
@@ -422,8 +418,7 @@ extension Harness {
         #expect(Array(answers.dropFirst()) == [.duplicate, .duplicate])
         #expect(await h.daemon.runner.outcome(of: id) == .completed(id))
 
-        let restarted = TestDaemon(
-            configuration: h.configuration, catalog: Fixtures.catalog, services: h.fakes.services)
+        let restarted = h.anotherDaemon()
         #expect(await restarted.intake.accept(event) == .duplicate)
         #expect(await h.store.allOperations().map(\.id) == [id])
         #expect(h.releases.calls(.upgrade).count == 1)
@@ -443,8 +438,7 @@ extension Harness {
         #expect(posts >= 1)
         #expect(await h.daemon.intake.accept(event) == .duplicate)
         #expect(await h.daemon.intake.accept(event) == .duplicate)
-        let restarted = TestDaemon(
-            configuration: h.configuration, catalog: Fixtures.catalog, services: h.fakes.services)
+        let restarted = h.anotherDaemon()
         #expect(await restarted.intake.accept(event) == .duplicate)
         #expect(h.chat.events.count == posts)
         #expect(await h.store.allOperations().isEmpty)

@@ -6,10 +6,9 @@ import Synchronization
 /// operations before it. Work gives way for a bounded time only (`OperationRunner.Settings`), so a
 /// steady stream of events never holds an operation back for longer than that.
 public final class Acknowledging: Sendable {
-    struct State {
+    struct State: WaitedOn {
         var count = 0
-        var waiting: [Int: CheckedContinuation<Void, Never>] = [:]
-        var nextWaiter = 0
+        var waiters = Waiters()
     }
 
     let state = Mutex(State())
@@ -20,7 +19,7 @@ public final class Acknowledging: Sendable {
     public var count: Int { state.withLock { $0.count } }
 
     /// Callers of `quiet(within:)` waiting now.
-    public var waiters: Int { state.withLock { $0.waiting.count } }
+    public var waiters: Int { state.withLock { $0.waiters.count } }
 
     /// An event arrived; `end()` follows once it is acknowledged.
     public func begin() {
@@ -31,9 +30,7 @@ public final class Acknowledging: Sendable {
     public func end() {
         let released = state.withLock { state -> [CheckedContinuation<Void, Never>] in
             state.count -= 1
-            guard state.count == 0 else { return [] }
-            defer { state.waiting = [:] }
-            return Array(state.waiting.values)
+            return state.count == 0 ? state.waiters.takeAll() : []
         }
         for waiter in released { waiter.resume() }
     }
@@ -70,30 +67,10 @@ public final class Acknowledging: Sendable {
     public func quiet(within bound: Duration) async {
         guard count > 0 else { return }
         await withTaskGroup(of: Void.self) { group in
-            group.addTask { await self.waitUntilQuiet() }
+            group.addTask { await self.state.wait { $0.count == 0 } }
             group.addTask { try? await Task.sleep(for: bound) }
             await group.next()
             group.cancelAll()
-        }
-    }
-
-    /// Returns when the count is 0, or when the task is cancelled.
-    func waitUntilQuiet() async {
-        let key = state.withLock { state -> Int in
-            state.nextWaiter += 1
-            return state.nextWaiter
-        }
-        await withTaskCancellationHandler {
-            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                let resumeNow = state.withLock { state -> Bool in
-                    if state.count == 0 || Task.isCancelled { return true }
-                    state.waiting[key] = continuation
-                    return false
-                }
-                if resumeNow { continuation.resume() }
-            }
-        } onCancel: {
-            state.withLock { $0.waiting.removeValue(forKey: key) }?.resume()
         }
     }
 }

@@ -167,10 +167,6 @@ public actor OperationRunner {
         submitted.contains { $0.id == id }
     }
 
-    func suspendRunning() {
-        for signal in running.values { signal.suspendAtSafePoint() }
-    }
-
     // MARK: the loop
 
     /// Runs until `stop()` (or the task is cancelled), then until the running operations have
@@ -183,8 +179,8 @@ public actor OperationRunner {
                 if stopping || Task.isCancelled { break }
                 await pump(into: &group)
             }
+            // Every running operation's signal shares the stop flag: each pauses at its next safe point.
             stop()
-            suspendRunning()
             group.addTask { await self.forceStopAfterBound() }
         }
         // Operations accepted but never started stay recorded (and are given up, for the next start).
@@ -286,7 +282,6 @@ public actor OperationRunner {
 
     func start(_ claimed: OperationRecord, takenOver: Bool, into group: inout DiscardingTaskGroup) {
         let signal = StopSignal(runnerStopping: stopRequested)
-        if stopping { signal.suspendAtSafePoint() }
         running[claimed.id] = signal
         group.addTask { await self.drive(claimed, takenOver: takenOver, signal: signal) }
     }
@@ -582,11 +577,10 @@ final class StopSignal: Sendable {
         self.runnerStopping = runnerStopping
     }
 
-    struct State {
+    struct State: WaitedOn {
         var reason: StopReason?
         var suspending = false
-        var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
-        var nextWaiter = 0
+        var waiters = Waiters()
     }
 
     let state = Mutex(State())
@@ -594,42 +588,20 @@ final class StopSignal: Sendable {
     var reason: StopReason? { state.withLock { $0.reason } }
     var isSuspending: Bool { state.withLock { $0.suspending } || runnerStopping.isSet }
 
-    func suspendAtSafePoint() { state.withLock { $0.suspending = true } }
-
     /// Stops at once; the first reason wins.
     func stop(_ reason: StopReason) {
         let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
             guard state.reason == nil else { return [] }
             state.reason = reason
             if reason == .suspend { state.suspending = true }
-            defer { state.waiters = [:] }
-            return Array(state.waiters.values)
+            return state.waiters.takeAll()
         }
         for waiter in waiters { waiter.resume() }
     }
 
     /// Returns when `stop` is called, or when the task is cancelled.
     func waitForStop() async {
-        let id = state.withLock { state -> Int in
-            state.nextWaiter += 1
-            return state.nextWaiter
-        }
-        await withTaskCancellationHandler {
-            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                let resumeNow = state.withLock { state -> Bool in
-                    if state.reason != nil { return true }
-                    state.waiters[id] = continuation
-                    return false
-                }
-                if resumeNow { continuation.resume() } else if Task.isCancelled { cancelWaiting(id) }
-            }
-        } onCancel: {
-            cancelWaiting(id)
-        }
-    }
-
-    private func cancelWaiting(_ id: Int) {
-        state.withLock { $0.waiters.removeValue(forKey: id) }?.resume()
+        await state.wait { $0.reason != nil }
     }
 }
 
