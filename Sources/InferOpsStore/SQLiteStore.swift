@@ -101,16 +101,14 @@ public final class SQLiteStore: OperationStore, Sendable {
         self.writer = reader
     }
 
-    /// One write transaction, in its turn (see `WriteTurns`): `urgent` for the intake's. A task
-    /// that is cancelled writes nothing.
-    private func write<T: Sendable>(
-        urgent: Bool = false, _ updates: @escaping @Sendable (Database) throws -> T
-    ) async throws -> T {
+    /// One write transaction, in its turn (see `WriteTurns`; the intake's acceptances go first, from
+    /// `accept`). A task that is cancelled writes nothing.
+    private func write<T: Sendable>(_ updates: @escaping @Sendable (Database) throws -> T) async throws -> T {
         try Task.checkCancellation()
         let writer = self.writer
         let turns = self.turns
         return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
-            turns.enqueue(urgent: urgent) {
+            turns.enqueue(urgent: false) {
                 writer.asyncWrite(updates) { _, result in
                     turns.finished()
                     continuation.resume(with: result)

@@ -217,25 +217,31 @@ public actor OperationRunner {
     /// One round: start what the intake submitted; when a full round is due, also renew the
     /// heartbeat, carry out cancels from elsewhere, and claim and start what else is runnable.
     func pump(into group: inout DiscardingTaskGroup) async {
-        do {
-            // Recorded by the intake with this runner as their owner: nothing to claim. They start
-            // once the intake has acknowledged the events that came with them (or after the bound).
-            if !submitted.isEmpty { await acknowledging.quiet(within: settings.acknowledgementsFirst) }
-            let fresh = submitted
-            submitted = []
-            for (id, card) in fresh where running[id] == nil {
+        // Recorded by the intake with this runner as their owner: nothing to claim. They start once
+        // the intake has acknowledged the events that came with them (or after the bound).
+        if !submitted.isEmpty { await acknowledging.quiet(within: settings.acknowledgementsFirst) }
+        let fresh = submitted
+        submitted = []
+        for (id, card) in fresh where running[id] == nil {
+            do {
                 guard var record = try await services.store.operation(id), !record.state.isFinished,
                       record.owner?.instance == identity.instance
                 else { continue }
                 if let card, record.card == nil {
                     record.card = card
                     record.thread = card.id
-                    try await services.store.update(record, from: record.state)
+                    do {
+                        try await services.store.update(record, from: record.state)
+                    } catch {
+                        // Not fatal: the operation's first step writes the whole record, card included.
+                        services.logger.warning("status card reference not stored",
+                                                metadata: ["operation": "\(id)", "error": "\(error)"])
+                    }
                 }
                 start(record, takenOver: false, into: &group)
+            } catch {
+                services.logger.error("submitted operation not started", metadata: ["operation": "\(id)", "error": "\(error)"])
             }
-        } catch {
-            services.logger.error("runner round failed", metadata: ["error": "\(error)"])
         }
         guard fullRoundDue else { return }
         fullRoundDue = false
