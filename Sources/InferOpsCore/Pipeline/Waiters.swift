@@ -30,7 +30,7 @@ struct Waiters: Sendable {
 }
 
 /// State with tasks waiting on it.
-protocol WaitedOn {
+protocol WaitedOn: SendableMetatype {
     var waiters: Waiters { get set }
 }
 
