@@ -37,7 +37,14 @@ let package = Package(
         ),
         .target(name: "InferOpsHTTP", dependencies: ["CCurl"], swiftSettings: strict),
         .target(name: "InferOpsKube", dependencies: ["InferOpsCore", "InferOpsHTTP", "Yams"], swiftSettings: strict),
-        .target(name: "InferOpsHelm", dependencies: ["InferOpsCore"], swiftSettings: strict),
+        // zlib: Helm's stored release records are gzip-compressed.
+        .systemLibrary(
+            name: "CZlib",
+            pkgConfig: "zlib",
+            providers: [.apt(["zlib1g-dev"])]
+        ),
+        // Helm reads its release records from the Kubernetes API (`HelmStorage`), so it sits on InferOpsKube.
+        .target(name: "InferOpsHelm", dependencies: ["InferOpsCore", "InferOpsKube", "CZlib"], swiftSettings: strict),
         .target(name: "InferOpsRouter", dependencies: ["InferOpsCore", "InferOpsHTTP"], swiftSettings: strict),
         .target(
             name: "InferOpsServer",
@@ -91,7 +98,10 @@ let package = Package(
         // The store contract runs against the in-memory fake too.
         .testTarget(name: "InferOpsStoreTests", dependencies: ["InferOpsStore", "InferOpsCore", "InferOpsTesting"]),
         .testTarget(name: "InferOpsConsoleTests", dependencies: ["InferOpsConsole", "InferOpsCore", "InferOpsTestSupport"]),
-        .testTarget(name: "InferOpsHelmTests", dependencies: ["InferOpsHelm", "InferOpsCore", "InferOpsTestSupport"]),
+        .testTarget(
+            name: "InferOpsHelmTests",
+            dependencies: ["InferOpsHelm", "InferOpsCore", "InferOpsKube", "InferOpsHTTP", "InferOpsTestSupport"]
+        ),
         .testTarget(
             name: "InferOpsKubeTests",
             dependencies: ["InferOpsKube", "InferOpsHTTP", "InferOpsCore", "InferOpsTestSupport"]

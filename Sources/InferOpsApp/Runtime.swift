@@ -58,17 +58,19 @@ public struct Runtime: Sendable {
         // A start that fails after this point leaves no folder behind.
         var started = false
         defer { if !started { workFolder.remove() } }
+        // Read on first use: help, refusals and locks answer without a cluster (or a kubeconfig).
+        let kube = try KubeRuntime(kubeconfig: configuration.kubernetes.kubeconfig, reading: .onFirstUse)
+        // helm and the storage reads use the same kubeconfig and driver, so they see the same records.
         let releases = HelmReleaseEngine(
             helmPath: helmPath, kubeconfig: configuration.kubernetes.kubeconfig,
-            environment: ["HELM_DRIVER": configuration.helm.driver], workingDirectory: workFolder.path
+            environment: ["HELM_DRIVER": configuration.helm.driver], workingDirectory: workFolder.path,
+            storage: HelmStorage(driver: configuration.helm.driver, contexts: kube.contexts)
         )
         do {
             _ = try await releases.version()
         } catch let failure as any UserFacingError {
             throw Refusal("Helm at \(helmPath) cannot be used: \(failure.message)", hint: "Install Helm 3 or 4 (scripts/install-tools).")
         }
-        // Read on first use: help, refusals and locks answer without a cluster (or a kubeconfig).
-        let kube = try KubeRuntime(kubeconfig: configuration.kubernetes.kubeconfig, reading: .onFirstUse)
         // Environments that share a namespace share its engines, so the first one's access serves all.
         let access = Dictionary(
             configuration.environments.keys.sorted().compactMap { name in

@@ -91,7 +91,7 @@ enum HelmOutput {
         .sorted { $0.revision < $1.revision }
     }
 
-    private static func decode<T: Decodable>(_ data: Data, command: String) throws -> T {
+    static func decode<T: Decodable>(_ data: Data, command: String) throws -> T {
         do {
             return try JSONDecoder().decode(T.self, from: data)
         } catch let error as DecodingError {

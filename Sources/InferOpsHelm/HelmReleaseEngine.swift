@@ -36,6 +36,8 @@ public final class HelmReleaseEngine: ReleaseEngine {
     /// Where the temporary values files go (created with mode 0700 when missing; an existing folder
     /// must be a private one of the daemon's user), and helm's cache, configuration and data folders.
     public let workingDirectory: String
+    /// Where `status` and `history` read Helm's records without starting helm; `nil`: helm reads them.
+    public let storage: HelmStorage?
 
     private let configuredVersion: HelmVersion?
     private let detectedVersion = Mutex<HelmVersion?>(nil)
@@ -59,6 +61,9 @@ public final class HelmReleaseEngine: ReleaseEngine {
     ///     as failed meanwhile) before it gets SIGKILL.
     ///   - queryDeadline: the limit for calls that do not wait for resources.
     ///   - abandonedProcessGrace: how long `stopAbandonedProcesses` waits after SIGTERM before SIGKILL.
+    ///   - storage: Helm's records in the Kubernetes API, for `status` and `history`. It must reach
+    ///     the cluster helm reaches: the same kubeconfig and driver. A record it cannot read (a
+    ///     refused list, a format it does not know) is left to helm.
     public init(
         helmPath: String,
         kubeconfig: String? = nil,
@@ -67,8 +72,10 @@ public final class HelmReleaseEngine: ReleaseEngine {
         version: HelmVersion? = nil,
         terminationGrace: Duration = .seconds(30),
         queryDeadline: Duration = .seconds(120),
-        abandonedProcessGrace: Duration = .seconds(5)
+        abandonedProcessGrace: Duration = .seconds(5),
+        storage: HelmStorage? = nil
     ) {
+        self.storage = storage
         self.helmPath = helmPath
         self.kubeconfig = kubeconfig
         self.environment = environment
@@ -140,6 +147,15 @@ public final class HelmReleaseEngine: ReleaseEngine {
     }
 
     public func status(_ target: ReleaseTarget) async throws -> ReleaseStatus? {
+        if let storage {
+            do {
+                return try await storage.status(target)
+            } catch .unreachable(let error) {
+                throw ReleaseFailure.clusterUnreachable(detail: error.message)
+            } catch {
+                // helm reads the same records its own way, and says what is wrong with them.
+            }
+        }
         let command = try await command()
         let output = try await run(command.status(target), deadline: queryDeadline)
         guard output.succeeded else {
@@ -181,6 +197,15 @@ public final class HelmReleaseEngine: ReleaseEngine {
     // MARK: - Running helm
 
     private func history(_ target: ReleaseTarget, max: Int) async throws -> [ReleaseRevision] {
+        if let storage {
+            do {
+                return try await storage.history(target, max: max)
+            } catch .unreachable(let error) {
+                throw ReleaseFailure.clusterUnreachable(detail: error.message)
+            } catch {
+                // As in `status`: helm decides.
+            }
+        }
         let command = try await command()
         let output = try await run(command.history(target, max: max), deadline: queryDeadline)
         guard output.succeeded else {

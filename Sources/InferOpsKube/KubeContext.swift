@@ -76,7 +76,9 @@ public struct KubeContext: Sendable, CustomStringConvertible {
     }
 
     /// All items of a list, following `continue` tokens so large clusters come back in pages.
-    func list<Item: Decodable>(_ path: String, of type: Item.Type) async throws -> [Item] {
+    /// - Parameters:
+    ///   - path: a collection, already percent-encoded, possibly with a query (`?labelSelector=…`).
+    public func list<Item: Decodable>(_ path: String, of type: Item.Type) async throws -> [Item] {
         var items: [Item] = []
         var token: String?
         repeat {
@@ -278,7 +280,7 @@ struct KubeStatus: Decodable {
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters: safe for a query value or a path segment.
-func percentEncoded(_ value: String) -> String {
+public func percentEncoded(_ value: String) -> String {
     let allowed = CharacterSet(charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
     return value.addingPercentEncoding(withAllowedCharacters: allowed) ?? value
 }

@@ -169,9 +169,8 @@ struct HelmIntegrationTests {
             #expect(try await engine.upgrade(request).revision == 1)
 
             // A helm of our own, outside the engine, that is killed -9 while it waits.
-            try await killHelmWhilePending(
+            try await emulator.killHelmWhilePending(
                 version,
-                emulator,
                 engine,
                 upgrade("stuck", readyAfter(-1), timeout: .seconds(60)),
                 state: .pendingUpgrade
@@ -189,35 +188,6 @@ struct HelmIntegrationTests {
         }
     }
 
-    /// Starts `helm upgrade --install` outside the engine, waits until the release shows `state`,
-    /// and kills helm with SIGKILL, as a crash of the daemon's host would.
-    func killHelmWhilePending(
-        _ version: HelmVersion,
-        _ emulator: KubeEmulator,
-        _ engine: HelmReleaseEngine,
-        _ request: ReleaseUpgrade,
-        state: ReleaseState
-    ) async throws {
-        let valuesFile = try ValuesFile.write(request.values, in: emulator.folder + "/work")
-        defer { unlink(valuesFile) }
-        let helm = Process()
-        helm.executableURL = URL(fileURLWithPath: try IntegrationTools.helm(version))
-        helm.arguments = HelmCommand(version: version, kubeconfig: emulator.kubeconfig)
-            .upgrade(request, valuesFile: valuesFile)
-        helm.environment = [
-            "HOME": emulator.folder, "HELM_CACHE_HOME": emulator.folder + "/helm/cache",
-            "HELM_CONFIG_HOME": emulator.folder + "/helm/config", "HELM_DATA_HOME": emulator.folder + "/helm/data",
-        ]
-        helm.standardOutput = FileHandle.nullDevice
-        helm.standardError = FileHandle.nullDevice
-        try helm.run()
-        try await TestTools.waitUntil("the release is \(state)", timeout: .seconds(30)) {
-            try await engine.status(request.target)?.state == state
-        }
-        kill(helm.processIdentifier, SIGKILL)
-        try await TestTools.waitUntil("the killed helm has exited", timeout: .seconds(10)) { !helm.isRunning }
-    }
-
     @Test(
         "helm killed during an install leaves pending-install: the upgrade says stuck, an uninstall recovers",
         arguments: HelmVersion.allCases
@@ -226,9 +196,8 @@ struct HelmIntegrationTests {
         try await KubeEmulator.with { emulator in
             let engine = try emulator.engine(version)
             let request = upgrade("stuck-install")
-            try await killHelmWhilePending(
+            try await emulator.killHelmWhilePending(
                 version,
-                emulator,
                 engine,
                 upgrade("stuck-install", readyAfter(-1)),
                 state: .pendingInstall

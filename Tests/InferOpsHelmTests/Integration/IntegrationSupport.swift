@@ -1,7 +1,14 @@
 import Foundation
 import InferOpsCore
+import InferOpsKube
 import InferOpsTestSupport
 import Testing
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 @testable import InferOpsHelm
 
@@ -44,17 +51,52 @@ extension KubeEmulator {
     }
 
     /// An engine for `version` against this emulator, with helm's caches in the test's own folder.
-    func engine(_ version: HelmVersion, detectVersion: Bool = false) throws -> HelmReleaseEngine {
+    /// - Parameters:
+    ///   - driver: where helm keeps its records (`HELM_DRIVER`).
+    ///   - storage: read `status` and `history` from the records (`HelmStorage`) rather than with helm.
+    func engine(
+        _ version: HelmVersion, detectVersion: Bool = false, driver: String = "secret", storage: KubeContexts? = nil
+    ) throws -> HelmReleaseEngine {
         HelmReleaseEngine(
             helmPath: try IntegrationTools.helm(version),
             kubeconfig: kubeconfig,
             environment: [
                 "HELM_CACHE_HOME": folder + "/helm/cache", "HELM_CONFIG_HOME": folder + "/helm/config",
-                "HELM_DATA_HOME": folder + "/helm/data", "HELM_DRIVER": "secret",
+                "HELM_DATA_HOME": folder + "/helm/data", "HELM_DRIVER": driver,
             ],
             workingDirectory: folder + "/work",
-            version: detectVersion ? nil : version
+            version: detectVersion ? nil : version,
+            storage: storage.flatMap { HelmStorage(driver: driver, contexts: $0) }
         )
+    }
+
+    /// Starts `helm upgrade --install` outside the engine, waits until the release shows `state`,
+    /// and kills helm with SIGKILL, as a crash of the daemon's host would.
+    func killHelmWhilePending(
+        _ version: HelmVersion,
+        _ engine: HelmReleaseEngine,
+        _ request: ReleaseUpgrade,
+        state: ReleaseState
+    ) async throws {
+        let valuesFile = try ValuesFile.write(request.values, in: folder + "/work")
+        defer { unlink(valuesFile) }
+        let helm = Process()
+        helm.executableURL = URL(fileURLWithPath: try IntegrationTools.helm(version))
+        helm.arguments = HelmCommand(version: version, kubeconfig: kubeconfig)
+            .upgrade(request, valuesFile: valuesFile)
+        helm.environment = [
+            "HOME": folder, "HELM_CACHE_HOME": folder + "/helm/cache",
+            "HELM_CONFIG_HOME": folder + "/helm/config", "HELM_DATA_HOME": folder + "/helm/data",
+            "HELM_DRIVER": engine.environment["HELM_DRIVER"] ?? "secret",
+        ]
+        helm.standardOutput = FileHandle.nullDevice
+        helm.standardError = FileHandle.nullDevice
+        try helm.run()
+        try await TestTools.waitUntil("the release is \(state)", timeout: .seconds(30)) {
+            try await engine.status(request.target)?.state == state
+        }
+        kill(helm.processIdentifier, SIGKILL)
+        try await TestTools.waitUntil("the killed helm has exited", timeout: .seconds(10)) { !helm.isRunning }
     }
 }
 
