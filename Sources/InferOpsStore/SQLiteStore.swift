@@ -196,6 +196,20 @@ public final class SQLiteStore: OperationStore, Sendable {
         }
     }
 
+    /// A `limit` of zero or less returns nothing. Operations that made no revision store `NULL` in
+    /// both columns, so the many enables, disables and locks of a release are never read.
+    public func revisionMakers(model: String, environment: String, limit: Int) async throws -> [OperationRecord] {
+        guard limit > 0 else { return [] }
+        return try await writer.read { db in
+            let columns = OperationRow.Columns.self
+            return try OperationRow
+                .filter(columns.model == model && columns.environment == environment)
+                .filter(columns.revision != nil || columns.revisions != nil)
+                .order(columns.createdAt.desc, Column.rowID.desc).limit(limit)
+                .fetchAll(db).map(\.operation)
+        }
+    }
+
     // MARK: Journal
 
     /// - Throws: A foreign-key error when the operation has not been inserted.

@@ -145,6 +145,14 @@ public actor InMemoryOperationStore: OperationStore {
             .map(\.element)
     }
 
+    public func revisionMakers(model: String, environment: String, limit: Int) -> [OperationRecord] {
+        Array(
+            recentOperations(model: model, environment: environment, limit: Int.max)
+                .filter { $0.revision != nil || !$0.revisions.isEmpty }
+                .prefix(max(limit, 0))
+        )
+    }
+
     public func recentOperations(model: String?, environment: String?, limit: Int) -> [OperationRecord] {
         Array(
             snapshot.operations.enumerated()

@@ -371,6 +371,37 @@ struct OperationStoreContractTests {
         }
     }
 
+    @Test(
+        "Revision makers are the operations of one release that made Helm revisions, newest first",
+        arguments: ContractStore.allCases
+    )
+    func revisionMakers(_ kind: ContractStore) async throws {
+        try await kind.withStore { store throws in
+            var deployed = makeOperation("op-00000001", createdAt: moment(1000))
+            deployed.revision = 1
+            let disabled = makeOperation("op-00000002", kind: .disable, createdAt: moment(2000))
+            var retried = makeOperation("op-00000003", createdAt: moment(3000))
+            retried.revisions = [2, 3]
+            var elsewhere = makeOperation("op-00000004", environment: "prod", createdAt: moment(4000))
+            elsewhere.revision = 1
+            var other = makeOperation("op-00000005", model: "qwen", createdAt: moment(5000))
+            other.revision = 1
+            var rolledBack = makeOperation("op-00000006", kind: .rollback, createdAt: moment(6000))
+            rolledBack.revision = 4
+            rolledBack.revisions = [4]
+            for operation in [deployed, disabled, retried, elsewhere, other, rolledBack] {
+                try await store.insert(operation)
+            }
+            func ids(limit: Int) async throws -> [String] {
+                try await store.revisionMakers(model: "llama", environment: "staging", limit: limit).map(\.id.rawValue)
+            }
+            #expect(try await ids(limit: 10) == ["op-00000006", "op-00000003", "op-00000001"])
+            #expect(try await ids(limit: 2) == ["op-00000006", "op-00000003"])
+            #expect(try await ids(limit: 0).isEmpty)
+            #expect(try await store.revisionMakers(model: "llama", environment: "prod", limit: 10).map(\.id.rawValue) == ["op-00000004"])
+        }
+    }
+
     @Test("The journal of an operation comes back in the order it was written", arguments: ContractStore.allCases)
     func journalOrder(_ kind: ContractStore) async throws {
         try await kind.withStore { store throws in

@@ -246,8 +246,8 @@ struct Reports: Sendable {
         guard !revisions.isEmpty else {
             return Reply(.info, "\(target.release) has no revisions: it was never deployed.")
         }
-        let operations = try await reads.read("recent-operations|\(environment.name)|\(model.name)") {
-            try await services.store.recentOperations(model: model.name, environment: environment.name, limit: 500)
+        let operations = try await reads.read("revision-makers|\(environment.name)|\(model.name)") {
+            try await services.store.revisionMakers(model: model.name, environment: environment.name, limit: 500)
         }
         // Newest first: a revision number reused after an uninstall belongs to the newer operation.
         var byRevision: [Int: OperationRecord] = [:]

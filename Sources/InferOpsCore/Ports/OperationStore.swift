@@ -29,6 +29,9 @@ public protocol OperationStore: Sendable {
     func unfinishedOperations() async throws -> [OperationRecord]
     /// The newest operations, newest first, optionally for one model and/or environment.
     func recentOperations(model: String?, environment: String?, limit: Int) async throws -> [OperationRecord]
+    /// The newest operations of `model` in `environment` that made Helm revisions (a `revision` or
+    /// `revisions`), newest first: who made each revision, for `history`.
+    func revisionMakers(model: String, environment: String, limit: Int) async throws -> [OperationRecord]
 
     func appendJournal(_ entry: JournalEntry) async throws
     /// The journal of one operation, in order.
