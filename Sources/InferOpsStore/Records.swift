@@ -70,18 +70,19 @@ struct OperationRow: FetchableRecord, PersistableRecord {
         var plan: JSONValue?
         if let text: String = try row.decode(forColumn: Columns.plan) {
             do {
-                plan = try JSONDecoder().decode(JSONValue.self, from: Data(text.utf8))
+                plan = try JSONValue(parsing: text)
             } catch {
                 throw SQLiteStoreError.unreadableValue(table: table, column: Columns.plan.name, value: text)
             }
         }
         var revisions: [Int] = []
         if let text: String = try row.decode(forColumn: Columns.revisions) {
-            do {
-                revisions = try JSONDecoder().decode([Int].self, from: Data(text.utf8))
-            } catch {
+            guard case .array(let numbers)? = try? JSONValue(parsing: text),
+                case let values = numbers.compactMap(\.intValue), values.count == numbers.count
+            else {
                 throw SQLiteStoreError.unreadableValue(table: table, column: Columns.revisions.name, value: text)
             }
+            revisions = values
         }
         var card: MessageRef?
         if let channel: String = try row.decode(forColumn: Columns.cardChannel),

@@ -83,14 +83,14 @@ public struct EngineVerifier: Sendable {
     }
 
     static func servedModels(_ body: Data) -> [String] {
-        guard let list = try? JSONDecoder().decode(JSONValue.self, from: body), case .array(let data)? = list["data"] else {
+        guard let list = try? JSONValue(parsing: body), case .array(let data)? = list["data"] else {
             return []
         }
         return data.compactMap { $0["id"]?.stringValue }
     }
 
     static func completionText(_ body: Data) -> String? {
-        guard let answer = try? JSONDecoder().decode(JSONValue.self, from: body),
+        guard let answer = try? JSONValue(parsing: body),
             case .array(let choices)? = answer["choices"], let first = choices.first
         else { return nil }
         let text = first["text"]?.stringValue ?? first["message"]?["content"]?.stringValue ?? ""

@@ -121,7 +121,7 @@ struct Registrar: Sendable {
 
     /// `error.message` of an OpenAI-style error body.
     static func errorMessage(_ body: Data) -> String? {
-        guard let json = try? JSONDecoder().decode(JSONValue.self, from: body) else { return nil }
+        guard let json = try? JSONValue(parsing: body) else { return nil }
         return json["error"]?["message"]?.stringValue ?? json["message"]?.stringValue ?? json["error"]?.stringValue
     }
 }
