@@ -131,6 +131,14 @@ struct Reports: Sendable {
         return lines
     }
 
+    /// One model in one environment of a status report.
+    enum StatusLine: Sendable {
+        case row([any RichTextConvertible])
+        /// Not deployed, nothing in flight, and not asked for by name.
+        case nothing
+        case unreachable(ReleaseFailure)
+    }
+
     func status(model: ModelSpec?, environment: EnvironmentSettings?, user: UserID) async throws -> Reply {
         let environments = (environment.map { [$0] } ?? configuration.environmentNames.compactMap { configuration.environments[$0] })
             .filter { configuration.policy.allows(user, "view", in: $0.name) }
@@ -138,55 +146,30 @@ struct Reports: Sendable {
         // When the user names a model, say so even where it is not deployed; otherwise list what runs.
         let filtered = model != nil
         let unfinished = try await services.store.unfinishedOperations()
+        // Every model in every environment is read side by side: a report takes as long as its
+        // slowest line, not the sum of them all.
+        let pairs = environments.flatMap { env in models.map { (env, $0) } }
+        let lines = try await withThrowingTaskGroup(of: (Int, StatusLine).self) { group in
+            for (index, (env, model)) in pairs.enumerated() {
+                group.addTask {
+                    (index, try await statusLine(model: model, environment: env, unfinished: unfinished, named: filtered))
+                }
+            }
+            var lines = [StatusLine](repeating: .nothing, count: pairs.count)
+            for try await (index, line) in group { lines[index] = line }
+            return lines
+        }
         var rows: [[any RichTextConvertible]] = []
         // One failure per cluster (kube context): the first environment on a cluster that cannot
-        // be reached says so, and the others on it are not asked again, row after row.
+        // be reached says so, and no line of any environment on it is shown.
         var unreachable: [(context: String?, failure: ReleaseFailure)] = []
-        for env in environments where !unreachable.contains(where: { $0.context == env.kubeContext }) {
-            let routerWorkers: [RouterWorker]?
-            if env.router != nil, let router = services.routers.router(for: env) {
-                routerWorkers = try? await reads.read("router-workers|\(env.name)") { try await router.workers() }
-            } else {
-                routerWorkers = nil
+        for ((env, _), line) in zip(pairs, lines) {
+            if case .unreachable(let failure) = line, !unreachable.contains(where: { $0.context == env.kubeContext }) {
+                unreachable.append((env.kubeContext, failure))
             }
-            models: for model in models {
-                let routing = try await routingState(model: model.name, environment: env, workers: routerWorkers)
-                let target = env.target(model: model.name)
-                let release: ReleaseStatus?
-                do {
-                    release = try await reads.read("release-status|\(Self.key(target))") {
-                        try await services.releases.status(target)
-                    }
-                } catch let failure as ReleaseFailure {
-                    if case .clusterUnreachable = failure {
-                        unreachable.append((env.kubeContext, failure))
-                        break models
-                    }
-                    rows.append([model.name, env.name, "unknown: \(failure.text)" as RichText, "", "", "", routing, ""])
-                    continue
-                }
-                let inFlight = unfinished.filter { $0.target?.release == target.release }
-                    .map { "\($0.id) \($0.kind.rawValue) (\($0.state.rawValue))" }
-                guard let release else {
-                    if filtered || !inFlight.isEmpty {
-                        rows.append([model.name, env.name, "not deployed", "", "", "", routing, inFlight.joined(separator: ", ")])
-                    }
-                    continue
-                }
-                let workload = try? await reads.read("workload|\(Self.key(target))") {
-                    try await services.cluster.workload(target)
-                }
-                let ready = workload.map { "\($0.readyReplicas)/\($0.desiredReplicas)" } ?? "?"
-                let verification = try await services.store.lastVerification(model: model.name, environment: env.name)
-                let verified = verification.map {
-                    "\(Self.ago($0.at, now: services.time.now())), \($0.latency.spoken)" + ($0.revision.map { " (rev \($0))" } ?? "")
-                } ?? "never"
-                rows.append([
-                    model.name, env.name, "\(release.state) rev \(release.revision)",
-                    [release.chart, release.appVersion].compactMap { $0 }.joined(separator: " / "), ready, verified, routing,
-                    inFlight.isEmpty ? "–" : inFlight.joined(separator: ", "),
-                ])
-            }
+        }
+        for ((env, _), line) in zip(pairs, lines) where !unreachable.contains(where: { $0.context == env.kubeContext }) {
+            if case .row(let row) = line { rows.append(row) }
         }
         let locks = try await services.store.locks().filter { lock in environments.contains { $0.name == lock.environment } }
         let lockLines = locks.map { lock -> RichText in
@@ -217,6 +200,45 @@ struct Reports: Sendable {
         )
     }
 
+    /// The line of one model in one environment: its release, replicas, last verification, routing
+    /// and operations in flight, read side by side (reads of the same thing in flight are shared).
+    func statusLine(
+        model: ModelSpec, environment env: EnvironmentSettings, unfinished: [OperationRecord], named: Bool
+    ) async throws -> StatusLine {
+        async let routerWorkers: [RouterWorker]? = {
+            guard env.router != nil, let router = services.routers.router(for: env) else { return nil }
+            return try? await reads.read("router-workers|\(env.name)") { try await router.workers() }
+        }()
+        async let verification = services.store.lastVerification(model: model.name, environment: env.name)
+        let target = env.target(model: model.name)
+        let release: ReleaseStatus?
+        do {
+            release = try await reads.read("release-status|\(Self.key(target))") { try await services.releases.status(target) }
+        } catch let failure as ReleaseFailure {
+            if case .clusterUnreachable = failure { return .unreachable(failure) }
+            let routing = try await routingState(model: model.name, environment: env, workers: await routerWorkers)
+            return .row([model.name, env.name, "unknown: \(failure.text)" as RichText, "", "", "", routing, ""])
+        }
+        let inFlight = unfinished.filter { $0.target?.release == target.release }
+            .map { "\($0.id) \($0.kind.rawValue) (\($0.state.rawValue))" }
+        guard let release else {
+            guard named || !inFlight.isEmpty else { return .nothing }
+            let routing = try await routingState(model: model.name, environment: env, workers: await routerWorkers)
+            return .row([model.name, env.name, "not deployed", "", "", "", routing, inFlight.joined(separator: ", ")])
+        }
+        async let workload = try? reads.read("workload|\(Self.key(target))") { try await services.cluster.workload(target) }
+        let routing = try await routingState(model: model.name, environment: env, workers: await routerWorkers)
+        let ready = await workload.map { "\($0.readyReplicas)/\($0.desiredReplicas)" } ?? "?"
+        let verified = try await verification.map {
+            "\(Self.ago($0.at, now: services.time.now())), \($0.latency.spoken)" + ($0.revision.map { " (rev \($0))" } ?? "")
+        } ?? "never"
+        return .row([
+            model.name, env.name, "\(release.state) rev \(release.revision)",
+            [release.chart, release.appVersion].compactMap { $0 }.joined(separator: " / "), ready, verified, routing,
+            inFlight.isEmpty ? "–" : inFlight.joined(separator: ", "),
+        ])
+    }
+
     /// Enabled, disabled (with who and why), removed, or drifted when the router does not match.
     func routingState(model: String, environment: EnvironmentSettings, workers: [RouterWorker]?) async throws -> RichText {
         guard let settings = environment.router else { return "–" }
@@ -240,15 +262,17 @@ struct Reports: Sendable {
 
     func history(model: ModelSpec, environment: EnvironmentSettings) async throws -> Reply {
         let target = environment.target(model: model.name)
+        // The store is read while helm's records are.
+        async let makers = reads.read("revision-makers|\(environment.name)|\(model.name)") {
+            try await services.store.revisionMakers(model: model.name, environment: environment.name, limit: 500)
+        }
         let revisions = try await reads.read("release-history|\(Self.key(target))") {
             try await services.releases.history(target)
         }
         guard !revisions.isEmpty else {
             return Reply(.info, "\(target.release) has no revisions: it was never deployed.")
         }
-        let operations = try await reads.read("revision-makers|\(environment.name)|\(model.name)") {
-            try await services.store.revisionMakers(model: model.name, environment: environment.name, limit: 500)
-        }
+        let operations = try await makers
         // Newest first: a revision number reused after an uninstall belongs to the newer operation.
         var byRevision: [Int: OperationRecord] = [:]
         for operation in operations {
