@@ -94,7 +94,24 @@ public struct KubeContext: Sendable, CustomStringConvertible {
     func decode<T: Decodable>(_ response: HTTPResponse, path: String) throws -> T {
         try checkStatus(response, path: path)
         do {
+            // Untyped objects are read by JSONValue's own parser: through Decodable, each of their
+            // values costs thrown errors (see `JSONValue(parsing:)`), and a ReplicaSet has hundreds.
+            if T.self == JSONValue.self, let value = try JSONValue(parsing: response.bodyData) as? T { return value }
+            if T.self == KubeList<JSONValue>.self {
+                let list = try JSONValue(parsing: response.bodyData)
+                let items: [JSONValue]
+                switch list["items"] {
+                case .array(let found)?: items = found
+                case nil, .null?: items = []
+                default:
+                    throw KubeAPIError.invalidResponse(context: name, path: pathWithoutQuery(path), detail: "items is not a list")
+                }
+                let page = KubeList<JSONValue>(items: items, metadata: .init(continue: list["metadata"]?["continue"]?.stringValue))
+                if let value = page as? T { return value }
+            }
             return try JSONDecoder().decode(T.self, from: response.bodyData)
+        } catch let error as KubeAPIError {
+            throw error
         } catch {
             throw KubeAPIError.invalidResponse(context: name, path: pathWithoutQuery(path), detail: "\(error)")
         }
