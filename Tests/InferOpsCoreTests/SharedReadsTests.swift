@@ -63,6 +63,29 @@ import Testing
         #expect(outcomes == [true, true, true, true])
     }
 
+    @Test func aCancelledReaderDoesNotFailThoseWaitingForItsRead() async throws {
+        let reads = SharedReads()
+        let gate = Gate()
+        let calls = Counter()
+        let leader = Task {
+            try await reads.read("revision-makers|staging") { () async throws -> Int in
+                calls.add()
+                try await gate.pass()
+                return 1
+            }
+        }
+        try await gate.waitUntilReached()
+        let followers = (1...3).map { _ in
+            Task { try await reads.read("revision-makers|staging") { () async throws -> Int in calls.add(); return 2 } }
+        }
+        try await waitForFollowers(reads, key: "revision-makers|staging", count: 3)
+        leader.cancel()
+        await #expect(throws: CancellationError.self) { try await leader.value }
+        // They read again (sharing whichever read of theirs is then in flight).
+        for follower in followers { #expect(try await follower.value == 2) }
+        #expect((2...4).contains(calls.value))
+    }
+
     /// Waits until `count` callers wait for the read of `key` in flight.
     func waitForFollowers(_ reads: SharedReads, key: String, count: Int) async throws {
         while reads.followers(of: key) < count {

@@ -27,6 +27,9 @@ public final class SharedReads: Sendable {
             }
             guard let value = shared as? Value else { preconditionFailure("reads of \(key) answer different types") }
             return value
+        } catch is LeaderCancelled {
+            // The caller that made the read was cancelled; this one was not, and reads again.
+            return try await read(key, fetch)
         } catch is Leads {
             let result: Result<Value, any Error>
             do {
@@ -35,7 +38,11 @@ public final class SharedReads: Sendable {
                 result = .failure(error)
             }
             let followers = waiting.withLock { $0.removeValue(forKey: key) ?? [] }
-            for follower in followers { follower.resume(with: result.map { $0 as any Sendable }) }
+            // A read that failed because its caller was cancelled (a report that no longer needs
+            // it) says nothing about the others: they read again, one of them for all.
+            let outcome: Result<any Sendable, any Error> =
+                if Task.isCancelled, case .failure = result { .failure(LeaderCancelled()) } else { result.map { $0 } }
+            for follower in followers { follower.resume(with: outcome) }
             return try result.get()
         }
     }
@@ -47,4 +54,6 @@ public final class SharedReads: Sendable {
 
     /// Tells the first caller of a key that it makes the read.
     struct Leads: Error {}
+    /// Tells the callers waiting for a read that its maker was cancelled before it answered.
+    struct LeaderCancelled: Error {}
 }
