@@ -13,6 +13,8 @@ public final class SQLiteStore: OperationStore, Sendable {
     /// A `DatabasePool` on disk, a `DatabaseQueue` in memory; both are used only through this.
     private let writer: any DatabaseWriter
     private let turns = WriteTurns()
+    /// Checkpoints the log of a database on disk; `nil` in memory and read-only.
+    let checkpointer: WALCheckpointer?
     /// Events waiting to be accepted in the next group commit.
     private let pendingAcceptances = Mutex<[PendingAcceptance]>([])
 
@@ -25,6 +27,11 @@ public final class SQLiteStore: OperationStore, Sendable {
     /// - Throws: `SQLiteStoreError.newerSchema` when a newer InferOps has migrated the file,
     ///   or the file-system or SQLite error that stopped it opening.
     public convenience init(path: String) throws {
+        try self.init(path: path) { try WALCheckpointer(path: $0) }
+    }
+
+    /// - Parameter checkpointer: makes the log's checkpointer for the file (tests choose its thresholds).
+    convenience init(path: String, checkpointer: (String) throws -> WALCheckpointer) throws {
         let url = URL(fileURLWithPath: path)
         try FileManager.default.createDirectory(
             at: url.deletingLastPathComponent(),
@@ -37,9 +44,13 @@ public final class SQLiteStore: OperationStore, Sendable {
         configuration.busyMode = .timeout(5)
         // In WAL mode, NORMAL syncs at checkpoints rather than at every commit: a crash or `kill -9`
         // of the daemon loses nothing (the WAL is in the file system), only a power cut can lose
-        // the last commits. Intake writes several small transactions per command.
-        configuration.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = NORMAL") }
-        try self.init(writer: DatabasePool(path: url.path, configuration: configuration))
+        // the last commits. Intake writes several small transactions per command. Checkpoints run
+        // beside the writer, not inside its commits (`WALCheckpointer`).
+        configuration.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0")
+        }
+        let pool = try DatabasePool(path: url.path, configuration: configuration)
+        try self.init(writer: pool, checkpointer: try checkpointer(url.path))
     }
 
     /// The database holds plans (values included), the journal and the audit log: only its owner
@@ -82,7 +93,8 @@ public final class SQLiteStore: OperationStore, Sendable {
         try SQLiteStore(writer: DatabaseQueue())
     }
 
-    private init(writer: any DatabaseWriter) throws {
+    private init(writer: any DatabaseWriter, checkpointer: WALCheckpointer? = nil) throws {
+        self.checkpointer = checkpointer
         // A file migrated by a newer build may hold tables or meanings this build does not know;
         // refusing to open is safer than writing rows that the newer build would misread.
         let unknown = try writer.read { db in
@@ -94,6 +106,7 @@ public final class SQLiteStore: OperationStore, Sendable {
     }
 
     private init(readOnly reader: DatabaseQueue) throws {
+        checkpointer = nil
         let unknown = try reader.read { db in
             try Schema.migrator.appliedIdentifiers(db).subtracting(Self.migrationNames).sorted()
         }
@@ -111,8 +124,23 @@ public final class SQLiteStore: OperationStore, Sendable {
             turns.enqueue(urgent: false) {
                 writer.asyncWrite(updates) { _, result in
                     turns.finished()
+                    self.committed()
                     continuation.resume(with: result)
                 }
+            }
+        }
+    }
+
+    /// After each write transaction: counts it for the checkpointer, and truncates the log in the
+    /// writer's next turn when a passive checkpoint could not keep up (see `WALCheckpointer`).
+    private func committed() {
+        guard let checkpointer, checkpointer.committed() else { return }
+        let writer = self.writer
+        let turns = self.turns
+        turns.enqueue(urgent: false) {
+            writer.asyncWriteWithoutTransaction { db in
+                _ = try? db.checkpoint(.truncate)
+                turns.finished()
             }
         }
     }
@@ -439,6 +467,7 @@ public final class SQLiteStore: OperationStore, Sendable {
                     }
                 }, completion: { _, outcome in
                     turns.finished()
+                    self.committed()
                     switch outcome {
                     case .success(let results):
                         for (request, result) in zip(batch, results) { request.continuation.resume(with: result) }
