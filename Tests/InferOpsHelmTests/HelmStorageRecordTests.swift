@@ -54,6 +54,11 @@ struct HelmStorageRecordTests {
             ("not base64!", "its data is not base64"),
             (String(Self.record.prefix(120)), "its record cannot be decompressed: the compressed data is truncated"),
             (Data("{\"name\":1}".utf8).base64EncodedString(), "its release JSON is malformed: name is not a String"),
+            (
+                Data(#"{"name":"r","namespace":"models","version":"s3cr3t-planted","info":{"status":"deployed"}}"#.utf8)
+                    .base64EncodedString(),
+                "its release JSON is malformed: version is not a Int"
+            ),
         ]
         for (payload, reason) in cases {
             do {
