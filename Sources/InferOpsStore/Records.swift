@@ -133,6 +133,30 @@ struct OperationRow: FetchableRecord, PersistableRecord {
         )
     }
 
+    /// The summary columns of a row (see `SQLiteStore.unfinishedSummaries`).
+    static func summary(_ row: Row) throws -> OperationSummary {
+        let table = databaseTableName
+        var owner: OperationOwner?
+        if let instance: String = try row.decode(forColumn: Columns.ownerInstance) {
+            owner = OperationOwner(
+                instance: instance,
+                host: try row.decode(forColumn: Columns.ownerHost),
+                pid: try row.decode(forColumn: Columns.ownerPID),
+                heartbeat: StoredTime.date(milliseconds: try row.decode(forColumn: Columns.heartbeatAt))
+            )
+        }
+        return OperationSummary(
+            id: OperationID(try row.decode(String.self, forColumn: Columns.id)),
+            kind: try row.decodeRaw(OperationKind.self, forColumn: Columns.kind, table: table),
+            state: try row.decodeRaw(OperationState.self, forColumn: Columns.state, table: table),
+            environment: try row.decode(forColumn: Columns.environment),
+            model: try row.decode(forColumn: Columns.model),
+            release: try row.decode(forColumn: Columns.release),
+            owner: owner,
+            createdAt: StoredTime.date(milliseconds: try row.decode(forColumn: Columns.createdAt))
+        )
+    }
+
     func encode(to container: inout PersistenceContainer) throws {
         container[Columns.id] = operation.id.rawValue
         container[Columns.kind] = operation.kind.rawValue

@@ -208,6 +208,24 @@ public final class SQLiteStore: OperationStore, Sendable {
         }
     }
 
+    /// Only the summary's columns are read: no JSON is decoded.
+    public func unfinishedSummaries() async throws -> [OperationSummary] {
+        let unfinished = OperationState.allCases.filter { !$0.isFinished }.map(\.rawValue)
+        return try await writer.read { db in
+            let columns = OperationRow.Columns.self
+            let rows = try Row.fetchAll(
+                db,
+                OperationRow
+                    .select(columns.id, columns.kind, columns.state, columns.environment, columns.model,
+                            columns.release, columns.ownerInstance, columns.ownerHost, columns.ownerPID,
+                            columns.heartbeatAt, columns.createdAt)
+                    .filter(unfinished.contains(columns.state))
+                    .order(columns.createdAt.asc, Column.rowID.asc)
+            )
+            return try rows.map { try OperationRow.summary($0) }
+        }
+    }
+
     /// A `limit` of zero or less returns nothing (SQLite would read a negative limit as "all").
     public func recentOperations(
         model: String?,

@@ -153,6 +153,10 @@ public actor InMemoryOperationStore: OperationStore {
         )
     }
 
+    public func unfinishedSummaries() -> [OperationSummary] {
+        unfinishedOperations().map(OperationSummary.init)
+    }
+
     public func recentOperations(model: String?, environment: String?, limit: Int) -> [OperationRecord] {
         Array(
             snapshot.operations.enumerated()

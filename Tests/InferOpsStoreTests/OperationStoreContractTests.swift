@@ -321,6 +321,8 @@ struct OperationStoreContractTests {
 
             let ids = try await store.unfinishedOperations().map(\.id.rawValue)
             #expect(ids == ["op-00000001", "op-00000002", "op-00000004", "op-00000003", "op-00000005"])
+            // The summaries list the same operations in the same order, with the same fields.
+            #expect(try await store.unfinishedSummaries() == store.unfinishedOperations().map(OperationSummary.init))
 
             var finishing = operations[1]
             finishing.state = .cancelled
@@ -594,6 +596,9 @@ struct OperationStoreContractTests {
                 inserted.append(operation)
             }
             #expect(try await store.unfinishedOperations() == inserted.filter { !$0.state.isFinished })
+            #expect(
+                try await store.unfinishedSummaries() == inserted.filter { !$0.state.isFinished }.map(OperationSummary.init)
+            )
         }
     }
 
@@ -664,6 +669,8 @@ struct OperationStoreContractTests {
             #expect(stored.outcome == "checking the release")
             #expect(stored.owner == owner("instance-a", heartbeat: moment(20)))
             #expect(stored.cancelRequest == cancel)
+            // Its summary carries the owner and heartbeat too: the runner's rounds judge staleness by it.
+            #expect(try await store.unfinishedSummaries().map(\.owner) == [owner("instance-a", heartbeat: moment(20))])
 
             // Nor can an update set them.
             var forged = stored

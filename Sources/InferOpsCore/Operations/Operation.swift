@@ -223,3 +223,38 @@ public struct EnvironmentLock: Hashable, Sendable, Codable {
         self.since = since
     }
 }
+
+/// An unfinished operation as lists and the runner's rounds look at it: who owns it and where it
+/// stands, without its plan, request or checkpoint (the costly parts to read back).
+public struct OperationSummary: Hashable, Sendable {
+    public var id: OperationID
+    public var kind: OperationKind
+    public var state: OperationState
+    public var environment: String
+    public var model: String?
+    /// The release it acts on, when it acts on one.
+    public var release: String?
+    public var owner: OperationOwner?
+    public var createdAt: Date
+
+    public init(
+        id: OperationID, kind: OperationKind, state: OperationState, environment: String, model: String?,
+        release: String?, owner: OperationOwner?, createdAt: Date
+    ) {
+        self.id = id
+        self.kind = kind
+        self.state = state
+        self.environment = environment
+        self.model = model
+        self.release = release
+        self.owner = owner
+        self.createdAt = createdAt
+    }
+
+    public init(_ record: OperationRecord) {
+        self.init(
+            id: record.id, kind: record.kind, state: record.state, environment: record.environment,
+            model: record.model, release: record.target?.release, owner: record.owner, createdAt: record.createdAt
+        )
+    }
+}

@@ -264,7 +264,7 @@ public actor OperationRunner {
             // to be gone (then its lease counts as over, whatever its last heartbeat said).
             var candidates: [(id: OperationID, takenOver: Bool, ownerGone: Bool)] = []
             let stale = now.addingTimeInterval(-settings.lease.seconds)
-            for record in try await services.store.unfinishedOperations()
+            for record in try await services.store.unfinishedSummaries()
             where running[record.id] == nil && !candidates.contains(where: { $0.id == record.id })
                 && record.state != .awaitingApproval {
                 guard let owner = record.owner else {

@@ -145,7 +145,7 @@ struct Reports: Sendable {
         let models = model.map { [$0] } ?? configuration.modelNames.compactMap { configuration.models[$0] }
         // When the user names a model, say so even where it is not deployed; otherwise list what runs.
         let filtered = model != nil
-        let unfinished = try await services.store.unfinishedOperations()
+        let unfinished = try await services.store.unfinishedSummaries()
         // Every model in every environment is read side by side: a report takes as long as its
         // slowest line, not the sum of them all.
         let pairs = environments.flatMap { env in models.map { (env, $0) } }
@@ -203,7 +203,7 @@ struct Reports: Sendable {
     /// The line of one model in one environment: its release, replicas, last verification, routing
     /// and operations in flight, read side by side (reads of the same thing in flight are shared).
     func statusLine(
-        model: ModelSpec, environment env: EnvironmentSettings, unfinished: [OperationRecord], named: Bool
+        model: ModelSpec, environment env: EnvironmentSettings, unfinished: [OperationSummary], named: Bool
     ) async throws -> StatusLine {
         async let routerWorkers: [RouterWorker]? = {
             guard env.router != nil, let router = services.routers.router(for: env) else { return nil }
@@ -219,7 +219,7 @@ struct Reports: Sendable {
             let routing = try await routingState(model: model.name, environment: env, workers: await routerWorkers)
             return .row([model.name, env.name, "unknown: \(failure.text)" as RichText, "", "", "", routing, ""])
         }
-        let inFlight = unfinished.filter { $0.target?.release == target.release }
+        let inFlight = unfinished.filter { $0.release == target.release }
             .map { "\($0.id) \($0.kind.rawValue) (\($0.state.rawValue))" }
         guard let release else {
             guard named || !inFlight.isEmpty else { return .nothing }

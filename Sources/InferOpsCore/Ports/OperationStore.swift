@@ -27,6 +27,9 @@ public protocol OperationStore: Sendable {
     func claimRelease(for operation: OperationID, release: String, at: Date) async throws -> OperationRecord?
     /// Operations not yet finished, oldest first.
     func unfinishedOperations() async throws -> [OperationRecord]
+    /// The same operations, oldest first, as summaries: read without their plans, requests and
+    /// checkpoints, for `status` and the runner's rounds, which run often and need only these.
+    func unfinishedSummaries() async throws -> [OperationSummary]
     /// The newest operations, newest first, optionally for one model and/or environment.
     func recentOperations(model: String?, environment: String?, limit: Int) async throws -> [OperationRecord]
     /// The newest operations of `model` in `environment` that made Helm revisions (a `revision` or
