@@ -90,15 +90,7 @@ struct OperationRow: FetchableRecord, PersistableRecord {
         {
             card = MessageRef(channel: channel, id: id)
         }
-        var owner: OperationOwner?
-        if let instance: String = try row.decode(forColumn: Columns.ownerInstance) {
-            owner = OperationOwner(
-                instance: instance,
-                host: try row.decode(forColumn: Columns.ownerHost),
-                pid: try row.decode(forColumn: Columns.ownerPID),
-                heartbeat: StoredTime.date(milliseconds: try row.decode(forColumn: Columns.heartbeatAt))
-            )
-        }
+        let owner = try Self.owner(row)
         var cancelRequest: CancelRequest?
         if let user: String = try row.decode(forColumn: Columns.cancelRequestedBy) {
             cancelRequest = CancelRequest(
@@ -133,18 +125,21 @@ struct OperationRow: FetchableRecord, PersistableRecord {
         )
     }
 
+    /// The owner columns of a row, `nil` when no daemon owns the operation.
+    static func owner(_ row: Row) throws -> OperationOwner? {
+        guard let instance: String = try row.decode(forColumn: Columns.ownerInstance) else { return nil }
+        return OperationOwner(
+            instance: instance,
+            host: try row.decode(forColumn: Columns.ownerHost),
+            pid: try row.decode(forColumn: Columns.ownerPID),
+            heartbeat: StoredTime.date(milliseconds: try row.decode(forColumn: Columns.heartbeatAt))
+        )
+    }
+
     /// The summary columns of a row (see `SQLiteStore.unfinishedSummaries`).
     static func summary(_ row: Row) throws -> OperationSummary {
         let table = databaseTableName
-        var owner: OperationOwner?
-        if let instance: String = try row.decode(forColumn: Columns.ownerInstance) {
-            owner = OperationOwner(
-                instance: instance,
-                host: try row.decode(forColumn: Columns.ownerHost),
-                pid: try row.decode(forColumn: Columns.ownerPID),
-                heartbeat: StoredTime.date(milliseconds: try row.decode(forColumn: Columns.heartbeatAt))
-            )
-        }
+        let owner = try Self.owner(row)
         return OperationSummary(
             id: OperationID(try row.decode(String.self, forColumn: Columns.id)),
             kind: try row.decodeRaw(OperationKind.self, forColumn: Columns.kind, table: table),
