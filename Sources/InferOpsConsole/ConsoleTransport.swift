@@ -204,10 +204,19 @@ public enum ConsoleRenderer {
         for row in rows {
             for (index, cell) in row.prefix(columns).enumerated() { widths[index] = max(widths[index], cell.count) }
         }
+        // Padded by characters, in Swift: Foundation's `padding(toLength:)` counts UTF-16 units and
+        // goes through NSString, and a burst of `history` tables spent most of its rendering there.
         func format(_ row: [String]) -> String {
-            row.prefix(columns).enumerated().map { index, cell in
-                cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)
-            }.joined(separator: "  ").trimmingCharacters(in: .whitespaces)
+            var line = ""
+            for (index, cell) in row.prefix(columns).enumerated() {
+                if index > 0 { line += "  " }
+                line += cell
+                let missing = widths[index] - cell.count
+                if missing > 0 { line += String(repeating: " ", count: missing) }
+            }
+            let blank: (Character) -> Bool = { $0 == " " || $0 == "\t" }
+            let start = line.drop(while: blank)
+            return String(start[..<(start.lastIndex { !blank($0) }.map { start.index(after: $0) } ?? start.startIndex)])
         }
         return [format(table.headers), widths.map { String(repeating: "-", count: $0) }.joined(separator: "  ")]
             + rows.map(format)

@@ -122,28 +122,57 @@ enum HelmOutput {
 }
 
 /// Go's `time.Time` JSON form: RFC 3339 with up to nine fractional digits (`2026-11-29T01:07:30.25426763Z`,
-/// or `+02:00` instead of `Z`). Parsed by hand because `ISO8601DateFormatter` handles at most
-/// milliseconds and differs between platforms.
+/// or `+02:00` instead of `Z`). Parsed by hand, byte by byte: `ISO8601DateFormatter` handles at most
+/// milliseconds and differs between platforms, and every revision of every history is one of these.
 enum RFC3339 {
     static func date(from text: String) -> Date? {
-        let pattern =
-            #/^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+\-])(\d{2}):(\d{2}))$/#
-        guard let match = text.wholeMatch(of: pattern) else { return nil }
-        let output = match.output
-        guard let year = Int(output.1), let month = Int(output.2), let day = Int(output.3),
-            let hour = Int(output.4), let minute = Int(output.5), let second = Int(output.6)
-        else { return nil }
-        var calendar = Calendar(identifier: .gregorian)
-        calendar.timeZone = TimeZone(identifier: "UTC")!
-        let components = DateComponents(year: year, month: month, day: day, hour: hour, minute: minute, second: second)
-        guard let base = calendar.date(from: components) else { return nil }
-        var seconds = base.timeIntervalSinceReferenceDate
-        if let fraction = output.7, let value = Double("0." + fraction) { seconds += value }
-        if let sign = output.9, let hours = output.10.flatMap({ Int($0) }), let minutes = output.11.flatMap({ Int($0) })
-        {
-            let offset = Double(hours * 3600 + minutes * 60)
-            seconds -= sign == "+" ? offset : -offset
+        let bytes = Array(text.utf8)
+        func number(_ start: Int, _ count: Int) -> Int? {
+            guard start + count <= bytes.count else { return nil }
+            var value = 0
+            for byte in bytes[start..<(start + count)] {
+                guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { return nil }
+                value = value * 10 + Int(byte - UInt8(ascii: "0"))
+            }
+            return value
         }
-        return Date(timeIntervalSinceReferenceDate: seconds)
+        func byte(_ index: Int, in set: String) -> Bool { index < bytes.count && set.utf8.contains(bytes[index]) }
+        guard let year = number(0, 4), byte(4, in: "-"), let month = number(5, 2), byte(7, in: "-"),
+            let day = number(8, 2), byte(10, in: "Tt "), let hour = number(11, 2), byte(13, in: ":"),
+            let minute = number(14, 2), byte(16, in: ":"), let second = number(17, 2),
+            (1...12).contains(month), (1...31).contains(day), hour < 24, minute < 60, second <= 60
+        else { return nil }
+        var index = 19
+        var fraction = 0.0
+        if byte(index, in: ".") {
+            let digits = bytes[(index + 1)...].prefix { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
+            guard !digits.isEmpty, let value = Double("0." + String(decoding: digits, as: UTF8.self)) else { return nil }
+            fraction = value
+            index += 1 + digits.count
+        }
+        var offset = 0
+        if byte(index, in: "Zz") {
+            index += 1
+        } else if byte(index, in: "+-"), let hours = number(index + 1, 2), byte(index + 3, in: ":"),
+            let minutes = number(index + 4, 2)
+        {
+            offset = (hours * 3600 + minutes * 60) * (bytes[index] == UInt8(ascii: "+") ? 1 : -1)
+            index += 6
+        } else {
+            return nil
+        }
+        guard index == bytes.count else { return nil }
+        let seconds = daysSince1970(year: year, month: month, day: day) * 86_400 + hour * 3600 + minute * 60 + second - offset
+        return Date(timeIntervalSince1970: Double(seconds) + fraction)
+    }
+
+    /// Days from 1970-01-01 to a date of the proleptic Gregorian calendar (days from civil).
+    static func daysSince1970(year: Int, month: Int, day: Int) -> Int {
+        let shifted = month <= 2 ? year - 1 : year
+        let era = (shifted >= 0 ? shifted : shifted - 399) / 400
+        let yearOfEra = shifted - era * 400
+        let dayOfYear = (153 * (month + (month > 2 ? -3 : 9)) + 2) / 5 + day - 1
+        let dayOfEra = yearOfEra * 365 + yearOfEra / 4 - yearOfEra / 100 + dayOfYear
+        return era * 146_097 + dayOfEra - 719_468
     }
 }

@@ -36,6 +36,24 @@ import Testing
         #expect(reply.title.plainText == "🔒 `staging` is locked by @alice: \(Self.hostileReason).")
     }
 
+    /// Columns line up by characters: an accented letter or an emoji is one column of the table.
+    @Test func tableColumnsArePaddedByCharacters() {
+        let reply = Reply(
+            .info, "History",
+            table: Reply.Table(headers: ["rev", "by", "note"], rows: [
+                ["1", "@renée", "🚀 first"],
+                ["2", "@bob", ""],
+            ]))
+        #expect(
+            ConsoleRenderer.render(reply, operation: nil, threaded: false) == """
+                • History
+                  rev  by      note
+                  ---  ------  -------
+                  1    @renée  🚀 first
+                  2    @bob
+                """)
+    }
+
     @Test(arguments: [
         ("\u{1b}[31mred\u{1b}[0m", "red"),
         ("\u{1b}[1;38;5;196mbold\u{1b}[m", "bold"),

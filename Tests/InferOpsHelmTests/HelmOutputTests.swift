@@ -119,5 +119,15 @@ struct HelmOutputTests {
         #expect(abs(nanos.timeIntervalSince(base) - 0.25426763) < 1e-6)
         #expect(RFC3339.date(from: "2026-11-29 01:07:30.25426763 +0000 UTC") == nil)
         #expect(RFC3339.date(from: "") == nil)
+        // Days are counted across leap years and before 1970.
+        #expect(RFC3339.date(from: "2024-02-29T00:00:00Z") == Date(timeIntervalSince1970: 1_709_164_800))
+        #expect(RFC3339.date(from: "1969-12-31T23:59:59Z") == Date(timeIntervalSince1970: -1))
+        #expect(RFC3339.date(from: "2000-03-01t00:00:00z") == Date(timeIntervalSince1970: 951_868_800))
+        for malformed in [
+            "2026-11-29T01:07:30", "2026-11-29T01:07:30.Z", "2026-13-01T00:00:00Z", "2026-11-29T24:00:00Z",
+            "2026-11-29T01:07:30+0100", "2026-11-29T01:07:30Zjunk", "26-11-29T01:07:30Z",
+        ] {
+            #expect(RFC3339.date(from: malformed) == nil, "\(malformed)")
+        }
     }
 }
