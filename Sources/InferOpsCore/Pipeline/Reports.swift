@@ -211,6 +211,12 @@ struct Reports: Sendable {
         }()
         async let verification = services.store.lastVerification(model: model.name, environment: env.name)
         let target = env.target(model: model.name)
+        let readWorkload = { @Sendable in
+            try? await reads.read("workload|\(Self.key(target))") { try await services.cluster.workload(target) }
+        }
+        // A model asked for by name is most likely deployed: its replicas are read with its release.
+        // Otherwise only once the release is known to exist (most pairs of a full report are not).
+        async let namedWorkload = named ? readWorkload() : nil
         let release: ReleaseStatus?
         do {
             release = try await reads.read("release-status|\(Self.key(target))") { try await services.releases.status(target) }
@@ -226,9 +232,10 @@ struct Reports: Sendable {
             let routing = try await routingState(model: model.name, environment: env, workers: await routerWorkers)
             return .row([model.name, env.name, "not deployed", "", "", "", routing, inFlight.joined(separator: ", ")])
         }
-        async let workload = try? reads.read("workload|\(Self.key(target))") { try await services.cluster.workload(target) }
+        async let laterWorkload = named ? nil : readWorkload()
         let routing = try await routingState(model: model.name, environment: env, workers: await routerWorkers)
-        let ready = await workload.map { "\($0.readyReplicas)/\($0.desiredReplicas)" } ?? "?"
+        let workload = named ? await namedWorkload : await laterWorkload
+        let ready = workload.map { "\($0.readyReplicas)/\($0.desiredReplicas)" } ?? "?"
         let verified = try await verification.map {
             "\(Self.ago($0.at, now: services.time.now())), \($0.latency.spoken)" + ($0.revision.map { " (rev \($0))" } ?? "")
         } ?? "never"
