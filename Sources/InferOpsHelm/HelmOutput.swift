@@ -43,6 +43,21 @@ enum HelmOutput {
                 var appVersion: String?
             }
         }
+
+        /// The release as the core records it (helm's output and its stored records alike).
+        var status: ReleaseStatus {
+            let metadata = chart?.metadata
+            return ReleaseStatus(
+                name: name,
+                namespace: namespace,
+                revision: version,
+                state: ReleaseState(helm: info.status),
+                description: info.description ?? "",
+                chart: metadata.map { "\($0.name)-\($0.version)" },
+                appVersion: metadata?.appVersion,
+                lastDeployed: info.lastDeployed.flatMap(RFC3339.date(from:))
+            )
+        }
     }
 
     /// One row of `history --output=json`.
@@ -62,17 +77,7 @@ enum HelmOutput {
 
     static func release(from data: Data, command: String) throws -> ReleaseStatus {
         let release: Release = try decode(data, command: command)
-        let metadata = release.chart?.metadata
-        return ReleaseStatus(
-            name: release.name,
-            namespace: release.namespace,
-            revision: release.version,
-            state: ReleaseState(helm: release.info.status),
-            description: release.info.description ?? "",
-            chart: metadata.map { "\($0.name)-\($0.version)" },
-            appVersion: metadata?.appVersion,
-            lastDeployed: release.info.lastDeployed.flatMap(RFC3339.date(from:))
-        )
+        return release.status
     }
 
     /// Oldest first, whatever order helm printed them in.

@@ -147,14 +147,10 @@ public final class HelmReleaseEngine: ReleaseEngine {
     }
 
     public func status(_ target: ReleaseTarget) async throws -> ReleaseStatus? {
-        if let storage {
-            do {
-                return try await storage.status(target)
-            } catch .unreachable(let error) {
-                throw ReleaseFailure.clusterUnreachable(detail: error.message)
-            } catch {
-                // helm reads the same records its own way, and says what is wrong with them.
-            }
+        if let stored = try await fromStorage({ storage throws(HelmStorage.ReadFailure) in
+            try await storage.status(target)
+        }) {
+            return stored
         }
         let command = try await command()
         let output = try await run(command.status(target), deadline: queryDeadline)
@@ -197,14 +193,10 @@ public final class HelmReleaseEngine: ReleaseEngine {
     // MARK: - Running helm
 
     private func history(_ target: ReleaseTarget, max: Int) async throws -> [ReleaseRevision] {
-        if let storage {
-            do {
-                return try await storage.history(target, max: max)
-            } catch .unreachable(let error) {
-                throw ReleaseFailure.clusterUnreachable(detail: error.message)
-            } catch {
-                // As in `status`: helm decides.
-            }
+        if let stored = try await fromStorage({ storage throws(HelmStorage.ReadFailure) in
+            try await storage.history(target, max: max)
+        }) {
+            return stored
         }
         let command = try await command()
         let output = try await run(command.history(target, max: max), deadline: queryDeadline)
@@ -214,6 +206,22 @@ public final class HelmReleaseEngine: ReleaseEngine {
             throw failure
         }
         return try parse { try HelmOutput.history(from: output.stdout) }
+    }
+
+    /// What `read` finds in Helm's records, or `nil` when helm should read them instead (no storage,
+    /// or records it cannot read: helm reads them its own way and says what is wrong with them).
+    /// - Throws: `ReleaseFailure.clusterUnreachable` when the API server cannot be reached.
+    private func fromStorage<Answer>(
+        _ read: (HelmStorage) async throws(HelmStorage.ReadFailure) -> Answer
+    ) async throws -> Answer? {
+        guard let storage else { return nil }
+        do {
+            return try await read(storage)
+        } catch .unreachable(let error) {
+            throw ReleaseFailure.clusterUnreachable(detail: error.message)
+        } catch {
+            return nil
+        }
     }
 
     private func command() async throws -> HelmCommand {

@@ -57,14 +57,7 @@ public struct HelmStorage: Sendable {
 
     /// The release as `helm status` shows it: its newest revision, or `nil` when it has none.
     public func status(_ target: ReleaseTarget) async throws(ReadFailure) -> ReleaseStatus? {
-        guard let newest = try await records(target).last else { return nil }
-        let metadata = newest.chart?.metadata
-        return ReleaseStatus(
-            name: newest.name, namespace: newest.namespace, revision: newest.version,
-            state: ReleaseState(helm: newest.info.status), description: newest.info.description ?? "",
-            chart: metadata.map { "\($0.name)-\($0.version)" }, appVersion: metadata?.appVersion,
-            lastDeployed: newest.info.lastDeployed.flatMap(RFC3339.date(from:))
-        )
+        try await records(target).last?.status
     }
 
     /// The revisions as `helm history --max <max>` lists them: the newest `max`, oldest first.

@@ -275,15 +275,7 @@ struct HelmIntegrationTests {
         let folder = TestTools.temporaryPath("unreachable")
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: folder) }
-        let kubeconfig = folder + "/kubeconfig"
-        try """
-        apiVersion: v1
-        kind: Config
-        clusters: [{name: gone, cluster: {server: "http://127.0.0.1:1"}}]
-        contexts: [{name: gone, context: {cluster: gone, user: gone}}]
-        current-context: gone
-        users: [{name: gone, user: {}}]
-        """.write(toFile: kubeconfig, atomically: true, encoding: .utf8)
+        let kubeconfig = try IntegrationTools.unreachableKubeconfig(in: folder)
         let engine = HelmReleaseEngine(
             helmPath: try IntegrationTools.helm(version),
             kubeconfig: kubeconfig,

@@ -88,15 +88,7 @@ struct HelmStorageIntegrationTests {
         let folder = TestTools.temporaryPath("storage-unreachable")
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: folder) }
-        let kubeconfig = folder + "/kubeconfig"
-        try """
-        apiVersion: v1
-        kind: Config
-        clusters: [{name: gone, cluster: {server: "http://127.0.0.1:1"}}]
-        contexts: [{name: gone, context: {cluster: gone, user: gone}}]
-        current-context: gone
-        users: [{name: gone, user: {}}]
-        """.write(toFile: kubeconfig, atomically: true, encoding: .utf8)
+        let kubeconfig = try IntegrationTools.unreachableKubeconfig(in: folder)
         let http = try CurlHTTPClient()
         let engine = HelmReleaseEngine(
             helmPath: try IntegrationTools.helm(.v4), kubeconfig: kubeconfig,

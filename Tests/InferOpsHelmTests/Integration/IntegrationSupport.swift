@@ -28,6 +28,20 @@ struct IntegrationTools {
         return IntegrationTools(chart: chart)
     }
 
+    /// Writes a kubeconfig in `folder` whose only cluster is a port nothing listens on, and returns its path.
+    static func unreachableKubeconfig(in folder: String) throws -> String {
+        let kubeconfig = folder + "/kubeconfig"
+        try """
+        apiVersion: v1
+        kind: Config
+        clusters: [{name: gone, cluster: {server: "http://127.0.0.1:1"}}]
+        contexts: [{name: gone, context: {cluster: gone, user: gone}}]
+        current-context: gone
+        users: [{name: gone, user: {}}]
+        """.write(toFile: kubeconfig, atomically: true, encoding: .utf8)
+        return kubeconfig
+    }
+
     /// `.tools/bin/helm3` or `.tools/bin/helm4`.
     static func helm(_ version: HelmVersion, sourceLocation: SourceLocation = #_sourceLocation) throws -> String {
         let path = TestTools.repositoryRoot.path + "/.tools/bin/helm\(version.rawValue)"
