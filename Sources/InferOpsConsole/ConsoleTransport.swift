@@ -105,9 +105,19 @@ public enum ConsoleRenderer {
         lines.append(contentsOf: reply.actions.map { "  [\(literal($0.label))] \(literal($0.command))" })
         guard let operation else { return lines.joined(separator: "\n") }
         let prefix = threaded ? "    │ [\(operation)] " : "[\(operation)] "
+        let indent = repeated(" ", prefix.count)
         return lines.enumerated().map { index, line in
-            index == 0 ? prefix + line : String(repeating: " ", count: prefix.count) + line
+            index == 0 ? prefix + line : indent + line
         }.joined(separator: "\n")
+    }
+
+    /// `character` `count` times, written at once (`String(repeating:count:)` appends one by one).
+    static func repeated(_ character: Unicode.Scalar, _ count: Int) -> String {
+        guard count > 0 else { return "" }
+        return String(unsafeUninitializedCapacity: count) { buffer in
+            buffer.initialize(repeating: UInt8(ascii: character))
+            return count
+        }
     }
 
     /// What a status card edit says: the operation's state and what it is doing now.
@@ -199,26 +209,29 @@ public enum ConsoleRenderer {
 
     static func renderTable(_ table: Reply.Table) -> [String] {
         let columns = table.headers.count
-        let rows = table.rows.map { $0.map(text) }
-        var widths = table.headers.map(\.count)
+        // Each cell with its width in characters, counted once (counting a String walks it).
+        let rows = table.rows.map { $0.prefix(columns).map { cell in text(cell) }.map { ($0, $0.count) } }
+        let headers = table.headers.map { ($0, $0.count) }
+        var widths = headers.map(\.1)
         for row in rows {
-            for (index, cell) in row.prefix(columns).enumerated() { widths[index] = max(widths[index], cell.count) }
+            for (index, cell) in row.enumerated() { widths[index] = max(widths[index], cell.1) }
         }
+        let spaces = repeated(" ", widths.max() ?? 0)
         // Padded by characters, in Swift: Foundation's `padding(toLength:)` counts UTF-16 units and
         // goes through NSString, and a burst of `history` tables spent most of its rendering there.
-        func format(_ row: [String]) -> String {
+        func format(_ row: [(String, Int)]) -> String {
             var line = ""
-            for (index, cell) in row.prefix(columns).enumerated() {
+            for (index, (cell, width)) in row.enumerated() {
                 if index > 0 { line += "  " }
                 line += cell
-                let missing = widths[index] - cell.count
-                if missing > 0 { line += String(repeating: " ", count: missing) }
+                let missing = widths[index] - width
+                if missing > 0 { line += spaces.prefix(missing) }
             }
             let blank: (Character) -> Bool = { $0 == " " || $0 == "\t" }
             let start = line.drop(while: blank)
             return String(start[..<(start.lastIndex { !blank($0) }.map { start.index(after: $0) } ?? start.startIndex)])
         }
-        return [format(table.headers), widths.map { String(repeating: "-", count: $0) }.joined(separator: "  ")]
+        return [format(headers), widths.map { repeated("-", $0) }.joined(separator: "  ")]
             + rows.map(format)
     }
 }

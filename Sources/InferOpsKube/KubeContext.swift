@@ -96,7 +96,8 @@ public struct KubeContext: Sendable, CustomStringConvertible {
         do {
             // Untyped objects are read by JSONValue's own parser: through Decodable, each of their
             // values costs thrown errors (see `JSONValue(parsing:)`), and a ReplicaSet has hundreds.
-            if T.self == JSONValue.self, let value = try JSONValue(parsing: response.bodyData) as? T { return value }
+            if T.self == JSONValue.self || T.self == JSONValue?.self,
+               let value = try JSONValue(parsing: response.bodyData) as? T { return value }
             if T.self == KubeList<JSONValue>.self {
                 let list = try JSONValue(parsing: response.bodyData)
                 let items: [JSONValue]

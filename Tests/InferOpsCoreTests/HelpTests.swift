@@ -69,6 +69,22 @@ import Testing
         #expect(lines.contains("    staging: `replicaCount`, `engine.maxModelLen`, `engine.gpuMemoryUtilization`"))
     }
 
+    /// Help is kept once made, per verb and per group of users who may deploy to the same places:
+    /// asked in turn by people of different groups, each answer is still their own.
+    @Test func keptHelpIsStillEachPersonsOwn() async throws {
+        let h = Harness()
+        for (user, line) in [(Fixtures.admin, "  You may deploy to: dev, production, staging."),
+                             (Fixtures.deployer, "  You may deploy to: staging."),
+                             (Fixtures.admin, "  You may deploy to: dev, production, staging.")] {
+            #expect(await h.run("help deploy", as: user) == .completed(nil))
+            #expect(try Self.rendered(h).contains(line), "\(user)")
+        }
+        #expect(await h.run("help deploy", as: Fixtures.viewer) == .completed(nil))
+        #expect(try Self.rendered(h).contains { $0.contains("You may not deploy to any environment") })
+        #expect(await h.run("help status", as: Fixtures.viewer) == .completed(nil))
+        #expect(try Self.rendered(h).first?.contains("status: ") == true)
+    }
+
     @Test func deployHelpForSomeoneWhoMayNotDeploySaysSo() async throws {
         let h = Harness()
         #expect(await h.run("help deploy", as: Fixtures.viewer) == .completed(nil))

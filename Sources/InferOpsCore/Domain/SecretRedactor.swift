@@ -60,19 +60,18 @@ public struct SecretRedactor: Sendable, Hashable {
         }
         let placeholder = Self.placeholder
         // Each pattern runs only when the text has what it needs to match (a reply's table has many
-        // short cells, and most of them hold none of it).
-        let lowered = Self.asciiLowercased(text)
+        // short cells, and most of them hold none of it); one pass over the text tells which.
+        let clues = Clues(in: text)
         // Credentials in URLs: scheme://user:password@host.
-        if Self.occurs("://", in: text) {
+        if clues.contains(.url) {
             text = text.replacing(#/([A-Za-z][A-Za-z0-9+.\-]*://)[^/\s@"]+@/#) { "\($0.output.1)\(placeholder)@" }
         }
-        if Self.occurs("bearer", in: lowered) {
+        if clues.contains(.bearer) {
             text = text.replacing(#/(?i)(bearer\s+)[^\s"',]+/#) { "\($0.output.1)\(placeholder)" }
         }
         // key=value and key: value where the key names a secret, on one line (a YAML key such as
         // `secretKeyRef:` ends its line and is not followed by a value).
-        if Self.secretKeyWords.contains(where: { Self.occurs($0, in: lowered) }),
-           Self.occurs(":", in: text) || Self.occurs("=", in: text) {
+        if clues.contains(.secretKeyWord), clues.contains(.assignment) {
             text = text.replacing(
                 #/
                 (?i)
@@ -85,17 +84,17 @@ public struct SecretRedactor: Sendable, Hashable {
             ) { "\($0.output.1)\(placeholder)" }
         }
         // The API server quotes the value it rejected.
-        if Self.occurs("Invalid value: ", in: text) {
+        if clues.contains(.invalidValue) {
             text = text.replacing(#/(Invalid value: )"(?:[^"\\]|\\.)*"/#) { "\($0.output.1)\"\(placeholder)\"" }
         }
         // Well-known token prefixes: Hugging Face, OpenAI, GitHub, Slack, AWS.
-        if Self.tokenPrefixes.contains(where: { Self.occurs($0, in: text) }) {
+        if clues.contains(.tokenPrefix) {
             text = text.replacing(#/\b(?:hf_|sk-|ghp_|gho_|ghs_|github_pat_|xox[abprs]-|AKIA)[A-Za-z0-9_\-]{8,}/#) { _ in
                 placeholder
             }
         }
         // Long opaque runs with letters and digits: base64 or hex keys. A plan digest is exempt.
-        if Self.hasOpaqueRun(text) {
+        if clues.contains(.opaqueRun) {
             text = text.replacing(#/[A-Za-z0-9+/=_]{32,}/#) { match in
                 let run = match.output
                 if Self.isDigest(run) { return String(run) }
@@ -106,8 +105,6 @@ public struct SecretRedactor: Sendable, Hashable {
         }
         return text
     }
-
-    static let tokenPrefixes = ["hf_", "sk-", "ghp_", "gho_", "ghs_", "github_pat_", "xox", "AKIA"]
 
     /// Whether `needle` occurs in `haystack`, byte for byte: every text the daemon sends out is
     /// searched many times, and Foundation's locale-aware search (`contains`) costs far more.
@@ -133,32 +130,121 @@ public struct SecretRedactor: Sendable, Hashable {
         }
     }
 
-    /// `text` with its ASCII letters lowercased (the patterns' words are ASCII), without Unicode
-    /// case mapping.
-    static func asciiLowercased(_ text: String) -> String {
-        String(decoding: text.utf8.map { (65...90).contains($0) ? $0 + 32 : $0 }, as: UTF8.self)
+    /// What a text holds that one of the patterns needs, found in one pass over its bytes.
+    struct Clues: OptionSet {
+        let rawValue: UInt8
+
+        /// `://`, as in a URL that may carry credentials.
+        static let url = Clues(rawValue: 1 << 0)
+        /// `bearer`, in any case.
+        static let bearer = Clues(rawValue: 1 << 1)
+        /// A word a key naming a secret contains, in any case (`Trigger.secretKeyWords`).
+        static let secretKeyWord = Clues(rawValue: 1 << 2)
+        /// `:` or `=`, between a key and its value.
+        static let assignment = Clues(rawValue: 1 << 3)
+        /// `Invalid value: `, how the API server quotes what it rejected.
+        static let invalidValue = Clues(rawValue: 1 << 4)
+        /// The start of a well-known access token (`Trigger.tokenPrefixes`).
+        static let tokenPrefix = Clues(rawValue: 1 << 5)
+        /// A run of at least 32 characters of `[A-Za-z0-9+/=_]`, the shape of a base64 or hex key.
+        static let opaqueRun = Clues(rawValue: 1 << 6)
+
+        init(rawValue: UInt8) { self.rawValue = rawValue }
+
+        init(in text: String) {
+            var found = Clues()
+            var text = text
+            let kinds = Trigger.byteKinds
+            text.withUTF8 { bytes in
+                kinds.withUnsafeBufferPointer { kinds in
+                    var run = 0
+                    for index in bytes.indices {
+                        let byte = bytes[index]
+                        let kind = kinds[Int(byte)]
+                        if kind & Trigger.opaque != 0 {
+                            run += 1
+                            if run == 32 { found.insert(.opaqueRun) }
+                        } else {
+                            run = 0
+                        }
+                        if kind & Trigger.assigns != 0 { found.insert(.assignment) }
+                        guard kind & Trigger.startsWord != 0 else { continue }
+                        let lowered = byte &+ (byte >= 65 && byte <= 90 ? 32 : 0)
+                        for trigger in Trigger.starting[Int(lowered)] where !found.contains(trigger.clue) {
+                            if trigger.matches(bytes, at: index) { found.insert(trigger.clue) }
+                        }
+                    }
+                }
+            }
+            self = found
+        }
     }
 
-    /// What a key that names a secret contains (lowercased), so the key=value pattern runs only on a
-    /// text that could match it: most replies hold none of these words.
-    static let secretKeyWords = ["passw", "secret", "token", "api", "access", "private", "credential", "authorization"]
+    /// A word whose presence lets a pattern run.
+    struct Trigger {
+        let word: [UInt8]
+        /// Whether the word matches in any case (its bytes are lowercase).
+        let anyCase: Bool
+        let clue: Clues
 
-    /// Whether `text` has a run of at least 32 characters of `[A-Za-z0-9+/=_]`, the shape of a base64
-    /// or hex key, without running the pattern on every long line.
-    static func hasOpaqueRun(_ text: String) -> Bool {
-        var run = 0
-        for byte in text.utf8 {
+        /// Whether the word starts at `index`.
+        func matches(_ bytes: UnsafeBufferPointer<UInt8>, at index: Int) -> Bool {
+            guard bytes.count - index >= word.count else { return false }
+            for offset in 0..<word.count {
+                var byte = bytes[index + offset]
+                if anyCase && byte >= 65 && byte <= 90 { byte += 32 }
+                if byte != word[offset] { return false }
+            }
+            return true
+        }
+
+        /// What a key that names a secret contains (lowercased), so the key=value pattern runs only
+        /// on a text that could match it: most replies hold none of these words.
+        static let secretKeyWords = ["passw", "secret", "token", "api", "access", "private", "credential", "authorization"]
+        /// The prefixes of well-known access tokens: Hugging Face, OpenAI, GitHub, Slack, AWS.
+        static let tokenPrefixes = ["hf_", "sk-", "ghp_", "gho_", "ghs_", "github_pat_", "xox", "AKIA"]
+
+        static let all: [Trigger] =
+            [Trigger(word: Array("://".utf8), anyCase: false, clue: .url),
+             Trigger(word: Array("bearer".utf8), anyCase: true, clue: .bearer),
+             Trigger(word: Array("Invalid value: ".utf8), anyCase: false, clue: .invalidValue)]
+            + secretKeyWords.map { Trigger(word: Array($0.utf8), anyCase: true, clue: .secretKeyWord) }
+            + tokenPrefixes.map { Trigger(word: Array($0.utf8), anyCase: false, clue: .tokenPrefix) }
+
+        /// The triggers by their first byte, lowercased.
+        static let starting: [[Trigger]] = {
+            var table = [[Trigger]](repeating: [], count: 256)
+            for trigger in all {
+                var first = trigger.word[0]
+                if first >= 65 && first <= 90 { first += 32 }
+                table[Int(first)].append(trigger)
+            }
+            return table
+        }()
+
+        /// A byte of `[A-Za-z0-9+/=_]`, what base64 and hex keys are made of.
+        static let opaque: UInt8 = 1 << 0
+        /// `:` or `=`.
+        static let assigns: UInt8 = 1 << 1
+        /// The first byte of a trigger's word, in either case.
+        static let startsWord: UInt8 = 1 << 2
+
+        /// What each byte value is, as the bits above.
+        static let byteKinds: [UInt8] = (0..<256).map { value in
+            let byte = UInt8(value)
+            var kind: UInt8 = 0
             switch byte {
             case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"),
                  UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "+"), UInt8(ascii: "/"), UInt8(ascii: "="),
                  UInt8(ascii: "_"):
-                run += 1
-                if run >= 32 { return true }
-            default:
-                run = 0
+                kind |= opaque
+            default: break
             }
+            if byte == UInt8(ascii: ":") || byte == UInt8(ascii: "=") { kind |= assigns }
+            let lowered = byte >= 65 && byte <= 90 ? byte + 32 : byte
+            if !starting[Int(lowered)].isEmpty { kind |= startsWord }
+            return kind
         }
-        return false
     }
 
     /// Whether `text` holds something shaped like a well-known access token (Hugging Face, OpenAI,

@@ -18,6 +18,8 @@ public final class Intake: Sendable {
     let lastForgotten = Mutex<Date?>(nil)
     /// Status and history asked for at the same time share their reads of Helm and the cluster.
     let reads = SharedReads()
+    /// Help replies, made once per verb and group of users.
+    let helpReplies = HelpReplies()
 
     public init(configuration: Configuration, catalog: CommandCatalog, services: Services, runner: OperationRunner,
                 eventRetention: Duration = .seconds(3600)) {
@@ -195,7 +197,8 @@ public final class Intake: Sendable {
 
     func execute(_ command: ValidatedCommand, spec: CommandSpec, request: OperationRequest, event: ChatEvent,
                  conversation: Conversation) async throws -> Acknowledgement {
-        let reports = Reports(services: services, configuration: configuration, catalog: catalog, reads: reads)
+        let reports = Reports(services: services, configuration: configuration, catalog: catalog, reads: reads,
+                              helpReplies: helpReplies)
         let user = request.requester
         switch command {
         case .help(let verb):

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// The read-only answers: help, status and history.
 struct Reports: Sendable {
@@ -7,6 +8,8 @@ struct Reports: Sendable {
     let catalog: CommandCatalog
     /// Shared by the reports being answered at the same time (see `SharedReads`).
     var reads = SharedReads()
+    /// Help as made for each verb and group of users (see `help(verb:user:)`).
+    var helpReplies = HelpReplies()
 
     /// How wide a help line may be: a terminal's 100 columns less the renderers' indent. Help is
     /// lines, not a table: a table of usages and summaries is wider than a terminal.
@@ -27,7 +30,18 @@ struct Reports: Sendable {
         "\(target.kubeContext ?? "")|\(target.namespace)|\(target.release)"
     }
 
+    /// Help for `verb` (or all commands) as `user` sees it: the same for everyone who may deploy to
+    /// the same environments, so it is made once per such group and verb and kept (the
+    /// configuration does not change while the daemon runs).
     func help(verb: String?, user: UserID) -> Reply {
+        // Only known verbs make keys of their own: anything else is answered with the whole help.
+        let known = verb.flatMap { catalog.spec(named: $0) }?.name
+        let environments = deployableEnvironments(for: user).map(\.name)
+        let key = (known ?? "") + "|" + environments.joined(separator: ",")
+        return helpReplies.reply(for: key) { makeHelp(verb: known, user: user) }
+    }
+
+    func makeHelp(verb: String?, user: UserID) -> Reply {
         if let verb, let spec = catalog.spec(named: verb) {
             let usage = "Usage: `/infer \(spec.usage)`"
             var lines =
@@ -115,16 +129,23 @@ struct Reports: Sendable {
     static func wrap(_ text: String, continuation: String, width: Int = helpWidth) -> [String] {
         var lines: [String] = []
         var line = String(text.prefix { $0 == " " })
+        // Characters of `line`, kept as it grows: counting a String walks it.
+        var length = line.count
+        let continuationLength = continuation.count
         var started = false
         for word in text.split(separator: " ") {
+            let wordLength = word.count
             if !started {
                 line += word
+                length += wordLength
                 started = true
-            } else if line.count + 1 + word.count <= width {
+            } else if length + 1 + wordLength <= width {
                 line += " " + word
+                length += 1 + wordLength
             } else {
                 lines.append(line)
                 line = continuation + word
+                length = continuationLength + wordLength
             }
         }
         lines.append(line)
@@ -313,10 +334,30 @@ struct Reports: Sendable {
         return line.count > limit ? String(line.prefix(limit - 1)) + "…" : line
     }
 
+    /// `date` in UTC as RFC 3339 to the second (`2026-12-02T09:24:49Z`), computed from the days since
+    /// 1970 (a history table has a date per row, and `ISO8601DateFormatter` costs far more).
     static func timestamp(_ date: Date) -> String {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime]
-        return formatter.string(from: date)
+        let seconds = Int64(date.timeIntervalSince1970.rounded(.down))
+        var days = seconds / 86_400
+        var secondOfDay = seconds % 86_400
+        if secondOfDay < 0 {
+            secondOfDay += 86_400
+            days -= 1
+        }
+        // The civil date of a day count, in the proleptic Gregorian calendar (eras of 400 years).
+        let shifted = days + 719_468
+        let era = (shifted >= 0 ? shifted : shifted - 146_096) / 146_097
+        let dayOfEra = shifted - era * 146_097
+        let yearOfEra = (dayOfEra - dayOfEra / 1_460 + dayOfEra / 36_524 - dayOfEra / 146_096) / 365
+        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
+        let monthFromMarch = (5 * dayOfYear + 2) / 153
+        let day = dayOfYear - (153 * monthFromMarch + 2) / 5 + 1
+        let month = monthFromMarch < 10 ? monthFromMarch + 3 : monthFromMarch - 9
+        let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
+        func two(_ value: Int64) -> String { value < 10 ? "0\(value)" : "\(value)" }
+        let yearText = String(year)
+        let paddedYear = String(repeating: "0", count: max(0, 4 - yearText.count)) + yearText
+        return "\(paddedYear)-\(two(month))-\(two(day))T\(two(secondOfDay / 3_600)):\(two(secondOfDay % 3_600 / 60)):\(two(secondOfDay % 60))Z"
     }
 
     static func ago(_ date: Date, now: Date) -> String {
@@ -325,5 +366,17 @@ struct Reports: Sendable {
         if seconds < 3600 { return "\(seconds / 60) min ago" }
         if seconds < 86400 { return "\(seconds / 3600) h ago" }
         return "\(seconds / 86400) d ago"
+    }
+}
+
+/// Help replies made once and kept, by verb and by what the asker may do.
+final class HelpReplies: Sendable {
+    let replies = Mutex<[String: Reply]>([:])
+
+    func reply(for key: String, make: () -> Reply) -> Reply {
+        if let made = replies.withLock({ $0[key] }) { return made }
+        let made = make()
+        replies.withLock { $0[key] = made }
+        return made
     }
 }
