@@ -114,6 +114,13 @@ public final class SQLiteStore: OperationStore, Sendable {
         self.writer = reader
     }
 
+    /// One read, on the calling thread. A read in WAL mode never waits for the writer, and the few
+    /// pages a query touches are in memory: handing it to a reader's queue and waiting to be resumed
+    /// costs more (two thread switches and a semaphore) than the query itself.
+    private func read<T>(_ value: (Database) throws -> T) throws -> T {
+        try writer.read(value)
+    }
+
     /// One write transaction, in its turn (see `WriteTurns`; the intake's acceptances go first, from
     /// `accept`). A task that is cancelled writes nothing.
     private func write<T: Sendable>(_ updates: @escaping @Sendable (Database) throws -> T) async throws -> T {
@@ -190,7 +197,7 @@ public final class SQLiteStore: OperationStore, Sendable {
     }
 
     public func operation(_ id: OperationID) async throws -> OperationRecord? {
-        try await writer.read { db in
+        try read { db in
             try OperationRow.fetchOne(db, key: id.rawValue)?.operation
         }
     }
@@ -199,7 +206,7 @@ public final class SQLiteStore: OperationStore, Sendable {
     /// decides what "finished" means. Ties on the creation time keep insertion order.
     public func unfinishedOperations() async throws -> [OperationRecord] {
         let unfinished = OperationState.allCases.filter { !$0.isFinished }.map(\.rawValue)
-        return try await writer.read { db in
+        return try read { db in
             try OperationRow
                 .filter(unfinished.contains(OperationRow.Columns.state))
                 .order(OperationRow.Columns.createdAt.asc, Column.rowID.asc)
@@ -211,7 +218,7 @@ public final class SQLiteStore: OperationStore, Sendable {
     /// Only the summary's columns are read: no JSON is decoded.
     public func unfinishedSummaries() async throws -> [OperationSummary] {
         let unfinished = OperationState.allCases.filter { !$0.isFinished }.map(\.rawValue)
-        return try await writer.read { db in
+        return try read { db in
             let columns = OperationRow.Columns.self
             let rows = try Row.fetchAll(
                 db,
@@ -233,7 +240,7 @@ public final class SQLiteStore: OperationStore, Sendable {
         limit: Int
     ) async throws -> [OperationRecord] {
         guard limit > 0 else { return [] }
-        return try await writer.read { db in
+        return try read { db in
             let columns = OperationRow.Columns.self
             var request = OperationRow.order(columns.createdAt.desc, Column.rowID.desc).limit(limit)
             if let model { request = request.filter(columns.model == model) }
@@ -246,7 +253,7 @@ public final class SQLiteStore: OperationStore, Sendable {
     /// both columns, so the many enables, disables and locks of a release are never read.
     public func revisionMakers(model: String, environment: String, limit: Int) async throws -> [OperationRecord] {
         guard limit > 0 else { return [] }
-        return try await writer.read { db in
+        return try read { db in
             let columns = OperationRow.Columns.self
             return try OperationRow
                 .filter(columns.model == model && columns.environment == environment)
@@ -267,7 +274,7 @@ public final class SQLiteStore: OperationStore, Sendable {
 
     /// In the order the entries were appended, which is the order of the autoincrement id.
     public func journal(of operation: OperationID) async throws -> [JournalEntry] {
-        try await writer.read { db in
+        try read { db in
             try JournalRecord
                 .filter(JournalRecord.Columns.operation == operation.rawValue)
                 .order(JournalRecord.Columns.id)
@@ -294,7 +301,7 @@ public final class SQLiteStore: OperationStore, Sendable {
 
     /// Walks the audit log's hash chain and names the first row that breaks it.
     public func verifyAuditChain() async throws -> AuditChainVerdict {
-        try await writer.read { db in
+        try read { db in
             guard try Schema.migrator.appliedIdentifiers(db).contains("v5-audit-chain") else {
                 throw SQLiteStoreError.notMigrated(migration: "v5-audit-chain")
             }
@@ -318,7 +325,7 @@ public final class SQLiteStore: OperationStore, Sendable {
     }
 
     private func auditRecords() async throws -> [AuditRecord] {
-        try await writer.read { db in
+        try read { db in
             try AuditRecord.order(AuditRecord.Columns.id).fetchAll(db)
         }
     }
@@ -333,7 +340,7 @@ public final class SQLiteStore: OperationStore, Sendable {
 
     /// The verification with the latest time; of two at the same millisecond, the one recorded last.
     public func lastVerification(model: String, environment: String) async throws -> Verification? {
-        try await writer.read { db in
+        try read { db in
             try VerificationRecord
                 .filter(VerificationRecord.Columns.model == model)
                 .filter(VerificationRecord.Columns.environment == environment)
@@ -392,7 +399,7 @@ public final class SQLiteStore: OperationStore, Sendable {
 
     /// Sorted by environment, so listings are stable.
     public func locks() async throws -> [EnvironmentLock] {
-        try await writer.read { db in
+        try read { db in
             try LockRecord.order(LockRecord.Columns.environment).fetchAll(db).map(\.lock)
         }
     }
@@ -423,7 +430,7 @@ public final class SQLiteStore: OperationStore, Sendable {
     }
 
     public func registration(model: String, environment: String) async throws -> Registration? {
-        try await writer.read { db in
+        try read { db in
             try Self.registrationRecord(db, model: model, environment: environment)?.registration
         }
     }
@@ -438,7 +445,7 @@ public final class SQLiteStore: OperationStore, Sendable {
     }
 
     public func registrations() async throws -> [Registration] {
-        try await writer.read { db in
+        try read { db in
             try RegistrationRecord
                 .order(RegistrationRecord.Columns.environment, RegistrationRecord.Columns.model)
                 .fetchAll(db).map(\.registration)
@@ -606,12 +613,12 @@ public final class SQLiteStore: OperationStore, Sendable {
 
     /// The column names of `table`, so tests can check that column lists in the code cover them.
     func columns(of table: String) async throws -> [String] {
-        try await writer.read { db in try db.columns(in: table).map(\.name) }
+        try read { db in try db.columns(in: table).map(\.name) }
     }
 
     /// The raw chain columns of every audit row, in id order, so tests can check the stored links.
     func auditLinks() async throws -> [AuditChain.Link] {
-        try await writer.read { db in
+        try read { db in
             try Row.fetchAll(db, sql: "SELECT * FROM audit ORDER BY id").map(AuditChain.Link.init(row:))
         }
     }
@@ -628,21 +635,21 @@ public final class SQLiteStore: OperationStore, Sendable {
 
     /// SQLite's plan for `sql` (the `detail` of each `EXPLAIN QUERY PLAN` row), to check an index is used.
     func queryPlan(_ sql: String) async throws -> [String] {
-        try await writer.read { db in
+        try read { db in
             try Row.fetchAll(db, sql: "EXPLAIN QUERY PLAN " + sql).map { $0["detail"] }
         }
     }
 
     /// The migration names recorded in the database, in the order they were applied.
     func recordedMigrations() async throws -> [String] {
-        try await writer.read { db in
+        try read { db in
             try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations ORDER BY rowid")
         }
     }
 
     /// The SQLite journal mode, to check the on-disk store really is in WAL mode.
     func journalMode() async throws -> String {
-        try await writer.read { db in
+        try read { db in
             try String.fetchOne(db, sql: "PRAGMA journal_mode") ?? ""
         }
     }

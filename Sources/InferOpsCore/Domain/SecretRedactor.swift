@@ -54,48 +54,42 @@ public struct SecretRedactor: Sendable, Hashable {
     }
 
     public func redact(_ text: String) -> String {
+        redact(text, patterns: nil)
+    }
+
+    /// `text` redacted, running the patterns named (all that the text's clues call for when `nil`).
+    func redact(_ text: String, patterns: Clues?) -> String {
         var text = text
         for literal in literals where Self.occurs(literal, in: text) {
             text = text.replacingOccurrences(of: literal, with: Self.placeholder)
         }
         let placeholder = Self.placeholder
-        // Each pattern runs only when the text has what it needs to match (a reply's table has many
-        // short cells, and most of them hold none of it); one pass over the text tells which.
-        let clues = Clues(in: text)
+        // Each pattern runs only when the text has what it needs to match (most replies hold none
+        // of it, and running a pattern costs far more than looking); one pass over the text tells.
+        let clues = patterns ?? Clues(in: text)
         // Credentials in URLs: scheme://user:password@host.
         if clues.contains(.url) {
-            text = text.replacing(#/([A-Za-z][A-Za-z0-9+.\-]*://)[^/\s@"]+@/#) { "\($0.output.1)\(placeholder)@" }
+            text = text.replacing(Patterns.urlCredentials) { "\($0.output.1)\(placeholder)@" }
         }
         if clues.contains(.bearer) {
-            text = text.replacing(#/(?i)(bearer\s+)[^\s"',]+/#) { "\($0.output.1)\(placeholder)" }
+            text = text.replacing(Patterns.bearer) { "\($0.output.1)\(placeholder)" }
         }
         // key=value and key: value where the key names a secret, on one line (a YAML key such as
         // `secretKeyRef:` ends its line and is not followed by a value).
-        if clues.contains(.secretKeyWord), clues.contains(.assignment) {
-            text = text.replacing(
-                #/
-                (?i)
-                ( (?: password | passwd | secret | token | api[_\-]?key | apikey | access[_\-]?key | private[_\-]?key
-                    | credentials? | authorization )
-                  [A-Za-z0-9_\-]* ["']? [\ \t]* [:=] [\ \t]* ["']? )
-                (?: (?: bearer | basic ) \s+ )?
-                [^\s"',}\]]+
-                /#
-            ) { "\($0.output.1)\(placeholder)" }
+        if clues.contains(.secretKeyValue) {
+            text = text.replacing(Patterns.secretKeyValue) { "\($0.output.1)\(placeholder)" }
         }
         // The API server quotes the value it rejected.
         if clues.contains(.invalidValue) {
-            text = text.replacing(#/(Invalid value: )"(?:[^"\\]|\\.)*"/#) { "\($0.output.1)\"\(placeholder)\"" }
+            text = text.replacing(Patterns.invalidValue) { "\($0.output.1)\"\(placeholder)\"" }
         }
         // Well-known token prefixes: Hugging Face, OpenAI, GitHub, Slack, AWS.
-        if clues.contains(.tokenPrefix) {
-            text = text.replacing(#/\b(?:hf_|sk-|ghp_|gho_|ghs_|github_pat_|xox[abprs]-|AKIA)[A-Za-z0-9_\-]{8,}/#) { _ in
-                placeholder
-            }
+        if clues.contains(.token) {
+            text = text.replacing(Patterns.token) { _ in placeholder }
         }
         // Long opaque runs with letters and digits: base64 or hex keys. A plan digest is exempt.
         if clues.contains(.opaqueRun) {
-            text = text.replacing(#/[A-Za-z0-9+/=_]{32,}/#) { match in
+            text = text.replacing(Patterns.opaqueRun) { match in
                 let run = match.output
                 if Self.isDigest(run) { return String(run) }
                 let hasDigit = run.contains(where: \.isNumber)
@@ -104,6 +98,23 @@ public struct SecretRedactor: Sendable, Hashable {
             }
         }
         return text
+    }
+
+    /// The patterns, compiled once (a regex literal is compiled each time it is evaluated).
+    enum Patterns {
+        nonisolated(unsafe) static let urlCredentials = #/([A-Za-z][A-Za-z0-9+.\-]*://)[^/\s@"]+@/#
+        nonisolated(unsafe) static let bearer = #/(?i)(bearer\s+)[^\s"',]+/#
+        nonisolated(unsafe) static let secretKeyValue = #/
+            (?i)
+            ( (?: password | passwd | secret | token | api[_\-]?key | apikey | access[_\-]?key | private[_\-]?key
+                | credentials? | authorization )
+              [A-Za-z0-9_\-]* ["']? [\ \t]* [:=] [\ \t]* ["']? )
+            (?: (?: bearer | basic ) \s+ )?
+            [^\s"',}\]]+
+            /#
+        nonisolated(unsafe) static let invalidValue = #/(Invalid value: )"(?:[^"\\]|\\.)*"/#
+        nonisolated(unsafe) static let token = #/\b(?:hf_|sk-|ghp_|gho_|ghs_|github_pat_|xox[abprs]-|AKIA)[A-Za-z0-9_\-]{8,}/#
+        nonisolated(unsafe) static let opaqueRun = #/[A-Za-z0-9+/=_]{32,}/#
     }
 
     /// Whether `needle` occurs in `haystack`, byte for byte: every text the daemon sends out is
@@ -130,24 +141,27 @@ public struct SecretRedactor: Sendable, Hashable {
         }
     }
 
-    /// What a text holds that one of the patterns needs, found in one pass over its bytes.
+    /// Which patterns could match a text, found in one pass over its bytes. Each clue is what a
+    /// pattern's match must contain, so a pattern whose clue is missing cannot match; a clue found
+    /// does not promise a match.
     struct Clues: OptionSet {
         let rawValue: UInt8
 
-        /// `://`, as in a URL that may carry credentials.
+        /// `://` followed by characters and an `@`, as in a URL that carries credentials.
         static let url = Clues(rawValue: 1 << 0)
-        /// `bearer`, in any case.
+        /// `bearer`, in any case, and a space.
         static let bearer = Clues(rawValue: 1 << 1)
-        /// A word a key naming a secret contains, in any case (`Trigger.secretKeyWords`).
-        static let secretKeyWord = Clues(rawValue: 1 << 2)
-        /// `:` or `=`, between a key and its value.
-        static let assignment = Clues(rawValue: 1 << 3)
-        /// `Invalid value: `, how the API server quotes what it rejected.
-        static let invalidValue = Clues(rawValue: 1 << 4)
-        /// The start of a well-known access token (`Trigger.tokenPrefixes`).
-        static let tokenPrefix = Clues(rawValue: 1 << 5)
+        /// A word a key naming a secret starts with, in any case (`Trigger.secretKeyWords`), the
+        /// rest of a key, and `:` or `=`.
+        static let secretKeyValue = Clues(rawValue: 1 << 2)
+        /// `Invalid value: "`, how the API server quotes what it rejected.
+        static let invalidValue = Clues(rawValue: 1 << 3)
+        /// The prefix of a well-known access token (`Trigger.tokenPrefixes`) and 8 characters of one.
+        static let token = Clues(rawValue: 1 << 4)
         /// A run of at least 32 characters of `[A-Za-z0-9+/=_]`, the shape of a base64 or hex key.
-        static let opaqueRun = Clues(rawValue: 1 << 6)
+        static let opaqueRun = Clues(rawValue: 1 << 5)
+
+        static let all: Clues = [.url, .bearer, .secretKeyValue, .invalidValue, .token, .opaqueRun]
 
         init(rawValue: UInt8) { self.rawValue = rawValue }
 
@@ -167,11 +181,10 @@ public struct SecretRedactor: Sendable, Hashable {
                         } else {
                             run = 0
                         }
-                        if kind & Trigger.assigns != 0 { found.insert(.assignment) }
                         guard kind & Trigger.startsWord != 0 else { continue }
                         let lowered = byte &+ (byte >= 65 && byte <= 90 ? 32 : 0)
                         for trigger in Trigger.starting[Int(lowered)] where !found.contains(trigger.clue) {
-                            if trigger.matches(bytes, at: index) { found.insert(trigger.clue) }
+                            if trigger.matches(bytes, at: index, kinds: kinds) { found.insert(trigger.clue) }
                         }
                     }
                 }
@@ -180,36 +193,74 @@ public struct SecretRedactor: Sendable, Hashable {
         }
     }
 
-    /// A word whose presence lets a pattern run.
+    /// A word, and what must follow it, whose presence lets a pattern run.
     struct Trigger {
         let word: [UInt8]
         /// Whether the word matches in any case (its bytes are lowercase).
         let anyCase: Bool
         let clue: Clues
+        let followedBy: Following
 
-        /// Whether the word starts at `index`.
-        func matches(_ bytes: UnsafeBufferPointer<UInt8>, at index: Int) -> Bool {
+        /// What a pattern's match has after the word.
+        enum Following {
+            case anything
+            /// Whitespace (any byte outside ASCII counts: it may be Unicode whitespace).
+            case whitespace
+            /// More of a key (`[A-Za-z0-9_-]*`), a quote, blanks, then `:` or `=`.
+            case assignment
+            /// At least one character that is not `/`, `@`, `"` or ASCII whitespace, then `@`.
+            case credentials
+            /// At least 8 characters of `[A-Za-z0-9_-]`.
+            case tokenBody
+        }
+
+        /// Whether the word starts at `index` with what must follow it.
+        func matches(_ bytes: UnsafeBufferPointer<UInt8>, at index: Int, kinds: UnsafeBufferPointer<UInt8>) -> Bool {
             guard bytes.count - index >= word.count else { return false }
             for offset in 0..<word.count {
                 var byte = bytes[index + offset]
                 if anyCase && byte >= 65 && byte <= 90 { byte += 32 }
                 if byte != word[offset] { return false }
             }
-            return true
+            var next = index + word.count
+            func isKeyByte(_ byte: UInt8) -> Bool { kinds[Int(byte)] & Trigger.keyByte != 0 }
+            func isBlank(_ byte: UInt8) -> Bool { byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
+            func isASCIIWhitespace(_ byte: UInt8) -> Bool { isBlank(byte) || (10...13).contains(byte) }
+            switch followedBy {
+            case .anything:
+                return true
+            case .whitespace:
+                return next < bytes.count && (isASCIIWhitespace(bytes[next]) || bytes[next] >= 0x80)
+            case .assignment:
+                while next < bytes.count && isKeyByte(bytes[next]) { next += 1 }
+                if next < bytes.count && (bytes[next] == UInt8(ascii: "\"") || bytes[next] == UInt8(ascii: "'")) { next += 1 }
+                while next < bytes.count && isBlank(bytes[next]) { next += 1 }
+                return next < bytes.count && (bytes[next] == UInt8(ascii: ":") || bytes[next] == UInt8(ascii: "="))
+            case .credentials:
+                let start = next
+                while next < bytes.count, case let byte = bytes[next], byte != UInt8(ascii: "/"),
+                      byte != UInt8(ascii: "@"), byte != UInt8(ascii: "\""), !isASCIIWhitespace(byte) {
+                    next += 1
+                }
+                return next > start && next < bytes.count && bytes[next] == UInt8(ascii: "@")
+            case .tokenBody:
+                let start = next
+                while next < bytes.count && isKeyByte(bytes[next]) && next - start < 8 { next += 1 }
+                return next - start >= 8
+            }
         }
 
-        /// What a key that names a secret contains (lowercased), so the key=value pattern runs only
-        /// on a text that could match it: most replies hold none of these words.
+        /// What a key that names a secret starts with (lowercased): the key=value pattern's keys.
         static let secretKeyWords = ["passw", "secret", "token", "api", "access", "private", "credential", "authorization"]
         /// The prefixes of well-known access tokens: Hugging Face, OpenAI, GitHub, Slack, AWS.
         static let tokenPrefixes = ["hf_", "sk-", "ghp_", "gho_", "ghs_", "github_pat_", "xox", "AKIA"]
 
         static let all: [Trigger] =
-            [Trigger(word: Array("://".utf8), anyCase: false, clue: .url),
-             Trigger(word: Array("bearer".utf8), anyCase: true, clue: .bearer),
-             Trigger(word: Array("Invalid value: ".utf8), anyCase: false, clue: .invalidValue)]
-            + secretKeyWords.map { Trigger(word: Array($0.utf8), anyCase: true, clue: .secretKeyWord) }
-            + tokenPrefixes.map { Trigger(word: Array($0.utf8), anyCase: false, clue: .tokenPrefix) }
+            [Trigger(word: Array("://".utf8), anyCase: false, clue: .url, followedBy: .credentials),
+             Trigger(word: Array("bearer".utf8), anyCase: true, clue: .bearer, followedBy: .whitespace),
+             Trigger(word: Array("Invalid value: \"".utf8), anyCase: false, clue: .invalidValue, followedBy: .anything)]
+            + secretKeyWords.map { Trigger(word: Array($0.utf8), anyCase: true, clue: .secretKeyValue, followedBy: .assignment) }
+            + tokenPrefixes.map { Trigger(word: Array($0.utf8), anyCase: false, clue: .token, followedBy: .tokenBody) }
 
         /// The triggers by their first byte, lowercased.
         static let starting: [[Trigger]] = {
@@ -224,8 +275,8 @@ public struct SecretRedactor: Sendable, Hashable {
 
         /// A byte of `[A-Za-z0-9+/=_]`, what base64 and hex keys are made of.
         static let opaque: UInt8 = 1 << 0
-        /// `:` or `=`.
-        static let assigns: UInt8 = 1 << 1
+        /// A byte of `[A-Za-z0-9_-]`, what keys and token bodies are made of.
+        static let keyByte: UInt8 = 1 << 1
         /// The first byte of a trigger's word, in either case.
         static let startsWord: UInt8 = 1 << 2
 
@@ -233,14 +284,12 @@ public struct SecretRedactor: Sendable, Hashable {
         static let byteKinds: [UInt8] = (0..<256).map { value in
             let byte = UInt8(value)
             var kind: UInt8 = 0
-            switch byte {
-            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"),
-                 UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "+"), UInt8(ascii: "/"), UInt8(ascii: "="),
-                 UInt8(ascii: "_"):
+            let alphanumeric = (65...90).contains(byte) || (97...122).contains(byte) || (48...57).contains(byte)
+            if alphanumeric || byte == UInt8(ascii: "+") || byte == UInt8(ascii: "/") || byte == UInt8(ascii: "=")
+                || byte == UInt8(ascii: "_") {
                 kind |= opaque
-            default: break
             }
-            if byte == UInt8(ascii: ":") || byte == UInt8(ascii: "=") { kind |= assigns }
+            if alphanumeric || byte == UInt8(ascii: "_") || byte == UInt8(ascii: "-") { kind |= keyByte }
             let lowered = byte >= 65 && byte <= 90 ? byte + 32 : byte
             if !starting[Int(lowered)].isEmpty { kind |= startsWord }
             return kind
