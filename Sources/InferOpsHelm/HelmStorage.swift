@@ -25,6 +25,8 @@ public struct HelmStorage: Sendable {
 
     public let kind: Kind
     public let contexts: KubeContexts
+    /// A release's records read for a `status` and a `history` asked at the same time are read once.
+    let inFlight = SharedReads()
 
     /// The most a record may decompress to. Kubernetes keeps an object under 1 MiB; a release's JSON
     /// compresses well, but not by more than this.
@@ -75,8 +77,21 @@ public struct HelmStorage: Sendable {
         }
     }
 
-    /// Every record of the release, oldest revision first.
+    /// Every record of the release, oldest revision first. An identical read in flight is joined.
     func records(_ target: ReleaseTarget) async throws(ReadFailure) -> [HelmOutput.Release] {
+        let key = "\(target.kubeContext ?? "")|\(target.namespace)|\(target.release)"
+        do {
+            return try await inFlight.read(key) { () async throws(ReadFailure) in try await readRecords(target) }
+        } catch let failure as ReadFailure {
+            throw failure
+        } catch is CancellationError {
+            throw .unreadable("cancelled")
+        } catch {
+            throw .unreadable("\(error)")
+        }
+    }
+
+    func readRecords(_ target: ReleaseTarget) async throws(ReadFailure) -> [HelmOutput.Release] {
         let objects: [StoredObject]
         do {
             let api = try await contexts.context(target.kubeContext)
