@@ -79,9 +79,8 @@ public struct HelmStorage: Sendable {
 
     /// Every record of the release, oldest revision first. An identical read in flight is joined.
     func records(_ target: ReleaseTarget) async throws(ReadFailure) -> [HelmOutput.Release] {
-        let key = "\(target.kubeContext ?? "")|\(target.namespace)|\(target.release)"
         do {
-            return try await inFlight.read(key) { () async throws(ReadFailure) in try await readRecords(target) }
+            return try await inFlight.read(target.readKey) { () async throws(ReadFailure) in try await readRecords(target) }
         } catch let failure as ReadFailure {
             throw failure
         } catch is CancellationError {

@@ -114,9 +114,11 @@ public final class SQLiteStore: OperationStore, Sendable {
         self.writer = reader
     }
 
-    /// One read, on the calling thread. A read in WAL mode never waits for the writer, and the few
-    /// pages a query touches are in memory: handing it to a reader's queue and waiting to be resumed
-    /// costs more (two thread switches and a semaphore) than the query itself.
+    /// One short read (a few rows by an index), on the calling thread. A read in WAL mode never
+    /// waits for the writer, and the few pages such a query touches are in memory: handing it to a
+    /// reader's queue and waiting to be resumed costs more (two thread switches and a semaphore)
+    /// than the query itself. Reads of a whole table (the audit log) go to a reader's queue
+    /// (`writer.read` awaited), so they never hold one of the concurrency pool's few threads.
     private func read<T>(_ value: (Database) throws -> T) throws -> T {
         try writer.read(value)
     }
@@ -301,7 +303,7 @@ public final class SQLiteStore: OperationStore, Sendable {
 
     /// Walks the audit log's hash chain and names the first row that breaks it.
     public func verifyAuditChain() async throws -> AuditChainVerdict {
-        try read { db in
+        try await writer.read { db in
             guard try Schema.migrator.appliedIdentifiers(db).contains("v5-audit-chain") else {
                 throw SQLiteStoreError.notMigrated(migration: "v5-audit-chain")
             }
@@ -325,7 +327,7 @@ public final class SQLiteStore: OperationStore, Sendable {
     }
 
     private func auditRecords() async throws -> [AuditRecord] {
-        try read { db in
+        try await writer.read { db in
             try AuditRecord.order(AuditRecord.Columns.id).fetchAll(db)
         }
     }
@@ -618,7 +620,7 @@ public final class SQLiteStore: OperationStore, Sendable {
 
     /// The raw chain columns of every audit row, in id order, so tests can check the stored links.
     func auditLinks() async throws -> [AuditChain.Link] {
-        try read { db in
+        try await writer.read { db in
             try Row.fetchAll(db, sql: "SELECT * FROM audit ORDER BY id").map(AuditChain.Link.init(row:))
         }
     }

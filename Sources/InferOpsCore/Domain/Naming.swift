@@ -47,4 +47,7 @@ public struct ReleaseTarget: Hashable, Sendable, Codable, CustomStringConvertibl
     }
 
     public var description: String { "\(namespace)/\(release)" }
+
+    /// The release named whole, its cluster included: the key of reads of it shared while in flight.
+    public var readKey: String { "\(kubeContext ?? "")|\(namespace)|\(release)" }
 }

@@ -25,24 +25,20 @@ struct Reports: Sendable {
         ("inferops.dev/simulate-latency-ms", "N (each completion takes N ms)"),
     ]
 
-    /// A release as a key of `reads`.
-    static func key(_ target: ReleaseTarget) -> String {
-        "\(target.kubeContext ?? "")|\(target.namespace)|\(target.release)"
-    }
-
     /// Help for `verb` (or all commands) as `user` sees it: the same for everyone who may deploy to
     /// the same environments, so it is made once per such group and verb and kept (the
     /// configuration does not change while the daemon runs).
     func help(verb: String?, user: UserID) -> Reply {
         // Only known verbs make keys of their own: anything else is answered with the whole help.
-        let known = verb.flatMap { catalog.spec(named: $0) }?.name
+        let spec = verb.flatMap { catalog.spec(named: $0) }
         let environments = deployableEnvironments(for: user).map(\.name)
-        let key = (known ?? "") + "|" + environments.joined(separator: ",")
-        return helpReplies.reply(for: key) { makeHelp(verb: known, user: user) }
+        let key = (spec?.name ?? "") + "|" + environments.joined(separator: ",")
+        return helpReplies.reply(for: key) { makeHelp(spec, user: user) }
     }
 
-    func makeHelp(verb: String?, user: UserID) -> Reply {
-        if let verb, let spec = catalog.spec(named: verb) {
+    /// Help for one command, or for all of them when `spec` is `nil`.
+    func makeHelp(_ spec: CommandSpec?, user: UserID) -> Reply {
+        if let spec {
             let usage = "Usage: `/infer \(spec.usage)`"
             var lines =
                 usage.count <= Self.helpWidth
@@ -233,14 +229,14 @@ struct Reports: Sendable {
         async let verification = services.store.lastVerification(model: model.name, environment: env.name)
         let target = env.target(model: model.name)
         let readWorkload = { @Sendable in
-            try? await reads.read("workload|\(Self.key(target))") { try await services.cluster.workload(target) }
+            try? await reads.read("workload|\(target.readKey)") { try await services.cluster.workload(target) }
         }
         // A model asked for by name is most likely deployed: its replicas are read with its release.
         // Otherwise only once the release is known to exist (most pairs of a full report are not).
         async let namedWorkload = named ? readWorkload() : nil
         let release: ReleaseStatus?
         do {
-            release = try await reads.read("release-status|\(Self.key(target))") { try await services.releases.status(target) }
+            release = try await reads.read("release-status|\(target.readKey)") { try await services.releases.status(target) }
         } catch let failure as ReleaseFailure {
             if case .clusterUnreachable = failure { return .unreachable(failure) }
             let routing = try await routingState(model: model.name, environment: env, workers: await routerWorkers)
@@ -294,7 +290,7 @@ struct Reports: Sendable {
         async let makers = reads.read("revision-makers|\(environment.name)|\(model.name)") {
             try await services.store.revisionMakers(model: model.name, environment: environment.name, limit: 500)
         }
-        let revisions = try await reads.read("release-history|\(Self.key(target))") {
+        let revisions = try await reads.read("release-history|\(target.readKey)") {
             try await services.releases.history(target)
         }
         guard !revisions.isEmpty else {
