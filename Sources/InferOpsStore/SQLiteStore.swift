@@ -123,6 +123,14 @@ public final class SQLiteStore: OperationStore, Sendable {
         try writer.read(value)
     }
 
+    /// One short read made of a single statement, prepared once per connection and run without a
+    /// transaction around it (one statement reads one consistent snapshot on its own). For the reads
+    /// every `status` makes: building the query and preparing it again, and the `BEGIN`/`COMMIT`
+    /// around it, cost several times what the query itself does.
+    private func readStatement<T>(_ sql: String, _ value: (Statement) throws -> T) throws -> T {
+        try writer.unsafeReentrantRead { db in try value(try db.cachedStatement(sql: sql)) }
+    }
+
     /// One write transaction, in its turn (see `WriteTurns`; the intake's acceptances go first, from
     /// `accept`). A task that is cancelled writes nothing.
     private func write<T: Sendable>(_ updates: @escaping @Sendable (Database) throws -> T) async throws -> T {
@@ -177,7 +185,7 @@ public final class SQLiteStore: OperationStore, Sendable {
         // Only the state is read (not the whole row), and the owner and a cancel request are left
         // as stored: they are the runner's and the cancel's to write.
         let state = try String.fetchOne(
-            db, sql: "SELECT state FROM operations WHERE id = ?", arguments: [operation.id.rawValue])
+            db.cachedStatement(sql: "SELECT state FROM operations WHERE id = ?"), arguments: [operation.id.rawValue])
         guard let state else { throw SQLiteStoreError.unknownOperation(operation.id) }
         guard let stored = OperationState(rawValue: state) else {
             throw SQLiteStoreError.unreadableValue(table: OperationRow.databaseTableName, column: "state", value: state)
@@ -186,21 +194,21 @@ public final class SQLiteStore: OperationStore, Sendable {
             if stored.isFinished { throw OperationAlreadyEnded(operation: operation.id, state: stored) }
             throw OperationStateConflict(operation: operation.id, expected: expectedState, found: stored)
         }
-        try OperationRow(operation).update(db, columns: OperationRow.contentColumns)
+        try db.updateCached(OperationRow(operation), columns: OperationRow.contentColumns)
     }
 
     public func recordEnd(_ operation: OperationRecord, from expectedState: OperationState, journal: JournalEntry,
                           audit: AuditEntry) async throws {
         try await write { db in
             try Self.update(operation, from: expectedState, in: db)
-            try JournalRecord(journal).insert(db)
+            try db.insertCached(JournalRecord(journal))
             try Self.appendAudit(audit, in: db)
         }
     }
 
     public func operation(_ id: OperationID) async throws -> OperationRecord? {
-        try read { db in
-            try OperationRow.fetchOne(db, key: id.rawValue)?.operation
+        try readStatement(HotReads.operation) { statement in
+            try OperationRow.fetchOne(statement, arguments: [id.rawValue])?.operation
         }
     }
 
@@ -219,19 +227,8 @@ public final class SQLiteStore: OperationStore, Sendable {
 
     /// Only the summary's columns are read: no JSON is decoded.
     public func unfinishedSummaries() async throws -> [OperationSummary] {
-        let unfinished = OperationState.allCases.filter { !$0.isFinished }.map(\.rawValue)
-        return try read { db in
-            let columns = OperationRow.Columns.self
-            let rows = try Row.fetchAll(
-                db,
-                OperationRow
-                    .select(columns.id, columns.kind, columns.state, columns.environment, columns.model,
-                            columns.release, columns.ownerInstance, columns.ownerHost, columns.ownerPID,
-                            columns.heartbeatAt, columns.createdAt)
-                    .filter(unfinished.contains(columns.state))
-                    .order(columns.createdAt.asc, Column.rowID.asc)
-            )
-            return try rows.map { try OperationRow.summary($0) }
+        try readStatement(HotReads.unfinishedSummaries) { statement in
+            try Row.fetchAll(statement).map { try OperationRow.summary($0) }
         }
     }
 
@@ -255,13 +252,8 @@ public final class SQLiteStore: OperationStore, Sendable {
     /// both columns, so the many enables, disables and locks of a release are never read.
     public func revisionMakers(model: String, environment: String, limit: Int) async throws -> [OperationRecord] {
         guard limit > 0 else { return [] }
-        return try read { db in
-            let columns = OperationRow.Columns.self
-            return try OperationRow
-                .filter(columns.model == model && columns.environment == environment)
-                .filter(columns.revision != nil || columns.revisions != nil)
-                .order(columns.createdAt.desc, Column.rowID.desc).limit(limit)
-                .fetchAll(db).map(\.operation)
+        return try readStatement(HotReads.revisionMakers) { statement in
+            try OperationRow.fetchAll(statement, arguments: [model, environment, limit]).map(\.operation)
         }
     }
 
@@ -270,7 +262,7 @@ public final class SQLiteStore: OperationStore, Sendable {
     /// - Throws: A foreign-key error when the operation has not been inserted.
     public func appendJournal(_ entry: JournalEntry) async throws {
         try await write { db in
-            try JournalRecord(entry).insert(db)
+            try db.insertCached(JournalRecord(entry))
         }
     }
 
@@ -298,7 +290,7 @@ public final class SQLiteStore: OperationStore, Sendable {
         record.id = next.id
         record.previousHash = next.previousHash
         record.hash = AuditChain.Link(id: next.id, record: record, previousHash: next.previousHash).expectedHash
-        try record.insert(db)
+        try db.insertCached(record)
     }
 
     /// Walks the audit log's hash chain and names the first row that breaks it.
@@ -342,13 +334,8 @@ public final class SQLiteStore: OperationStore, Sendable {
 
     /// The verification with the latest time; of two at the same millisecond, the one recorded last.
     public func lastVerification(model: String, environment: String) async throws -> Verification? {
-        try read { db in
-            try VerificationRecord
-                .filter(VerificationRecord.Columns.model == model)
-                .filter(VerificationRecord.Columns.environment == environment)
-                .order(VerificationRecord.Columns.at.desc, VerificationRecord.Columns.id.desc)
-                .fetchOne(db)?
-                .verification
+        try readStatement(HotReads.lastVerification) { statement in
+            try VerificationRecord.fetchOne(statement, arguments: [model, environment])?.verification
         }
     }
 
@@ -401,8 +388,8 @@ public final class SQLiteStore: OperationStore, Sendable {
 
     /// Sorted by environment, so listings are stable.
     public func locks() async throws -> [EnvironmentLock] {
-        try read { db in
-            try LockRecord.order(LockRecord.Columns.environment).fetchAll(db).map(\.lock)
+        try readStatement(HotReads.locks) { statement in
+            try LockRecord.fetchAll(statement).map(\.lock)
         }
     }
 
@@ -432,8 +419,8 @@ public final class SQLiteStore: OperationStore, Sendable {
     }
 
     public func registration(model: String, environment: String) async throws -> Registration? {
-        try read { db in
-            try Self.registrationRecord(db, model: model, environment: environment)?.registration
+        try readStatement(HotReads.registration) { statement in
+            try RegistrationRecord.fetchOne(statement, arguments: [environment, model])?.registration
         }
     }
 
@@ -517,8 +504,8 @@ public final class SQLiteStore: OperationStore, Sendable {
                let locked = starting.refusingLock(try LockRecord.fetchOne(db, key: starting.operation.environment)?.lock) {
                 throw locked
             }
-            try OperationRow(starting.operation).insert(db)
-            if let journal = starting.journal { try JournalRecord(journal).insert(db) }
+            try db.insertCached(OperationRow(starting.operation))
+            if let journal = starting.journal { try db.insertCached(JournalRecord(journal)) }
             if let audit = starting.audit { try Self.appendAudit(audit, in: db) }
         }
         return true
@@ -692,4 +679,74 @@ struct PendingAcceptance: Sendable {
     let at: Date
     let starting: Acceptance?
     let continuation: CheckedContinuation<Bool, any Error>
+}
+
+/// The SQL of the reads every `status` makes (see `SQLiteStore.readStatement`), written out once so
+/// each connection prepares it once. Their tests are the store's contract suite.
+enum HotReads {
+    static let unfinishedSummaries: String = {
+        let unfinished = OperationState.allCases.filter { !$0.isFinished }.map { "'\($0.rawValue)'" }
+        let columns = OperationRow.Columns.self
+        let selected = [columns.id, columns.kind, columns.state, columns.environment, columns.model, columns.release,
+                        columns.ownerInstance, columns.ownerHost, columns.ownerPID, columns.heartbeatAt,
+                        columns.createdAt].map(\.name)
+        return "SELECT \(selected.joined(separator: ", ")) FROM \(OperationRow.databaseTableName) "
+            + "WHERE \(columns.state.name) IN (\(unfinished.joined(separator: ", "))) "
+            + "ORDER BY \(columns.createdAt.name) ASC, rowid ASC"
+    }()
+
+    static let lastVerification: String = {
+        let columns = VerificationRecord.Columns.self
+        return "SELECT * FROM \(VerificationRecord.databaseTableName) "
+            + "WHERE \(columns.model.name) = ? AND \(columns.environment.name) = ? "
+            + "ORDER BY \(columns.at.name) DESC, \(columns.id.name) DESC LIMIT 1"
+    }()
+
+    static let registration: String = {
+        let columns = RegistrationRecord.Columns.self
+        return "SELECT * FROM \(RegistrationRecord.databaseTableName) "
+            + "WHERE \(columns.environment.name) = ? AND \(columns.model.name) = ?"
+    }()
+
+    static let operation = "SELECT * FROM \(OperationRow.databaseTableName) WHERE \(OperationRow.Columns.id.name) = ?"
+
+    /// Operations that made no revision store `NULL` in both columns, so the many enables, disables
+    /// and locks of a release are never read.
+    static let revisionMakers: String = {
+        let columns = OperationRow.Columns.self
+        return "SELECT * FROM \(OperationRow.databaseTableName) "
+            + "WHERE \(columns.model.name) = ? AND \(columns.environment.name) = ? "
+            + "AND (\(columns.revision.name) IS NOT NULL OR \(columns.revisions.name) IS NOT NULL) "
+            + "ORDER BY \(columns.createdAt.name) DESC, rowid DESC LIMIT ?"
+    }()
+
+    static let locks =
+        "SELECT * FROM \(LockRecord.databaseTableName) ORDER BY \(LockRecord.Columns.environment.name)"
+}
+
+extension Database {
+    /// Inserts `record` with a statement prepared once per connection: GRDB's `insert` builds and
+    /// prepares its statement again for every row, which cost more than the insert on the paths that
+    /// write a row per command or per step. Every column the record encodes is written.
+    func insertCached<Record: EncodableRecord & TableRecord>(_ record: Record) throws {
+        let values = try record.databaseDictionary
+        let columns = values.keys.sorted()
+        let placeholders = Array(repeating: "?", count: columns.count).joined(separator: ", ")
+        let statement = try cachedStatement(
+            sql: "INSERT INTO \(Record.databaseTableName) (\(columns.joined(separator: ", "))) VALUES (\(placeholders))")
+        try statement.execute(arguments: StatementArguments(columns.map { values[$0]! }))
+    }
+
+    /// Updates `columns` of the row whose `key` column equals `record`'s, with a statement prepared
+    /// once per connection (see `insertCached`). A column the record does not encode is written as
+    /// `NULL`, as GRDB's own `update` does.
+    func updateCached<Record: EncodableRecord & TableRecord>(
+        _ record: Record, columns: [String], key: String = "id"
+    ) throws {
+        let values = try record.databaseDictionary
+        let assignments = columns.map { "\($0) = ?" }.joined(separator: ", ")
+        let statement = try cachedStatement(
+            sql: "UPDATE \(Record.databaseTableName) SET \(assignments) WHERE \(key) = ?")
+        try statement.execute(arguments: StatementArguments(columns.map { values[$0] ?? .null } + [values[key] ?? .null]))
+    }
 }
