@@ -360,6 +360,7 @@ final class EditingSession {
             // Editing mode before the prompt is drawn, so keys typed once it shows are never echoed
             // or taken as signals by the terminal.
             if isTerminal { _ = cedit_prepare_terminal(editLine, 1) }
+            if takeTypedAheadLines() { continue }
             var count: Int32 = 0
             guard let characters = el_wgets(editLine, &count), count > 0 else { break }
             var line = String(String.UnicodeScalarView((0..<Int(count)).compactMap { index in
@@ -382,6 +383,39 @@ final class EditingSession {
             writeToTerminal("\n")
             return .end
         }
+    }
+
+    /// Lines pasted or typed ahead whole, made of printable characters only, need no editing: they
+    /// are taken as they are, echoed after the prompt as libedit would draw them, and reported,
+    /// instead of handing libedit one key at a time (which redraws the line for each). A line that
+    /// holds anything else (an arrow, a tab, a Ctrl key), or is not yet whole, goes to libedit.
+    /// Returns whether it took any.
+    private func takeTypedAheadLines() -> Bool {
+        var echo = ""
+        while !shared.stopRequested, let line = nextTypedAheadLine() {
+            echo += settings.prompt() + line + "\n"
+            remember(line)
+            continuation.yield(.line(line))
+        }
+        guard !echo.isEmpty else { return false }
+        writeToTerminal(echo)
+        return true
+    }
+
+    /// The next whole line of what was read and not yet given to libedit, when it has only printable
+    /// characters; `nil` (and nothing taken) otherwise.
+    func nextTypedAheadLine() -> String? {
+        guard decoder.isEmpty else { return nil }
+        var end = typedAheadIndex
+        while end < typedAhead.count, typedAhead[end] != 0x0D, typedAhead[end] != 0x0A {
+            end += 1
+        }
+        guard end < typedAhead.count,
+              let line = String(validating: typedAhead[typedAheadIndex..<end], as: UTF8.self),
+              line.unicodeScalars.allSatisfy({ $0.value >= 0x20 && !(0x7F...0x9F).contains($0.value) })
+        else { return nil }
+        typedAheadIndex = end + 1
+        return line
     }
 
     // MARK: Opening and closing libedit
@@ -679,6 +713,9 @@ private let interruptCallback: cedit_command = { editLine, _ in
 struct UTF8Assembler {
     private var bytes: [UInt8] = []
     private var expected = 0
+
+    /// No character is half assembled.
+    var isEmpty: Bool { bytes.isEmpty }
 
     mutating func add(_ byte: UInt8) -> Unicode.Scalar? {
         if bytes.isEmpty {

@@ -77,6 +77,40 @@ import Darwin
         #expect(await session.next() == .line("/infer status"))
     }
 
+    /// Lines pasted at once arrive in order, each shown after its own prompt and kept in the history,
+    /// as if typed one after another.
+    @Test func pastedLinesArriveInOrderEachAfterItsPrompt() async throws {
+        let session = try Session()
+        defer { session.end() }
+        let lines = ["/infer help", "/infer status", "", "/infer history llama-3-8b in staging", "/infer help deploy"]
+        try session.type(lines.map { $0 + "\r" }.joined())
+        for line in lines { #expect(await session.next() == .line(line)) }
+        let screen = try session.terminal.waitForScreen("every pasted line after a prompt") { screen in
+            lines.allSatisfy { screen.contains(Self.prompt + $0 + "\r\n") }
+        }
+        var rest = screen[...]
+        for line in lines {
+            guard let shown = rest.range(of: Self.prompt + line + "\r\n") else {
+                Issue.record("`\(line)` is not shown after the lines before it: \(screen.debugDescription)")
+                return
+            }
+            rest = rest[shown.upperBound...]
+        }
+        // The newest line comes back first.
+        try session.type("\u{1B}[A\r", atPrompt: lines.count + 1)
+        #expect(await session.next() == .line("/infer help deploy"))
+    }
+
+    /// A pasted line with an editing key in it is edited as if typed: here Ctrl-A goes to the start.
+    @Test func aPastedLineWithAnEditingKeyIsEdited() async throws {
+        let session = try Session()
+        defer { session.end() }
+        try session.type("/infer help\r/infer status\u{01}# \r/infer help status\r")
+        #expect(await session.next() == .line("/infer help"))
+        #expect(await session.next() == .line("# /infer status"))
+        #expect(await session.next() == .line("/infer help status"))
+    }
+
     @Test func controlAAndControlEMoveToTheStartAndTheEnd() async throws {
         let session = try Session()
         defer { session.end() }
