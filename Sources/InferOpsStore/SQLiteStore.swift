@@ -494,14 +494,13 @@ public final class SQLiteStore: OperationStore, Sendable {
     }
 
     private static func accept(_ request: PendingAcceptance, in db: Database) throws -> Bool {
-        try db.execute(
-            sql: "INSERT OR IGNORE INTO inbound_events (id, accepted_at) VALUES (?, ?)",
-            arguments: [request.event, StoredTime.milliseconds(request.at)]
-        )
+        try db.cachedStatement(sql: "INSERT OR IGNORE INTO inbound_events (id, accepted_at) VALUES (?, ?)")
+            .execute(arguments: [request.event, StoredTime.milliseconds(request.at)])
         guard db.changesCount > 0 else { return false }
         if let starting = request.starting {
             if starting.respectsLocks,
-               let locked = starting.refusingLock(try LockRecord.fetchOne(db, key: starting.operation.environment)?.lock) {
+               let locked = starting.refusingLock(
+                try LockRecord.fetchOne(db.cachedStatement(sql: HotReads.lock), arguments: [starting.operation.environment])?.lock) {
                 throw locked
             }
             try db.insertCached(OperationRow(starting.operation))
@@ -719,6 +718,9 @@ enum HotReads {
             + "AND (\(columns.revision.name) IS NOT NULL OR \(columns.revisions.name) IS NOT NULL) "
             + "ORDER BY \(columns.createdAt.name) DESC, rowid DESC LIMIT ?"
     }()
+
+    static let lock =
+        "SELECT * FROM \(LockRecord.databaseTableName) WHERE \(LockRecord.Columns.environment.name) = ?"
 
     static let locks =
         "SELECT * FROM \(LockRecord.databaseTableName) ORDER BY \(LockRecord.Columns.environment.name)"
