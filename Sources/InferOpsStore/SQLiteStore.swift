@@ -471,6 +471,10 @@ public final class SQLiteStore: OperationStore, Sendable {
                 writer.asyncWrite({ db in
                     batch.map { request in
                         Result<Bool, any Error> {
+                            // An event that starts nothing is one statement, all or nothing by
+                            // itself; one that starts an operation writes several rows, so a refusal
+                            // halfway (a lock) undoes only its own.
+                            guard request.starting != nil else { return try Self.accept(request, in: db) }
                             var accepted = false
                             try db.inSavepoint {
                                 accepted = try Self.accept(request, in: db)
