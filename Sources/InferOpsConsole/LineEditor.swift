@@ -588,6 +588,7 @@ final class EditingSession {
                 let work = shared.takeWork()
                 if work.stop {
                     eraseInput()
+                    writeGathered()
                     for text in work.texts { writeToTerminal(text) }
                     ending = .stop
                     return 0
@@ -648,9 +649,20 @@ final class EditingSession {
     /// below it, as it does itself after a suspended program resumes.
     private func printAbove(_ text: String) {
         eraseInput()
-        writeAll(settings.output, text)
+        gather(text)
         _ = cedit_refresh(editLine)
+        // The erasing, the text and the line drawn again go out in one write.
         writeGathered()
+    }
+
+    /// Adds `text` to what libedit has drawn and is not yet written, in its place after it.
+    private func gather(_ text: String) {
+        guard let outputFile else {
+            writeAll(settings.output, text)
+            return
+        }
+        var bytes = Array(text.utf8)
+        _ = fwrite(&bytes, 1, bytes.count, outputFile)
     }
 
     /// Moves to the first row of the prompt and erases to the end of the screen, so a line long enough
@@ -668,7 +680,7 @@ final class EditingSession {
             let row = before / width
             if row > 0 { erase += "\u{1B}[\(row)A" }
         }
-        writeToTerminal(erase + "\u{1B}[J")
+        gather(erase + "\u{1B}[J")
     }
 
     /// Without libedit's signal handlers there is no SIGWINCH; a changed size is noticed at the next
