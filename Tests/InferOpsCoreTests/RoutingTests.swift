@@ -205,6 +205,37 @@ extension Harness {
         #expect(h.router.workers(of: "llama-3-8b") == [RouterWorker(url: Self.engine2, model: "llama-3-8b")])
     }
 
+    /// A model an operation is changing now is left to that operation: the repair neither races it
+    /// nor reports its change as drift, and repairs what is still off once it has ended.
+    @Test func theRepairLeavesAModelToTheOperationChangingIt() async throws {
+        let h = Harness(routers: false)
+        let enabled = try await h.register("llama-3-8b", in: "staging", .enabled, at: "10.0.0.1")
+        // A `disable` has recorded its new state and not yet changed the router.
+        var disabled = enabled
+        disabled.state = .disabled
+        disabled.endpoints = []
+        _ = try #require(await h.store.updateRegistration(disabled, expectedVersion: enabled.version))
+        var operation = OperationRecord(
+            id: OperationID("op-00000001"), kind: .disable, requester: UserID("U0ALICE"), environment: "staging",
+            model: "llama-3-8b", target: ReleaseTarget(release: "llama-3-8b-staging", namespace: "inference"),
+            state: .registering, command: "disable llama-3-8b in staging", createdAt: Date(timeIntervalSince1970: 0))
+        try await h.store.insert(operation)
+        let reconciliation = RouterReconciliation(configuration: h.configuration, services: h.fakes.services)
+
+        let during = await reconciliation.reconcileOnce()
+
+        #expect(during.allSatisfy { $0.actions.isEmpty && $0.failure == nil }, "\(during)")
+        #expect(h.router.workers(of: "llama-3-8b") == [RouterWorker(url: Self.engine1, model: "llama-3-8b")])
+
+        // The operation ended without changing the router (it failed there): the next pass repairs it.
+        operation.state = .failed
+        try await h.store.update(operation, from: .registering)
+        let after = await reconciliation.reconcileOnce()
+
+        #expect(after.contains { !$0.actions.isEmpty }, "\(after)")
+        #expect(h.router.workers(of: "llama-3-8b") != [RouterWorker(url: Self.engine1, model: "llama-3-8b")])
+    }
+
     /// A `cancel` from another process closes a record this daemon is running; the daemon's next
     /// step must not write it back to running, and the workflow stops there.
     @Test func anOperationClosedElsewhereIsNotReopened() async throws {

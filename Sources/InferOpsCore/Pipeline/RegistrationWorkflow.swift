@@ -73,7 +73,8 @@ struct RegistrationWorkflow: Sendable {
             return try await run()
         }
         try await reporter.move(to: .prechecking, "The change was recorded before InferOps stopped; bringing the router in line.")
-        let passes = await RouterReconciliation(configuration: configuration, services: services).reconcileOnce()
+        let passes = await RouterReconciliation(configuration: configuration, services: services)
+            .reconcileOnce(for: record.id)
         if let failure = passes.first(where: { $0.environment == environment.name })?.failure {
             return try await fail(Refusal("The router of \(environment.name) could not be brought in line: \(failure)",
                                           hint: "The background repair keeps trying; `/infer status \(model.name)` shows the routing."))

@@ -21,7 +21,9 @@ public struct RouterReconciliation: Sendable {
     static let maximumRounds = 3
 
     /// One pass over every environment that has a router.
-    public func reconcileOnce() async -> [Pass] {
+    /// - Parameter operation: the operation the pass is made for (one bringing the router in line
+    ///   after a restart): its own model is repaired, not left to it.
+    public func reconcileOnce(for operation: OperationID? = nil) async -> [Pass] {
         var passes: [Pass] = []
         for name in configuration.environmentNames {
             guard let environment = configuration.environments[name],
@@ -30,10 +32,17 @@ public struct RouterReconciliation: Sendable {
             let router = registrar.router
             let settings = registrar.settings
             do {
+                // A model an operation is changing now (a deploy, an enable, a disable) is that
+                // operation's to route: repairing it halfway would race the operation and announce its
+                // change as drift. The first pass after the operation ends repairs what is still off.
+                let changing = Set(try await services.store.unfinishedSummaries()
+                    .filter { $0.environment == name && $0.id != operation && OperationState.holdingRelease.contains($0.state) }
+                    .compactMap(\.model))
+                let ours = { (model: String) in !changing.contains(model) }
                 // Follow the replicas that serve now. Each write names the version it was read at, so
                 // a row changed while the cluster was asked (a `disable`) is left as that change made it.
                 let enabled = try await services.store.registrations()
-                    .filter { $0.environment == name && $0.state == .enabled }
+                    .filter { $0.environment == name && $0.state == .enabled && ours($0.model) }
                 for registration in enabled {
                     let serving = try await registrar.servingEndpoints(model: registration.model)
                     // With no replica ready (mid-rollout), keep routing where it was rather than nowhere.
@@ -46,13 +55,13 @@ public struct RouterReconciliation: Sendable {
                 // while the router was being changed gets another round (up to `maximumRounds`; the
                 // next pass takes over after), rather than waiting a whole interval on a replaced state.
                 var actions: [RouterReconciler.Action] = []
-                var desired = try await services.store.registrations().filter { $0.environment == name }
+                var desired = try await services.store.registrations().filter { $0.environment == name && ours($0.model) }
                 for _ in 0..<Self.maximumRounds {
-                    let actual = try await router.workers()
+                    let actual = try await router.workers().filter { ours($0.model) }
                     let round = RouterReconciler.plan(desired: desired, actual: actual, settings: settings)
                     for action in round { try await registrar.perform(action) }
                     actions += round
-                    let now = try await services.store.registrations().filter { $0.environment == name }
+                    let now = try await services.store.registrations().filter { $0.environment == name && ours($0.model) }
                     if now == desired { break }
                     desired = now
                 }
