@@ -35,9 +35,12 @@ public struct RouterReconciliation: Sendable {
                 // A model an operation is changing now (a deploy, an enable, a disable) is that
                 // operation's to route: repairing it halfway would race the operation and announce its
                 // change as drift. The first pass after the operation ends repairs what is still off.
-                let changing = Set(try await services.store.unfinishedSummaries()
-                    .filter { $0.environment == name && $0.id != operation && OperationState.holdingRelease.contains($0.state) }
-                    .compactMap(\.model))
+                let changingNow = { @Sendable () async throws -> Set<String> in
+                    Set(try await services.store.unfinishedSummaries()
+                        .filter { $0.environment == name && $0.id != operation && OperationState.holdingRelease.contains($0.state) }
+                        .compactMap(\.model))
+                }
+                let changing = try await changingNow()
                 let ours = { (model: String) in !changing.contains(model) }
                 // Follow the replicas that serve now. Each write names the version it was read at, so
                 // a row changed while the cluster was asked (a `disable`) is left as that change made it.
@@ -57,8 +60,14 @@ public struct RouterReconciliation: Sendable {
                 var actions: [RouterReconciler.Action] = []
                 var desired = try await services.store.registrations().filter { $0.environment == name && ours($0.model) }
                 for _ in 0..<Self.maximumRounds {
-                    let actual = try await router.workers().filter { ours($0.model) }
-                    let round = RouterReconciler.plan(desired: desired, actual: actual, settings: settings)
+                    let actual = try await router.workers()
+                    // Asked again after both reads: an operation that began meanwhile may have recorded
+                    // its change (read above as desired) and not yet made it in the router. One that
+                    // begins after this records its change after the read of the desired state.
+                    let busy = try await changingNow()
+                    let round = RouterReconciler.plan(
+                        desired: desired.filter { !busy.contains($0.model) },
+                        actual: actual.filter { ours($0.model) && !busy.contains($0.model) }, settings: settings)
                     for action in round { try await registrar.perform(action) }
                     actions += round
                     let now = try await services.store.registrations().filter { $0.environment == name && ours($0.model) }
