@@ -123,12 +123,12 @@ public final class SQLiteStore: OperationStore, Sendable {
         try writer.read(value)
     }
 
-    /// One short read made of a single statement, prepared once per connection and run without a
-    /// transaction around it (one statement reads one consistent snapshot on its own). For the reads
-    /// every `status` makes: building the query and preparing it again, and the `BEGIN`/`COMMIT`
-    /// around it, cost several times what the query itself does.
-    private func readStatement<T>(_ sql: String, _ value: (Statement) throws -> T) throws -> T {
-        try writer.unsafeReentrantRead { db in try value(try db.cachedStatement(sql: sql)) }
+    /// One short read made of a single statement (one of `HotReads`, prepared once per connection
+    /// with `cachedStatement`), run without a transaction around it: one statement reads one
+    /// consistent snapshot on its own. For the reads every `status` makes: building the query and
+    /// preparing it again, and the `BEGIN`/`COMMIT` around it, cost several times the query itself.
+    private func readOneStatement<T>(_ value: (Database) throws -> T) throws -> T {
+        try writer.unsafeReentrantRead(value)
     }
 
     /// One write transaction, in its turn (see `WriteTurns`; the intake's acceptances go first, from
@@ -207,8 +207,8 @@ public final class SQLiteStore: OperationStore, Sendable {
     }
 
     public func operation(_ id: OperationID) async throws -> OperationRecord? {
-        try readStatement(HotReads.operation) { statement in
-            try OperationRow.fetchOne(statement, arguments: [id.rawValue])?.operation
+        try readOneStatement { db in
+            try OperationRow.fetchOne(db.cachedStatement(sql: HotReads.operation), arguments: [id.rawValue])?.operation
         }
     }
 
@@ -227,8 +227,8 @@ public final class SQLiteStore: OperationStore, Sendable {
 
     /// Only the summary's columns are read: no JSON is decoded.
     public func unfinishedSummaries() async throws -> [OperationSummary] {
-        try readStatement(HotReads.unfinishedSummaries) { statement in
-            try Row.fetchAll(statement).map { try OperationRow.summary($0) }
+        try readOneStatement { db in
+            try Row.fetchAll(db.cachedStatement(sql: HotReads.unfinishedSummaries)).map { try OperationRow.summary($0) }
         }
     }
 
@@ -252,8 +252,9 @@ public final class SQLiteStore: OperationStore, Sendable {
     /// both columns, so the many enables, disables and locks of a release are never read.
     public func revisionMakers(model: String, environment: String, limit: Int) async throws -> [OperationRecord] {
         guard limit > 0 else { return [] }
-        return try readStatement(HotReads.revisionMakers) { statement in
-            try OperationRow.fetchAll(statement, arguments: [model, environment, limit]).map(\.operation)
+        return try readOneStatement { db in
+            try OperationRow.fetchAll(db.cachedStatement(sql: HotReads.revisionMakers), arguments: [model, environment, limit])
+                .map(\.operation)
         }
     }
 
@@ -334,8 +335,9 @@ public final class SQLiteStore: OperationStore, Sendable {
 
     /// The verification with the latest time; of two at the same millisecond, the one recorded last.
     public func lastVerification(model: String, environment: String) async throws -> Verification? {
-        try readStatement(HotReads.lastVerification) { statement in
-            try VerificationRecord.fetchOne(statement, arguments: [model, environment])?.verification
+        try readOneStatement { db in
+            try VerificationRecord.fetchOne(db.cachedStatement(sql: HotReads.lastVerification), arguments: [model, environment])?
+                .verification
         }
     }
 
@@ -388,8 +390,8 @@ public final class SQLiteStore: OperationStore, Sendable {
 
     /// Sorted by environment, so listings are stable.
     public func locks() async throws -> [EnvironmentLock] {
-        try readStatement(HotReads.locks) { statement in
-            try LockRecord.fetchAll(statement).map(\.lock)
+        try readOneStatement { db in
+            try LockRecord.fetchAll(db.cachedStatement(sql: HotReads.locks)).map(\.lock)
         }
     }
 
@@ -413,14 +415,12 @@ public final class SQLiteStore: OperationStore, Sendable {
     private static func registrationRecord(
         _ db: Database, model: String, environment: String
     ) throws -> RegistrationRecord? {
-        try RegistrationRecord
-            .filter(RegistrationRecord.Columns.model == model && RegistrationRecord.Columns.environment == environment)
-            .fetchOne(db)
+        try RegistrationRecord.fetchOne(db.cachedStatement(sql: HotReads.registration), arguments: [environment, model])
     }
 
     public func registration(model: String, environment: String) async throws -> Registration? {
-        try readStatement(HotReads.registration) { statement in
-            try RegistrationRecord.fetchOne(statement, arguments: [environment, model])?.registration
+        try readOneStatement { db in
+            try Self.registrationRecord(db, model: model, environment: environment)?.registration
         }
     }
 
@@ -684,8 +684,9 @@ struct PendingAcceptance: Sendable {
     let continuation: CheckedContinuation<Bool, any Error>
 }
 
-/// The SQL of the reads every `status` makes (see `SQLiteStore.readStatement`), written out once so
-/// each connection prepares it once. Their tests are the store's contract suite.
+/// The SQL of the store's hot reads: those every `status`, `history`, acceptance and runner step
+/// makes (see `SQLiteStore.readOneStatement`), written out once so each connection prepares it once.
+/// Their tests are the store's contract suite.
 enum HotReads {
     static let unfinishedSummaries: String = {
         let unfinished = OperationState.allCases.filter { !$0.isFinished }.map { "'\($0.rawValue)'" }
