@@ -161,8 +161,10 @@ struct Reports: Sendable {
             .filter { configuration.policy.allows(user, "view", in: $0.name) }
         let models = model.map { [$0] } ?? configuration.modelNames.compactMap { configuration.models[$0] }
         // When the user names a model, say so even where it is not deployed; otherwise list what runs.
+        // The store's answers are shared like the cluster's: a burst of `status` costs one read of
+        // each, not one per command.
         let filtered = model != nil
-        let unfinished = try await services.store.unfinishedSummaries()
+        let unfinished = try await reads.read("unfinished-summaries") { try await services.store.unfinishedSummaries() }
         // Every model in every environment is read side by side: a report takes as long as its
         // slowest line, not the sum of them all.
         let pairs = environments.flatMap { env in models.map { (env, $0) } }
@@ -188,7 +190,8 @@ struct Reports: Sendable {
         for ((env, _), line) in zip(pairs, lines) where !unreachable.contains(where: { $0.context == env.kubeContext }) {
             if case .row(let row) = line { rows.append(row) }
         }
-        let locks = try await services.store.locks().filter { lock in environments.contains { $0.name == lock.environment } }
+        let locks = try await reads.read("locks") { try await services.store.locks() }
+            .filter { lock in environments.contains { $0.name == lock.environment } }
         let lockLines = locks.map { lock -> RichText in
             "🔒 \(lock.environment) locked by \(mention: lock.holder) \(Self.ago(lock.since, now: services.time.now()))" + (lock.reason.map { ": \(user: $0)" } ?? "")
         }
@@ -226,7 +229,9 @@ struct Reports: Sendable {
             guard env.router != nil, let router = services.routers.router(for: env) else { return nil }
             return try? await reads.read("router-workers|\(env.name)") { try await router.workers() }
         }()
-        async let verification = services.store.lastVerification(model: model.name, environment: env.name)
+        async let verification = reads.read("last-verification|\(env.name)|\(model.name)") {
+            try await services.store.lastVerification(model: model.name, environment: env.name)
+        }
         let target = env.target(model: model.name)
         let readWorkload = { @Sendable in
             try? await reads.read("workload|\(target.readKey)") { try await services.cluster.workload(target) }
@@ -266,7 +271,9 @@ struct Reports: Sendable {
     /// Enabled, disabled (with who and why), removed, or drifted when the router does not match.
     func routingState(model: String, environment: EnvironmentSettings, workers: [RouterWorker]?) async throws -> RichText {
         guard let settings = environment.router else { return "–" }
-        guard let registration = try await services.store.registration(model: model, environment: environment.name) else {
+        guard let registration = try await reads.read("registration|\(environment.name)|\(model)", {
+            try await services.store.registration(model: model, environment: environment.name)
+        }) else {
             return "not registered"
         }
         var text: RichText
