@@ -249,6 +249,29 @@ public struct ConfigurationLoader {
 
     static let empty = Configuration(environments: [:], models: [:], policy: Policy(roles: []))
 
+    /// `approval:` of an environment: the verbs that wait for a second person, how many approvals,
+    /// and how long a request stays open. Without it, production's verbs wait for one approval
+    /// (`ApprovalPolicy.defaultPolicy`), other environments' nothing.
+    func approvalPolicy(_ node: Node, environment name: String, reader: YAMLReader, section: String) -> ApprovalPolicy {
+        var policy = ApprovalPolicy.defaultPolicy(forEnvironment: name)
+        guard let approval = reader.mapping(node, "approval", in: section) else { return policy }
+        let sub = section + ".approval"
+        reader.checkKeys(approval, known: ["verbs", "approvals", "validFor"], in: sub)
+        if let verbs = reader.strings(approval, "verbs", in: sub) {
+            for (index, verb) in verbs.enumerated() where !ApprovalPolicy.productionVerbs.contains(verb) {
+                reader.problem(approval["verbs"]?.sequence?[index],
+                               "`\(verb)` is not a verb that can wait for approval."
+                               + Suggestions.didYouMean(verb, in: ApprovalPolicy.productionVerbs.sorted()),
+                               fix: "use some of " + ApprovalPolicy.productionVerbs.sorted().map { "`\($0)`" }.joined(separator: ", ")
+                               + ", or `[]` for none")
+            }
+            policy.verbs = Set(verbs).intersection(ApprovalPolicy.productionVerbs)
+        }
+        policy.approvals = reader.int(approval, "approvals", in: sub, range: 1...10, suggested: 1) ?? policy.approvals
+        policy.validFor = reader.duration(approval, "validFor", in: sub, suggested: policy.validFor) ?? policy.validFor
+        return policy
+    }
+
     func environmentSettings(name: String, node: Node, reader: YAMLReader, server: ServerSettings) -> EnvironmentSettings? {
         let section = "environments.\(name)"
         guard node.mapping != nil else {
@@ -256,7 +279,8 @@ public struct ConfigurationLoader {
             return nil
         }
         reader.checkKeys(node, known: ["kubeContext", "namespace", "chart", "chartVersion", "valuesFiles", "replicas", "readinessBudget",
-                                       "verification", "allowedSetKeys", "autoRollback", "capacity", "engineAccess", "router"], in: section)
+                                       "verification", "allowedSetKeys", "autoRollback", "capacity", "engineAccess", "router",
+                                       "approval"], in: section)
         guard let namespace = reader.string(node, "namespace", in: section, required: true),
               let chart = reader.string(node, "chart", in: section, required: true)
         else { return nil }
@@ -320,6 +344,7 @@ public struct ConfigurationLoader {
                 ?? settings.latencyTarget
             environment.verification = settings
         }
+        environment.approval = approvalPolicy(node, environment: name, reader: reader, section: section)
         if let capacity = reader.mapping(node, "capacity", in: section) {
             let sub = section + ".capacity"
             reader.checkKeys(capacity, known: ["whenShort", "waitUpTo"], in: sub)

@@ -135,7 +135,7 @@ public struct ConsoleSession: Sendable {
 
         mutating func record(_ outcome: CommandOutcome, line: Int, command: String) {
             switch outcome {
-            case .completed: break
+            case .completed, .awaitingApproval: break
             case .refused: unsuccessful.append(.init(line: line, command: command, failed: false))
             case .failed: unsuccessful.append(.init(line: line, command: command, failed: true))
             }

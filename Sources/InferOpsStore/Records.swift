@@ -39,6 +39,7 @@ struct OperationRow: FetchableRecord, PersistableRecord {
         static let heartbeatAt = Column("heartbeat_at")
         static let cancelRequestedBy = Column("cancel_requested_by")
         static let cancelRequestedAt = Column("cancel_requested_at")
+        static let approval = Column("approval")
     }
 
     /// What an update from a workflow writes: every column but the owner's and a cancel request's.
@@ -46,7 +47,7 @@ struct OperationRow: FetchableRecord, PersistableRecord {
         Columns.id, Columns.kind, Columns.requester, Columns.environment, Columns.model, Columns.release,
         Columns.namespace, Columns.kubeContext, Columns.state, Columns.plan, Columns.planDigest, Columns.revision,
         Columns.revisions, Columns.command, Columns.thread, Columns.outcome, Columns.createdAt, Columns.updatedAt,
-        Columns.request, Columns.cardChannel, Columns.cardID, Columns.checkpoint,
+        Columns.request, Columns.cardChannel, Columns.cardID, Columns.checkpoint, Columns.approval,
     ].map(\.name)
 
     var operation: OperationRecord
@@ -121,7 +122,8 @@ struct OperationRow: FetchableRecord, PersistableRecord {
             checkpoint: try row.decodeJSON(Checkpoint.self, forColumn: Columns.checkpoint, table: table)
                 ?? Checkpoint(),
             owner: owner,
-            cancelRequest: cancelRequest
+            cancelRequest: cancelRequest,
+            approval: try row.decodeJSON(ApprovalRequest.self, forColumn: Columns.approval, table: table)
         )
     }
 
@@ -183,6 +185,7 @@ struct OperationRow: FetchableRecord, PersistableRecord {
         container[Columns.heartbeatAt] = operation.owner.map { StoredTime.milliseconds($0.heartbeat) }
         container[Columns.cancelRequestedBy] = operation.cancelRequest?.by.rawValue
         container[Columns.cancelRequestedAt] = operation.cancelRequest.map { StoredTime.milliseconds($0.at) }
+        container[Columns.approval] = try operation.approval.map(Self.json)
     }
 
     /// Sorted keys, so the same value is always the same text.

@@ -593,6 +593,20 @@ public final class SQLiteStore: OperationStore, Sendable {
         }
     }
 
+    public func recordApproval(
+        _ approval: Approval, of operation: OperationID, digest: String, audit: AuditEntry
+    ) async throws -> ApprovalTally {
+        try await write { db in
+            guard let record = try OperationRow.fetchOne(db, key: operation.rawValue)?.operation else { return .unknown }
+            let (tally, changed) = record.adding(approval, of: digest)
+            if let changed {
+                try OperationRow(changed).update(db, columns: OperationRow.contentColumns)
+                try Self.appendAudit(audit, in: db)
+            }
+            return tally
+        }
+    }
+
     // MARK: For tests
 
     /// Runs raw SQL through the writer, so tests can prove the schema itself refuses what the

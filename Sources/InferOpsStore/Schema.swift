@@ -183,6 +183,14 @@ enum Schema {
             CREATE INDEX inbound_events_accepted_at ON inbound_events (accepted_at);
             """
         ),
+        (
+            // Approvals: the open request of an operation awaiting one (the digest it binds to, how
+            // many approvals, until when) with the approvals given, as JSON.
+            "v8-operation-approval",
+            """
+            ALTER TABLE operations ADD COLUMN approval TEXT CHECK (approval IS NULL OR json_valid(approval));
+            """
+        ),
     ]
 
     /// Work a migration does after its SQL that SQL alone cannot do, keyed by migration name. Like

@@ -299,6 +299,18 @@ public actor InMemoryOperationStore: OperationStore {
         changed()
     }
 
+    public func recordApproval(
+        _ approval: Approval, of operation: OperationID, digest: String, audit: AuditEntry
+    ) -> ApprovalTally {
+        guard let index = snapshot.operations.firstIndex(where: { $0.id == operation }) else { return .unknown }
+        let (tally, changed) = snapshot.operations[index].adding(approval, of: digest)
+        if let changed {
+            snapshot.operations[index] = changed
+            appendAudit(audit)
+        }
+        return tally
+    }
+
     public func requestCancel(_ operation: OperationID, by user: UserID, at: Date) -> OperationRecord? {
         guard let index = snapshot.operations.firstIndex(where: { $0.id == operation }) else { return nil }
         if !snapshot.operations[index].state.isFinished, snapshot.operations[index].cancelRequest == nil {

@@ -131,7 +131,7 @@ struct Serve: AsyncParsableCommand {
 
 struct Exec: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run one command as a user and exit: 0 done, 1 failed, 2 refused.",
+        abstract: "Run one command as a user and exit: 0 done, 1 failed, 2 refused, 3 waiting for approval.",
         discussion: "Example: inferops exec --config config/sandbox.yaml --as alice \"/infer deploy llama-3-8b to staging\""
     )
     @OptionGroup var options: ConfigOption
@@ -169,6 +169,7 @@ struct Exec: AsyncParsableCommand {
         case .completed: return
         case .failed: throw ExitCode(1)
         case .refused: throw ExitCode(2)
+        case .awaitingApproval: throw ExitCode(3)
         }
     }
 }

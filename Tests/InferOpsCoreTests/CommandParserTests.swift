@@ -144,8 +144,8 @@ import Testing
     static let errors: [Invalid] = [
         Invalid(
             "", "No command given.",
-            hint: "Commands: cancel, deploy, deregister, disable, enable, help, history, lock, register, remove, "
-                + "rollback, status, unlock."),
+            hint: "Commands: approve, cancel, deny, deploy, deregister, disable, enable, help, history, lock, register, "
+                + "remove, rollback, status, unlock."),
         Invalid("/infer", "No command given."),
         Invalid("   ", "No command given."),
         Invalid(

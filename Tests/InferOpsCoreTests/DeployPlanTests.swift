@@ -278,7 +278,7 @@ import Testing
         .requested: [.planned, .failed, .cancelled, .interrupted],
         .planned: [.queued, .succeeded, .awaitingApproval, .failed, .cancelled, .interrupted],
         .awaitingApproval: [.approved, .denied, .expired, .failed, .cancelled, .interrupted],
-        .approved: [.queued, .failed, .cancelled, .interrupted],
+        .approved: [.queued, .awaitingApproval, .failed, .cancelled, .interrupted],
         .queued: [.prechecking, .failed, .cancelled, .interrupted],
         // A resumed operation checks reality in `prechecking`, then goes on to the step still to do.
         .prechecking: [.applying, .registering, .waitingReady, .verifying, .failed, .cancelled, .interrupted],

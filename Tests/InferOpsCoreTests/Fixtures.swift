@@ -7,6 +7,12 @@ import Testing
 /// `CatalogFixtureTests` checks that the two stay in step).
 enum Fixtures {
     static let specs: [CommandSpec] = [
+        decision(
+            "approve", summary: "Approve an operation that waits for a second person (production changes).",
+            operation: "The operation id, as shown in its approval request (op-…).",
+            reason: "Why; kept in the audit log and shown in the operation's thread.",
+            examples: ["/infer approve op-1a2b3c4d",
+                       "/infer approve op-1a2b3c4d --reason \"checked the values diff with the on-call\""]),
         CommandSpec(
             name: "cancel", summary: "Cancel an operation that is still queued or running.", permission: "cancel",
             changes: true,
@@ -49,6 +55,11 @@ enum Fixtures {
                 "/infer deploy llama-3-8b to staging --register",
             ]
         ),
+        decision(
+            "deny", summary: "Deny an operation that waits for approval; it ends and never runs.",
+            operation: "The operation id, as shown in its approval request (op-…).",
+            reason: "Why; shown in the operation's thread and kept in the audit log.",
+            examples: ["/infer deny op-1a2b3c4d --reason \"not during the launch freeze\""]),
         routing(
             "deregister", summary: "Take a model out of the router; requests for it get a clear refusal.",
             permission: "register", model: "The registered model.",
@@ -140,6 +151,16 @@ enum Fixtures {
             examples: ["/infer unlock production"]
         ),
     ]
+
+    /// `approve` and `deny` share one shape.
+    static func decision(_ name: String, summary: String, operation: String, reason: String, examples: [String]) -> CommandSpec {
+        CommandSpec(
+            name: name, summary: summary, permission: "approve", changes: true,
+            arguments: [ArgumentSpec(name: "operation", kind: .operation, summary: operation)],
+            options: [OptionSpec(name: "reason", kind: .string, summary: reason)],
+            examples: examples
+        )
+    }
 
     /// The four routing verbs share one shape.
     static func routing(
@@ -318,13 +339,14 @@ extension CommandOutcome {
         switch self {
         case .completed(let id): id
         case .failed(let id, _): id
+        case .awaitingApproval(let id): id
         case .refused: nil
         }
     }
 
     var message: String? {
         switch self {
-        case .completed: nil
+        case .completed, .awaitingApproval: nil
         case .refused(let message), .failed(_, let message): message
         }
     }

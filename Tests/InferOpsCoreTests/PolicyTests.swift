@@ -29,6 +29,8 @@ import Testing
         Row(role: "admin", verb: "enable", dev: true, staging: true, production: true),
         Row(role: "admin", verb: "disable", dev: true, staging: true, production: true),
         Row(role: "admin", verb: "remove", dev: true, staging: true, production: true),
+        Row(role: "admin", verb: "approve", dev: true, staging: true, production: true),
+        Row(role: "admin", verb: "deny", dev: true, staging: true, production: true),
 
         Row(role: "staging-deployer", verb: "deploy", dev: false, staging: true, production: false),
         Row(role: "staging-deployer", verb: "rollback", dev: false, staging: true, production: false),
@@ -43,6 +45,8 @@ import Testing
         Row(role: "staging-deployer", verb: "enable", dev: false, staging: false, production: false),
         Row(role: "staging-deployer", verb: "disable", dev: false, staging: false, production: false),
         Row(role: "staging-deployer", verb: "remove", dev: false, staging: true, production: false),
+        Row(role: "staging-deployer", verb: "approve", dev: false, staging: false, production: false),
+        Row(role: "staging-deployer", verb: "deny", dev: false, staging: false, production: false),
 
         Row(role: "releaser", verb: "deploy", dev: true, staging: false, production: false),
         Row(role: "releaser", verb: "rollback", dev: true, staging: false, production: false),
@@ -57,6 +61,8 @@ import Testing
         Row(role: "releaser", verb: "enable", dev: false, staging: false, production: true),
         Row(role: "releaser", verb: "disable", dev: false, staging: false, production: true),
         Row(role: "releaser", verb: "remove", dev: false, staging: false, production: false),
+        Row(role: "releaser", verb: "approve", dev: false, staging: false, production: false),
+        Row(role: "releaser", verb: "deny", dev: false, staging: false, production: false),
 
         Row(role: "viewer", verb: "deploy", dev: false, staging: false, production: false),
         Row(role: "viewer", verb: "rollback", dev: false, staging: false, production: false),
@@ -71,6 +77,8 @@ import Testing
         Row(role: "viewer", verb: "enable", dev: false, staging: false, production: false),
         Row(role: "viewer", verb: "disable", dev: false, staging: false, production: false),
         Row(role: "viewer", verb: "remove", dev: false, staging: false, production: false),
+        Row(role: "viewer", verb: "approve", dev: false, staging: false, production: false),
+        Row(role: "viewer", verb: "deny", dev: false, staging: false, production: false),
     ]
 
     static let members: [String: UserID] = [

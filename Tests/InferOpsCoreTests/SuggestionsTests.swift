@@ -17,7 +17,7 @@ import Testing
         // A prefix is as close as it gets.
         ("hist", ["history"]),
         ("roll", ["rollback"]),
-        ("de", ["deploy", "deregister"]),
+        ("de", ["deny", "deploy", "deregister"]),
         ("lck", ["lock"]),
     ])
     func suggestsCloseVerbs(word: String, expected: [String]) {

@@ -14,8 +14,8 @@ struct ConfigurationCheckTests {
         #expect(loaded.problems.isEmpty, "\(loaded.problems)")
         #expect(
             loaded.catalog.names == [
-                "cancel", "deploy", "deregister", "disable", "enable", "help", "history", "lock", "register", "remove",
-                "rollback", "status", "unlock",
+                "approve", "cancel", "deny", "deploy", "deregister", "disable", "enable", "help", "history", "lock",
+                "register", "remove", "rollback", "status", "unlock",
             ])
         #expect(loaded.configuration.models.keys.sorted() == ["llama-3-70b", "llama-3-8b", "mistral-7b"])
         #expect(loaded.configuration.environments["staging"] != nil)
@@ -232,6 +232,40 @@ struct ConfigurationCheckTests {
         #expect(problems.first?.message.contains("Did you mean `replicaCount`?") == true)
         #expect(problems.dropFirst().first?.message.contains("Did you mean `engine.hfToken.secretName`") == true)
         #expect(problems.last?.message.contains("has no `image.tag`") == true)
+    }
+
+    @Test("Production's changes wait for one approval by default; `approval:` sets the verbs, the count and the validity")
+    func approvalPolicies() throws {
+        let folder = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let chart = repositoryRoot.appendingPathComponent("deploy/charts/vllm-engine").path
+        let file = try writeConfiguration(
+            models: ["m"],
+            environments: """
+                  production: {namespace: p, chart: \(chart)}
+                  staging: {namespace: s, chart: \(chart)}
+                  eu-production:
+                    namespace: e
+                    chart: \(chart)
+                    approval: {verbs: [deploy, rollback], approvals: 2, validFor: 2h}
+                  dev:
+                    namespace: d
+                    chart: \(chart)
+                    approval: {verbs: [deploy, rolback, lock], approvals: 0, validFor: soon}
+                """,
+            in: folder)
+        let loaded = ConfigurationLoader(path: file).load()
+        let environments = loaded.configuration.environments
+        #expect(environments["production"]?.approval == ApprovalPolicy(verbs: ApprovalPolicy.productionVerbs))
+        #expect(environments["staging"]?.approval == ApprovalPolicy.noApproval)
+        #expect(environments["eu-production"]?.approval == ApprovalPolicy(verbs: ["deploy", "rollback"], approvals: 2,
+                                                                         validFor: .seconds(7200)))
+        let problems = loaded.problems.map(\.message)
+        #expect(problems.contains { $0.contains("`rolback` is not a verb that can wait for approval. Did you mean `rollback`?") },
+                "\(problems)")
+        #expect(problems.contains { $0.contains("`lock` is not a verb that can wait for approval.") })
+        #expect(problems.contains { $0.contains("`approvals` in environments.dev.approval must be a whole number from 1 to 10") })
+        #expect(problems.contains { $0.contains("validFor") })
     }
 
     @Test("A model's values that the chart does not have are an error at their line")

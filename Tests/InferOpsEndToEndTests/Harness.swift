@@ -114,6 +114,11 @@ final class Sandbox {
                   grants:
                     - permissions: [deploy, rollback, cancel, view]
                       environments: [staging]
+                - name: approver
+                  members: [carol]
+                  grants:
+                    - permissions: [approve, view]
+                      environments: ["*"]
             """
         try yaml.write(toFile: config, atomically: true, encoding: .utf8)
     }

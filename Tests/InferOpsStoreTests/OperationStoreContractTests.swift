@@ -969,4 +969,68 @@ struct OperationStoreContractTests {
             #expect(try await store.operation(finished.id) == finished)
         }
     }
+
+    // MARK: Approvals
+
+    @Test("Approvals are counted once per person, only for the digest awaited and before the expiry, each with its audit line",
+          arguments: ContractStore.allCases)
+    func recordApproval(_ kind: ContractStore) async throws {
+        try await kind.withStore { store throws in
+            let audit = { @Sendable (who: String) in
+                AuditEntry(at: moment(2), actor: UserID(who), action: "approve", outcome: "counted", channel: "C1")
+            }
+            let unknown = try await store.recordApproval(
+                Approval(by: UserID("U2"), at: moment(1)), of: OperationID("op-ffffffff"), digest: "sha256:aa", audit: audit("U2"))
+            #expect(unknown == .unknown)
+
+            var waiting = makeOperation("op-00000001", state: .awaitingApproval)
+            waiting.approval = ApprovalRequest(digest: "sha256:aa", required: 2, requestedAt: moment(0), expiresAt: moment(100))
+            try await store.insert(waiting)
+            #expect(try await store.operation(waiting.id) == waiting)
+
+            let first = Approval(by: UserID("U2"), at: moment(2), reason: "read the plan")
+            guard case .counted(let counted) = try await store.recordApproval(first, of: waiting.id, digest: "sha256:aa", audit: audit("U2"))
+            else { Issue.record("not counted"); return }
+            #expect(counted.approval?.approvals == [first])
+            #expect(counted.state == .awaitingApproval)
+            #expect(try await store.operation(waiting.id) == counted)
+
+            let again = try await store.recordApproval(
+                Approval(by: UserID("U2"), at: moment(3)), of: waiting.id, digest: "sha256:aa", audit: audit("U2"))
+            #expect(again == .alreadyApproved(counted))
+            let otherPlan = try await store.recordApproval(
+                Approval(by: UserID("U3"), at: moment(3)), of: waiting.id, digest: "sha256:bb", audit: audit("U3"))
+            #expect(otherPlan == .notAwaiting(counted))
+            let late = try await store.recordApproval(
+                Approval(by: UserID("U3"), at: moment(100)), of: waiting.id, digest: "sha256:aa", audit: audit("U3"))
+            #expect(late == .expired(counted))
+            #expect(try await store.operation(waiting.id) == counted)
+            #expect(try await store.auditLog().map(\.actor) == [UserID("U2")])
+
+            // Two approvers at once are both counted.
+            var second = makeOperation("op-00000002", state: .awaitingApproval)
+            second.approval = ApprovalRequest(digest: "sha256:cc", required: 3, requestedAt: moment(0), expiresAt: moment(100))
+            try await store.insert(second)
+            let secondID = second.id
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for who in ["U4", "U5", "U6"] {
+                    group.addTask {
+                        _ = try await store.recordApproval(
+                            Approval(by: UserID(who), at: moment(5)), of: secondID, digest: "sha256:cc", audit: audit(who))
+                    }
+                }
+                try await group.waitForAll()
+            }
+            let stored = try #require(try await store.operation(second.id)?.approval)
+            #expect(Set(stored.approvals.map(\.by.rawValue)) == ["U4", "U5", "U6"])
+            #expect(stored.isSatisfied)
+
+            var running = makeOperation("op-00000003", state: .approved)
+            running.approval = ApprovalRequest(digest: "sha256:dd", required: 1, requestedAt: moment(0), expiresAt: moment(100))
+            try await store.insert(running)
+            let decided = try await store.recordApproval(
+                Approval(by: UserID("U7"), at: moment(5)), of: running.id, digest: "sha256:dd", audit: audit("U7"))
+            #expect(decided == .notAwaiting(running))
+        }
+    }
 }

@@ -233,6 +233,7 @@ struct SQLiteStoreTests {
                 "v1-operations", "v1-journal", "v1-audit", "v1-verifications", "v1-locks", "v2-operation-revision",
                 "v3-registrations", "v4-registration-version", "v5-audit-chain", "v6-operation-revisions",
                 "v7-operation-intake-and-ownership",
+                "v8-operation-approval",
             ]
         )
     }

@@ -172,13 +172,15 @@ public struct EnvironmentSettings: Hashable, Sendable {
     public var engineAccess: EngineAccess
     /// The LLM router that fronts this environment's engines, if any.
     public var router: RouterSettings?
+    /// The verbs whose operations wait for a second person here (production's by default).
+    public var approval: ApprovalPolicy
 
     public init(
         name: String, kubeContext: String? = nil, namespace: String, chart: String, chartVersion: String? = nil,
         valuesFiles: [String] = [], replicas: Int = 1, readinessBudget: Duration = .seconds(600),
         verification: VerificationSettings = VerificationSettings(), allowedSetKeys: [String] = [],
         autoRollback: Bool = false, capacity: CapacityPolicy = .refuse, engineAccess: EngineAccess = .serviceProxy,
-        router: RouterSettings? = nil
+        router: RouterSettings? = nil, approval: ApprovalPolicy = .noApproval
     ) {
         self.name = name
         self.kubeContext = kubeContext
@@ -194,6 +196,7 @@ public struct EnvironmentSettings: Hashable, Sendable {
         self.capacity = capacity
         self.engineAccess = engineAccess
         self.router = router
+        self.approval = approval
     }
 
     public func target(model: String) -> ReleaseTarget {

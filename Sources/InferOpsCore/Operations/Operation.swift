@@ -42,7 +42,8 @@ public enum OperationState: String, Hashable, Sendable, Codable, CaseIterable {
         case .requested: return ending.union([.planned])
         case .planned: return ending.union([.queued, .succeeded, .awaitingApproval])
         case .awaitingApproval: return ending.union([.approved, .denied, .expired])
-        case .approved: return ending.union([.queued])
+        // An approved plan that changed before it ran asks again.
+        case .approved: return ending.union([.queued, .awaitingApproval])
         case .queued: return ending.union([.prechecking])
         // A resumed operation goes back to `prechecking` to check reality, then on to the step that
         // is still to do: the engines (`waiting_ready`), the GPUs after a remove (`verifying`), the router.
@@ -100,6 +101,9 @@ public struct OperationRecord: Hashable, Sendable, Codable, Identifiable {
     /// A cancel asked for by someone, for the owner to carry out. Changed only by
     /// `requestCancel`; `update(_:from:)` leaves it as stored.
     public var cancelRequest: CancelRequest?
+    /// The open request for approval (`awaiting_approval`) and the approvals given, kept once
+    /// decided. Approvals are added only by `OperationStore.recordApproval`.
+    public var approval: ApprovalRequest?
 
     public init(
         id: OperationID, kind: OperationKind, requester: UserID, environment: String, model: String? = nil,
@@ -107,7 +111,8 @@ public struct OperationRecord: Hashable, Sendable, Codable, Identifiable {
         planDigest: String? = nil, revision: Int? = nil, revisions: [Int] = [], command: String,
         thread: String? = nil, outcome: String? = nil,
         createdAt: Date, updatedAt: Date? = nil, request: OperationRequest? = nil, card: MessageRef? = nil,
-        checkpoint: Checkpoint = Checkpoint(), owner: OperationOwner? = nil, cancelRequest: CancelRequest? = nil
+        checkpoint: Checkpoint = Checkpoint(), owner: OperationOwner? = nil, cancelRequest: CancelRequest? = nil,
+        approval: ApprovalRequest? = nil
     ) {
         self.id = id
         self.kind = kind
@@ -130,6 +135,7 @@ public struct OperationRecord: Hashable, Sendable, Codable, Identifiable {
         self.checkpoint = checkpoint
         self.owner = owner
         self.cancelRequest = cancelRequest
+        self.approval = approval
     }
 }
 

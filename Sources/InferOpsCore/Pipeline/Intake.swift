@@ -40,6 +40,8 @@ public final class Intake: Sendable {
         case answered(CommandOutcome)
         /// An operation was recorded and its status card posted; the runner runs it.
         case accepted(OperationID)
+        /// An operation was recorded to wait for approval; it runs once approved.
+        case awaitingApproval(OperationID)
     }
 
     /// Accepts one event and answers at once. Until the event is acknowledged (its operation's status
@@ -71,6 +73,9 @@ public final class Intake: Sendable {
         case .accepted(let id):
             guard waiting else { return .completed(id) }
             return await runner.outcome(of: id)
+        case .awaitingApproval(let id):
+            // It waits for someone else: the caller goes on.
+            return .awaitingApproval(id)
         }
     }
 
@@ -81,10 +86,28 @@ public final class Intake: Sendable {
         case .command(let command), .mention(let command):
             text = command
         case .action(let action):
+            guard let decision = ApprovalDecision(rawValue: action.name) else {
+                return await answer(event) {
+                    try await self.refuse(
+                        Refusal("The `\(action.name)` action on \(action.operation) is not available here."),
+                        in: conversation)
+                }
+            }
+            // A button takes the command's path: the same permission, the same rules.
+            let environment = (try? await services.store.operation(action.operation))?.environment ?? "*"
+            guard configuration.policy.allows(event.user, "approve", in: environment) else {
+                let denial = Denial(user: event.user, verb: decision.rawValue, permission: "approve", environment: environment,
+                                    grantingRoles: configuration.policy.rolesGranting("approve", in: environment))
+                return await answer(event) {
+                    try await self.audit(event.user, decision.rawValue, environment, action.operation.rawValue, "denied",
+                                         detail: denial.message)
+                    try await self.services.chat.post(.error(denial), in: conversation, operation: nil)
+                    return .refused(denial.message)
+                }
+            }
             return await answer(event) {
-                try await self.refuse(
-                    Refusal("The `\(action.name)` action on \(action.operation) is not available here."),
-                    in: conversation)
+                try await self.decide(decision, action.operation, reason: nil, digest: action.value, user: event.user,
+                                      conversation: conversation)
             }
         }
         do {
@@ -173,7 +196,7 @@ public final class Intake: Sendable {
 
     func authorize(_ command: ValidatedCommand, spec: CommandSpec, user: UserID) async throws {
         switch command {
-        case .cancel(let id):
+        case .cancel(let id), .decide(_, let id, _):
             let environment = try await services.store.operation(id)?.environment ?? "*"
             try configuration.policy.authorize(user, spec.permission, in: environment, verb: spec.name)
         case .status(_, nil):
@@ -225,6 +248,13 @@ public final class Intake: Sendable {
             return await answer(event) { try await self.unlock(environment, reason: reason, user: user, conversation: conversation) }
         case .cancel(let id):
             return await answer(event) { try await self.cancel(id, user: user, conversation: conversation) }
+        case .decide(let decision, let id, let reason):
+            let acknowledgement = await answer(event) {
+                try await self.decide(decision, id, reason: reason, digest: nil, user: user, conversation: conversation)
+            }
+            // The approval that let it run: the piped console and `exec` wait for it like for a deploy.
+            if case .answered(.completed(id)) = acknowledgement, await runner.isStarting(id) { return .accepted(id) }
+            return acknowledgement
         case .deploy(let model, let environment, _, _, true, _):
             return await answer(event) {
                 let plan: DeployPlan
@@ -244,11 +274,13 @@ public final class Intake: Sendable {
                     try await self.refuse(Refusal("`\(environment.name)` has no router configured."), in: conversation)
                 }
             }
+            let approval = environment.approval.requires(spec.name) ? environment.approval : nil
             var operation = OperationRecord(
                 id: .random(), kind: kind, requester: user, environment: environment.name, model: model.name,
                 target: environment.target(model: model.name), state: .planned,
                 command: services.redactor.redact(request.parsed.canonical(spec: spec)),
                 createdAt: services.time.now(), request: request)
+            var deployPlan: DeployPlan?
             if case .deploy = command {
                 let plan: DeployPlan
                 do {
@@ -260,8 +292,12 @@ public final class Intake: Sendable {
                 }
                 operation.plan = plan.canonical
                 operation.planDigest = plan.digest
+                deployPlan = plan
             }
             do {
+                if let approval {
+                    return try await recordAwaitingApproval(operation, policy: approval, plan: deployPlan, event: event)
+                }
                 return try await record(operation, event: event)
             } catch let locked as EnvironmentLocked {
                 return await answer(event) {
@@ -395,6 +431,20 @@ public final class Intake: Sendable {
             return try await refuse(refusal, in: conversation)
         }
         try await audit(user, "cancel", operation.environment, id.rawValue, "accepted", operation: id)
+        if operation.state == .awaitingApproval {
+            // Nothing ran and nobody owns it: it ends here, and no approval can start it later.
+            let reporter = OperationReporter(operation: operation, services: services,
+                                             channel: operation.request?.channel ?? conversation.channel)
+            do {
+                try await reporter.finish(.cancelled, Reply(.warning, "Cancelled by \(mention: user) while it waited for approval; it will not run."))
+            } catch is OperationStateConflict {
+                return try await refuse(Refusal("\(id) was decided meanwhile; `/infer cancel \(id)` again to stop it."), in: conversation)
+            } catch is OperationAlreadyEnded {
+                return try await refuse(Refusal("\(id) has already ended."), in: conversation)
+            }
+            try await services.chat.post(Reply(.warning, "Cancelled \(id); it will not run."), in: conversation, operation: nil)
+            return .completed(id)
+        }
         let where_ = await runner.cancel(id, by: user)
         let message: String
         switch where_ {
@@ -446,7 +496,7 @@ public final class Intake: Sendable {
             .routing(_, let model, _, _), .remove(let model, _, _):
             model.name
         case .status(let model, _): model?.name
-        case .cancel(let id): id.rawValue
+        case .cancel(let id), .decide(_, let id, _): id.rawValue
         case .help(let verb): verb
         case .lock, .unlock: nil
         }

@@ -167,6 +167,11 @@ public actor OperationRunner {
         submitted.contains { $0.id == id }
     }
 
+    /// Whether this runner was given `id` and has not ended it yet.
+    public func isStarting(_ id: OperationID) -> Bool {
+        running[id] != nil || isSubmitted(id)
+    }
+
     // MARK: the loop
 
     /// Runs until `stop()` (or the task is cancelled), then until the running operations have
@@ -264,7 +269,9 @@ public actor OperationRunner {
             // to be gone (then its lease counts as over, whatever its last heartbeat said).
             var candidates: [(id: OperationID, takenOver: Bool, ownerGone: Bool)] = []
             let stale = now.addingTimeInterval(-settings.lease.seconds)
-            for record in try await services.store.unfinishedSummaries()
+            let unfinished = try await services.store.unfinishedSummaries()
+            await expireOverdue(unfinished, now: now)
+            for record in unfinished
             where running[record.id] == nil && !candidates.contains(where: { $0.id == record.id })
                 && record.state != .awaitingApproval {
                 guard let owner = record.owner else {
@@ -543,7 +550,7 @@ public actor OperationRunner {
                                                 registrar: registrar, change: kind, reason: reason, reporter: reporter)
             let configuration = self.configuration
             return { resuming ? try await workflow.resume(configuration: configuration) : try await workflow.run() }
-        case .status, .history, .lock, .unlock, .cancel, .help:
+        case .status, .history, .lock, .unlock, .cancel, .help, .decide:
             try await reporter.finish(.interrupted, Reply(.failure, "Interrupted: `\(record.command)` is not an operation."))
             return nil
         }

@@ -79,6 +79,8 @@ public enum CommandOutcome: Hashable, Sendable {
     case refused(String)
     /// Run, and it failed (possibly rolled back).
     case failed(OperationID?, String)
+    /// Recorded, and waiting for someone else's approval before it runs.
+    case awaitingApproval(OperationID)
 
     public var succeeded: Bool {
         if case .completed = self { return true }

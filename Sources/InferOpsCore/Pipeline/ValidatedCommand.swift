@@ -7,6 +7,8 @@ public enum ValidatedCommand: Hashable, Sendable {
     case lock(environment: EnvironmentSettings, reason: String?)
     case unlock(environment: EnvironmentSettings, reason: String?)
     case cancel(OperationID)
+    /// `approve` or `deny` an operation waiting for approval.
+    case decide(ApprovalDecision, OperationID, reason: String?)
     case help(verb: String?)
     /// `register`, `deregister`, `enable` or `disable`.
     case routing(OperationKind, model: ModelSpec, environment: EnvironmentSettings, reason: String?)
@@ -22,7 +24,7 @@ public enum ValidatedCommand: Hashable, Sendable {
             environment
         case .status(_, let environment):
             environment
-        case .cancel, .help:
+        case .cancel, .help, .decide:
             nil
         }
     }
@@ -74,6 +76,9 @@ public struct CommandValidator: Sendable {
             return .unlock(environment: try environment(command.argument("environment")), reason: command.option("reason"))
         case "cancel":
             return .cancel(OperationID(command.argument("operation") ?? ""))
+        case "approve", "deny":
+            return .decide(command.verb == "approve" ? .approve : .deny, OperationID(command.argument("operation") ?? ""),
+                           reason: command.option("reason"))
         case "register", "deregister", "enable", "disable":
             let environment = try environment(command.argument("environment"))
             guard environment.router != nil else {

@@ -92,6 +92,13 @@ public protocol OperationStore: Sendable {
     /// - Returns: the operation as stored afterwards; `nil` when there is no such operation.
     ///   A finished operation is returned unchanged.
     func requestCancel(_ operation: OperationID, by user: UserID, at: Date) async throws -> OperationRecord?
+    /// Adds `approval` to an operation awaiting approval of `digest`, with `audit`, in one
+    /// transaction that checks it still awaits one for that digest, has not expired at
+    /// `approval.at`, and has no approval from the same person (`OperationRecord.adding`). Two
+    /// approvers at once are both counted; the same one twice, once. It never changes the state:
+    /// the caller moves a satisfied request on with `update(_:from:)`.
+    func recordApproval(_ approval: Approval, of operation: OperationID, digest: String, audit: AuditEntry)
+        async throws -> ApprovalTally
 }
 
 /// The operation was closed (cancelled) before it could claim its release; it must not run.
