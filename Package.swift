@@ -44,7 +44,10 @@ let package = Package(
             providers: [.apt(["zlib1g-dev"])]
         ),
         // Helm reads its release records from the Kubernetes API (`HelmStorage`), so it sits on InferOpsKube.
-        .target(name: "InferOpsHelm", dependencies: ["InferOpsCore", "InferOpsKube", "CZlib"], swiftSettings: strict),
+        .target(
+            name: "InferOpsHelm",
+            dependencies: ["InferOpsCore", "InferOpsKube", "CZlib", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: strict),
         .target(name: "InferOpsRouter", dependencies: ["InferOpsCore", "InferOpsHTTP"], swiftSettings: strict),
         .target(
             name: "InferOpsServer",

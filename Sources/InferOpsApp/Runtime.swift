@@ -86,7 +86,7 @@ public struct Runtime: Sendable {
         let services = Services(
             store: store, releases: releases, cluster: kube.clusterInspector(), engines: engines,
             chat: ConsoleTransport(output: output), routers: routers, observer: MetricsObserver(metrics: metrics),
-            logger: logger
+            logger: logger, planContents: ChartContents()
         ).redacting(for: configuration, extra: kube.credentialLiterals)
         started = true
         let identity = OperationRunner.Identity.random(host: ProcessInfo.processInfo.hostName, pid: getpid())

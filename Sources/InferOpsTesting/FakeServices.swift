@@ -10,6 +10,8 @@ public struct FakeServices: Sendable {
     public let chat: RecordingChat
     /// The router of every environment that has router settings.
     public let router: FakeRouter
+    /// What the plans' charts and values files contain.
+    public let planContents: FakePlanContents
 
     public init(time: ManualTime = ManualTime()) {
         self.time = time
@@ -19,11 +21,12 @@ public struct FakeServices: Sendable {
         engines = FakeEngineClient(time: time)
         chat = RecordingChat()
         router = FakeRouter()
+        planContents = FakePlanContents()
     }
 
     public var services: Services {
         Services(
             store: store, releases: releases, cluster: cluster, engines: engines, chat: chat, routers: router,
-            time: time)
+            time: time, planContents: planContents)
     }
 }

@@ -106,7 +106,8 @@ import Testing
         #expect(await h.record(id)?.approval?.approvals.count == 1)
         #expect(h.releases.changingCalls.isEmpty)
 
-        #expect(await h.run("/infer approve \(id)", as: Self.secondApprover) == .completed(id))
+        let second = await h.run("/infer approve \(id)", as: Self.secondApprover)
+        #expect(second == .completed(id), "\(second) \(h.thread(id))")
         let record = try await h.waitUntilFinished(id)
         #expect(record.state == .succeeded)
         #expect(record.approval?.approvals.map(\.by) == [Self.approver, Self.secondApprover])
@@ -215,6 +216,54 @@ import Testing
         let staged = await h.run("/infer deploy llama-3-8b to staging")
         #expect(try await h.waitUntilFinished(#require(staged.operation)).state == .succeeded)
         #expect(await h.run("/infer status llama-3-8b in production") == .completed(nil))
+    }
+
+    @Test func aPlanWhoseValuesFileChangedAfterApprovalAsksAgainAndAppliesNothing() async throws {
+        let h = Self.harness()
+        let id = try await Self.requestDeploy(h)
+        let approvedDigest = try #require(await h.record(id)?.approval?.digest)
+        // Someone edits production's values file between the approval and the run.
+        h.fakes.planContents.edit("values/production.yaml", to: "replicas doubled")
+
+        let outcome = await h.run("/infer approve \(id)", as: Self.approver)
+
+        #expect(outcome == .awaitingApproval(id), "\(outcome)")
+        let waiting = try #require(await h.record(id))
+        #expect(waiting.state == .awaitingApproval)
+        #expect(waiting.owner == nil)
+        let request = try #require(waiting.approval)
+        #expect(request.digest != approvedDigest)
+        #expect(request.digest == waiting.planDigest)
+        #expect(request.approvals == [])
+        #expect(h.releases.changingCalls.isEmpty)
+        #expect(containsInOrder(h.thread(id), prefixes: [
+            "Approval needed", "Approved by", "The plan changed after it was approved", "Approval needed",
+        ]))
+        // The old approval's button is refused; the new plan runs once approved.
+        let stale = await h.daemon.intake.accept(ChatEvent(
+            id: "e-stale", kind: .action(ChatAction(name: "approve", operation: id, value: approvedDigest)),
+            user: Self.secondApprover, channel: "C0OPS"))
+        #expect(stale.refusal?.contains("now waits for plan") == true, "\(stale)")
+        let second = await h.run("/infer approve \(id)", as: Self.secondApprover)
+        #expect(second == .completed(id), "\(second) \(h.thread(id))")
+        #expect(await h.record(id)?.state == .succeeded)
+        #expect(illegalMoves(await h.store.stateHistory(of: id)) == [])
+    }
+
+    @Test func theDigestCoversTheChartAndValuesFilesContents() throws {
+        var plan = try DeployPlanner.plan(
+            model: Fixtures.llama, environment: Fixtures.settings("production"), chartVersion: nil, overrides: [])
+        plan.contents = PlanContents(chartVersion: "0.1.0", chartDigest: "sha256:chart", valuesDigests: ["sha256:values"])
+        let digest = plan.digest
+        var edited = plan
+        edited.contents?.valuesDigests = ["sha256:other values"]
+        #expect(edited.digest != digest)
+        edited = plan
+        edited.contents?.chartDigest = "sha256:other chart"
+        #expect(edited.digest != digest)
+        edited = plan
+        edited.contents?.chartVersion = "0.2.0"
+        #expect(edited.digest != digest)
     }
 
     @Test func theDefaultAsksForProductionsChangingVerbsOnly() {

@@ -30,7 +30,9 @@ extension Harness {
             owner: owner ?? deadOwner)
         if parsed.verb == "deploy", let modelSpec = configuration.models[model],
            let settings = configuration.environments[environment] {
-            let plan = try DeployPlanner.plan(model: modelSpec, environment: settings, chartVersion: nil, overrides: [])
+            var plan = try DeployPlanner.plan(model: modelSpec, environment: settings, chartVersion: nil, overrides: [])
+            plan.contents = try fakes.planContents.contents(
+                chart: plan.chart, chartVersion: plan.chartVersion, valuesFiles: plan.valuesFiles)
             record.plan = plan.canonical
             record.planDigest = digest ?? plan.digest
         }

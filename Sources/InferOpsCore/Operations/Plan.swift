@@ -15,8 +15,11 @@ public struct DeployPlan: Hashable, Sendable {
     public var replicas: Int
     public var gpusPerReplica: Int
     public var readinessBudget: Duration
+    /// What the chart and the values files contain, once read (`OperationPlanning.readContents`).
+    public var contents: PlanContents?
 
-    /// The plan in canonical JSON: what is hashed and stored.
+    /// The plan in canonical JSON: what is hashed and stored. It covers the chart's and the values
+    /// files' contents once they are read, so a changed file changes the digest.
     public var canonical: JSONValue {
         var object: [String: JSONValue] = [
             "model": .string(model.name),
@@ -34,6 +37,11 @@ public struct DeployPlan: Hashable, Sendable {
         ]
         if let context = target.kubeContext { object["kubeContext"] = .string(context) }
         if let chartVersion { object["chartVersion"] = .string(chartVersion) }
+        if let contents {
+            if let version = contents.chartVersion { object["chartVersionResolved"] = .string(version) }
+            if let digest = contents.chartDigest { object["chartDigest"] = .string(digest) }
+            object["valuesFileDigests"] = .array(contents.valuesDigests.map(JSONValue.string))
+        }
         return .object(object)
     }
 

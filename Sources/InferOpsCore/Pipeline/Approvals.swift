@@ -238,6 +238,28 @@ extension Intake {
 }
 
 extension OperationRunner {
+    /// An approved deploy whose plan changed before it ran (a values file or the chart was edited):
+    /// nothing is applied; it goes back to waiting, for the new digest, with a fresh request and no
+    /// approvals, and this runner lets it go so whoever approves next runs it.
+    nonisolated func askApprovalAgain(
+        _ record: OperationRecord, plan: DeployPlan, environment: EnvironmentSettings, reporter: OperationReporter
+    ) async throws {
+        let now = services.time.now()
+        let old = record.planDigest.map(Intake.shortDigest) ?? "?"
+        let request = ApprovalRequest(
+            digest: plan.digest, required: environment.approval.approvals, requestedAt: now,
+            expiresAt: now.addingTimeInterval(environment.approval.validFor.seconds))
+        try await reporter.askApprovalAgain(
+            plan: plan.canonical, digest: plan.digest, request: request,
+            "The plan changed after it was approved (digest \(old) is now \(plan.shortDigest)): nothing was applied, "
+                + "and it waits for approval of the new plan.")
+        try await services.store.releaseOwnership(of: record.id, instance: identity.instance)
+        let waiting = await reporter.operation
+        try await services.chat.post(
+            Intake.approvalRequest(waiting, plan: plan, configuration: configuration),
+            in: Conversation(channel: waiting.request?.channel ?? "console", thread: waiting.thread), operation: waiting.id)
+    }
+
     /// Ends every operation whose approval request has expired: `expired`, its thread told, nothing
     /// run. Called each full round and when a decision finds a request expired.
     nonisolated func expireOverdue(_ summaries: [OperationSummary], now: Date) async {

@@ -259,7 +259,7 @@ public final class Intake: Sendable {
             return await answer(event) {
                 let plan: DeployPlan
                 do {
-                    plan = try OperationPlanning.deployPlan(command)
+                    plan = try OperationPlanning.deployPlan(command, reading: self.services.planContents)
                 } catch let refusal as Refusal {
                     return try await self.refuse(refusal, in: conversation, audit: (user, "deploy", environment.name, model.name))
                 }
@@ -284,10 +284,10 @@ public final class Intake: Sendable {
             if case .deploy = command {
                 let plan: DeployPlan
                 do {
-                    plan = try OperationPlanning.deployPlan(command)
-                } catch {
+                    plan = try OperationPlanning.deployPlan(command, reading: services.planContents)
+                } catch let refusal as Refusal {
                     return await answer(event) {
-                        try await self.refuse(error, in: conversation, audit: (user, "deploy", environment.name, model.name))
+                        try await self.refuse(refusal, in: conversation, audit: (user, "deploy", environment.name, model.name))
                     }
                 }
                 operation.plan = plan.canonical

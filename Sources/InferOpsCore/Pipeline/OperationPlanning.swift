@@ -20,6 +20,14 @@ enum OperationPlanning {
         }
         return try DeployPlanner.plan(model: model, environment: environment, chartVersion: chartVersion, overrides: overrides)
     }
+
+    /// The deploy plan with what its chart and values files contain now, so its digest binds to them.
+    /// - Throws: `Refusal` for bad input, or a file the plan names that cannot be read.
+    static func deployPlan(_ command: ValidatedCommand, reading reader: any PlanContentsReader) throws -> DeployPlan {
+        var plan = try deployPlan(command)
+        plan.contents = try reader.contents(chart: plan.chart, chartVersion: plan.chartVersion, valuesFiles: plan.valuesFiles)
+        return plan
+    }
 }
 
 /// The status card at the top of an operation's thread: what it is, who asked, where it stands.

@@ -121,6 +121,15 @@ public actor OperationReporter {
     /// Seconds since the current state began, for "took 2.1 s".
     public func stepDuration() -> Duration { stepStarted.duration(to: .now) }
 
+    /// Back to `awaiting_approval` with a new plan and a fresh request (no approvals): the plan
+    /// changed after it was approved.
+    public func askApprovalAgain(plan: JSONValue, digest: String, request: ApprovalRequest, _ message: String) async throws {
+        operation.plan = plan
+        operation.planDigest = digest
+        operation.approval = request
+        try await move(to: .awaitingApproval, message)
+    }
+
     public func setPlan(_ plan: JSONValue, digest: String) async throws {
         operation.plan = plan
         operation.planDigest = digest

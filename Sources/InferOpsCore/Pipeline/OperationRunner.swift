@@ -115,6 +115,8 @@ public actor OperationRunner {
     /// Starts an operation the intake recorded (owned by this runner already), with the status card
     /// the intake posted for it, whose reference is stored before the operation's first step.
     public func submit(_ id: OperationID, card: MessageRef? = nil) {
+        // Submitted again (approved after its plan changed and it asked again): its last ending is past.
+        outcomes[id] = nil
         submitted.append((id, card))
         wake.yield()
     }
@@ -293,9 +295,19 @@ public actor OperationRunner {
         }
     }
 
+    /// What the release gate and the store's claim serialize on: the release, or the model in its
+    /// environment for an operation without one.
+    static func releaseKey(of record: OperationRecord) -> String {
+        record.target?.release ?? "\(record.environment)/\(record.model ?? "")"
+    }
+
     func start(_ claimed: OperationRecord, takenOver: Bool, into group: inout DiscardingTaskGroup) {
         let signal = StopSignal(runnerStopping: stopRequested)
         running[claimed.id] = signal
+        // Run again (approved after its plan changed and it asked again): the last ending is past.
+        outcomes[claimed.id] = nil
+        // Its place in line for the release is taken now, in the order operations start.
+        gate.reserve(Self.releaseKey(of: claimed), for: claimed.id)
         group.addTask { await self.drive(claimed, takenOver: takenOver, signal: signal) }
     }
 
@@ -340,6 +352,8 @@ public actor OperationRunner {
             case nil: return CommandOutcome.failed(claimed.id, "stopped")
             }
         }
+        // Ended before it reached the release (refused, interrupted, waiting again): its place goes.
+        gate.withdraw(Self.releaseKey(of: claimed), for: claimed.id)
         await finished(claimed.id, outcome)
     }
 
@@ -366,8 +380,11 @@ public actor OperationRunner {
                 return .ended(try await closeCancelled(reporter, by: cancel.by))
             }
             let work = try await plan(claimed, reporter: reporter)
-            guard let work else { return .ended(.failed(id, "interrupted")) }
-            let release = claimed.target?.release ?? "\(claimed.environment)/\(claimed.model ?? "")"
+            guard let work else {
+                if await reporter.operation.state == .awaitingApproval { return .ended(.awaitingApproval(id)) }
+                return .ended(.failed(id, "interrupted"))
+            }
+            let release = Self.releaseKey(of: claimed)
             if Self.notStarted.contains(claimed.state) {
                 if let holder = gate.holder(of: release) {
                     try await reporter.move(to: .queued, "Queued behind \(holder) on \(release); it starts when that one ends.")
@@ -375,16 +392,26 @@ public actor OperationRunner {
                     try await reporter.move(to: .queued, "Queued.")
                 }
             }
-            guard await gate.acquire(release, for: id) else { throw CancellationError() }
-            holding = release
-            // A stop asked for before the race in `drive` noticed it still stops the operation here;
-            // a graceful one pauses it before it claims the release, which the one before it may
-            // have paused holding.
-            if signal.reason != nil { throw CancellationError() }
-            if signal.isSuspending { throw OperationSuspended() }
-            try Task.checkCancellation()
-            if Self.notStarted.contains(claimed.state) || claimed.state == .prechecking {
-                if let holder = try await services.store.claimRelease(for: id, release: release, at: services.time.now()) {
+            while true {
+                guard await gate.acquire(release, for: id) else { throw CancellationError() }
+                holding = release
+                // A stop asked for before the race in `drive` noticed it still stops the operation here;
+                // a graceful one pauses it before it claims the release, which the one before it may
+                // have paused holding.
+                if signal.reason != nil { throw CancellationError() }
+                if signal.isSuspending { throw OperationSuspended() }
+                try Task.checkCancellation()
+                guard Self.notStarted.contains(claimed.state) || claimed.state == .prechecking else { break }
+                let holder = try await services.store.claimRelease(for: id, release: release, at: services.time.now())
+                // Resumed after a restart, the operation that held the release may reach the gate after
+                // this one: it runs here, so this one lets it go first and waits for its end.
+                if let holder, holder.id != id, await isStarting(holder.id) {
+                    gate.release(release)
+                    holding = nil
+                    _ = await outcome(of: holder.id)
+                    continue
+                }
+                if let holder {
                     let refusal = Refusal(
                         "\(holder.id) (\(holder.kind.rawValue) by \(mention: holder.requester), \(holder.state.rawValue)) is already working on \(release).",
                         hint: "Wait for it to end, or `/infer cancel \(holder.id)`."
@@ -394,6 +421,7 @@ public actor OperationRunner {
                     return .ended(.refused(refusal.message))
                 }
                 await reporter.releaseClaimed()
+                break
             }
             let outcome = try await work()
             gate.release(release)
@@ -507,9 +535,13 @@ public actor OperationRunner {
         case .deploy(let model, let environment, _, _, _, let register):
             let plan: DeployPlan
             do {
-                plan = try OperationPlanning.deployPlan(validated)
-            } catch {
-                try await reporter.finish(.interrupted, Reply(.failure, "Interrupted: it no longer plans: \(error.text)"))
+                plan = try OperationPlanning.deployPlan(validated, reading: services.planContents)
+            } catch let refusal as Refusal {
+                try await reporter.finish(.interrupted, Reply(.failure, "Interrupted: it no longer plans: \(refusal.text)"))
+                return nil
+            }
+            if let digest = record.planDigest, digest != plan.digest, record.state == .approved, record.approval != nil {
+                try await askApprovalAgain(record, plan: plan, environment: environment, reporter: reporter)
                 return nil
             }
             if let digest = record.planDigest, digest != plan.digest {

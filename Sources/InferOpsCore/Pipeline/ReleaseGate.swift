@@ -1,7 +1,10 @@
 import Synchronization
 
-/// One operation per release at a time inside one daemon, in arrival order. The second waits; it
-/// never interleaves. A waiter whose task is cancelled leaves the queue at once.
+/// One operation per release at a time inside one daemon, in the order they were started. The
+/// second waits; it never interleaves. An operation reserves its place when the runner starts it
+/// (`reserve`), before any of its steps, so the order does not depend on how fast each one plans;
+/// one that ends before it acquires withdraws (`withdraw`). A waiter whose task is cancelled leaves
+/// the queue at once.
 public final class ReleaseGate: Sendable {
     struct Waiter {
         var operation: OperationID
@@ -10,7 +13,27 @@ public final class ReleaseGate: Sendable {
 
     struct State {
         var holders: [String: OperationID] = [:]
+        /// Operations with a place for each release, in order; the holder is not among them.
+        var places: [String: [OperationID]] = [:]
         var waiters: [String: [Waiter]] = [:]
+
+        /// Gives a free `release` to the first operation in line if it is waiting; returns it.
+        mutating func handOver(_ release: String) -> Waiter? {
+            guard holders[release] == nil, let first = places[release]?.first,
+                  let index = waiters[release]?.firstIndex(where: { $0.operation == first })
+            else { return nil }
+            let waiter = waiters[release]!.remove(at: index)
+            if waiters[release]!.isEmpty { waiters[release] = nil }
+            places[release]!.removeFirst()
+            if places[release]!.isEmpty { places[release] = nil }
+            holders[release] = first
+            return waiter
+        }
+
+        mutating func removePlace(_ release: String, _ operation: OperationID) {
+            places[release]?.removeAll { $0 == operation }
+            if places[release]?.isEmpty == true { places[release] = nil }
+        }
     }
 
     let state = Mutex(State())
@@ -20,21 +43,42 @@ public final class ReleaseGate: Sendable {
     /// The operation holding `release`, if any.
     public func holder(of release: String) -> OperationID? { state.withLock { $0.holders[release] } }
 
-    /// Waits until `operation` holds `release`.
+    /// Takes `operation`'s place in line for `release`, once.
+    public func reserve(_ release: String, for operation: OperationID) {
+        state.withLock { state in
+            if state.holders[release] != operation, state.places[release]?.contains(operation) != true {
+                state.places[release, default: []].append(operation)
+            }
+        }
+    }
+
+    /// Gives up `operation`'s place for `release` (it ended before acquiring); the next in line may go.
+    public func withdraw(_ release: String, for operation: OperationID) {
+        let next = state.withLock { state -> Waiter? in
+            state.removePlace(release, operation)
+            return state.handOver(release)
+        }
+        next?.continuation.resume(returning: true)
+    }
+
+    /// Waits until `operation` holds `release`: when it is first in line and the release is free.
+    /// An operation without a place takes the last one.
     /// - Returns: `false` when the task was cancelled while waiting (it then does not hold it).
     public func acquire(_ release: String, for operation: OperationID) async -> Bool {
-        if Task.isCancelled { return false }
+        if Task.isCancelled {
+            withdraw(release, for: operation)
+            return false
+        }
         return await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
-                let granted = state.withLock { state -> Bool in
-                    if state.holders[release] == nil {
-                        state.holders[release] = operation
-                        return true
+                let granted = state.withLock { state -> Waiter? in
+                    if state.places[release]?.contains(operation) != true {
+                        state.places[release, default: []].append(operation)
                     }
                     state.waiters[release, default: []].append(Waiter(operation: operation, continuation: continuation))
-                    return false
+                    return state.handOver(release)
                 }
-                if granted { continuation.resume(returning: true) }
+                granted?.continuation.resume(returning: true)
                 if Task.isCancelled { abandon(release, operation) }
             }
         } onCancel: {
@@ -43,26 +87,22 @@ public final class ReleaseGate: Sendable {
     }
 
     func abandon(_ release: String, _ operation: OperationID) {
-        let waiter = state.withLock { state -> Waiter? in
-            guard let index = state.waiters[release]?.firstIndex(where: { $0.operation == operation }) else { return nil }
+        let (waiter, next) = state.withLock { state -> (Waiter?, Waiter?) in
+            guard let index = state.waiters[release]?.firstIndex(where: { $0.operation == operation }) else { return (nil, nil) }
             let waiter = state.waiters[release]!.remove(at: index)
             if state.waiters[release]!.isEmpty { state.waiters[release] = nil }
-            return waiter
+            state.removePlace(release, operation)
+            return (waiter, state.handOver(release))
         }
         waiter?.continuation.resume(returning: false)
+        next?.continuation.resume(returning: true)
     }
 
-    /// Hands `release` to the next waiter, or frees it.
+    /// Hands `release` to the next in line if it is waiting, or frees it.
     public func release(_ release: String) {
         let next = state.withLock { state -> Waiter? in
-            guard var queue = state.waiters[release], !queue.isEmpty else {
-                state.holders[release] = nil
-                return nil
-            }
-            let next = queue.removeFirst()
-            state.waiters[release] = queue.isEmpty ? nil : queue
-            state.holders[release] = next.operation
-            return next
+            state.holders[release] = nil
+            return state.handOver(release)
         }
         next?.continuation.resume(returning: true)
     }

@@ -11,6 +11,8 @@ public struct Services: Sendable {
     public var routers: any RouterDirectory
     /// Told of every finished step and operation (metrics).
     public var observer: any OperationObserver
+    /// What a plan's chart and values files contain, for its digest.
+    public var planContents: any PlanContentsReader
     public var time: any TimeSource
     public var logger: Logger
     /// Removes secrets from the journal and the audit log; `redacting(for:)` also puts it in front
@@ -21,7 +23,7 @@ public struct Services: Sendable {
         store: any OperationStore, releases: any ReleaseEngine, cluster: any ClusterInspector,
         engines: any EngineClient, chat: any ChatTransport, routers: any RouterDirectory = NoRouters(),
         observer: any OperationObserver = NoObserver(), time: any TimeSource = SystemTime(),
-        logger: Logger = Logger(label: "inferops")
+        logger: Logger = Logger(label: "inferops"), planContents: any PlanContentsReader = UnreadPlanContents()
     ) {
         self.store = store
         self.releases = releases
@@ -30,6 +32,7 @@ public struct Services: Sendable {
         self.chat = chat
         self.routers = routers
         self.observer = observer
+        self.planContents = planContents
         self.time = time
         self.logger = logger
     }
