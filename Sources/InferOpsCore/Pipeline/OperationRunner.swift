@@ -227,8 +227,9 @@ public actor OperationRunner {
         // Recorded by the intake with this runner as their owner: nothing to claim. They start once
         // the intake has acknowledged the events that came with them (or after the bound).
         if !submitted.isEmpty { await acknowledging.quiet(within: settings.acknowledgementsFirst) }
+        // They stay listed as submitted until this round has started them: `isStarting` must not
+        // answer no while one is between the two (its record is read first).
         let fresh = submitted
-        submitted = []
         for (id, card) in fresh where running[id] == nil {
             do {
                 guard var record = try await services.store.operation(id), !record.state.isFinished,
@@ -250,6 +251,8 @@ public actor OperationRunner {
                 services.logger.error("submitted operation not started", metadata: ["operation": "\(id)", "error": "\(error)"])
             }
         }
+        // Submitted meanwhile ones come after these and wait for the next round.
+        submitted.removeFirst(min(fresh.count, submitted.count))
         guard fullRoundDue else { return }
         fullRoundDue = false
         let now = services.time.now()
