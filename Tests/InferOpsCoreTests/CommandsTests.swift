@@ -13,7 +13,8 @@ import Testing
         #expect(await h.run("lock staging --reason \u{201C}incident 4711\u{201D}") == .completed(nil))
         #expect(
             h.chat.posts.last?.title
-                == "🔒 `staging` is locked by @U0ADMIN: incident 4711. Only you can change it until you unlock it.")
+                == "🔒 `staging` is locked by @U0ADMIN: incident 4711. Until it is unlocked, changes there by anyone else "
+                + "are refused; you or anyone with `unlock` there (roles `admin`, `staging-deployer`) can unlock it.")
 
         let refused = await h.run("deploy llama-3-8b to staging", as: Fixtures.deployer)
         #expect(refused == .refused("`staging` is locked by @U0ADMIN: incident 4711."))

@@ -15,7 +15,8 @@ import Testing
         #expect(
             locked.title.segments == [
                 .plain("🔒 `staging` is locked by "), .mention(Fixtures.admin), .plain(": "), .userText(Self.hostile),
-                .plain(". Only you can change it until you unlock it."),
+                .plain(". Until it is unlocked, changes there by anyone else are refused; you or anyone with "
+                       + "`unlock` there (roles `admin`, `staging-deployer`) can unlock it."),
             ])
 
         #expect(await h.run("deploy llama-3-8b to staging", as: Fixtures.deployer) != .completed(nil))

@@ -399,8 +399,14 @@ public final class Intake: Sendable {
             return try await refuse(refusal, in: conversation, audit: (user, "lock", environment.name, nil))
         }
         try await audit(user, "lock", environment.name, nil, "succeeded", detail: reason)
+        // Truthful about who else may act: the lock stops others' operations, not others' unlock.
+        let unlockers = configuration.policy.rolesGranting("unlock", in: environment.name)
+        let others = unlockers.isEmpty
+            ? "" : " or anyone with `unlock` there (role\(unlockers.count == 1 ? "" : "s") "
+                + unlockers.map { "`\($0)`" }.joined(separator: ", ") + ")"
         try await services.chat.post(
-            Reply(.success, "🔒 `\(environment.name)` is locked by \(mention: user)" + (reason.map { ": \(user: $0)" } ?? "") + ". Only you can change it until you unlock it."),
+            Reply(.success, "🔒 `\(environment.name)` is locked by \(mention: user)" + (reason.map { ": \(user: $0)" } ?? "")
+                  + ". Until it is unlocked, changes there by anyone else are refused; you\(others) can unlock it."),
             in: conversation, operation: nil)
         return .completed(nil)
     }
