@@ -95,15 +95,11 @@ public final class Intake: Sendable {
             }
             // A button takes the command's path: the same permission, the same rules.
             let environment = (try? await services.store.operation(action.operation))?.environment ?? "*"
-            guard configuration.policy.allows(event.user, "approve", in: environment) else {
-                let denial = Denial(user: event.user, verb: decision.rawValue, permission: "approve", environment: environment,
-                                    grantingRoles: configuration.policy.rolesGranting("approve", in: environment))
-                return await answer(event) {
-                    try await self.audit(event.user, decision.rawValue, environment, action.operation.rawValue, "denied",
-                                         detail: denial.message)
-                    try await self.services.chat.post(.error(denial), in: conversation, operation: nil)
-                    return .refused(denial.message)
-                }
+            do {
+                try configuration.policy.authorize(event.user, "approve", in: environment, verb: decision.rawValue)
+            } catch {
+                return await answer(event, denied: error, action: decision.rawValue, environment: environment,
+                                    subject: action.operation.rawValue)
             }
             return await answer(event) {
                 try await self.decide(decision, action.operation, reason: nil, digest: action.value, user: event.user,
@@ -125,12 +121,8 @@ public final class Intake: Sendable {
             do {
                 try await authorize(validated, spec: spec, user: event.user)
             } catch let denial as Denial {
-                return await answer(event) {
-                    try await self.audit(event.user, spec.name, validated.environment?.name, self.subject(of: validated),
-                                         "denied", detail: denial.message)
-                    try await self.services.chat.post(.error(denial), in: conversation, operation: nil)
-                    return .refused(denial.message)
-                }
+                return await answer(event, denied: denial, action: spec.name, environment: validated.environment?.name,
+                                    subject: subject(of: validated))
             }
             return try await execute(validated, spec: spec, request: request, event: event, conversation: conversation)
         } catch {
@@ -151,6 +143,18 @@ public final class Intake: Sendable {
             return .answered(try await body())
         } catch {
             return .answered(await report(error, in: conversation))
+        }
+    }
+
+    /// Answers an event that authorization refused: audited as denied, the denial posted.
+    func answer(_ event: ChatEvent, denied denial: Denial, action: String, environment: String?, subject: String?)
+        async -> Acknowledgement
+    {
+        await answer(event) {
+            try await self.audit(event.user, action, environment, subject, "denied", detail: denial.message)
+            try await self.services.chat.post(.error(denial), in: Conversation(channel: event.channel, thread: event.thread),
+                                              operation: nil)
+            return .refused(denial.message)
         }
     }
 
