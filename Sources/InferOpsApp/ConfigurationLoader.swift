@@ -120,6 +120,7 @@ public struct ConfigurationLoader {
         }
         checkReleaseNames(environments: environments, keys: environmentKeys, models: models, reader: reader)
         let policy = policySettings(root, reader: reader, environments: Array(environments.keys), catalog: catalog)
+        checkReferences(environments, policy: policy, root: root, reader: reader)
         problems += Self.checkModelValues(in: modelsFolder, charts: Set(environments.values.map(\.chart)).sorted())
         let valuesFiles = Set(environments.values.flatMap(\.valuesFiles)).sorted()
         let (valuesSecrets, valuesProblems) = Self.checkValuesFiles(valuesFiles)
@@ -280,7 +281,7 @@ public struct ConfigurationLoader {
         }
         reader.checkKeys(node, known: ["kubeContext", "namespace", "chart", "chartVersion", "valuesFiles", "replicas", "readinessBudget",
                                        "verification", "allowedSetKeys", "autoRollback", "capacity", "engineAccess", "router",
-                                       "approval"], in: section)
+                                       "approval", "promotion", "channels", "whenLocked", "breakGlass"], in: section)
         guard let namespace = reader.string(node, "namespace", in: section, required: true),
               let chart = reader.string(node, "chart", in: section, required: true)
         else { return nil }
@@ -345,6 +346,32 @@ public struct ConfigurationLoader {
             environment.verification = settings
         }
         environment.approval = approvalPolicy(node, environment: name, reader: reader, section: section)
+        if let promotion = reader.mapping(node, "promotion", in: section) {
+            let sub = section + ".promotion"
+            reader.checkKeys(promotion, known: ["from", "evidenceWindow"], in: sub)
+            environment.promotion.from = reader.string(promotion, "from", in: sub)
+            environment.promotion.evidenceWindow =
+                reader.duration(promotion, "evidenceWindow", in: sub, suggested: environment.promotion.evidenceWindow)
+                ?? environment.promotion.evidenceWindow
+        }
+        environment.channels = reader.strings(node, "channels", in: section) ?? []
+        if let whenLocked = reader.string(node, "whenLocked", in: section) {
+            if let policy = LockedEnvironmentPolicy(rawValue: whenLocked) {
+                environment.whenLocked = policy
+            } else {
+                reader.problem(node["whenLocked"], "`whenLocked: \(whenLocked)` is not a choice."
+                               + Suggestions.didYouMean(whenLocked, in: LockedEnvironmentPolicy.allCases.map(\.rawValue)),
+                               fix: "use `refuse` (the default) or `queue`")
+            }
+        }
+        if let breakGlass = reader.mapping(node, "breakGlass", in: section) {
+            let sub = section + ".breakGlass"
+            reader.checkKeys(breakGlass, known: ["role", "channel"], in: sub)
+            if let role = reader.string(breakGlass, "role", in: sub, required: true),
+               let channel = reader.string(breakGlass, "channel", in: sub, required: true) {
+                environment.breakGlass = BreakGlassSettings(role: role, channel: channel)
+            }
+        }
         if let capacity = reader.mapping(node, "capacity", in: section) {
             let sub = section + ".capacity"
             reader.checkKeys(capacity, known: ["whenShort", "waitUpTo"], in: sub)
@@ -423,6 +450,27 @@ public struct ConfigurationLoader {
             if name != part { return nil }  // an index into a list: the list's items are not checked
         }
         return nil
+    }
+
+    /// Names one environment's settings give to other parts: the environment promoted from and
+    /// the break-glass role must exist.
+    func checkReferences(_ environments: [String: EnvironmentSettings], policy: Policy, root: Node, reader: YAMLReader) {
+        let roles = policy.roles.map(\.name)
+        for (name, environment) in environments.sorted(by: { $0.key < $1.key }) {
+            let node = root["environments"]?[name]
+            if let from = environment.promotion.from, environments[from] == nil || from == name {
+                reader.problem(node?["promotion"]?["from"],
+                               "`promotion.from: \(from)` of `\(name)` is not another environment."
+                               + Suggestions.didYouMean(from, in: environments.keys.sorted()),
+                               fix: "name the environment whose verified deploys are promoted to `\(name)`")
+            }
+            if let breakGlass = environment.breakGlass, !roles.contains(breakGlass.role) {
+                reader.problem(node?["breakGlass"]?["role"],
+                               "the break-glass role `\(breakGlass.role)` of `\(name)` is not a policy role."
+                               + Suggestions.didYouMean(breakGlass.role, in: roles),
+                               fix: "name a role from `policy.roles`")
+            }
+        }
     }
 
     func policySettings(_ root: Node, reader: YAMLReader, environments: [String], catalog: CommandCatalog) -> Policy {

@@ -51,7 +51,8 @@ public final class ConsoleService: Service, Sendable {
         let typing = self.typing
         let result = await withGracefulShutdownHandler {
             await session.run(lines: lines, startingAs: startingAs, echo: echo, waiting: waiting,
-                              userChanged: { user in typing?.set(user) })
+                              userChanged: { user in typing?.set(user) },
+                              channelChanged: { channel in typing?.set(channel: channel) })
         } onGracefulShutdown: { [input, output, runner, editor] in
             output(Self.stopping)
             input.stop()
@@ -172,10 +173,13 @@ final class StandardInputLines: @unchecked Sendable {
     }
 }
 
-/// Who is typing at the console now, for the prompt: `/as` changes it.
+/// Who is typing at the console now, and in which channel, for the prompt: `/as` and `/in` change them.
 public final class TypingUser: Sendable {
     let user: Mutex<UserID>
+    let channel = Mutex(ConsoleSession.defaultChannel)
     public init(_ user: UserID) { self.user = Mutex(user) }
     public var current: UserID { user.withLock { $0 } }
+    public var currentChannel: String { channel.withLock { $0 } }
     func set(_ next: UserID) { user.withLock { $0 = next } }
+    func set(channel next: String) { channel.withLock { $0 = next } }
 }

@@ -5,11 +5,13 @@ import InferOpsCore
 /// The console chat's input side, a chat port like any other: each line is an event for the intake,
 /// answered at once. Piped input is a script, so each line waits until the operation it started
 /// has ended before the next is read; at a terminal the next line is read at once, and `/infer
-/// status` and `/infer cancel` act on what is running. `/as <user>` switches who is typing.
+/// status` and `/infer cancel` act on what is running. `/as <user>` switches who is typing, and
+/// `/in <channel>` the channel they type in (environments take changes only from their channels).
 public struct ConsoleSession: Sendable {
     let intake: Intake
     let output: @Sendable (String) -> Void
-    let channel = "console"
+    /// The channel the console types in until `/in` switches it.
+    static let defaultChannel = "console"
     /// Who runs the console, recorded beside the chat user that `/as` claims.
     let osUser = OperatingSystemUser.current
 
@@ -23,6 +25,7 @@ public struct ConsoleSession: Sendable {
         case blank
         case quit
         case switchUser(String)
+        case switchChannel(String)
         case command(String)
         /// Not a command the console accepts; the message says what to type instead.
         case rejected(String)
@@ -40,11 +43,19 @@ public struct ConsoleSession: Sendable {
             }
             return .switchUser(name)
         }
+        if lowered == "/in" || lowered.hasPrefix("/in ") {
+            let name = line.dropFirst(3).trimmingCharacters(in: .whitespaces).lowercased()
+            let bare = name.hasPrefix("#") ? String(name.dropFirst()) : name
+            guard CommandParser.isName(bare) else {
+                return .rejected("`/in` needs a channel name, e.g. `/in prod-deploys`.")
+            }
+            return .switchChannel(bare)
+        }
         if lowered == "/infer" || lowered.hasPrefix("/infer ") || lowered.hasPrefix("@inferops") { return .command(line) }
         let first = line.split(separator: " ").first.map(String.init) ?? line
         if first.hasPrefix("/") {
             return .rejected("`\(ConsoleRenderer.literal(String(first.prefix(40))))` is not a console command: "
-                             + "type `/infer …` commands, `/as <user>` to switch user, `/quit` to stop.")
+                             + "type `/infer …` commands, `/as <user>` to switch user, `/in <channel>` to switch channel, `/quit` to stop.")
         }
         return .rejected("Commands start with `/infer`: did you mean `/infer \(ConsoleRenderer.literal(String(line.prefix(60))))`?")
     }
@@ -56,12 +67,13 @@ public struct ConsoleSession: Sendable {
     ///   - prompt: told who is typing after each `/as`, for the interactive prompt.
     public func run(
         lines: AsyncStream<String>, startingAs user: String, echo: Bool, waiting: Bool = true,
-        userChanged: @Sendable (UserID) -> Void = { _ in }
+        userChanged: @Sendable (UserID) -> Void = { _ in }, channelChanged: @Sendable (String) -> Void = { _ in }
     ) async -> Summary {
         // At a terminal every line is handled at once, beside the ones still being answered (a slow
         // `status` never holds the next command); piped lines run one after another.
         await withTaskGroup(of: (Int, String, CommandOutcome).self) { group in
-            var summary = await read(lines, startingAs: user, echo: echo, waiting: waiting, userChanged: userChanged) {
+            var summary = await read(lines, startingAs: user, echo: echo, waiting: waiting, userChanged: userChanged,
+                                     channelChanged: channelChanged) {
                 lineNumber, line, command in
                 group.addTask { (lineNumber, line, await intake.handle(command, waiting: false)) }
             }
@@ -75,9 +87,11 @@ public struct ConsoleSession: Sendable {
 
     func read(
         _ lines: AsyncStream<String>, startingAs user: String, echo: Bool, waiting: Bool,
-        userChanged: @Sendable (UserID) -> Void, concurrently: (Int, String, IncomingCommand) -> Void
+        userChanged: @Sendable (UserID) -> Void, channelChanged: @Sendable (String) -> Void = { _ in },
+        concurrently: (Int, String, IncomingCommand) -> Void
     ) async -> Summary {
         var current = UserID(user)
+        var channel = Self.defaultChannel
         var summary = Summary()
         var lineNumber = 0
         output("InferOps console. You are \(current). `/as <user>` switches user, `/infer help` lists the commands.")
@@ -97,6 +111,11 @@ public struct ConsoleSession: Sendable {
                 summary.commands += 1
                 output("✗ " + message)
                 summary.unsuccessful.append(.init(line: lineNumber, command: line, failed: false))
+            case .switchChannel(let name):
+                summary.commands += 1
+                channel = name
+                channelChanged(name)
+                output("• You are now in \(channel).")
             case .switchUser(let name):
                 summary.commands += 1
                 current = UserID(name)

@@ -341,6 +341,18 @@ public final class SQLiteStore: OperationStore, Sendable {
         }
     }
 
+    public func verifications(model: String?, environment: String?, since: Date) async throws -> [Verification] {
+        try read { db in
+            let columns = VerificationRecord.Columns.self
+            var request = VerificationRecord
+                .filter(columns.at >= StoredTime.milliseconds(since))
+                .order(columns.at.desc, columns.id.desc)
+            if let model { request = request.filter(columns.model == model) }
+            if let environment { request = request.filter(columns.environment == environment) }
+            return try request.fetchAll(db).map(\.verification)
+        }
+    }
+
     // MARK: Locks
 
     /// Check and insert share one immediate write transaction, so two callers can never both

@@ -202,6 +202,14 @@ public actor InMemoryOperationStore: OperationStore {
             .element
     }
 
+    public func verifications(model: String?, environment: String?, since: Date) -> [Verification] {
+        snapshot.verifications.enumerated()
+            .filter { ($0.element.model == model || model == nil) && ($0.element.environment == environment || environment == nil)
+                && $0.element.at >= since }
+            .sorted { ($0.element.at, $0.offset) > ($1.element.at, $1.offset) }
+            .map(\.element)
+    }
+
     public func acquireLock(_ lock: EnvironmentLock) -> EnvironmentLock? {
         if let held = snapshot.locks[lock.environment] { return held }
         snapshot.locks[lock.environment] = lock

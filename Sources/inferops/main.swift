@@ -79,7 +79,7 @@ struct Serve: AsyncParsableCommand {
         if interactive {
             let history = ProcessInfo.processInfo.environment["HOME"].map { $0 + "/.inferops_history" }
             editor = try? LineEditor(historyFile: history) {
-                ConsoleService.prompt(user: typing.current)
+                ConsoleService.prompt(user: typing.current, channel: typing.currentChannel)
             }
         }
         var output = standardOutput
@@ -137,6 +137,9 @@ struct Exec: AsyncParsableCommand {
     @OptionGroup var options: ConfigOption
     @Option(name: .customLong("as"), help: "The user id the command runs as.")
     var user: String
+    @Option(name: .customLong("in"),
+            help: "The channel the command is typed in; environments with `channels` take changes only from those.")
+    var channel: String = "exec"
     @Argument(help: "The command, e.g. \"/infer status\".")
     var command: String
 
@@ -147,7 +150,7 @@ struct Exec: AsyncParsableCommand {
         let runtime = try await start(loaded, runnerSettings: OperationRunner.Settings(shutdownBound: .zero))
         let runner = runtime.runner
         let intake = runtime.intake
-        let command = IncomingCommand(user: UserID(user), text: command, channel: "exec", osUser: OperatingSystemUser.current)
+        let command = IncomingCommand(user: UserID(user), text: command, channel: channel, osUser: OperatingSystemUser.current)
         let outcome = await withSignalsStopping(runner) {
             await withTaskGroup(of: CommandOutcome?.self) { group in
                 group.addTask {

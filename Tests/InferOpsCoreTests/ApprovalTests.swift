@@ -11,8 +11,10 @@ import Testing
     static let deploy = "/infer deploy llama-3-8b to production"
 
     /// Production asks for `approvals` approvals of the default verbs; two people may approve there.
-    static func harness(approvals: Int = 1, validFor: Duration = .seconds(30 * 60)) -> Harness {
+    static func harness(approvals: Int = 1, validFor: Duration = .seconds(30 * 60),
+                        _ adjust: @escaping (inout Configuration) -> Void = { _ in }) -> Harness {
         Harness { configuration in
+            defer { adjust(&configuration) }
             configuration.environments["production"]!.approval =
                 ApprovalPolicy(verbs: ApprovalPolicy.productionVerbs, approvals: approvals, validFor: validFor)
             configuration.policy.roles.append(Policy.Role(

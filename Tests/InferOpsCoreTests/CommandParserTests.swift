@@ -144,7 +144,7 @@ import Testing
     static let errors: [Invalid] = [
         Invalid(
             "", "No command given.",
-            hint: "Commands: approve, cancel, deny, deploy, deregister, disable, enable, help, history, lock, register, "
+            hint: "Commands: approve, cancel, deny, deploy, deregister, disable, enable, help, history, lock, promote, register, "
                 + "remove, rollback, status, unlock."),
         Invalid("/infer", "No command given."),
         Invalid("   ", "No command given."),

@@ -100,6 +100,18 @@ enum Fixtures {
             examples: ["/infer lock production --reason \"incident 4711\""]
         ),
         CommandSpec(
+            name: "promote", summary: "Deploy to an environment what was verified in another (staging unless named).",
+            permission: "promote", changes: true,
+            arguments: [
+                ArgumentSpec(name: "model", kind: .model, summary: "The model to promote."),
+                ArgumentSpec(
+                    name: "source", kind: .environment, keyword: "from", optional: true,
+                    summary: "Where it was verified; the target's `promotion.from`, or staging."),
+                ArgumentSpec(name: "environment", kind: .environment, keyword: "to", summary: "Where to deploy it."),
+            ],
+            examples: ["/infer promote llama-3-8b to production", "/infer promote llama-3-8b from staging to production"]
+        ),
+        CommandSpec(
             name: "remove", summary: "Take a model out of the router, uninstall its release and free its GPUs.",
             permission: "remove", changes: true,
             arguments: [

@@ -31,6 +31,7 @@ import Testing
         Row(role: "admin", verb: "remove", dev: true, staging: true, production: true),
         Row(role: "admin", verb: "approve", dev: true, staging: true, production: true),
         Row(role: "admin", verb: "deny", dev: true, staging: true, production: true),
+        Row(role: "admin", verb: "promote", dev: true, staging: true, production: true),
 
         Row(role: "staging-deployer", verb: "deploy", dev: false, staging: true, production: false),
         Row(role: "staging-deployer", verb: "rollback", dev: false, staging: true, production: false),
@@ -47,6 +48,7 @@ import Testing
         Row(role: "staging-deployer", verb: "remove", dev: false, staging: true, production: false),
         Row(role: "staging-deployer", verb: "approve", dev: false, staging: false, production: false),
         Row(role: "staging-deployer", verb: "deny", dev: false, staging: false, production: false),
+        Row(role: "staging-deployer", verb: "promote", dev: false, staging: false, production: false),
 
         Row(role: "releaser", verb: "deploy", dev: true, staging: false, production: false),
         Row(role: "releaser", verb: "rollback", dev: true, staging: false, production: false),
@@ -63,6 +65,7 @@ import Testing
         Row(role: "releaser", verb: "remove", dev: false, staging: false, production: false),
         Row(role: "releaser", verb: "approve", dev: false, staging: false, production: false),
         Row(role: "releaser", verb: "deny", dev: false, staging: false, production: false),
+        Row(role: "releaser", verb: "promote", dev: false, staging: false, production: false),
 
         Row(role: "viewer", verb: "deploy", dev: false, staging: false, production: false),
         Row(role: "viewer", verb: "rollback", dev: false, staging: false, production: false),
@@ -79,6 +82,7 @@ import Testing
         Row(role: "viewer", verb: "remove", dev: false, staging: false, production: false),
         Row(role: "viewer", verb: "approve", dev: false, staging: false, production: false),
         Row(role: "viewer", verb: "deny", dev: false, staging: false, production: false),
+        Row(role: "viewer", verb: "promote", dev: false, staging: false, production: false),
     ]
 
     static let members: [String: UserID] = [

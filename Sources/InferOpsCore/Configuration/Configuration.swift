@@ -174,6 +174,16 @@ public struct EnvironmentSettings: Hashable, Sendable {
     public var router: RouterSettings?
     /// The verbs whose operations wait for a second person here (production's by default).
     public var approval: ApprovalPolicy
+    /// Where promotions into this environment take their evidence from, and how fresh it must be.
+    public var promotion: PromotionSettings = PromotionSettings()
+    /// The chat channels this environment's changes may be asked for from; empty: any channel.
+    /// Read-only commands (status, history, help) answer everywhere.
+    public var channels: [String] = []
+    /// What a lock held by someone else does to a new operation here: refuse it, or queue it until
+    /// the lock is released.
+    public var whenLocked: LockedEnvironmentPolicy = .refuse
+    /// The emergency path: `rollback --break-glass` without a second approver, for one role.
+    public var breakGlass: BreakGlassSettings?
 
     public init(
         name: String, kubeContext: String? = nil, namespace: String, chart: String, chartVersion: String? = nil,
@@ -199,8 +209,51 @@ public struct EnvironmentSettings: Hashable, Sendable {
         self.approval = approval
     }
 
+    /// Whether a change here may be asked for from `channel`.
+    public func acceptsChanges(from channel: String) -> Bool {
+        channels.isEmpty || channels.contains(channel)
+    }
+
     public func target(model: String) -> ReleaseTarget {
         ReleaseTarget(release: Naming.release(model: model, environment: name), namespace: namespace, kubeContext: kubeContext)
+    }
+}
+
+/// Where a promotion into an environment takes its evidence from.
+public struct PromotionSettings: Hashable, Sendable {
+    /// The environment promoted from when the command names none; `nil`: `staging`.
+    public var from: String?
+    /// How recent the source's verified deploy must be (24 hours by default).
+    public var evidenceWindow: Duration
+
+    public init(from: String? = nil, evidenceWindow: Duration = .seconds(24 * 3600)) {
+        self.from = from
+        self.evidenceWindow = evidenceWindow
+    }
+
+    /// The source environment when the command names none.
+    public var defaultSource: String { from ?? "staging" }
+}
+
+/// What an environment locked by someone else does with a new operation.
+public enum LockedEnvironmentPolicy: String, Hashable, Sendable, CaseIterable {
+    /// Refused at once, saying who holds the lock and why.
+    case refuse
+    /// Recorded and queued; it starts when the lock is released (or is cancelled meanwhile).
+    case queue
+}
+
+/// The emergency path: a rollback that runs without a second approver. Only `rollback`, only for
+/// `role`, only with a reason; it posts a notice and a review request to `channel`.
+public struct BreakGlassSettings: Hashable, Sendable {
+    /// The role whose members may break the glass here.
+    public var role: String
+    /// Where the notice and the review request go (the on-call or incident channel).
+    public var channel: String
+
+    public init(role: String, channel: String) {
+        self.role = role
+        self.channel = channel
     }
 }
 

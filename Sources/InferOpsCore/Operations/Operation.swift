@@ -6,6 +6,11 @@ public enum OperationKind: String, Hashable, Sendable, Codable, CaseIterable {
     case register, deregister, enable, disable
     /// Takes a model out of the router, uninstalls its release and checks its GPUs are free.
     case remove
+    /// A deploy of what was verified in another environment (`PromotionPlanner`).
+    case promote
+
+    /// Whether it installs or upgrades a release with a plan: a deploy or a promotion.
+    public var deploysPlan: Bool { self == .deploy || self == .promote }
 }
 
 /// The life of an operation (DESIGN §3). Every change is recorded before its side effect.

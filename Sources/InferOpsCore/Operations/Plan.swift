@@ -17,6 +17,11 @@ public struct DeployPlan: Hashable, Sendable {
     public var readinessBudget: Duration
     /// What the chart and the values files contain, once read (`OperationPlanning.readContents`).
     public var contents: PlanContents?
+    /// For a promotion: the verified operation it carries forward.
+    public var promotion: PromotionSource?
+    /// The success criteria when they are not the environment's own (a promotion's are the
+    /// stricter of the source's and the target's).
+    public var verification: VerificationSettings?
 
     /// The plan in canonical JSON: what is hashed and stored. It covers the chart's and the values
     /// files' contents once they are read, so a changed file changes the digest.
@@ -42,6 +47,13 @@ public struct DeployPlan: Hashable, Sendable {
             if let digest = contents.chartDigest { object["chartDigest"] = .string(digest) }
             object["valuesFileDigests"] = .array(contents.valuesDigests.map(JSONValue.string))
         }
+        if let promotion { object["promotion"] = promotion.canonical }
+        if let verification {
+            object["successCriteria"] = .object([
+                "warmupRequests": .number(Double(verification.warmupRequests)),
+                "latencyTargetMs": .number(Double(verification.latencyTarget.milliseconds)),
+            ])
+        }
         return .object(object)
     }
 
@@ -51,7 +63,7 @@ public struct DeployPlan: Hashable, Sendable {
         return "sha256:" + hex(hash)
     }
 
-    public var shortDigest: String { String(digest.dropFirst("sha256:".count).prefix(12)) }
+    public var shortDigest: String { Self.short(digest) }
 
     public var gpusNeeded: Int { replicas * gpusPerReplica }
 

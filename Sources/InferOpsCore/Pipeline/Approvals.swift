@@ -23,10 +23,6 @@ extension Intake {
         return "sha256:" + hex(SHA256.hash(data: Data(JSONValue.object(object).canonical.utf8)))
     }
 
-    static func shortDigest(_ digest: String) -> String {
-        String(digest.dropFirst("sha256:".count).prefix(12))
-    }
-
     /// Records an operation that waits for approval: no owner (no runner may start it), its request
     /// with the digest, the approvals needed and the expiry, in the same transaction as the event.
     /// Posts its status card and the approval request in its thread.
@@ -65,19 +61,71 @@ extension Intake {
         }
         Self.acknowledgement?.end()
         try await services.chat.post(
-            Self.approvalRequest(operation, plan: plan, configuration: configuration),
+            Self.approvalRequest(operation, plan: plan, running: await Self.running(operation, services: services), configuration: configuration),
             in: Conversation(channel: event.channel, thread: operation.thread ?? event.thread), operation: operation.id)
         try await forgetOldEvents()
         return .awaitingApproval(operation.id)
     }
 
+    /// What runs now where an operation would change it: Helm's release and the values of the last
+    /// deploy that succeeded there, to show an approver what changes. Unknown parts are left out.
+    static func running(_ operation: OperationRecord, services: Services) async -> RunningRelease {
+        var running = RunningRelease()
+        if let target = operation.target {
+            running.release = try? await services.releases.status(target)
+        }
+        if let model = operation.model,
+           let last = try? await services.store.recentOperations(model: model, environment: operation.environment, limit: 20)
+            .first(where: { $0.kind.deploysPlan && $0.state == .succeeded }) {
+            running.values = last.plan?["values"]
+            running.operation = last.id
+        }
+        return running
+    }
+
     /// What the approver sees: what will change, who asked, the digest, until when, and the actions.
-    static func approvalRequest(_ operation: OperationRecord, plan: DeployPlan?, configuration: Configuration) -> Reply {
+    static func approvalRequest(_ operation: OperationRecord, plan: DeployPlan?, running: RunningRelease = RunningRelease(),
+                                configuration: Configuration) -> Reply {
         let request = operation.approval!
         var fields = [Reply.Field("requested by", "\(mention: operation.requester)" as RichText),
                       Reply.Field("command", "`/infer \(operation.command)`")]
+        var lines: [String] = []
+        if let release = running.release {
+            fields.append(Reply.Field("running now", "revision \(release.revision) (\(release.state))"
+                                      + (release.chart.map { ", chart \($0)" } ?? "")))
+        } else if operation.target != nil {
+            fields.append(Reply.Field("running now", "nothing: this installs it"))
+        }
         if let plan {
-            fields.append(Reply.Field("chart", plan.chart + (plan.chartVersion.map { " \($0)" } ?? " (version from the chart)")))
+            if let promotion = plan.promotion {
+                fields.append(Reply.Field(
+                    "promoted from",
+                    "\(promotion.operation) in \(promotion.environment), plan \(DeployPlan.short(promotion.digest))"))
+                fields.append(Reply.Field(
+                    "its verification",
+                    "answered in \(promotion.latency.spoken) at \(Reports.timestamp(promotion.verifiedAt))"
+                        + (promotion.revision.map { ", revision \($0)" } ?? "")))
+                if let criteria = plan.verification {
+                    fields.append(Reply.Field(
+                        "success criteria", "\(criteria.warmupRequests) warm-up requests, test completion within \(criteria.latencyTarget.spoken)"))
+                }
+            }
+            fields.append(Reply.Field("model values", DeployPlan.short(plan.modelValuesDigest)
+                                      + (plan.promotion.map { $0.valuesDigest == plan.modelValuesDigest ? " (same as the source)" : " (differs from the source)" } ?? "")))
+            if let version = plan.contents?.chartVersion, version != plan.chartVersion {
+                fields.append(Reply.Field("chart", plan.chart + " \(version)" + (plan.chartVersion == nil ? " (as the chart says)" : " (asked: \(plan.chartVersion!))")))
+            } else {
+                fields.append(Reply.Field("chart", plan.chart + (plan.chartVersion.map { " \($0)" } ?? " (version from the chart)")))
+            }
+            if let values = running.values {
+                let diff = ValuesDiff.lines(from: values, to: plan.values)
+                lines.append(diff.isEmpty
+                    ? "Values: the same as the last successful deploy here (\(running.operation?.rawValue ?? "?"))."
+                    : "Values against the last successful deploy here (\(running.operation?.rawValue ?? "?")):")
+                lines += diff.map { "  " + $0 }
+            } else if running.release != nil {
+                lines.append("Values: InferOps has no record of what runs here, so no diff is shown.")
+            }
             if case .object(let image)? = plan.values["image"],
                case .string(let repository)? = image["repository"], case .string(let tag)? = image["tag"] {
                 fields.append(Reply.Field("image", "\(repository):\(tag)"))
@@ -103,7 +151,8 @@ extension Intake {
         let approvers = configuration.policy.rolesGranting("approve", in: operation.environment)
         var reply = Reply(
             .warning, "Approval needed: \(operation.kind.rawValue) in \(operation.environment) (\(operation.id))",
-            lines: ["Nothing runs until \(request.required.counting("person", plural: "people")) other than the requester approve this exact plan."],
+            lines: ["Nothing runs until \(request.required.counting("person", plural: "people")) other than the requester approve this exact plan."]
+                + lines,
             fields: fields,
             hint: approvers.isEmpty
                 ? "No role grants `approve` in `\(operation.environment)`: ask an administrator to add one."
@@ -111,7 +160,7 @@ extension Intake {
         )
         reply.actions = [
             Reply.Action(name: "approve", label: "Approve", value: request.digest, style: .primary,
-                         confirmation: "Approve \(operation.kind.rawValue) in \(operation.environment), plan \(shortDigest(request.digest))?",
+                         confirmation: "Approve \(operation.kind.rawValue) in \(operation.environment), plan \(DeployPlan.short(request.digest))?",
                          command: "/infer approve \(operation.id)"),
             Reply.Action(name: "deny", label: "Deny", value: request.digest, style: .danger,
                          command: "/infer deny \(operation.id) --reason \"…\""),
@@ -144,7 +193,7 @@ extension Intake {
         }
         if let shownDigest, shownDigest != request.digest {
             return try await refuse(Refusal(
-                "That \(verb) was for plan \(Self.shortDigest(shownDigest)), but \(id) now waits for plan \(Self.shortDigest(request.digest)).",
+                "That \(verb) was for plan \(DeployPlan.short(shownDigest)), but \(id) now waits for plan \(DeployPlan.short(request.digest)).",
                 hint: "Read the newer approval request in its thread first."), in: conversation, audit: audited)
         }
         guard user != operation.requester else {
@@ -237,6 +286,14 @@ extension Intake {
     }
 }
 
+/// What runs where an operation would act, for its approval request.
+struct RunningRelease: Sendable {
+    var release: ReleaseStatus?
+    /// The values of the last successful deploy there, and that operation.
+    var values: JSONValue?
+    var operation: OperationID?
+}
+
 extension OperationRunner {
     /// An approved deploy whose plan changed before it ran (a values file or the chart was edited):
     /// nothing is applied; it goes back to waiting, for the new digest, with a fresh request and no
@@ -245,7 +302,7 @@ extension OperationRunner {
         _ record: OperationRecord, plan: DeployPlan, environment: EnvironmentSettings, reporter: OperationReporter
     ) async throws {
         let now = services.time.now()
-        let old = record.planDigest.map(Intake.shortDigest) ?? "?"
+        let old = record.planDigest.map(DeployPlan.short) ?? "?"
         let request = ApprovalRequest(
             digest: plan.digest, required: environment.approval.approvals, requestedAt: now,
             expiresAt: now.addingTimeInterval(environment.approval.validFor.seconds))
@@ -256,7 +313,8 @@ extension OperationRunner {
         try await services.store.releaseOwnership(of: record.id, instance: identity.instance)
         let waiting = await reporter.operation
         try await services.chat.post(
-            Intake.approvalRequest(waiting, plan: plan, configuration: configuration),
+            Intake.approvalRequest(waiting, plan: plan, running: await Intake.running(waiting, services: services),
+                                   configuration: configuration),
             in: Conversation(channel: waiting.request?.channel ?? "console", thread: waiting.thread), operation: waiting.id)
     }
 

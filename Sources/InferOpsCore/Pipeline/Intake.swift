@@ -97,9 +97,12 @@ public final class Intake: Sendable {
             let environment = (try? await services.store.operation(action.operation))?.environment ?? "*"
             do {
                 try configuration.policy.authorize(event.user, "approve", in: environment, verb: decision.rawValue)
-            } catch {
-                return await answer(event, denied: error, action: decision.rawValue, environment: environment,
+                try checkChannel(environment, channel: event.channel)
+            } catch let denial as any UserFacingError {
+                return await answer(event, denied: denial, action: decision.rawValue, environment: environment,
                                     subject: action.operation.rawValue)
+            } catch {
+                return .answered(await report(error, in: conversation))
             }
             return await answer(event) {
                 try await self.decide(decision, action.operation, reason: nil, digest: action.value, user: event.user,
@@ -120,8 +123,12 @@ public final class Intake: Sendable {
                                            osUser: event.osUser, event: event.id)
             do {
                 try await authorize(validated, spec: spec, user: event.user)
+                try await checkChannel(validated, spec: spec, channel: event.channel)
             } catch let denial as Denial {
                 return await answer(event, denied: denial, action: spec.name, environment: validated.environment?.name,
+                                    subject: subject(of: validated))
+            } catch let refusal as WrongChannel {
+                return await answer(event, denied: refusal, action: spec.name, environment: refusal.environment,
                                     subject: subject(of: validated))
             }
             return try await execute(validated, spec: spec, request: request, event: event, conversation: conversation)
@@ -147,7 +154,7 @@ public final class Intake: Sendable {
     }
 
     /// Answers an event that authorization refused: audited as denied, the denial posted.
-    func answer(_ event: ChatEvent, denied denial: Denial, action: String, environment: String?, subject: String?)
+    func answer(_ event: ChatEvent, denied denial: any UserFacingError, action: String, environment: String?, subject: String?)
         async -> Acknowledgement
     {
         await answer(event) {
@@ -220,6 +227,25 @@ public final class Intake: Sendable {
         }
     }
 
+    /// The separation stage: a change to an environment with `channels` is taken only from one of
+    /// them (production's changes from production's channels); reading answers everywhere.
+    func checkChannel(_ command: ValidatedCommand, spec: CommandSpec, channel: String) async throws {
+        guard spec.changes else { return }
+        switch command {
+        case .cancel(let id), .decide(_, let id, _):
+            if let environment = try await services.store.operation(id)?.environment {
+                try checkChannel(environment, channel: channel)
+            }
+        default:
+            if let environment = command.environment { try checkChannel(environment.name, channel: channel) }
+        }
+    }
+
+    func checkChannel(_ environment: String, channel: String) throws(WrongChannel) {
+        guard let settings = configuration.environments[environment], !settings.acceptsChanges(from: channel) else { return }
+        throw WrongChannel(environment: environment, channel: channel, allowed: settings.channels)
+    }
+
     // MARK: execute
 
     func execute(_ command: ValidatedCommand, spec: CommandSpec, request: OperationRequest, event: ChatEvent,
@@ -270,9 +296,10 @@ public final class Intake: Sendable {
                 return try await self.dryRunDeploy(plan, user: user, conversation: conversation)
             }
         case .deploy(let model, let environment, _, _, _, _), .rollback(let model, let environment, _),
-            .routing(_, let model, let environment, _), .remove(let model, let environment, _):
+            .routing(_, let model, let environment, _), .remove(let model, let environment, _),
+            .promote(let model, _, let environment):
             let kind = OperationPlanning.kind(of: command)!
-            if kind != .deploy && kind != .rollback && kind != .remove,
+            if !kind.deploysPlan && kind != .rollback && kind != .remove,
                Registrar(services: services, environment: environment) == nil {
                 return await answer(event) {
                     try await self.refuse(Refusal("`\(environment.name)` has no router configured."), in: conversation)
@@ -285,13 +312,16 @@ public final class Intake: Sendable {
                 command: services.redactor.redact(request.parsed.canonical(spec: spec)),
                 createdAt: services.time.now(), request: request)
             var deployPlan: DeployPlan?
-            if case .deploy = command {
+            if kind.deploysPlan {
                 let plan: DeployPlan
                 do {
-                    plan = try OperationPlanning.deployPlan(command, reading: services.planContents)
+                    plan = kind == .promote
+                        ? try await OperationPlanning.promotionPlan(command, pinned: nil, store: services.store,
+                                                                    reading: services.planContents, now: services.time.now())
+                        : try OperationPlanning.deployPlan(command, reading: services.planContents)
                 } catch let refusal as Refusal {
                     return await answer(event) {
-                        try await self.refuse(refusal, in: conversation, audit: (user, "deploy", environment.name, model.name))
+                        try await self.refuse(refusal, in: conversation, audit: (user, kind.rawValue, environment.name, model.name))
                     }
                 }
                 operation.plan = plan.canonical
@@ -503,7 +533,7 @@ public final class Intake: Sendable {
     func subject(of command: ValidatedCommand) -> String? {
         switch command {
         case .deploy(let model, _, _, _, _, _), .rollback(let model, _, _), .history(let model, _),
-            .routing(_, let model, _, _), .remove(let model, _, _):
+            .routing(_, let model, _, _), .remove(let model, _, _), .promote(let model, _, _):
             model.name
         case .status(let model, _): model?.name
         case .cancel(let id), .decide(_, let id, _): id.rawValue

@@ -7,6 +7,7 @@ enum OperationPlanning {
     static func kind(of command: ValidatedCommand) -> OperationKind? {
         switch command {
         case .deploy(_, _, _, _, false, _): .deploy
+        case .promote: .promote
         case .rollback: .rollback
         case .remove: .remove
         case .routing(let kind, _, _, _): kind
@@ -28,6 +29,35 @@ enum OperationPlanning {
         plan.contents = try reader.contents(chart: plan.chart, chartVersion: plan.chartVersion, valuesFiles: plan.valuesFiles)
         return plan
     }
+
+    /// A promotion's plan, from the newest evidence in the source environment or, for one already
+    /// recorded, from the source its stored plan names (so what was approved is what runs).
+    /// - Throws: `Refusal` when there is no evidence, it no longer holds, or the chart changed since.
+    static func promotionPlan(
+        _ command: ValidatedCommand, pinned: OperationID?, store: any OperationStore, reading reader: any PlanContentsReader,
+        now: Date
+    ) async throws -> DeployPlan {
+        guard case .promote(let model, let source, let environment) = command else {
+            preconditionFailure("not a promotion: \(command)")
+        }
+        let evidence = PromotionEvidence(store: store)
+        let found: (OperationRecord, Verification)
+        if let pinned {
+            guard let still = try await evidence.pinned(pinned) else {
+                throw Refusal("\(pinned), the deploy this promotion carries, is no longer a verified success in `\(source.name)`.",
+                              hint: "Promote again to carry the newest verified deploy.")
+            }
+            found = still
+        } else {
+            found = try await evidence.newest(model: model.name, in: source, window: environment.promotion.evidenceWindow,
+                                              now: now)
+        }
+        var plan = try PromotionPlanner.plan(model: model, source: found.0, verification: found.1,
+                                             sourceEnvironment: source, target: environment)
+        plan.contents = try reader.contents(chart: plan.chart, chartVersion: plan.chartVersion, valuesFiles: plan.valuesFiles)
+        try PromotionPlanner.checkChart(plan, source: found.0)
+        return plan
+    }
 }
 
 /// The status card at the top of an operation's thread: what it is, who asked, where it stands.
@@ -40,6 +70,9 @@ public enum StatusCard {
         let revision = operation.request?.options["to"]?.last.map { " to revision \($0)" } ?? ""
         let what: RichText = switch operation.kind {
         case .deploy: "Deploy \(model) to \(environment)"
+        case .promote:
+            "Promote \(model) to \(environment)"
+                + RichText(PromotionSource.environment(inPlan: operation.plan).map { " from \($0)" } ?? "")
         case .rollback: "Roll back \(model) in \(environment)\(revision)"
         case .remove: "Remove \(model) from \(environment)"
         case .register: "Register \(model) in \(environment)"
@@ -51,7 +84,7 @@ public enum StatusCard {
         var fields: [Reply.Field] = []
         if let release = operation.target?.release { fields.append(Reply.Field("release", release)) }
         if let digest = operation.planDigest {
-            fields.append(Reply.Field("digest", String(digest.dropFirst("sha256:".count).prefix(12))))
+            fields.append(Reply.Field("digest", DeployPlan.short(digest)))
         }
         fields.append(Reply.Field("state", operation.state.rawValue.replacingOccurrences(of: "_", with: " ")))
         if let detail { fields.append(Reply.Field("now", detail)) }

@@ -199,13 +199,17 @@ public struct OperationStateError: Error, CustomStringConvertible {
 }
 
 extension Duration {
-    /// `2.1 s`, `340 ms`, `3 min 12 s`: how durations read in chat.
+    /// `2.1 s`, `340 ms`, `3 min 12 s`, `26 h 5 min`: how durations read in chat.
     public var spoken: String {
         let milliseconds = Double(components.seconds) * 1000 + Double(components.attoseconds) / 1e15
         if milliseconds < 1000 { return "\(Int(milliseconds.rounded())) ms" }
         let seconds = milliseconds / 1000
         if seconds < 60 { return String(format: "%.1f s", seconds) }
         let whole = Int(seconds.rounded())
+        if whole >= 3600 {
+            let minutes = whole % 3600 / 60
+            return "\(whole / 3600) h" + (minutes == 0 ? "" : " \(minutes) min")
+        }
         return "\(whole / 60) min \(whole % 60) s"
     }
 

@@ -470,7 +470,7 @@ public actor OperationRunner {
                     // Helm stopped mid-upgrade marks the revision it was writing failed: that is not
                     // a failure of the deploy, and the resumed one applies again.
                     let record = await reporter.operation
-                    if (error as? ReleaseFailure) == .cancelled, record.kind == .deploy, let target = record.target,
+                    if (error as? ReleaseFailure) == .cancelled, record.kind.deploysPlan, let target = record.target,
                        let now = try? await services.releases.status(target),
                        now.revision > (record.checkpoint.revisionBefore ?? 0) {
                         try? await reporter.recordFailedRevision(now.revision)
@@ -502,7 +502,7 @@ public actor OperationRunner {
         let record = await reporter.operation
         var note = ""
         if let target = record.target, OperationState.holdingRelease.contains(record.state),
-           record.kind == .deploy || record.kind == .rollback || record.kind == .remove {
+           record.kind.deploysPlan || record.kind == .rollback || record.kind == .remove {
             let recovery = ReleaseRecovery(services: services, reporter: reporter, target: target,
                                            budget: configuration.environments[record.environment]?.readinessBudget ?? .seconds(300))
             note = try await recovery.putInOrder(lastGood: record.checkpoint.lastGood)
@@ -535,12 +535,21 @@ public actor OperationRunner {
         let services = self.services
         let resuming = !Self.notStarted.contains(record.state)
         switch validated {
-        case .deploy(let model, let environment, _, _, _, let register):
+        case .deploy(_, let environment, _, _, _, _), .promote(_, _, let environment):
+            var register = false
+            if case .deploy(_, _, _, _, _, let flag) = validated { register = flag }
             let plan: DeployPlan
             do {
-                plan = try OperationPlanning.deployPlan(validated, reading: services.planContents)
+                if case .promote = validated {
+                    plan = try await OperationPlanning.promotionPlan(
+                        validated, pinned: PromotionSource.operation(inPlan: record.plan), store: services.store,
+                        reading: services.planContents, now: services.time.now())
+                } else {
+                    plan = try OperationPlanning.deployPlan(validated, reading: services.planContents)
+                }
             } catch let refusal as Refusal {
-                try await reporter.finish(.interrupted, Reply(.failure, "Interrupted: it no longer plans: \(refusal.text)"))
+                try await reporter.finish(.interrupted, Reply(.failure, "Interrupted: it no longer plans: \(refusal.text)",
+                                                              hint: refusal.hint))
                 return nil
             }
             if let digest = record.planDigest, digest != plan.digest, record.state == .approved, record.approval != nil {
@@ -550,18 +559,21 @@ public actor OperationRunner {
             if let digest = record.planDigest, digest != plan.digest {
                 try await reporter.finish(.interrupted, Reply(
                     .failure, "Interrupted: the plan changed since it was accepted (the configuration was edited); nothing more was applied.",
-                    hint: "Deploy again to apply the new plan: `/infer \(record.command)`."))
+                    hint: "Ask again to apply the new plan: `/infer \(record.command)`."))
                 return nil
             }
             if record.state == .planned {
                 try await reporter.setPlan(plan.canonical, digest: plan.digest)
                 try await reporter.report(Reply(
-                    .progress, "Plan ready: \(plan.replicas) × \(model.modelID)@\(model.revision), \(plan.gpusPerReplica.counting("GPU")) each.",
+                    .progress, "Plan ready: \(plan.replicas) × \(plan.model.modelID)@\(plan.model.revision), \(plan.gpusPerReplica.counting("GPU")) each.",
                     fields: [Reply.Field("chart", plan.chart + (plan.chartVersion.map { " \($0)" } ?? "")),
                              Reply.Field("digest", plan.shortDigest)]))
             }
+            // A promotion is held to its own success criteria: the stricter of both environments'.
+            var criteria = environment
+            if let verification = plan.verification { criteria.verification = verification }
             let workflow = DeployWorkflow(
-                services: services, plan: plan, environment: environment, reporter: reporter,
+                services: services, plan: plan, environment: criteria, reporter: reporter,
                 registrar: Registrar(services: services, environment: environment),
                 registers: register || environment.router?.autoRegister == true,
                 routingDenial: automaticRoutingDenial(request.requester, in: environment))

@@ -2,6 +2,8 @@
 public enum ValidatedCommand: Hashable, Sendable {
     case deploy(model: ModelSpec, environment: EnvironmentSettings, chartVersion: String?, overrides: [String], dryRun: Bool, register: Bool)
     case rollback(model: ModelSpec, environment: EnvironmentSettings, revision: Int?)
+    /// Deploy to `environment` what was verified in `source`.
+    case promote(model: ModelSpec, source: EnvironmentSettings, environment: EnvironmentSettings)
     case status(model: ModelSpec?, environment: EnvironmentSettings?)
     case history(model: ModelSpec, environment: EnvironmentSettings)
     case lock(environment: EnvironmentSettings, reason: String?)
@@ -20,7 +22,7 @@ public enum ValidatedCommand: Hashable, Sendable {
         switch self {
         case .deploy(_, let environment, _, _, _, _), .rollback(_, let environment, _), .history(_, let environment),
             .lock(let environment, _), .unlock(let environment, _), .routing(_, _, let environment, _),
-            .remove(_, let environment, _):
+            .remove(_, let environment, _), .promote(_, _, let environment):
             environment
         case .status(_, let environment):
             environment
@@ -63,6 +65,19 @@ public struct CommandValidator: Sendable {
                 model: try model(command.argument("model")), environment: try environment(command.argument("environment")),
                 revision: command.option("to").flatMap { Int($0) }
             )
+        case "promote":
+            let target = try environment(command.argument("environment"))
+            let sourceName = command.argument("source") ?? target.promotion.defaultSource
+            guard configuration.environments[sourceName.lowercased()] != nil || command.argument("source") != nil else {
+                throw Refusal("`\(target.name)` names no environment to promote from, and there is no `\(sourceName)`.",
+                              hint: "Name one: `/infer promote \(command.argument("model") ?? "<model>") from <environment> to \(target.name)`.")
+            }
+            let source = try environment(sourceName)
+            guard source.name != target.name else {
+                throw Refusal("A promotion goes from one environment to another, not from `\(target.name)` to itself.",
+                              hint: "To deploy again there: `/infer deploy \(command.argument("model") ?? "<model>") to \(target.name)`.")
+            }
+            return .promote(model: try model(command.argument("model")), source: source, environment: target)
         case "status":
             return .status(
                 model: try command.argument("model").map { name throws(Refusal) in try model(name) },

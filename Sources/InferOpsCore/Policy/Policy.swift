@@ -80,3 +80,28 @@ public struct Denial: UserFacingError, Equatable {
                 + "; ask an administrator to add you."
     }
 }
+
+/// A change asked for from a channel its environment does not take changes from.
+public struct WrongChannel: UserFacingError, Equatable {
+    public var environment: String
+    public var channel: String
+    public var allowed: [String]
+
+    public init(environment: String, channel: String, allowed: [String]) {
+        self.environment = environment
+        self.channel = channel
+        self.allowed = allowed
+    }
+
+    public var message: String { text.plainText }
+
+    public var text: RichText {
+        "Changes to `\(environment)` are taken only in " + RichText(allowed.map { "`\($0)`" }.joined(separator: ", "))
+            + ", not in `\(user: channel)`."
+    }
+
+    public var hint: String? {
+        "Ask in " + (allowed.first.map { "`\($0)`" } ?? "its channel")
+            + " (in the console: `/in \(allowed.first ?? "<channel>")`); reading commands answer everywhere."
+    }
+}

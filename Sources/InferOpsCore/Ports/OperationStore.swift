@@ -46,6 +46,9 @@ public protocol OperationStore: Sendable {
 
     func recordVerification(_ verification: Verification) async throws
     func lastVerification(model: String, environment: String) async throws -> Verification?
+    /// Verifications made at or after `since`, newest first, optionally for one model and/or
+    /// environment: the evidence a promotion looks for, and the SLO report's verification latencies.
+    func verifications(model: String?, environment: String?, since: Date) async throws -> [Verification]
 
     /// Records the desired routing of a model in an environment, in one step with checking that the
     /// stored one is still the one the caller decided from: at `expectedVersion`, or absent when it is
