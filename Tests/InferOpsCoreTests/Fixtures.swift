@@ -138,9 +138,17 @@ enum Fixtures {
                 OptionSpec(
                     name: "to", kind: .revision,
                     summary: "The Helm revision to return to; the previous one when omitted. See /infer history."
-                )
+                ),
+                OptionSpec(
+                    name: "reason", kind: .string,
+                    summary: "Why; kept in the audit log and shown in the thread. Required with --break-glass."),
+                OptionSpec(
+                    name: "break-glass", kind: .flag,
+                    summary: "Emergency only, for the environment's break-glass role; runs without waiting for approval, "
+                        + "with a reason, announced and sent for review."),
             ],
-            examples: ["/infer rollback llama-3-8b in staging", "/infer rollback llama-3-8b in staging --to 3"]
+            examples: ["/infer rollback llama-3-8b in staging", "/infer rollback llama-3-8b in staging --to 3",
+                       "/infer rollback llama-3-8b in production --break-glass --reason \"INC-4711: revision 8 returns garbage\""]
         ),
         CommandSpec(
             name: "status", summary: "Show what runs where, how it is doing, and what is in flight.",

@@ -124,6 +124,10 @@ public final class Intake: Sendable {
             do {
                 try await authorize(validated, spec: spec, user: event.user)
                 try await checkChannel(validated, spec: spec, channel: event.channel)
+                try authorizeBreakGlass(validated, parsed: parsed, user: event.user)
+            } catch let denial as BreakGlassDenied {
+                return await answer(event, denied: denial, action: spec.name, environment: denial.environment,
+                                    subject: subject(of: validated))
             } catch let denial as Denial {
                 return await answer(event, denied: denial, action: spec.name, environment: validated.environment?.name,
                                     subject: subject(of: validated))
@@ -227,6 +231,14 @@ public final class Intake: Sendable {
         }
     }
 
+    /// `--break-glass` (rollback only, by its declaration) is for the environment's break-glass role.
+    func authorizeBreakGlass(_ command: ValidatedCommand, parsed: ParsedCommand, user: UserID) throws(BreakGlassDenied) {
+        guard parsed.flag("break-glass"), let environment = command.environment else { return }
+        guard let breakGlass = environment.breakGlass, configuration.policy.isMember(user, of: breakGlass.role) else {
+            throw BreakGlassDenied(user: user, environment: environment.name, role: environment.breakGlass?.role)
+        }
+    }
+
     /// The separation stage: a change to an environment with `channels` is taken only from one of
     /// them (production's changes from production's channels); reading answers everywhere.
     func checkChannel(_ command: ValidatedCommand, spec: CommandSpec, channel: String) async throws {
@@ -305,7 +317,9 @@ public final class Intake: Sendable {
                     try await self.refuse(Refusal("`\(environment.name)` has no router configured."), in: conversation)
                 }
             }
-            let approval = environment.approval.requires(spec.name) ? environment.approval : nil
+            // Breaking the glass (authorized above) is the one way past an approval.
+            let breakGlass = request.parsed.flag("break-glass") ? environment.breakGlass : nil
+            let approval = environment.approval.requires(spec.name) && breakGlass == nil ? environment.approval : nil
             var operation = OperationRecord(
                 id: .random(), kind: kind, requester: user, environment: environment.name, model: model.name,
                 target: environment.target(model: model.name), state: .planned,
@@ -332,6 +346,9 @@ public final class Intake: Sendable {
                 if let approval {
                     return try await recordAwaitingApproval(operation, policy: approval, plan: deployPlan, event: event)
                 }
+                if let breakGlass {
+                    return try await recordBrokenGlass(operation, breakGlass: breakGlass, event: event)
+                }
                 return try await record(operation, event: event)
             } catch let locked as EnvironmentLocked {
                 return await answer(event) {
@@ -346,7 +363,8 @@ public final class Intake: Sendable {
     /// records nothing; an environment locked by someone else refuses it), audited and owned by this
     /// daemon's runner so no other picks it up meanwhile; posts its status card and hands both to the
     /// runner, which stores the card's reference.
-    func record(_ operation: OperationRecord, event: ChatEvent) async throws -> Acknowledgement {
+    func record(_ operation: OperationRecord, event: ChatEvent, audited outcome: String = "accepted",
+                detail: String? = nil) async throws -> Acknowledgement {
         var operation = operation
         operation.owner = runner.owner(at: services.time.now())
         let now = services.time.now()
@@ -356,7 +374,7 @@ public final class Intake: Sendable {
                 operation: operation.id, at: now, state: .planned,
                 message: "\(operation.kind.rawValue) requested by \(operation.requester): \(operation.command)"),
             audit: auditEntry(operation.requester, operation.kind.rawValue, operation.environment, operation.model,
-                              "accepted", operation: operation.id),
+                              outcome, operation: operation.id, detail: detail),
             respectsLocks: true)
         guard try await services.store.accept(event: event.id, at: now, starting: acceptance) else {
             return .duplicate
@@ -374,6 +392,34 @@ public final class Intake: Sendable {
         await runner.submit(operation.id, card: card)
         try await forgetOldEvents()
         return .accepted(operation.id)
+    }
+
+    /// A rollback run without a second approver, in an emergency: audited as `break-glass` with its
+    /// reason, and announced in the environment's break-glass channel with a request for review.
+    func recordBrokenGlass(_ operation: OperationRecord, breakGlass: BreakGlassSettings, event: ChatEvent)
+        async throws -> Acknowledgement
+    {
+        let reason = operation.request?.reason ?? ""
+        let acknowledgement = try await record(operation, event: event, audited: "break-glass", detail: reason)
+        guard case .accepted(let id) = acknowledgement else { return acknowledgement }
+        let reviewers = configuration.policy.rolesGranting("approve", in: operation.environment)
+        var notice = Reply(
+            .failure,
+            "🚨 Break glass in \(operation.environment): \(mention: operation.requester) is rolling back "
+                + "\(operation.model ?? "a model") without a second approver: \(user: reason)",
+            lines: ["Review requested: someone with `approve` in `\(operation.environment)`"
+                    + (reviewers.isEmpty ? "" : " (" + reviewers.map { "`\($0)`" }.joined(separator: ", ") + ")")
+                    + " should read its thread and follow up; the audit log marks it `break-glass`."],
+            fields: [Reply.Field("operation", id.rawValue), Reply.Field("command", "`/infer \(operation.command)`"),
+                     Reply.Field("asked in", event.channel)])
+        notice.hint = "`/infer status \(operation.model ?? "") in \(operation.environment)` shows where it stands."
+        do {
+            try await services.chat.post(notice, in: Conversation(channel: breakGlass.channel, thread: nil), operation: nil)
+        } catch {
+            // The rollback goes on: an emergency is not held up by the notice. The audit row stands.
+            services.logger.error("break-glass notice not posted", metadata: ["operation": "\(id)", "error": "\(error)"])
+        }
+        return acknowledgement
     }
 
     func dryRunDeploy(_ plan: DeployPlan, user: UserID, conversation: Conversation) async throws -> CommandOutcome {

@@ -95,6 +95,8 @@ public enum StatusCard {
         case .rolledBack, .cancelled: .warning
         default: .progress
         }
-        return Reply(tone, what + ", requested by \(mention: operation.requester)" + reason, fields: fields)
+        // Run without a second approver: it says so wherever its card is seen.
+        let glass: RichText = operation.request?.parsed.flag("break-glass") == true ? "🚨 Break glass: " : ""
+        return Reply(tone, glass + what + ", requested by \(mention: operation.requester)" + reason, fields: fields)
     }
 }

@@ -61,6 +61,10 @@ public struct CommandValidator: Sendable {
                 overrides: command.values("set"), dryRun: command.flag("dry-run"), register: command.flag("register")
             )
         case "rollback":
+            if command.flag("break-glass"), (command.option("reason") ?? "").trimmingCharacters(in: .whitespaces).isEmpty {
+                throw Refusal("Breaking the glass needs a reason: it goes to the audit log and the review request.",
+                              hint: "Add `--reason \"…\"`, e.g. the incident and what is wrong with the running revision.")
+            }
             return .rollback(
                 model: try model(command.argument("model")), environment: try environment(command.argument("environment")),
                 revision: command.option("to").flatMap { Int($0) }

@@ -48,6 +48,11 @@ public struct Policy: Hashable, Sendable {
         roles.filter { role in role.grants.contains { $0.allows(permission, in: environment) } }.map(\.name).sorted()
     }
 
+    /// Whether `user` is a member of the role called `name`.
+    public func isMember(_ user: UserID, of name: String) -> Bool {
+        roles.contains { $0.name == name && $0.includes(user) }
+    }
+
     /// Throws a `Denial` unless `user` holds `permission` in `environment`.
     public func authorize(_ user: UserID, _ permission: String, in environment: String, verb: String) throws(Denial) {
         guard allows(user, permission, in: environment) else {
@@ -103,5 +108,32 @@ public struct WrongChannel: UserFacingError, Equatable {
     public var hint: String? {
         "Ask in " + (allowed.first.map { "`\($0)`" } ?? "its channel")
             + " (in the console: `/in \(allowed.first ?? "<channel>")`); reading commands answer everywhere."
+    }
+}
+
+/// `--break-glass` refused: the environment has no break-glass path, or the user is not in its role.
+public struct BreakGlassDenied: UserFacingError, Equatable {
+    public var user: UserID
+    public var environment: String
+    /// The configured role, when there is one.
+    public var role: String?
+
+    public init(user: UserID, environment: String, role: String?) {
+        self.user = user
+        self.environment = environment
+        self.role = role
+    }
+
+    public var message: String { text.plainText }
+
+    public var text: RichText {
+        guard let role else { return "`\(environment)` has no break-glass path: its rollbacks wait for approval like the rest." }
+        return "\(mention: user) may not break the glass in `\(environment)`: only the role `\(role)` may."
+    }
+
+    public var hint: String? {
+        role == nil
+            ? "An administrator can add `breakGlass: {role, channel}` to the environment."
+            : "Ask for approval instead: run the rollback without `--break-glass`."
     }
 }
