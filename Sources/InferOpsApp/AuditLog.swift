@@ -18,6 +18,16 @@ public enum AuditLog {
         return (verdict.isIntact, verdict.description)
     }
 
+    /// The service-level report of `inferops slo`, read from the records without the daemon.
+    /// - Throws: `Refusal` as `lines(storagePath:)` does.
+    public static func serviceLevels(storagePath: String, environments: [String], days: Int, now: Date)
+        async throws -> ServiceLevelReport
+    {
+        try await withStore(storagePath) { store in
+            try await ServiceLevels.read(from: store, environments: environments, days: days, now: now)
+        }
+    }
+
     private static func withStore<T>(_ path: String, _ body: (SQLiteStore) async throws -> T) async throws -> T {
         guard FileManager.default.fileExists(atPath: path) else {
             throw Refusal(
@@ -26,7 +36,7 @@ public enum AuditLog {
         do {
             return try await body(SQLiteStore.openReadOnly(path: path))
         } catch let error as SQLiteStoreError {
-            throw Refusal("Cannot read the audit log: \(error.description).")
+            throw Refusal("Cannot read the records: \(error.description).")
         }
     }
 }

@@ -12,7 +12,7 @@ struct InferOps: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "inferops",
         abstract: "Chat-ops for LLM inference on your own GPU Kubernetes clusters.",
-        subcommands: [Serve.self, Exec.self, Check.self, Audit.self]
+        subcommands: [Serve.self, Exec.self, Check.self, Audit.self, SLO.self]
     )
 }
 
@@ -219,6 +219,53 @@ struct Audit: AsyncParsableCommand {
             printError("inferops: \(refusal.message)" + (refusal.hint.map { " \($0)" } ?? ""))
             throw ExitCode(66)
         }
+    }
+}
+
+struct SLO: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "slo",
+        abstract: "Print the service levels met over the last days, as /infer slo does, or as JSON for dashboards.",
+        discussion: "Opens the database read-only. Exits 0 when every objective meets its target, 1 when one misses."
+    )
+    @OptionGroup var options: ConfigOption
+    @Option(name: .customLong("env"), help: "Only this environment (all when omitted).")
+    var environment: String?
+    @Option(help: "The window in days, from 1 to 365.")
+    var days: Int = 30
+    @Flag(help: "Print JSON instead of text.")
+    var json = false
+
+    func run() async throws {
+        let loaded = try options.load()
+        let configuration = loaded.configuration
+        guard (1...365).contains(days) else {
+            printError("inferops: --days must be from 1 to 365.")
+            throw ExitCode(64)
+        }
+        if let environment, configuration.environments[environment] == nil {
+            printError("inferops: there is no environment `\(environment)`. Environments: "
+                       + configuration.environmentNames.joined(separator: ", ") + ".")
+            throw ExitCode(64)
+        }
+        let report: ServiceLevelReport
+        do {
+            report = try await AuditLog.serviceLevels(
+                storagePath: configuration.storage.path,
+                environments: environment.map { [$0] } ?? configuration.environmentNames, days: days, now: Date())
+        } catch let refusal as Refusal {
+            printError("inferops: \(refusal.message)" + (refusal.hint.map { " \($0)" } ?? ""))
+            throw ExitCode(66)
+        }
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
+            encoder.dateEncodingStrategy = .iso8601
+            print(String(decoding: try encoder.encode(report), as: UTF8.self))
+        } else {
+            print(ConsoleRenderer.render(ServiceLevels.reply(report), operation: nil, threaded: false))
+        }
+        if report.objectives.contains(where: { !$0.meetsTarget }) { throw ExitCode(1) }
     }
 }
 

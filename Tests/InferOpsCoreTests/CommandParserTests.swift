@@ -139,13 +139,13 @@ import Testing
 
     static let deployUsage =
         "Usage: `/infer deploy <model> to <environment> [--chart-version \"…\"] [--set key=value …] [--dry-run] [--register]`"
-    static let rollbackUsage = "Usage: `/infer rollback <model> in <environment> [--to N]`"
+    static let rollbackUsage = "Usage: `/infer rollback <model> in <environment> [--to N] [--reason \"…\"] [--break-glass]`"
 
     static let errors: [Invalid] = [
         Invalid(
             "", "No command given.",
             hint: "Commands: approve, cancel, deny, deploy, deregister, disable, enable, help, history, lock, promote, register, "
-                + "remove, rollback, status, unlock."),
+                + "remove, rollback, slo, status, unlock."),
         Invalid("/infer", "No command given."),
         Invalid("   ", "No command given."),
         Invalid(

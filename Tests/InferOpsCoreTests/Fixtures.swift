@@ -148,7 +148,20 @@ enum Fixtures {
                         + "with a reason, announced and sent for review."),
             ],
             examples: ["/infer rollback llama-3-8b in staging", "/infer rollback llama-3-8b in staging --to 3",
-                       "/infer rollback llama-3-8b in production --break-glass --reason \"INC-4711: revision 8 returns garbage\""]
+                       "/infer rollback llama-3-8b in production --break-glass --reason \"INC-4711 bad answers\""]
+        ),
+        CommandSpec(
+            name: "slo", summary: "Show how the service levels were met over the last days (30 unless told).",
+            permission: "view", changes: false,
+            arguments: [
+                ArgumentSpec(
+                    name: "environment", kind: .environment, optional: true,
+                    summary: "Only this environment; every one you may view when omitted.")
+            ],
+            options: [
+                OptionSpec(name: "days", kind: .string, summary: "The window in days, from 1 to 365 (30 when omitted).")
+            ],
+            examples: ["/infer slo", "/infer slo production --days 7"]
         ),
         CommandSpec(
             name: "status", summary: "Show what runs where, how it is doing, and what is in flight.",

@@ -32,6 +32,7 @@ import Testing
         Row(role: "admin", verb: "approve", dev: true, staging: true, production: true),
         Row(role: "admin", verb: "deny", dev: true, staging: true, production: true),
         Row(role: "admin", verb: "promote", dev: true, staging: true, production: true),
+        Row(role: "admin", verb: "slo", dev: true, staging: true, production: true),
 
         Row(role: "staging-deployer", verb: "deploy", dev: false, staging: true, production: false),
         Row(role: "staging-deployer", verb: "rollback", dev: false, staging: true, production: false),
@@ -49,6 +50,7 @@ import Testing
         Row(role: "staging-deployer", verb: "approve", dev: false, staging: false, production: false),
         Row(role: "staging-deployer", verb: "deny", dev: false, staging: false, production: false),
         Row(role: "staging-deployer", verb: "promote", dev: false, staging: false, production: false),
+        Row(role: "staging-deployer", verb: "slo", dev: true, staging: true, production: true),
 
         Row(role: "releaser", verb: "deploy", dev: true, staging: false, production: false),
         Row(role: "releaser", verb: "rollback", dev: true, staging: false, production: false),
@@ -66,6 +68,7 @@ import Testing
         Row(role: "releaser", verb: "approve", dev: false, staging: false, production: false),
         Row(role: "releaser", verb: "deny", dev: false, staging: false, production: false),
         Row(role: "releaser", verb: "promote", dev: false, staging: false, production: false),
+        Row(role: "releaser", verb: "slo", dev: true, staging: true, production: true),
 
         Row(role: "viewer", verb: "deploy", dev: false, staging: false, production: false),
         Row(role: "viewer", verb: "rollback", dev: false, staging: false, production: false),
@@ -83,6 +86,7 @@ import Testing
         Row(role: "viewer", verb: "approve", dev: false, staging: false, production: false),
         Row(role: "viewer", verb: "deny", dev: false, staging: false, production: false),
         Row(role: "viewer", verb: "promote", dev: false, staging: false, production: false),
+        Row(role: "viewer", verb: "slo", dev: true, staging: true, production: true),
     ]
 
     static let members: [String: UserID] = [

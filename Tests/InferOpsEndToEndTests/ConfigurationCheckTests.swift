@@ -15,7 +15,7 @@ struct ConfigurationCheckTests {
         #expect(
             loaded.catalog.names == [
                 "approve", "cancel", "deny", "deploy", "deregister", "disable", "enable", "help", "history", "lock",
-                "register", "remove", "rollback", "status", "unlock",
+                "promote", "register", "remove", "rollback", "slo", "status", "unlock",
             ])
         #expect(loaded.configuration.models.keys.sorted() == ["llama-3-70b", "llama-3-8b", "mistral-7b"])
         #expect(loaded.configuration.environments["staging"] != nil)
@@ -266,6 +266,42 @@ struct ConfigurationCheckTests {
         #expect(problems.contains { $0.contains("`lock` is not a verb that can wait for approval.") })
         #expect(problems.contains { $0.contains("`approvals` in environments.dev.approval must be a whole number from 1 to 10") })
         #expect(problems.contains { $0.contains("validFor") })
+    }
+
+    @Test("Promotion, channels, locks and break glass are read per environment, their mistakes named")
+    func separationSettings() throws {
+        let folder = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let chart = repositoryRoot.appendingPathComponent("deploy/charts/vllm-engine").path
+        let file = try writeConfiguration(
+            models: ["m"],
+            environments: """
+                  staging: {namespace: s, chart: \(chart)}
+                  production:
+                    namespace: p
+                    chart: \(chart)
+                    channels: [C0PROD]
+                    promotion: {from: staging, evidenceWindow: 6h}
+                    whenLocked: queue
+                  dev:
+                    namespace: d
+                    chart: \(chart)
+                    promotion: {from: stagin}
+                    whenLocked: wait
+                    breakGlass: {role: oncall, channel: C0INC}
+                """,
+            in: folder)
+        let loaded = ConfigurationLoader(path: file).load()
+        let production = try #require(loaded.configuration.environments["production"])
+        #expect(production.channels == ["C0PROD"])
+        #expect(production.promotion == PromotionSettings(from: "staging", evidenceWindow: .seconds(6 * 3600)))
+        #expect(production.whenLocked == .queue)
+        #expect(loaded.configuration.environments["staging"]?.channels == [])
+        let problems = loaded.problems.map(\.message)
+        #expect(problems.contains { $0.contains("`promotion.from: stagin` of `dev` is not another environment. Did you mean `staging`?") },
+                "\(problems)")
+        #expect(problems.contains { $0.contains("`whenLocked: wait` is not a choice.") })
+        #expect(problems.contains { $0.contains("the break-glass role `oncall` of `dev` is not a policy role.") })
     }
 
     @Test("A model's values that the chart does not have are an error at their line")

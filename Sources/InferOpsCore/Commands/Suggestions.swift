@@ -3,13 +3,16 @@ public enum Suggestions {
     /// The candidates closest to `word`, closest first, within a distance that grows with its length.
     public static func closest(to word: String, in candidates: [String], limit: Int = 3) -> [String] {
         let target = Array(word.lowercased().unicodeScalars.prefix(64))
-        let threshold = max(2, target.count / 3)
         let scored = candidates.compactMap { candidate -> (String, Int)? in
             let lowered = candidate.lowercased()
             if !target.isEmpty, lowered.hasPrefix(String(String.UnicodeScalarView(target))) {
                 return (candidate, 0)
             }
-            let distance = editDistance(target, Array(lowered.unicodeScalars))
+            let scalars = Array(lowered.unicodeScalars)
+            // Two edits are a typo in `deplyo`, but a different word between `sudo` and `slo`:
+            // a short name allows one.
+            let threshold = min(target.count, scalars.count) <= 3 ? 1 : max(2, target.count / 3)
+            let distance = editDistance(target, scalars)
             return distance <= threshold ? (candidate, distance) : nil
         }
         return scored.sorted { ($0.1, $0.0) < ($1.1, $1.0) }.prefix(limit).map(\.0)

@@ -214,7 +214,7 @@ public final class Intake: Sendable {
         case .cancel(let id), .decide(_, let id, _):
             let environment = try await services.store.operation(id)?.environment ?? "*"
             try configuration.policy.authorize(user, spec.permission, in: environment, verb: spec.name)
-        case .status(_, nil):
+        case .status(_, nil), .slo(nil, _):
             // Status across environments shows only those the user may view; it needs one of them.
             let viewable = configuration.environmentNames.contains { configuration.policy.allows(user, spec.permission, in: $0) }
             if !viewable {
@@ -277,6 +277,15 @@ public final class Intake: Sendable {
                 try await self.services.chat.post(status, in: conversation, operation: nil)
                 // A status that could not reach a cluster is a failure, so scripts see it.
                 return status.tone == .failure ? .failed(nil, status.title.plainText) : .completed(nil)
+            }
+        case .slo(let environment, let days):
+            return await answer(event) {
+                let names = environment.map { [$0.name] }
+                    ?? self.configuration.environmentNames.filter { self.configuration.policy.allows(user, spec.permission, in: $0) }
+                let report = try await ServiceLevels.read(from: self.services.store, environments: names, days: days,
+                                                          now: self.services.time.now())
+                try await self.services.chat.post(ServiceLevels.reply(report), in: conversation, operation: nil)
+                return .completed(nil)
             }
         case .history(let model, let environment):
             return await answer(event) {
@@ -584,7 +593,7 @@ public final class Intake: Sendable {
         case .status(let model, _): model?.name
         case .cancel(let id), .decide(_, let id, _): id.rawValue
         case .help(let verb): verb
-        case .lock, .unlock: nil
+        case .lock, .unlock, .slo: nil
         }
     }
 }

@@ -12,6 +12,8 @@ public enum ValidatedCommand: Hashable, Sendable {
     /// `approve` or `deny` an operation waiting for approval.
     case decide(ApprovalDecision, OperationID, reason: String?)
     case help(verb: String?)
+    /// The service-level report over the last `days` days.
+    case slo(environment: EnvironmentSettings?, days: Int)
     /// `register`, `deregister`, `enable` or `disable`.
     case routing(OperationKind, model: ModelSpec, environment: EnvironmentSettings, reason: String?)
     /// `remove`: out of the router, uninstalled, GPUs free.
@@ -24,7 +26,7 @@ public enum ValidatedCommand: Hashable, Sendable {
             .lock(let environment, _), .unlock(let environment, _), .routing(_, _, let environment, _),
             .remove(_, let environment, _), .promote(_, _, let environment):
             environment
-        case .status(_, let environment):
+        case .status(_, let environment), .slo(let environment, _):
             environment
         case .cancel, .help, .decide:
             nil
@@ -111,6 +113,15 @@ public struct CommandValidator: Sendable {
             return .remove(
                 model: try model(command.argument("model")), environment: try environment(command.argument("environment")),
                 reason: command.option("reason"))
+        case "slo":
+            let days = try command.option("days").map { text throws(Refusal) -> Int in
+                guard let days = Int(text), (1...365).contains(days) else {
+                    throw Refusal("`--days \(CommandParser.excerpt(text))` must be a whole number of days from 1 to 365.")
+                }
+                return days
+            } ?? 30
+            return .slo(environment: try command.argument("environment").map { name throws(Refusal) in try environment(name) },
+                        days: days)
         case "help":
             if let verb = command.argument("verb") {
                 guard catalog.spec(named: verb) != nil else {
