@@ -46,7 +46,7 @@ extension Intake {
                     + "awaiting \(policy.approvals.counting("approval"))"),
             audit: auditEntry(operation.requester, operation.kind.rawValue, operation.environment, operation.model,
                               "approval-requested", operation: operation.id, detail: digest),
-            respectsLocks: true)
+            respectsLocks: configuration.environments[operation.environment]?.whenLocked != .queue)
         guard try await services.store.accept(event: event.id, at: now, starting: acceptance) else {
             return .duplicate
         }

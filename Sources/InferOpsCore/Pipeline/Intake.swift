@@ -384,7 +384,7 @@ public final class Intake: Sendable {
                 message: "\(operation.kind.rawValue) requested by \(operation.requester): \(operation.command)"),
             audit: auditEntry(operation.requester, operation.kind.rawValue, operation.environment, operation.model,
                               outcome, operation: operation.id, detail: detail),
-            respectsLocks: true)
+            respectsLocks: configuration.environments[operation.environment]?.whenLocked != .queue)
         guard try await services.store.accept(event: event.id, at: now, starting: acceptance) else {
             return .duplicate
         }
@@ -495,7 +495,8 @@ public final class Intake: Sendable {
                 + unlockers.map { "`\($0)`" }.joined(separator: ", ") + ")"
         try await services.chat.post(
             Reply(.success, "🔒 `\(environment.name)` is locked by \(mention: user)" + (reason.map { ": \(user: $0)" } ?? "")
-                  + ". Until it is unlocked, changes there by anyone else are refused; you\(others) can unlock it."),
+                  + ". Until it is unlocked, changes there by anyone else are "
+                  + (environment.whenLocked == .queue ? "queued" : "refused") + "; you\(others) can unlock it."),
             in: conversation, operation: nil)
         return .completed(nil)
     }
@@ -507,6 +508,7 @@ public final class Intake: Sendable {
         }
         try await audit(user, "unlock", environment.name, nil, "succeeded",
                         detail: "held by \(released.holder)" + (reason.map { ": \($0)" } ?? ""))
+        runner.lockReleased()
         try await services.chat.post(
             Reply(.success, "🔓 `\(environment.name)` is unlocked" + (released.holder == user ? "." : " (it was held by \(mention: released.holder)).")),
             in: conversation, operation: nil)

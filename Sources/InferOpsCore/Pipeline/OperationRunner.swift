@@ -71,6 +71,8 @@ public actor OperationRunner {
     nonisolated let settings: Settings
     nonisolated let validator: CommandValidator
     nonisolated let gate = ReleaseGate()
+    /// Wakes operations queued behind a lock (`waitWhileLocked`).
+    nonisolated let lockReleases = Wakeups()
     /// The events the intake is acknowledging now: submitted operations start once there are none.
     public nonisolated let acknowledging = Acknowledging()
 
@@ -255,6 +257,8 @@ public actor OperationRunner {
         submitted.removeFirst(min(fresh.count, submitted.count))
         guard fullRoundDue else { return }
         fullRoundDue = false
+        // A lock released by another process is noticed here.
+        lockReleases.wakeAll()
         let now = services.time.now()
         do {
             let owned = try await services.store.heartbeat(instance: identity.instance, at: now)
@@ -394,6 +398,7 @@ public actor OperationRunner {
                 } else {
                     try await reporter.move(to: .queued, "Queued.")
                 }
+                try await waitWhileLocked(claimed, reporter: reporter)
             }
             while true {
                 guard await gate.acquire(release, for: id) else { throw CancellationError() }
@@ -434,6 +439,37 @@ public actor OperationRunner {
             // never finds this one still holding it in the store.
             return .threw(error, reporter, holding: holding)
         }
+    }
+
+    /// In an environment that queues operations behind a lock (`whenLocked: queue`), waits while
+    /// someone other than the requester holds it, saying so once in the thread. Checked again when
+    /// a lock is released here and every heartbeat (a lock released by another process).
+    nonisolated func waitWhileLocked(_ record: OperationRecord, reporter: OperationReporter) async throws {
+        guard configuration.environments[record.environment]?.whenLocked == .queue else { return }
+        var announced = false
+        while true {
+            let locks = try await services.store.locks()
+            guard let lock = locks.first(where: { $0.environment == record.environment }), lock.holder != record.requester
+            else {
+                if announced { try await reporter.report(Reply(.progress, "`\(record.environment)` is unlocked: starting.")) }
+                return
+            }
+            if !announced {
+                announced = true
+                try await reporter.report(Reply(
+                    .progress,
+                    "Queued: `\(lock.environment)` is locked by \(mention: lock.holder)" + (lock.reason.map { ": \(user: $0)" } ?? "")
+                        + ". It starts when the lock is released.",
+                    hint: "`/infer cancel \(record.id)` removes it from the queue."))
+            }
+            await lockReleases.next()
+            try Task.checkCancellation()
+        }
+    }
+
+    /// A lock was released here: operations queued behind it look again at once.
+    public nonisolated func lockReleased() {
+        lockReleases.wakeAll()
     }
 
     /// How an operation that threw ends: cancelled, given up for the next start, failed.
