@@ -68,6 +68,24 @@ import Testing
         ], by: ==))
     }
 
+    @Test func anApproverMayNameTheModelAndEnvironmentWhenOneOperationWaitsThere() async throws {
+        let h = Self.harness()
+        let none = await h.run("/infer approve llama-3-8b in production", as: Self.approver)
+        #expect(none.message == "Nothing on llama-3-8b waits for approval in `production`.", "\(none)")
+        let bad = await h.run("/infer approve op-xyz", as: Self.approver)
+        #expect(bad.message == "`op-xyz` is not an operation id (they look like `op-1a2b3c4d`).")
+
+        let first = try await Self.requestDeploy(h)
+        let second = try await Self.requestDeploy(h)
+        let two = await h.run("/infer approve llama-3-8b in production", as: Self.approver)
+        #expect(two.message?.hasPrefix("2 operations on llama-3-8b wait for approval in `production`") == true, "\(two)")
+        #expect(await h.run("/infer deny \(second)", as: Self.approver) == .completed(second))
+
+        #expect(await h.run("/infer approve llama-3-8b in production", as: Self.approver) == .completed(first))
+        #expect(try await h.waitUntilFinished(first).state == .succeeded)
+        #expect(await audit(h, first).contains("U0APPROVER approve counted"))
+    }
+
     @Test func theRequesterCannotApproveTheirOwnOperation() async throws {
         let h = Self.harness()
         // The approver asks: even holding `approve`, they may not approve themselves.

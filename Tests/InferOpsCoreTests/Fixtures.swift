@@ -9,10 +9,11 @@ enum Fixtures {
     static let specs: [CommandSpec] = [
         decision(
             "approve", summary: "Approve an operation that waits for a second person (production changes).",
-            operation: "The operation id, as shown in its approval request (op-…).",
+            operation: "The operation id, as shown in its approval request (op-…), or a model with `in`.",
             reason: "Why; kept in the audit log and shown in the operation's thread.",
             examples: ["/infer approve op-1a2b3c4d",
-                       "/infer approve op-1a2b3c4d --reason \"checked the values diff with the on-call\""]),
+                       "/infer approve op-1a2b3c4d --reason \"checked the values diff with the on-call\"",
+                       "/infer approve llama-3-8b in production"]),
         CommandSpec(
             name: "cancel", summary: "Cancel an operation that is still queued or running.", permission: "cancel",
             changes: true,
@@ -57,7 +58,7 @@ enum Fixtures {
         ),
         decision(
             "deny", summary: "Deny an operation that waits for approval; it ends and never runs.",
-            operation: "The operation id, as shown in its approval request (op-…).",
+            operation: "The operation id, as shown in its approval request (op-…), or a model with `in`.",
             reason: "Why; shown in the operation's thread and kept in the audit log.",
             examples: ["/infer deny op-1a2b3c4d --reason \"not during the launch freeze\""]),
         routing(
@@ -189,7 +190,12 @@ enum Fixtures {
     static func decision(_ name: String, summary: String, operation: String, reason: String, examples: [String]) -> CommandSpec {
         CommandSpec(
             name: name, summary: summary, permission: "approve", changes: true,
-            arguments: [ArgumentSpec(name: "operation", kind: .operation, summary: operation)],
+            arguments: [
+                ArgumentSpec(name: "operation", kind: .text, summary: operation),
+                ArgumentSpec(
+                    name: "environment", kind: .environment, keyword: "in", optional: true,
+                    summary: "With a model instead of an id, the one operation on it waiting for approval there."),
+            ],
             options: [OptionSpec(name: "reason", kind: .string, summary: reason)],
             examples: examples
         )

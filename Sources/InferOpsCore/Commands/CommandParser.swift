@@ -173,9 +173,7 @@ public struct CommandParser: Sendable {
                 )
             }
         case .operation:
-            guard value.hasPrefix("op-"), value.count == 11,
-                value.dropFirst(3).unicodeScalars.allSatisfy({ ("0"..."9").contains($0) || ("a"..."f").contains($0) })
-            else {
+            guard OperationID.isWellFormed(value) else {
                 throw CommandError("`\(excerpt(value))` is not an operation id (they look like `op-1a2b3c4d`).", hint: usage)
             }
         case .text:

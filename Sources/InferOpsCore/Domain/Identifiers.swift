@@ -17,6 +17,12 @@ public struct OperationID: RawRepresentable, Hashable, Sendable, Codable, Custom
     public var description: String { rawValue }
     public static func < (lhs: OperationID, rhs: OperationID) -> Bool { lhs.rawValue < rhs.rawValue }
 
+    /// Whether `text` has the form of an id: `op-` and eight lower-case hex digits.
+    public static func isWellFormed(_ text: String) -> Bool {
+        text.hasPrefix("op-") && text.count == 11
+            && text.dropFirst(3).unicodeScalars.allSatisfy { ("0"..."9").contains($0) || ("a"..."f").contains($0) }
+    }
+
     /// A fresh random id.
     public static func random() -> OperationID {
         var generator = SystemRandomNumberGenerator()

@@ -306,6 +306,25 @@ public final class Intake: Sendable {
             // The approval that let it run: the piped console and `exec` wait for it like for a deploy.
             if case .answered(.completed(id)) = acknowledgement, await runner.isStarting(id) { return .accepted(id) }
             return acknowledgement
+        case .decideWaiting(let decision, let model, let environment, let reason):
+            let acknowledgement = await answer(event) {
+                let waiting = try await self.services.store.unfinishedSummaries().filter {
+                    $0.state == .awaitingApproval && $0.environment == environment.name && $0.model == model.name
+                }
+                guard waiting.count == 1, let id = waiting.first?.id else {
+                    let refusal = waiting.isEmpty
+                        ? Refusal("Nothing on \(model.name) waits for approval in `\(environment.name)`.",
+                                  hint: "`/infer status \(model.name) in \(environment.name)` shows what is in flight.")
+                        : Refusal("\(waiting.count) operations on \(model.name) wait for approval in `\(environment.name)`: "
+                                  + waiting.map(\.id.rawValue).joined(separator: ", ") + ".",
+                                  hint: "Name the one you mean: `/infer \(decision.rawValue) op-…`.")
+                    return try await self.refuse(refusal, in: conversation,
+                                                 audit: (user, decision.rawValue, environment.name, model.name))
+                }
+                return try await self.decide(decision, id, reason: reason, digest: nil, user: user, conversation: conversation)
+            }
+            if case .answered(.completed(let id?)) = acknowledgement, await runner.isStarting(id) { return .accepted(id) }
+            return acknowledgement
         case .deploy(let model, let environment, _, _, true, _):
             return await answer(event) {
                 let plan: DeployPlan
@@ -594,6 +613,7 @@ public final class Intake: Sendable {
             model.name
         case .status(let model, _): model?.name
         case .cancel(let id), .decide(_, let id, _): id.rawValue
+        case .decideWaiting(_, let model, _, _): model.name
         case .help(let verb): verb
         case .lock, .unlock, .slo: nil
         }

@@ -11,7 +11,7 @@ enum OperationPlanning {
         case .rollback: .rollback
         case .remove: .remove
         case .routing(let kind, _, _, _): kind
-        case .deploy, .status, .history, .lock, .unlock, .cancel, .help, .decide, .slo: nil
+        case .deploy, .status, .history, .lock, .unlock, .cancel, .help, .decide, .decideWaiting, .slo: nil
         }
     }
 

@@ -633,7 +633,7 @@ public actor OperationRunner {
                                                 registrar: registrar, change: kind, reason: reason, reporter: reporter)
             let configuration = self.configuration
             return { resuming ? try await workflow.resume(configuration: configuration) : try await workflow.run() }
-        case .status, .history, .lock, .unlock, .cancel, .help, .decide, .slo:
+        case .status, .history, .lock, .unlock, .cancel, .help, .decide, .decideWaiting, .slo:
             try await reporter.finish(.interrupted, Reply(.failure, "Interrupted: `\(record.command)` is not an operation."))
             return nil
         }

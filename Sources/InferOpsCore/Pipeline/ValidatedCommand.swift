@@ -11,6 +11,8 @@ public enum ValidatedCommand: Hashable, Sendable {
     case cancel(OperationID)
     /// `approve` or `deny` an operation waiting for approval.
     case decide(ApprovalDecision, OperationID, reason: String?)
+    /// `approve` or `deny` the one operation on `model` waiting for approval in `environment`.
+    case decideWaiting(ApprovalDecision, model: ModelSpec, environment: EnvironmentSettings, reason: String?)
     case help(verb: String?)
     /// The service-level report over the last `days` days.
     case slo(environment: EnvironmentSettings?, days: Int)
@@ -24,7 +26,7 @@ public enum ValidatedCommand: Hashable, Sendable {
         switch self {
         case .deploy(_, let environment, _, _, _, _), .rollback(_, let environment, _), .history(_, let environment),
             .lock(let environment, _), .unlock(let environment, _), .routing(_, _, let environment, _),
-            .remove(_, let environment, _), .promote(_, _, let environment):
+            .remove(_, let environment, _), .promote(_, _, let environment), .decideWaiting(_, _, let environment, _):
             environment
         case .status(_, let environment), .slo(let environment, _):
             environment
@@ -98,8 +100,20 @@ public struct CommandValidator: Sendable {
         case "cancel":
             return .cancel(OperationID(command.argument("operation") ?? ""))
         case "approve", "deny":
-            return .decide(command.verb == "approve" ? .approve : .deny, OperationID(command.argument("operation") ?? ""),
-                           reason: command.option("reason"))
+            let decision: ApprovalDecision = command.verb == "approve" ? .approve : .deny
+            let named = command.argument("operation") ?? ""
+            if let environment = command.argument("environment") {
+                guard CommandParser.isName(named.lowercased()) else {
+                    throw Refusal("`\(CommandParser.excerpt(named))` is not a model name: with `in`, name the model whose operation waits.")
+                }
+                return .decideWaiting(decision, model: try model(named), environment: try self.environment(environment),
+                                      reason: command.option("reason"))
+            }
+            guard OperationID.isWellFormed(named) else {
+                throw Refusal("`\(CommandParser.excerpt(named))` is not an operation id (they look like `op-1a2b3c4d`).",
+                              hint: "Or name the model and environment: `/infer \(command.verb) <model> in <environment>`.")
+            }
+            return .decide(decision, OperationID(named), reason: command.option("reason"))
         case "register", "deregister", "enable", "disable":
             let environment = try environment(command.argument("environment"))
             guard environment.router != nil else {
