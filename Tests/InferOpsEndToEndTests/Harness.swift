@@ -40,6 +40,8 @@ final class Sandbox {
     /// Extra top-level YAML and per-environment YAML, for routed sandboxes.
     var extraTopLevel = ""
     var extraEnvironment = ""
+    /// Whole environments added after the three (with their own names and settings).
+    var extraEnvironments = ""
 
     var emulatorURL: String { emulator.server }
 
@@ -101,7 +103,7 @@ final class Sandbox {
             commands:
               directory: \(root)/commands
             environments:
-            \(environment("staging", budget: "40s", autoRollback: false))\(environment("canary", budget: "12s", autoRollback: true))\(environment("quick", budget: "6s", autoRollback: false))
+            \(environment("staging", budget: "40s", autoRollback: false))\(environment("canary", budget: "12s", autoRollback: true))\(environment("quick", budget: "6s", autoRollback: false))\(extraEnvironments)
             policy:
               roles:
                 - name: admin
