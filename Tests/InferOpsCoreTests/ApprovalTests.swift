@@ -142,7 +142,7 @@ import Testing
 
         #expect(late.message?.contains("expired") == true, "\(late)")
         try await h.waitUntil(id, is: .expired)
-        #expect(h.thread(id).contains { $0.hasPrefix("Expired: 0 of 1 approvals came within 10 min 0 s") })
+        #expect(h.thread(id).contains { $0.hasPrefix("Expired: 0 of 1 approvals came within 10 min") })
         #expect(await h.run("/infer approve \(id)", as: Self.approver).message?.contains("has already ended: expired") == true)
         #expect(h.releases.changingCalls.isEmpty)
         #expect(await audit(h, id).contains("U0APPROVER approve refused"))

@@ -49,7 +49,7 @@ import Testing
                     "Queued.",
                     "Checking the release and GPU capacity.",
                     "GPU capacity is enough: needs 1 × 1 = 1 nvidia.com/gpu; free 16 of 16 allocatable",
-                    "Running helm upgrade --install (waits up to 10 min 0 s for readiness).",
+                    "Running helm upgrade --install (waits up to 10 min for readiness).",
                     "Helm finished: revision 3 deployed, after ",
                     "Waiting for llama-3-8b-staging.inferops-staging.svc.cluster.local:8000 to answer /health and list llama-3-8b.",
                     "Engine ready. Sending 2 warm-up requests.",
@@ -232,7 +232,7 @@ import Testing
             containsInOrder(
                 journal,
                 prefixes: [
-                    "Waiting up to 10 min 0 s for GPUs: needs 1 × 4 = 4 nvidia.com/gpu; free 6 of 16",
+                    "Waiting up to 10 min for GPUs: needs 1 × 4 = 4 nvidia.com/gpu; free 6 of 16",
                     "GPUs are free now: needs 1 × 4 = 4 nvidia.com/gpu; free 11 of 16",
                     "Running helm upgrade --install",
                 ]

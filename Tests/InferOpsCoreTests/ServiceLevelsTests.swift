@@ -68,7 +68,7 @@ import Testing
         let reply = try #require(h.chat.posts.last)
         #expect(reply.title == "Service levels over 7 days in `staging`")
         let deploys = try #require(reply.reply.table?.rows.first)
-        #expect(deploys.map(\.plainText) == ["deploys ready within 10 min 0 s", "95%", "100.0%", "0 ms", "1", "✓ meets"])
+        #expect(deploys.map(\.plainText) == ["deploys ready within 10 min", "95%", "100.0%", "0 ms", "1", "✓ meets"])
 
         #expect(await h.run("/infer slo", as: Fixtures.deployer) == .completed(nil))
         #expect(h.chat.posts.last?.title == "Service levels over 30 days in `dev`, `production`, `staging`")

@@ -119,6 +119,14 @@ struct PromotionEndToEndTests {
         let stagingWorkers = request("GET", "\(stagingRouter.baseURL)/workers").body
         #expect(!stagingWorkers.contains("inference-production"))
 
+        // The service levels of the session, for dashboards.
+        let slo = try run(sandbox.inferops, ["slo", "--config", sandbox.config, "--json", "--env", "production"])
+        #expect(slo.status == 0, "\(slo.output)")
+        let report = try JSONSerialization.jsonObject(with: Data(slo.output.utf8)) as? [String: Any]
+        let objectives = report?["objectives"] as? [[String: Any]] ?? []
+        let ready = try #require(objectives.first { $0["key"] as? String == "deploy_ready" })
+        #expect(ready["count"] as? Int == 1 && ready["met"] as? Int == 1 && ready["meetsTarget"] as? Bool == true, "\(ready)")
+
         let audit = try sandbox.auditLines().map { "\($0["actor"] as? String ?? "") \($0["action"] as? String ?? "") \($0["outcome"] as? String ?? "")" }
         #expect(audit.contains("alice promote refused"))
         #expect(audit.contains("alice promote approval-requested"))

@@ -199,7 +199,7 @@ public struct OperationStateError: Error, CustomStringConvertible {
 }
 
 extension Duration {
-    /// `2.1 s`, `340 ms`, `3 min 12 s`, `26 h 5 min`: how durations read in chat.
+    /// `2.1 s`, `340 ms`, `3 min 12 s`, `10 min`, `26 h 5 min`: how durations read in chat.
     public var spoken: String {
         let milliseconds = Double(components.seconds) * 1000 + Double(components.attoseconds) / 1e15
         if milliseconds < 1000 { return "\(Int(milliseconds.rounded())) ms" }
@@ -210,7 +210,7 @@ extension Duration {
             let minutes = whole % 3600 / 60
             return "\(whole / 3600) h" + (minutes == 0 ? "" : " \(minutes) min")
         }
-        return "\(whole / 60) min \(whole % 60) s"
+        return "\(whole / 60) min" + (whole % 60 == 0 ? "" : " \(whole % 60) s")
     }
 
     /// Seconds as a `TimeInterval`, for date arithmetic.
