@@ -464,6 +464,13 @@ public struct ConfigurationLoader {
                                + Suggestions.didYouMean(from, in: environments.keys.sorted()),
                                fix: "name the environment whose verified deploys are promoted to `\(name)`")
             }
+            if let router = environment.router,
+               let other = environments.keys.sorted().first(where: { $0 < name && environments[$0]?.router?.url == router.url }) {
+                reader.problem(node?["router"]?["url"],
+                               "`\(name)` and `\(other)` share the router \(router.url): it routes by model name, so the same "
+                               + "model in both would replace the other's workers.",
+                               fix: "give each environment a router of its own", critical: false)
+            }
             if let breakGlass = environment.breakGlass, !roles.contains(breakGlass.role) {
                 reader.problem(node?["breakGlass"]?["role"],
                                "the break-glass role `\(breakGlass.role)` of `\(name)` is not a policy role."

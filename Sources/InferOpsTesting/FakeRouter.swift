@@ -1,5 +1,6 @@
 import Foundation
 import InferOpsCore
+import Synchronization
 
 /// A router that keeps its worker registry in memory, and answers completions the way vllm-router
 /// in front of engines and the daemon's deny backend does: round robin over the model's workers, a
@@ -92,5 +93,27 @@ public final class FakeRouter: ModelRouter, RouterDirectory, Sendable {
 
     static func answer(_ status: Int, _ body: [String: JSONValue]) -> EngineResponse {
         EngineResponse(status: status, body: Data(JSONValue.object(body).canonical.utf8))
+    }
+}
+
+/// One `FakeRouter` per router URL, as environments with routers of their own have: a change made
+/// through one environment's router is never seen in another's.
+public final class FakeRouterDirectory: RouterDirectory, Sendable {
+    let routers = Mutex<[String: FakeRouter]>([:])
+
+    public init() {}
+
+    /// The router at `url`, made on first use.
+    public func router(at url: String) -> FakeRouter {
+        routers.withLock { routers in
+            if let router = routers[url] { return router }
+            let router = FakeRouter()
+            routers[url] = router
+            return router
+        }
+    }
+
+    public func router(for environment: EnvironmentSettings) -> (any ModelRouter)? {
+        environment.router.map { router(at: $0.url) }
     }
 }

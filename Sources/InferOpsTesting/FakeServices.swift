@@ -12,8 +12,10 @@ public struct FakeServices: Sendable {
     public let router: FakeRouter
     /// What the plans' charts and values files contain.
     public let planContents: FakePlanContents
+    /// With `separateRouters`, each router URL's own fake router (and `router` is not used).
+    public let routers: FakeRouterDirectory?
 
-    public init(time: ManualTime = ManualTime()) {
+    public init(time: ManualTime = ManualTime(), separateRouters: Bool = false) {
         self.time = time
         store = InMemoryOperationStore()
         releases = FakeReleaseEngine(time: time)
@@ -22,11 +24,12 @@ public struct FakeServices: Sendable {
         chat = RecordingChat()
         router = FakeRouter()
         planContents = FakePlanContents()
+        routers = separateRouters ? FakeRouterDirectory() : nil
     }
 
     public var services: Services {
         Services(
-            store: store, releases: releases, cluster: cluster, engines: engines, chat: chat, routers: router,
+            store: store, releases: releases, cluster: cluster, engines: engines, chat: chat, routers: routers ?? router,
             time: time, planContents: planContents)
     }
 }

@@ -325,8 +325,8 @@ struct Harness {
     var engines: FakeEngineClient { fakes.engines }
     var chat: RecordingChat { fakes.chat }
 
-    init(_ adjust: (inout Configuration) -> Void = { _ in }) {
-        fakes = FakeServices()
+    init(fakes: FakeServices = FakeServices(), _ adjust: (inout Configuration) -> Void = { _ in }) {
+        self.fakes = fakes
         configuration = Fixtures.configuration(adjust)
         daemon = TestDaemon(configuration: configuration, catalog: Fixtures.catalog, services: fakes.services)
         for environment in configuration.environments.values {

@@ -7,8 +7,8 @@ import Testing
 extension Harness {
     static let denyBackend = "http://inferops:8470"
 
-    init(routers autoRegister: Bool) {
-        self.init { configuration in
+    init(routers autoRegister: Bool, separate: Bool = false) {
+        self.init(fakes: FakeServices(separateRouters: separate)) { configuration in
             for name in configuration.environmentNames {
                 configuration.environments[name]!.router = RouterSettings(
                     url: "http://router.\(name)", autoRegister: autoRegister, denyBackendURL: Harness.denyBackend)

@@ -69,3 +69,35 @@ import Testing
         #expect(try await h.waitUntilFinished(stagingDeploy).state == .succeeded)
     }
 }
+
+/// Registrations: routing commands in staging change staging's registration and router only.
+@Suite(.timeLimit(.minutes(1))) struct RegistrationSeparationTests {
+    @Test func routingCommandsInStagingLeaveProductionsRegistrationAndRouter() async throws {
+        let h = Harness(routers: false, separate: true)
+        let routers = try #require(h.fakes.routers)
+        let stagingRouter = routers.router(at: h.settings("staging").url)
+        let productionRouter = routers.router(at: h.settings("production").url)
+        h.serve("llama-3-8b", in: "staging", at: "10.0.0.1")
+        h.serve("llama-3-8b", in: "production", at: "10.0.0.2")
+        let production = try #require(await h.store.updateRegistration(
+            Registration(model: "llama-3-8b", environment: "production", state: .enabled,
+                         endpoints: [h.settings("production").workerURL(podIP: "10.0.0.2")], changedBy: Fixtures.admin,
+                         changedAt: h.time.now(), reason: nil),
+            expectedVersion: nil))
+        productionRouter.seed(RouterReconciler.desiredWorkers(production, settings: h.settings("production")))
+        let productionWorkers = productionRouter.state.workers
+
+        for command in ["register", "disable", "enable", "deregister"] {
+            let outcome = await h.run("/infer \(command) llama-3-8b in staging --reason drill")
+            let id = try #require(outcome.operation, "\(command): \(outcome)")
+            #expect(try await h.waitUntilFinished(id).state == .succeeded, "\(command)")
+        }
+
+        #expect(await h.registration("llama-3-8b", in: "production") == production)
+        #expect(await h.registration("llama-3-8b", in: "staging")?.state == .removed)
+        #expect(productionRouter.state.workers == productionWorkers)
+        #expect(productionRouter.state.changes.isEmpty)
+        #expect(stagingRouter.state.changes.count >= 4)
+        #expect(stagingRouter.denies("llama-3-8b"))
+    }
+}

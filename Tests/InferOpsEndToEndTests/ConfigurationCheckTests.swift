@@ -276,10 +276,11 @@ struct ConfigurationCheckTests {
         let file = try writeConfiguration(
             models: ["m"],
             environments: """
-                  staging: {namespace: s, chart: \(chart)}
+                  staging: {namespace: s, chart: \(chart), router: {url: "http://router:30000"}}
                   production:
                     namespace: p
                     chart: \(chart)
+                    router: {url: "http://router:30000"}
                     channels: [C0PROD]
                     promotion: {from: staging, evidenceWindow: 6h}
                     whenLocked: queue
@@ -302,6 +303,7 @@ struct ConfigurationCheckTests {
                 "\(problems)")
         #expect(problems.contains { $0.contains("`whenLocked: wait` is not a choice.") })
         #expect(problems.contains { $0.contains("the break-glass role `oncall` of `dev` is not a policy role.") })
+        #expect(problems.contains { $0.contains("`staging` and `production` share the router http://router:30000") })
     }
 
     @Test("A model's values that the chart does not have are an error at their line")
