@@ -38,4 +38,31 @@ struct ApprovalEndToEndTests {
             "alice deploy succeeded",
         ], "\(audit)")
     }
+
+    @Test("With a daemon serving, an approval given through exec still leads to the operation running")
+    func approvedWhileADaemonServes() throws {
+        let sandbox = try Sandbox(helm: .helm4)
+        sandbox.extraEnvironment = "approval: {verbs: [deploy]}"
+        try sandbox.writeConfiguration()
+        let daemon = try InferOpsDaemon.serve(config: sandbox.config)
+        defer {
+            daemon.closeInput()
+            _ = daemon.waitForExit()
+        }
+        _ = try daemon.waitForLineBlocking(within: .seconds(30)) { $0.contains("InferOps console") }
+
+        let asked = try sandbox.exec("/infer deploy llama-3-8b to staging")
+        #expect(asked.status == 3, "\(asked.output)")
+        let id = try #require(asked.output.firstMatch(of: /\[(op-[0-9a-f]{8})\]/)?.1).description
+
+        let approved = try sandbox.exec("/infer approve \(id)", as: "carol")
+        #expect(approved.status == 0, "\(approved.output)")
+        // Whichever process claims it first runs it: this `exec`, or the serving daemon's next round.
+        try eventually("the release deployed by \(id)") {
+            try sandbox.releaseState("llama-3-8b-staging", namespace: "inference-staging")?.status == "deployed"
+        }
+        try eventually("\(id) recorded as succeeded") {
+            try sandbox.auditLines().contains { $0["operation"] as? String == id && $0["outcome"] as? String == "succeeded" }
+        }
+    }
 }
