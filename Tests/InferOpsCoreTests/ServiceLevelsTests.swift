@@ -31,7 +31,13 @@ import Testing
         // Registration changes: 2 in 30 s, one failed disable.
         operations.append(Self.finished(.enable, .succeeded, [(.prechecking, 0), (.succeeded, 30)]))
         operations.append(Self.finished(.disable, .succeeded, [(.prechecking, 0), (.succeeded, 30)]))
-        operations.append(Self.finished(.disable, .failed, [(.prechecking, 0), (.failed, 30)]))
+        var servedDisable = Self.finished(.disable, .failed, [(.prechecking, 0), (.failed, 30)])
+        servedDisable.record.outcome = "The change was not verified: a request for m through the router answered HTTP 200 instead of the denial"
+        operations.append(servedDisable)
+        // A deregister that failed for another reason (the router was down) served nothing.
+        var down = Self.finished(.deregister, .failed, [(.prechecking, 0), (.failed, 30)])
+        down.record.outcome = "The router at http://router is unreachable."
+        operations.append(down)
         // Rollbacks: one in 60 s, one in 400 s.
         operations.append(Self.finished(.rollback, .succeeded, [(.prechecking, 0), (.succeeded, 60)]))
         operations.append(Self.finished(.rollback, .succeeded, [(.prechecking, 0), (.succeeded, 400)]))
@@ -52,9 +58,9 @@ import Testing
         #expect(verification.p95Seconds == 3.8)
         #expect(!verification.meetsTarget)
         let registrations = byKey["registration_effective"]!
-        #expect((registrations.count, registrations.met, registrations.meetsTarget) == (3, 2, false))
+        #expect((registrations.count, registrations.met, registrations.meetsTarget) == (4, 2, false))
         let served = byKey["disabled_served"]!
-        #expect((served.count, served.met, served.meetsTarget) == (2, 1, false))
+        #expect((served.count, served.met, served.meetsTarget) == (3, 1, false))
         let rollbacks = byKey["rollback_done"]!
         #expect((rollbacks.count, rollbacks.met, rollbacks.p95Seconds) == (2, 1, 400))
     }

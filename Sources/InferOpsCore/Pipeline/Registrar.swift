@@ -106,6 +106,10 @@ struct Registrar: Sendable {
         return (latency, text)
     }
 
+    /// How a failed deny check says a request was answered by something other than the denial; the
+    /// service-level report counts those as disabled-model requests served.
+    static let servedInsteadOfDenied = "instead of the denial"
+
     /// A request through the router for a denied model must get the deny backend's answer.
     func verifyDenied(model: String) async throws -> String {
         let response = try await router.complete(
@@ -114,7 +118,7 @@ struct Registrar: Sendable {
             message.contains(model)
         else {
             throw VerificationFailure.badAnswer(
-                detail: "a request for \(model) through the router answered HTTP \(response.status) instead of the denial")
+                detail: "a request for \(model) through the router answered HTTP \(response.status) \(Self.servedInsteadOfDenied)")
         }
         return message
     }

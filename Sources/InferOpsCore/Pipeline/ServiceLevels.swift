@@ -2,7 +2,8 @@ import Foundation
 
 /// The product's success criteria, computed from the records over a window: how many deploys were
 /// ready within 10 minutes, verifications answered within 3 s, registration changes effective
-/// within 2 minutes, disables the router did not confirm, rollbacks done within 5 minutes.
+/// within 2 minutes, disabled-model requests served (the deny checks of disables and deregisters
+/// that an engine answered), rollbacks done within 5 minutes.
 public struct ServiceLevelReport: Hashable, Sendable, Codable {
     public struct Objective: Hashable, Sendable, Codable {
         /// A stable key for dashboards (`deploy_ready`, `verification_latency`, …).
@@ -73,7 +74,13 @@ public enum ServiceLevels {
         let registrations = ofKind([.register, .deregister, .enable, .disable])
             .filter { [.succeeded, .failed].contains($0.record.state) }
         let rollbacks = ofKind([.rollback]).filter { [.succeeded, .failed].contains($0.record.state) }
-        let unconfirmedDisables = ofKind([.disable]).filter { $0.record.state == .failed }.count
+        // A disable or deregister checks, through the router, that a request gets the deny backend's
+        // answer; one that got anything else (an engine's completion) is a request served for a model
+        // that was meant to be denied.
+        let denyChecks = ofKind([.disable, .deregister]).filter { [.succeeded, .failed].contains($0.record.state) }
+        let served = denyChecks.filter {
+            $0.record.state == .failed && ($0.record.outcome ?? "").contains(Registrar.servedInsteadOfDenied)
+        }.count
 
         return ServiceLevelReport(
             environments: environments, days: days, from: now.addingTimeInterval(-Double(days) * 86400), to: now,
@@ -84,9 +91,9 @@ public enum ServiceLevels {
                 share("registration_effective", "registration changes effective", limit: registrationEffective,
                       times: registrations.map { $0.record.state == .succeeded ? $0.record.updatedAt.timeIntervalSince($0.started) : nil }),
                 ServiceLevelReport.Objective(
-                    key: "disabled_served", summary: "disables the router did not confirm (requests may have been served)",
-                    limitSeconds: nil, target: 0, count: ofKind([.disable]).count, met: unconfirmedDisables,
-                    p95Seconds: nil, meetsTarget: unconfirmedDisables == 0),
+                    key: "disabled_served", summary: "disabled-model requests served (deny checks through the router)",
+                    limitSeconds: nil, target: 0, count: denyChecks.count, met: served,
+                    p95Seconds: nil, meetsTarget: served == 0),
                 share("rollback_done", "rollbacks done", limit: rollbackDone,
                       times: rollbacks.map { $0.record.state == .succeeded ? $0.record.updatedAt.timeIntervalSince($0.started) : nil }),
             ])
