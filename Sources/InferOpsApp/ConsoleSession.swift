@@ -44,10 +44,14 @@ public struct ConsoleSession: Sendable {
             return .switchUser(name)
         }
         if lowered == "/in" || lowered.hasPrefix("/in ") {
-            let name = line.dropFirst(3).trimmingCharacters(in: .whitespaces).lowercased()
+            let name = line.dropFirst(3).trimmingCharacters(in: .whitespaces)
             let bare = name.hasPrefix("#") ? String(name.dropFirst()) : name
-            guard CommandParser.isName(bare) else {
-                return .rejected("`/in` needs a channel name, e.g. `/in prod-deploys`.")
+            // Channel names (`prod-deploys`) and ids (Slack's `C0PRODDEPLOY`) as written: ids are upper case.
+            let allowed = bare.unicodeScalars.allSatisfy {
+                ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || "-_.".unicodeScalars.contains($0)
+            }
+            guard !bare.isEmpty, bare.count <= 80, allowed else {
+                return .rejected("`/in` needs a channel name or id, e.g. `/in prod-deploys`.")
             }
             return .switchChannel(bare)
         }

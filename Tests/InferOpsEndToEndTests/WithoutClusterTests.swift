@@ -70,6 +70,30 @@ final class WithoutClusterTests {
         try run(inferops, ["exec", "--config", config, "--as", user, command])
     }
 
+    /// `/in <channel>` switches the console's channel (a name or an upper-case id) and `exec --in`
+    /// sets it; the audit rows say where each command was typed.
+    @Test func theConsoleAndExecSayWhichChannelTheyTypeIn() throws {
+        let session = try run(inferops, ["serve", "--config", config], input: """
+            /in
+            /in two words
+            /in #C0OPS
+            /infer lock staging --reason drill
+            /infer unlock staging
+
+            """)
+        #expect(session.status == 2, "\(session.output)")
+        #expect(session.output.contains("✗ `/in` needs a channel name or id, e.g. `/in prod-deploys`."), "\(session.output)")
+        #expect(session.output.contains("• You are now in C0OPS."))
+        let viaExec = try run(inferops, ["exec", "--config", config, "--as", "alice", "--in", "C0EXEC", "/infer lock canary"])
+        #expect(viaExec.status == 0, "\(viaExec.output)")
+
+        let audit = try run(inferops, ["audit", "--config", config]).output.split(separator: "\n").compactMap {
+            try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+        }
+        let channels = audit.map { "\($0["action"] as? String ?? "") \($0["channel"] as? String ?? "")" }
+        #expect(channels == ["lock C0OPS", "unlock C0OPS", "lock C0EXEC"], "\(audit)")
+    }
+
     @Test func helpAnswersWithoutACluster() throws {
         let help = try exec("/infer help")
         #expect(help.status == 0, "\(help.output)")

@@ -22,8 +22,9 @@ struct PromotionEvidence {
         throw try await missing(model: model, in: source, window: window, now: now)
     }
 
-    /// The source a stored promotion names, as long as it is still evidence (it could have been
-    /// rolled back by hand in the store only, never by InferOps, but the check is cheap).
+    /// The source a stored promotion names, with its verification, when it is still evidence: a
+    /// recorded operation's state never leaves `succeeded`, so this fails only for a record that
+    /// is gone or was edited, and the promotion then stops instead of guessing.
     func pinned(_ id: OperationID) async throws -> (OperationRecord, Verification)? {
         guard let record = try await store.operation(id) else { return nil }
         let verifications = try await store.verifications(model: record.model, environment: record.environment,
