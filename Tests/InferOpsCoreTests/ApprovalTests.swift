@@ -86,6 +86,25 @@ import Testing
         #expect(await audit(h, first).contains("U0APPROVER approve counted"))
     }
 
+    @Test func theRequestShowsWhatRunsAndTheValuesDiffWithSecretsRedacted() async throws {
+        let h = Self.harness { configuration in
+            configuration.environments["production"]!.approval = ApprovalPolicy(verbs: ["deploy"])
+            configuration.environments["production"]!.allowedSetKeys = ["replicaCount", "engine.apiKey"]
+        }
+        let first = try await Self.requestDeploy(h)
+        #expect(await h.run("/infer approve \(first)", as: Self.approver) == .completed(first))
+        _ = try await h.waitUntilFinished(first)
+
+        let second = try #require(await h.run(Self.deploy + " --set replicaCount=2 --set engine.apiKey=zz-s3cr3t-value-42").operation)
+        let asked = try #require(h.chat.posts(for: second).first { $0.title.hasPrefix("Approval needed") })
+
+        #expect(asked.text.contains("running now: revision 1 (deployed), chart vllm-engine-0.1.0"), "\(asked.text)")
+        #expect(asked.text.contains("Values against the last successful deploy here (\(first)):"), "\(asked.text)")
+        #expect(asked.reply.lines.map(\.plainText).contains("  replicaCount: 1 → 2"), "\(asked.reply.lines)")
+        let added = try #require(asked.reply.lines.map(\.plainText).first { $0.contains("+ engine.apiKey") })
+        #expect(!added.contains("zz-s3cr3t-value-42"), "\(added)")
+    }
+
     @Test func theRequesterCannotApproveTheirOwnOperation() async throws {
         let h = Self.harness()
         // The approver asks: even holding `approve`, they may not approve themselves.

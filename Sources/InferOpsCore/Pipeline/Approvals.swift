@@ -61,7 +61,8 @@ extension Intake {
         }
         Self.acknowledgement?.end()
         try await services.chat.post(
-            Self.approvalRequest(operation, plan: plan, running: await Self.running(operation, services: services), configuration: configuration),
+            Self.approvalRequest(operation, plan: plan, running: await Self.running(operation, services: services),
+                                 configuration: configuration, redactor: services.redactor),
             in: Conversation(channel: event.channel, thread: operation.thread ?? event.thread), operation: operation.id)
         try await forgetOldEvents()
         return .awaitingApproval(operation.id)
@@ -84,8 +85,10 @@ extension Intake {
     }
 
     /// What the approver sees: what will change, who asked, the digest, until when, and the actions.
+    /// - Parameter redactor: the values diff shows values; whatever secrets they hold (the plan's
+    ///   and the running ones') are redacted, as a dry run's values are.
     static func approvalRequest(_ operation: OperationRecord, plan: DeployPlan?, running: RunningRelease = RunningRelease(),
-                                configuration: Configuration) -> Reply {
+                                configuration: Configuration, redactor: SecretRedactor) -> Reply {
         let request = operation.approval!
         var fields = [Reply.Field("requested by", "\(mention: operation.requester)" as RichText),
                       Reply.Field("command", "`/infer \(operation.command)`")]
@@ -118,7 +121,8 @@ extension Intake {
                 fields.append(Reply.Field("chart", plan.chart + (plan.chartVersion.map { " \($0)" } ?? " (version from the chart)")))
             }
             if let values = running.values {
-                let diff = ValuesDiff.lines(from: values, to: plan.values)
+                let shown = redactor.adding(SecretRedactor.sensitiveStrings(in: plan.values) + SecretRedactor.sensitiveStrings(in: values))
+                let diff = ValuesDiff.lines(from: values, to: plan.values).map(shown.redact)
                 lines.append(diff.isEmpty
                     ? "Values: the same as the last successful deploy here (\(running.operation?.rawValue ?? "?"))."
                     : "Values against the last successful deploy here (\(running.operation?.rawValue ?? "?")):")
@@ -314,7 +318,7 @@ extension OperationRunner {
         let waiting = await reporter.operation
         try await services.chat.post(
             Intake.approvalRequest(waiting, plan: plan, running: await Intake.running(waiting, services: services),
-                                   configuration: configuration),
+                                   configuration: configuration, redactor: services.redactor),
             in: Conversation(channel: waiting.request?.channel ?? "console", thread: waiting.thread), operation: waiting.id)
     }
 
