@@ -74,6 +74,8 @@ let package = Package(
             providers: [.apt(["libedit-dev"])]
         ),
         .target(name: "InferOpsConsole", dependencies: ["InferOpsCore", "CEditLine"], swiftSettings: strict),
+        // Slack: Block Kit rendering of the replies (the transport comes with Socket Mode).
+        .target(name: "InferOpsSlack", dependencies: ["InferOpsCore"], swiftSettings: strict),
         .target(
             name: "InferOpsApp",
             dependencies: [
@@ -101,6 +103,7 @@ let package = Package(
         // The store contract runs against the in-memory fake too.
         .testTarget(name: "InferOpsStoreTests", dependencies: ["InferOpsStore", "InferOpsCore", "InferOpsTesting"]),
         .testTarget(name: "InferOpsConsoleTests", dependencies: ["InferOpsConsole", "InferOpsCore", "InferOpsTestSupport"]),
+        .testTarget(name: "InferOpsSlackTests", dependencies: ["InferOpsSlack", "InferOpsCore"]),
         .testTarget(
             name: "InferOpsHelmTests",
             dependencies: ["InferOpsHelm", "InferOpsCore", "InferOpsKube", "InferOpsHTTP", "InferOpsTestSupport"]
