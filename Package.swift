@@ -75,7 +75,7 @@ let package = Package(
         ),
         .target(name: "InferOpsConsole", dependencies: ["InferOpsCore", "CEditLine"], swiftSettings: strict),
         // Slack: Block Kit rendering of the replies (the transport comes with Socket Mode).
-        .target(name: "InferOpsSlack", dependencies: ["InferOpsCore"], swiftSettings: strict),
+        .target(name: "InferOpsSlack", dependencies: ["InferOpsCore", "InferOpsHTTP"], swiftSettings: strict),
         .target(
             name: "InferOpsApp",
             dependencies: [
@@ -103,7 +103,7 @@ let package = Package(
         // The store contract runs against the in-memory fake too.
         .testTarget(name: "InferOpsStoreTests", dependencies: ["InferOpsStore", "InferOpsCore", "InferOpsTesting"]),
         .testTarget(name: "InferOpsConsoleTests", dependencies: ["InferOpsConsole", "InferOpsCore", "InferOpsTestSupport"]),
-        .testTarget(name: "InferOpsSlackTests", dependencies: ["InferOpsSlack", "InferOpsCore"]),
+        .testTarget(name: "InferOpsSlackTests", dependencies: ["InferOpsSlack", "InferOpsCore", "InferOpsHTTP", "InferOpsTestSupport"]),
         .testTarget(
             name: "InferOpsHelmTests",
             dependencies: ["InferOpsHelm", "InferOpsCore", "InferOpsKube", "InferOpsHTTP", "InferOpsTestSupport"]
