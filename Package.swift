@@ -89,7 +89,7 @@ let package = Package(
         .executableTarget(
             name: "inferops",
             dependencies: [
-                "InferOpsApp", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "InferOpsApp", "InferOpsCore", "InferOpsSlack", .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict

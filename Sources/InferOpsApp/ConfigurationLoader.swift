@@ -583,7 +583,7 @@ public struct ConfigurationLoader {
         return problems
     }
 
-    static func loadCommands(in folder: String) -> (CommandCatalog, [ConfigurationProblem]) {
+    public static func loadCommands(in folder: String) -> (CommandCatalog, [ConfigurationProblem]) {
         var specs: [CommandSpec] = []
         var problems: [ConfigurationProblem] = []
         let files = yamlFiles(in: folder)

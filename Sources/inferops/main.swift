@@ -3,6 +3,7 @@ import Foundation
 import InferOpsApp
 import InferOpsConsole
 import InferOpsCore
+import InferOpsSlack
 import ServiceLifecycle
 import Synchronization
 
@@ -12,7 +13,7 @@ struct InferOps: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "inferops",
         abstract: "Chat-ops for LLM inference on your own GPU Kubernetes clusters.",
-        subcommands: [Serve.self, Exec.self, Check.self, Audit.self, SLO.self]
+        subcommands: [Serve.self, Exec.self, Check.self, Audit.self, SLO.self, Manifest.self]
     )
 }
 
@@ -220,6 +221,35 @@ struct Audit: AsyncParsableCommand {
             throw ExitCode(66)
         }
     }
+}
+
+struct Manifest: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print the Slack app manifest derived from commands/ (JSON).",
+        discussion: "Paste it at api.slack.com/apps → Create New App → From a manifest. "
+            + "deploy/slack-manifest.json is this output for the repository's commands."
+    )
+    @Option(help: "The folder of command declarations.")
+    var commands = "commands"
+    @Option(help: "The app's name in Slack.")
+    var name = "InferOps"
+
+    func run() async throws {
+        let (catalog, problems) = ConfigurationLoader.loadCommands(in: commands)
+        for problem in problems { printError(problem.description) }
+        guard problems.isEmpty, !catalog.specs.isEmpty else {
+            printError("inferops: no usable command declarations in \(commands).")
+            throw ExitCode(66)
+        }
+        print(try prettyJSON(SlackManifest.make(catalog: catalog, appName: name)))
+    }
+}
+
+/// Sorted keys and indentation, as people read and diff it.
+func prettyJSON(_ value: JSONValue) throws -> String {
+    let object = try JSONSerialization.jsonObject(with: Data(value.canonical.utf8))
+    let data = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+    return String(decoding: data, as: UTF8.self)
 }
 
 struct SLO: AsyncParsableCommand {

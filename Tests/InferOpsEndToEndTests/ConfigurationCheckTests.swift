@@ -21,6 +21,15 @@ struct ConfigurationCheckTests {
         #expect(loaded.configuration.environments["staging"] != nil)
     }
 
+    @Test("deploy/slack-manifest.json is what `inferops manifest` derives from commands/ now")
+    func slackManifestIsCurrent() throws {
+        let root = repositoryRoot.path
+        let derived = try run(InferOpsDaemon.executable, ["manifest", "--commands", "\(root)/commands"])
+        #expect(derived.status == 0, "\(derived.output)")
+        let committed = try String(contentsOfFile: "\(root)/deploy/slack-manifest.json", encoding: .utf8)
+        #expect(derived.output == committed, "re-run: .build/debug/inferops manifest > deploy/slack-manifest.json")
+    }
+
     @Test("Mistakes are reported with file, line and a fix")
     func mistakesHaveLines() throws {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("inferops-check-\(UUID().uuidString.prefix(8))")

@@ -150,3 +150,22 @@ struct TestFailure: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
 }
+
+/// The manifest follows the declared commands and asks for Socket Mode, interactivity and the few
+/// scopes the bot's calls need.
+@Suite struct SlackManifestTests {
+    @Test func theManifestNamesEveryVerbAndOnlyTheScopesTheBotUses() throws {
+        let spec = CommandSpec(name: "deploy", summary: "Deploy.", permission: "deploy", changes: true, arguments: [],
+                               options: [], examples: [])
+        let status = CommandSpec(name: "status", summary: "Status.", permission: "view", changes: false, arguments: [],
+                                 options: [], examples: [])
+        let manifest = SlackManifest.make(catalog: CommandCatalog(specs: [status, spec]))
+        let command = try #require(manifest["features"]?["slash_commands"]?[0])
+        #expect(command["command"] == .string("/infer"))
+        #expect(command["usage_hint"]?.stringValue?.hasPrefix("[deploy|status]") == true)
+        #expect(manifest["settings"]?["socket_mode_enabled"] == .bool(true))
+        #expect(manifest["settings"]?["interactivity"]?["is_enabled"] == .bool(true))
+        #expect(manifest["oauth_config"]?["scopes"]?["bot"]
+                == .array(["app_mentions:read", "chat:write", "commands", "reactions:write", "users:read"].map(JSONValue.string)))
+    }
+}
