@@ -313,7 +313,16 @@ private struct Spawned: Sendable {
             envp.forEach { free($0) }
         }
         var pid: pid_t = 0
-        let result = posix_spawnp(&pid, executable, &actions, &attributes, argv, envp)
+        var result = posix_spawnp(&pid, executable, &actions, &attributes, argv, envp)
+        // A binary written a moment ago (helm replaced in place, a script a test just wrote) is
+        // "busy" while some other process's fork still holds a descriptor open for writing to it;
+        // that fork execs or exits within milliseconds, so a few short retries start it.
+        var attempt = 1
+        while result == ETXTBSY && attempt < 5 {
+            usleep(useconds_t(10_000 * attempt))
+            attempt += 1
+            result = posix_spawnp(&pid, executable, &actions, &attributes, argv, envp)
+        }
         guard result == 0 else {
             close(stdoutPipe[0])
             close(stderrPipe[0])
