@@ -36,6 +36,18 @@ let package = Package(
             providers: [.apt(["libcurl4-openssl-dev"])]
         ),
         .target(name: "InferOpsHTTP", dependencies: ["CCurl"], swiftSettings: strict),
+        // WebSockets (Slack Socket Mode): libwebsockets, with its single-thread rules kept in a small C bridge.
+        .systemLibrary(
+            name: "CLibWebsockets",
+            pkgConfig: "libwebsockets",
+            providers: [.apt(["libwebsockets-dev"])]
+        ),
+        .target(name: "CWSBridge", dependencies: ["CLibWebsockets"]),
+        .target(
+            name: "InferOpsWebSocket",
+            dependencies: ["CWSBridge", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
         .target(name: "InferOpsKube", dependencies: ["InferOpsCore", "InferOpsHTTP", "Yams"], swiftSettings: strict),
         // zlib: Helm's stored release records are gzip-compressed.
         .systemLibrary(
