@@ -117,6 +117,10 @@ let package = Package(
         .testTarget(name: "InferOpsConsoleTests", dependencies: ["InferOpsConsole", "InferOpsCore", "InferOpsTestSupport"]),
         .testTarget(name: "InferOpsSlackTests", dependencies: ["InferOpsSlack", "InferOpsCore", "InferOpsHTTP", "InferOpsTestSupport"]),
         .testTarget(
+            name: "InferOpsWebSocketTests",
+            dependencies: ["InferOpsWebSocket", "InferOpsTestSupport"]
+        ),
+        .testTarget(
             name: "InferOpsHelmTests",
             dependencies: ["InferOpsHelm", "InferOpsCore", "InferOpsKube", "InferOpsHTTP", "InferOpsTestSupport"]
         ),
