@@ -106,7 +106,9 @@ public struct WebSocketURL: Sendable, Hashable, CustomStringConvertible {
             guard let close = authority.firstIndex(of: "]") else { throw .invalidURL("unclosed IPv6 address") }
             host = authority[authority.index(after: authority.startIndex)..<close]
             let after = authority[authority.index(after: close)...]
-            if after.hasPrefix(":") { portText = after.dropFirst() } else if !after.isEmpty {
+            if after.hasPrefix(":") {
+                portText = after.dropFirst()
+            } else if !after.isEmpty {
                 throw .invalidURL("unexpected text after the IPv6 address")
             }
         } else if let colon = authority.lastIndex(of: ":") {

@@ -176,7 +176,9 @@ final class WebSocketLoop: Sendable {
             return wsb_create(&options, &error, errorCapacity)
         }
         guard let created else {
-            throw WebSocketError.startFailed(String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+            throw WebSocketError.startFailed(
+                String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            )
         }
         handle = BridgeHandle(raw: created)
     }
@@ -376,7 +378,12 @@ private func bridgeEvent(
 ) {
     guard let context else { return }
     let loop = Unmanaged<WebSocketLoop>.fromOpaque(context).takeUnretainedValue()
-    loop.handle(id: connection, kind: kind, bytes: UnsafeBufferPointer(start: data, count: data == nil ? 0 : length), code: code)
+    loop.handle(
+        id: connection,
+        kind: kind,
+        bytes: UnsafeBufferPointer(start: data, count: data == nil ? 0 : length),
+        code: code
+    )
 }
 
 private func withOptionalCString<T>(_ string: String?, _ body: (UnsafePointer<CChar>?) -> T) -> T {

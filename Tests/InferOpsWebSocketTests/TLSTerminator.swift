@@ -53,17 +53,34 @@ final class TLSTerminator: Sendable {
         self.folder = folder
         let openssl = try requireExecutable("openssl")
         let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-        try Self.run(openssl, ["req", "-x509"] + ec + ["-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-                                                     "-subj", "/CN=InferOps test CA"], in: folder)
-        try Self.run(openssl, ["req"] + ec + ["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"],
-                     in: folder)
+        try Self.run(
+            openssl,
+            ["req", "-x509"] + ec + [
+                "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+                "-subj", "/CN=InferOps test CA",
+            ],
+            in: folder
+        )
+        try Self.run(
+            openssl,
+            ["req"] + ec + ["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"],
+            in: folder
+        )
         try "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
             .write(to: folder.appendingPathComponent("ext"), atomically: true, encoding: .utf8)
-        try Self.run(openssl, ["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-                               "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext"], in: folder)
+        try Self.run(
+            openssl,
+            [
+                "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext",
+            ],
+            in: folder
+        )
         server = try PythonServer("the TLS terminator", program: .source(Self.proxy)) { portFile in
-            [folder.appendingPathComponent("server.pem").path, folder.appendingPathComponent("server.key").path,
-             String(upstream), portFile]
+            [
+                folder.appendingPathComponent("server.pem").path, folder.appendingPathComponent("server.key").path,
+                String(upstream), portFile,
+            ]
         }
     }
 

@@ -31,8 +31,16 @@ import Testing
     }
 
     static func json(_ event: WebSocketEvent?) throws -> [String: Any] {
-        guard case .text(let text) = event else { throw TestFailure("expected a text message, got \(String(describing: event))") }
+        guard case .text(let text) = event else {
+            throw TestFailure("expected a text message, got \(String(describing: event))")
+        }
         return try json(text)
+    }
+
+    /// A control-API listing (`GET /_emu/<name>`, answered as `{"<name>": [...]}`).
+    static func records(_ slack: SlackEmulator, _ name: String) throws -> [[String: Any]] {
+        let answer = try json(slack.control("GET", name).body)
+        return answer[name] as? [[String: Any]] ?? []
     }
 
     /// Starts an emulator and a runtime, runs `body` under a deadline, and stops both.
@@ -72,9 +80,7 @@ import Testing
 
             #expect(event2 == nil)
             try await waitUntil("the emulator to see the client's close code") {
-                let connections = try JSONSerialization.jsonObject(with: Data(slack.control("GET", "connections").body.utf8))
-                let list = (connections as? [[String: Any]]) ?? ((connections as? [String: Any])?["connections"] as? [[String: Any]]) ?? []
-                return list.first?["clientCloseCode"] as? Int == 1000
+                try Self.records(slack, "connections").first?["clientCloseCode"] as? Int == 1000
             }
         }
     }
@@ -96,9 +102,9 @@ import Testing
 
             try socket.send(text: #"{"envelope_id":"\#(id)"}"#)
             try await waitUntil("the emulator to record the ack") {
-                let envelopes = try JSONSerialization.jsonObject(with: Data(slack.control("GET", "envelopes").body.utf8))
-                let list = (envelopes as? [[String: Any]]) ?? ((envelopes as? [String: Any])?["envelopes"] as? [[String: Any]]) ?? []
-                return list.contains { $0["envelope_id"] as? String == id && $0["acked"] as? Bool == true }
+                try Self.records(slack, "envelopes").contains {
+                    $0["envelope_id"] as? String == id && $0["acked"] as? Bool == true
+                }
             }
             socket.close(code: 1000, reason: "")
             let event3 = await events.next()
@@ -194,7 +200,9 @@ import Testing
         let runtime = try WebSocketRuntime()
         let port = try Self.closedPort()
         let error = await #expect(throws: WebSocketError.self) {
-            _ = try await runtime.connect(to: WebSocketURL(secure: false, host: "127.0.0.1", port: port, path: "/link/"))
+            _ = try await runtime.connect(
+                to: WebSocketURL(secure: false, host: "127.0.0.1", port: port, path: "/link/")
+            )
         }
         guard case .connectFailed(let url, let message) = error else {
             Issue.record("expected connectFailed, got \(String(describing: error))")
@@ -232,7 +240,7 @@ import Testing
         #expect(greeting["type"] as? String == "hello")
         await runtime.shutdown()
         let last = await events.next()
-            guard case .closed(let code, _) = last else {
+        guard case .closed(let code, _) = last else {
             Issue.record("expected closed")
             return
         }
@@ -265,7 +273,9 @@ import Testing
 
         // Without the private CA the certificate is refused, and the error says why.
         let strict = try WebSocketRuntime()
-        let error = await #expect(throws: WebSocketError.self) { _ = try await strict.connect(to: try await secureURL()) }
+        let error = await #expect(throws: WebSocketError.self) {
+            _ = try await strict.connect(to: try await secureURL())
+        }
         guard case .connectFailed(_, let message) = error else {
             Issue.record("expected connectFailed, got \(String(describing: error))")
             return

@@ -5,8 +5,15 @@ import Testing
 @Suite struct WebSocketURLTests {
     @Test func slackSocketModeURLKeepsItsQuery() throws {
         let url = try WebSocketURL("wss://wss-primary.slack.com/link/?ticket=1b2c-3d&app_id=A0EMU0001")
-        #expect(url == WebSocketURL(secure: true, host: "wss-primary.slack.com", port: 443,
-                                    path: "/link/?ticket=1b2c-3d&app_id=A0EMU0001"))
+        #expect(
+            url
+                == WebSocketURL(
+                    secure: true,
+                    host: "wss-primary.slack.com",
+                    port: 443,
+                    path: "/link/?ticket=1b2c-3d&app_id=A0EMU0001"
+                )
+        )
         #expect(url.description == "wss://wss-primary.slack.com/link/?…")
     }
 
