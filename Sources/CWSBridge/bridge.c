@@ -447,7 +447,10 @@ wsb_client *wsb_create(const wsb_options *options, char *error, size_t error_len
     info.user = c;
     info.options = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
     info.client_ssl_ca_filepath = c->ca_file;
-    info.connect_timeout_secs = options->connect_timeout_seconds;
+    info.connect_timeout_secs = options->connect_timeout_seconds;  // TCP connect
+    // The TLS handshake and the wait for the HTTP 101 use lws's general network timeout (5 s by
+    // default, whatever connect_timeout_secs says): make it the same bound.
+    info.timeout_secs = options->connect_timeout_seconds;
     info.fd_limit_per_thread = 64;  // a client with a handful of sockets; the default sizes tables for ulimit -n
     c->ctx = lws_create_context(&info);
     if (!c->ctx) {

@@ -30,7 +30,8 @@ public final class WebSocketRuntime: WebSocketClient {
         /// Hangs up, reported as `closed(1006)`, when nothing valid arrived for this long (whole seconds; 0 disables).
         /// Longer than `pingInterval`, so that a live peer has time to answer.
         public var idleTimeout: Duration
-        /// Gives up on TCP, TLS and the handshake after this long (whole seconds).
+        /// Gives up on TCP, TLS and the handshake after this long (whole seconds; lws checks once a
+        /// second). lws also uses it for its other network waits, such as the close handshake.
         public var connectTimeout: Duration
         /// A larger message closes the connection with 1009 instead of filling memory.
         public var maxMessageBytes: Int

@@ -284,6 +284,65 @@ import Testing
         await strict.shutdown()
     }
 
+    /// Accepts TCP connections and never answers the handshake; counts them in `accepted`.
+    static let silentServer = """
+        import os, socket, sys
+        port_file = sys.argv[1]
+        folder = os.path.dirname(port_file)
+        server = socket.create_server(("127.0.0.1", 0))
+        with open(port_file + ".tmp", "w") as f:
+            f.write(str(server.getsockname()[1]))
+        os.replace(port_file + ".tmp", port_file)
+        held = []
+        while True:
+            client, _ = server.accept()
+            held.append(client)
+            with open(os.path.join(folder, "accepted.tmp"), "w") as f:
+                f.write(str(len(held)))
+            os.replace(os.path.join(folder, "accepted.tmp"), os.path.join(folder, "accepted"))
+        """
+
+    static func startSilentServer() async throws -> PythonServer {
+        try await offThePool { try PythonServer("a silent server", program: .source(silentServer)) { [$0] } }
+    }
+
+    @Test func aHandshakeThatNeverComesTimesOut() async throws {
+        let silent = try await Self.startSilentServer()
+        defer { silent.stop() }
+        let runtime = try WebSocketRuntime(configuration: .init(connectTimeout: .seconds(1)))
+        let started = ContinuousClock.now
+        let error = await #expect(throws: WebSocketError.self) {
+            _ = try await withDeadline(.seconds(20), "the connect timeout") {
+                try await runtime.connect(to: WebSocketURL(secure: false, host: "127.0.0.1", port: silent.port))
+            }
+        }
+        guard case .connectFailed = error else {
+            Issue.record("expected connectFailed, got \(String(describing: error))")
+            return
+        }
+        #expect(ContinuousClock.now - started < .seconds(5))  // lws checks its timeouts once a second
+        await runtime.shutdown()
+    }
+
+    @Test func cancellingAHangingConnectThrowsCancellationError() async throws {
+        let silent = try await Self.startSilentServer()
+        defer { silent.stop() }
+        let runtime = try WebSocketRuntime(configuration: .init(connectTimeout: .seconds(30)))
+        let url = WebSocketURL(secure: false, host: "127.0.0.1", port: silent.port)
+        let attempt = Task { try await runtime.connect(to: url) }
+        let accepted = silent.folder.appendingPathComponent("accepted").path
+        try await waitUntil("the server to accept the TCP connection") {
+            FileManager.default.fileExists(atPath: accepted)
+        }
+        let started = ContinuousClock.now
+        attempt.cancel()
+        await #expect(throws: CancellationError.self) {
+            _ = try await withDeadline(.seconds(20), "the cancelled connect") { try await attempt.value }
+        }
+        #expect(ContinuousClock.now - started < .seconds(10))
+        await runtime.shutdown()
+    }
+
     /// A loopback port with a bound socket that does not listen: connecting is refused.
     static func closedPort() throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)

@@ -35,7 +35,8 @@ typedef struct {
     uint16_t ping_after_seconds;
     /// Hang up when nothing valid (PONG or data) arrived for this many seconds; 0 disables.
     uint16_t hangup_after_seconds;
-    /// Give up connecting (TCP + TLS + handshake) after this many seconds; 0 is lws's default (20).
+    /// Give up connecting (TCP + TLS + handshake) after this many seconds; 0 keeps lws's defaults. Also bounds
+    /// lws's other network waits (the close handshake).
     unsigned int connect_timeout_seconds;
     /// Messages larger than this close the connection with 1009.
     size_t max_message_bytes;
