@@ -482,7 +482,7 @@ void wsb_run(wsb_client *client) {
         if (m->kind == CMD_CONNECT) {
             conn tmp = {.id = m->id};
             static const char stopped[] = "the WebSocket runtime stopped";
-            emit(client, &tmp, WSB_EVENT_ERROR, stopped, sizeof(stopped) - 1, 0);
+            emit(client, &tmp, WSB_EVENT_ERROR, stopped, sizeof(stopped) - 1, 1001);
         }
         free_cmd(m);
         m = next;

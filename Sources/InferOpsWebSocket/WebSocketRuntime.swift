@@ -354,6 +354,8 @@ final class WebSocketLoop: Sendable {
             if let opening = entry.opening {
                 if entry.cancelled {
                     opening.resume(throwing: CancellationError())
+                } else if UInt32(kind) == WSB_EVENT_ERROR.rawValue && code == 1001 {
+                    opening.resume(throwing: WebSocketError.runtimeStopped)
                 } else {
                     opening.resume(throwing: WebSocketError.connectFailed(url: entry.url.description, message: message))
                 }

@@ -16,7 +16,8 @@ typedef enum {
     WSB_EVENT_TEXT = 2,    // a whole text message (data, len)
     WSB_EVENT_BINARY = 3,  // a whole binary message
     WSB_EVENT_CLOSED = 4,  // terminal: code, data = reason (UTF-8, not NUL-terminated)
-    WSB_EVENT_ERROR = 5,   // terminal: connect/TLS/handshake failure, data = lws's message
+    WSB_EVENT_ERROR = 5,   // terminal: connect/TLS/handshake failure, data = lws's message; code 1001
+                           // when the connect was still queued as the runtime stopped
 } wsb_event_kind;
 
 /// Called on the service thread only. `data` is valid during the call; copy it.
