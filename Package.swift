@@ -36,6 +36,18 @@ let package = Package(
             providers: [.apt(["libcurl4-openssl-dev"])]
         ),
         .target(name: "InferOpsHTTP", dependencies: ["CCurl"], swiftSettings: strict),
+        // WebSockets (Slack Socket Mode): libwebsockets, with its single-thread rules kept in a small C bridge.
+        .systemLibrary(
+            name: "CLibWebsockets",
+            pkgConfig: "libwebsockets",
+            providers: [.apt(["libwebsockets-dev"])]
+        ),
+        .target(name: "CWSBridge", dependencies: ["CLibWebsockets"]),
+        .target(
+            name: "InferOpsWebSocket",
+            dependencies: ["CWSBridge", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
         .target(name: "InferOpsKube", dependencies: ["InferOpsCore", "InferOpsHTTP", "Yams"], swiftSettings: strict),
         // zlib: Helm's stored release records are gzip-compressed.
         .systemLibrary(
@@ -104,6 +116,10 @@ let package = Package(
         .testTarget(name: "InferOpsStoreTests", dependencies: ["InferOpsStore", "InferOpsCore", "InferOpsTesting"]),
         .testTarget(name: "InferOpsConsoleTests", dependencies: ["InferOpsConsole", "InferOpsCore", "InferOpsTestSupport"]),
         .testTarget(name: "InferOpsSlackTests", dependencies: ["InferOpsSlack", "InferOpsCore", "InferOpsHTTP", "InferOpsTestSupport"]),
+        .testTarget(
+            name: "InferOpsWebSocketTests",
+            dependencies: ["InferOpsWebSocket", "InferOpsTestSupport"]
+        ),
         .testTarget(
             name: "InferOpsHelmTests",
             dependencies: ["InferOpsHelm", "InferOpsCore", "InferOpsKube", "InferOpsHTTP", "InferOpsTestSupport"]
