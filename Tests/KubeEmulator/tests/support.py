@@ -19,8 +19,11 @@ TOOLS = REPO / ".tools" / "bin"
 CHART = REPO / "deploy" / "charts" / "vllm-engine"
 VALUES = REPO / "deploy" / "values"
 
-if str(EMU_DIR) not in sys.path:
-    sys.path.insert(0, str(EMU_DIR))
+for folder in (EMU_DIR, REPO / "Tests" / "PythonSupport"):
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+
+from emulator_process import EmulatorProcess, wait_until  # noqa: E402,F401  (wait_until: used by the tests)
 
 
 def tool(name: str) -> str:
@@ -32,68 +35,18 @@ def tool(name: str) -> str:
     return str(path)
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05,
-               message: str = "condition") -> Any:
-    """Poll predicate until it returns something truthy; fail with the last value after timeout."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        last = predicate()
-        if last:
-            return last
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}; last value: {last!r}")
-        time.sleep(interval)
-
-
-class Emulator:
+class Emulator(EmulatorProcess):
     """The emulator in a subprocess on a free port, with a kubeconfig and a request log."""
 
     def __init__(self, *args: str, ready_after: float = 0.5) -> None:
-        self.dir = tempfile.mkdtemp(prefix="kubeemu-test-")
-        self.port_file = os.path.join(self.dir, "port")
+        super().__init__("kubeemu-test-")
         self.kubeconfig = os.path.join(self.dir, "kubeconfig")
         self.log = os.path.join(self.dir, "requests.jsonl")
-        self.stderr_path = os.path.join(self.dir, "stderr")
         env = dict(os.environ, PYTHONPATH=str(EMU_DIR), PYTHONDONTWRITEBYTECODE="1")
-        self._stderr = open(self.stderr_path, "w")
-        self.proc = subprocess.Popen(
+        self.launch(
             [sys.executable, "-m", "kubeemu", "--port", "0", "--port-file", self.port_file,
              "--kubeconfig-out", self.kubeconfig, "--log", self.log, "--ready-after", str(ready_after), *args],
-            cwd=str(EMU_DIR), env=env, stdout=subprocess.DEVNULL, stderr=self._stderr)
-        try:
-            self.port = int(wait_until(self._read_port, timeout=20, message="the emulator's port file"))
-        except AssertionError:
-            self.stop()
-            raise AssertionError("the emulator did not start:\n" + self.stderr())
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def _read_port(self) -> str | None:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"the emulator exited with {self.proc.returncode}:\n{self.stderr()}")
-        try:
-            with open(self.port_file) as f:
-                return f.read().strip() or None
-        except FileNotFoundError:
-            return None
-
-    def stderr(self) -> str:
-        try:
-            with open(self.stderr_path) as f:
-                return f.read()
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._stderr.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+            cwd=str(EMU_DIR), env=env)
 
     # -----------------------------------------------------------------------------------------
 

@@ -25,70 +25,29 @@ SLACK_VENV_PY = REPO / ".tools" / "slack" / "bin" / "python"
 BOT = "xoxb-1-emu-bot"
 APP = "xapp-1-A0EMU0001-1-emu"
 
-if str(EMU_DIR) not in sys.path:
-    sys.path.insert(0, str(EMU_DIR))
+for folder in (EMU_DIR, REPO / "Tests" / "PythonSupport"):
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+
+import emulator_process  # noqa: E402
+from emulator_process import EmulatorProcess  # noqa: E402
 
 from slackemu.websocket import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, encode_frame, read_frame  # noqa: E402
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02,
                message: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        last = predicate()
-        if last:
-            return last
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}; last value: {last!r}")
-        time.sleep(interval)
+    return emulator_process.wait_until(predicate, timeout=timeout, interval=interval, message=message)
 
 
-class Emulator:
+class Emulator(EmulatorProcess):
     """slackemu in a subprocess on a free port (started as `python3 Tests/SlackEmulator/slackemu`)."""
 
     def __init__(self, *args: str) -> None:
-        self.dir = tempfile.mkdtemp(prefix="slackemu-test-")
-        self.port_file = os.path.join(self.dir, "port")
-        self.stderr_path = os.path.join(self.dir, "stderr")
-        self._stderr = open(self.stderr_path, "w")
+        super().__init__("slackemu-test-")
         env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
-        self.proc = subprocess.Popen([sys.executable, str(EMU_DIR / "slackemu"), "--port", "0",
-                                      "--port-file", self.port_file, *args],
-                                     env=env, stdout=subprocess.DEVNULL, stderr=self._stderr)
-        try:
-            self.port = int(wait_until(self._read_port, timeout=20, message="the emulator's port file"))
-        except AssertionError:
-            self.stop()
-            raise AssertionError("the emulator did not start:\n" + self.stderr())
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def _read_port(self) -> str | None:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"the emulator exited with {self.proc.returncode}:\n{self.stderr()}")
-        try:
-            with open(self.port_file) as f:
-                return f.read().strip() or None
-        except FileNotFoundError:
-            return None
-
-    def stderr(self) -> str:
-        try:
-            with open(self.stderr_path) as f:
-                return f.read()
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._stderr.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        self.launch([sys.executable, str(EMU_DIR / "slackemu"), "--port", "0", "--port-file", self.port_file, *args],
+                    env=env)
 
     # ------------------------------------------------------------------ HTTP
 
