@@ -86,13 +86,16 @@ let package = Package(
             providers: [.apt(["libedit-dev"])]
         ),
         .target(name: "InferOpsConsole", dependencies: ["InferOpsCore", "CEditLine"], swiftSettings: strict),
-        // Slack: Block Kit rendering of the replies (the transport comes with Socket Mode).
-        .target(name: "InferOpsSlack", dependencies: ["InferOpsCore", "InferOpsHTTP"], swiftSettings: strict),
+        // Slack: Socket Mode over the WebSocket client, the Web API over libcurl, Block Kit rendering.
+        .target(
+            name: "InferOpsSlack",
+            dependencies: ["InferOpsCore", "InferOpsHTTP", "InferOpsWebSocket", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict),
         .target(
             name: "InferOpsApp",
             dependencies: [
                 "InferOpsCore", "InferOpsHTTP", "InferOpsKube", "InferOpsHelm", "InferOpsStore", "InferOpsConsole",
-                "InferOpsRouter", "InferOpsServer",
+                "InferOpsRouter", "InferOpsServer", "InferOpsSlack", "InferOpsWebSocket",
                 "Yams", .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -102,6 +105,7 @@ let package = Package(
             name: "inferops",
             dependencies: [
                 "InferOpsApp", "InferOpsCore", "InferOpsSlack", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict

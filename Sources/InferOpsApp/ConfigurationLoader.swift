@@ -32,12 +32,16 @@ public struct ConfigurationLoader {
         Self.refuseLiteralSecrets(in: root, reader: reader)
         var chat = ChatSettings()
         if let node = reader.mapping(root, "chat", in: "the top level") {
-            reader.checkKeys(node, known: ["transport", "console"], in: "chat")
+            reader.checkKeys(node, known: ["transport", "console", "slack", "notices"], in: "chat")
+            chat.notices = reader.string(node, "notices", in: "chat")
             if let transport = reader.string(node, "transport", in: "chat") {
-                if transport == "console" { chat.transport = transport } else {
-                    reader.problem(node["transport"], "the chat transport `\(transport)` is not available; only `console` is.",
-                                   fix: "set `transport: console`")
+                if ["console", "slack"].contains(transport) { chat.transport = transport } else {
+                    reader.problem(node["transport"], "the chat transport `\(transport)` is not available; `console` and `slack` are.",
+                                   fix: "set `transport: console` or `transport: slack`")
                 }
+            }
+            if let slack = reader.mapping(node, "slack", in: "chat") {
+                chat.slack = slackSettings(slack, reader: reader)
             }
             if let console = reader.mapping(node, "console", in: "chat") {
                 reader.checkKeys(console, known: ["user"], in: "chat.console")
@@ -129,6 +133,48 @@ public struct ConfigurationLoader {
                                           models: models, policy: policy, storage: storage, server: server)
         configuration.knownSecrets = valuesSecrets
         return Loaded(configuration: configuration, catalog: catalog, problems: problems)
+    }
+
+    func slackSettings(_ node: Node, reader: YAMLReader) -> SlackSettings {
+        var slack = SlackSettings()
+        reader.checkKeys(node, known: ["apiURL", "appToken", "botToken", "command", "watchdog"], in: "chat.slack")
+        if let url = reader.string(node, "apiURL", in: "chat.slack") {
+            if url.hasPrefix("https://") || url.hasPrefix("http://") { slack.apiURL = url } else {
+                reader.problem(node["apiURL"], "`chat.slack.apiURL` must be an http(s) URL.", fix: "leave it out for https://slack.com/api/")
+            }
+        }
+        for (key, keyPath) in [("appToken", \SlackSettings.appToken), ("botToken", \SlackSettings.botToken)] {
+            guard let value = node[key] else { continue }
+            if let source = secretSource(value, key: "chat.slack.\(key)", reader: reader) { slack[keyPath: keyPath] = source }
+        }
+        if let command = reader.string(node, "command", in: "chat.slack") {
+            if command.hasPrefix("/"), command.count > 1, !command.contains(" ") { slack.command = command } else {
+                reader.problem(node["command"], "`chat.slack.command` must be a slash command such as `/infer`.",
+                               fix: "write the command the app's manifest declares, with its slash")
+            }
+        }
+        slack.watchdog = reader.duration(node, "watchdog", in: "chat.slack", suggested: slack.watchdog) ?? slack.watchdog
+        if slack.watchdog < .seconds(2) {
+            reader.problem(node["watchdog"], "`chat.slack.watchdog` must be at least 2s (it pings at a third of it).",
+                           fix: "write `watchdog: 30s`")
+            slack.watchdog = SlackSettings().watchdog
+        }
+        return slack
+    }
+
+    /// `{env: NAME}` or `{file: PATH}`; a literal value was refused already (`refuseLiteralSecrets`).
+    func secretSource(_ node: Node, key: String, reader: YAMLReader) -> SecretSource? {
+        guard let mapping = node.mapping, mapping.count == 1 else {
+            if node.mapping != nil {
+                reader.problem(node, "`\(key)` must name one source.", fix: "write `{env: VARIABLE}` or `{file: /path/to/secret}`")
+            }
+            return nil
+        }
+        if let name = node["env"]?.string, !name.isEmpty { return .environment(name) }
+        if let path = node["file"]?.string, !path.isEmpty { return .file(resolve(path)) }
+        reader.problem(node, "`\(key)` must be `{env: VARIABLE}` or `{file: /path/to/secret}`.",
+                       fix: "write `\(key.split(separator: ".").last!): {env: SLACK_BOT_TOKEN}`, for example")
+        return nil
     }
 
     /// Secrets come from the environment or mounted files, never from this file: a key that names a

@@ -29,11 +29,15 @@ public struct Runtime: Sendable {
         workFolder.remove()
     }
 
+    /// - Parameters:
+    ///   - chat: where replies go; the console (`output`) when `nil`.
+    ///   - secrets: more secrets the adapters hold (the chat's tokens), kept out of every reply and log.
     /// - Throws: `Refusal` with a clear message when an adapter cannot start (no helm binary,
     ///   unwritable database). An unreadable kubeconfig fails the first command that needs the cluster.
     public static func start(
         _ loaded: ConfigurationLoader.Loaded, output: @escaping @Sendable (String) -> Void,
-        runnerSettings: OperationRunner.Settings = OperationRunner.Settings()
+        runnerSettings: OperationRunner.Settings = OperationRunner.Settings(), chat: (any ChatTransport)? = nil,
+        secrets: [String] = []
     ) async throws -> Runtime {
         let configuration = loaded.configuration
         var logger = Logger(label: "inferops")
@@ -85,9 +89,9 @@ public struct Runtime: Sendable {
             })
         let services = Services(
             store: store, releases: releases, cluster: kube.clusterInspector(), engines: engines,
-            chat: ConsoleTransport(output: output), routers: routers, observer: MetricsObserver(metrics: metrics),
+            chat: chat ?? ConsoleTransport(output: output), routers: routers, observer: MetricsObserver(metrics: metrics),
             logger: logger, planContents: ChartContents()
-        ).redacting(for: configuration, extra: kube.credentialLiterals)
+        ).redacting(for: configuration, extra: kube.credentialLiterals + secrets)
         started = true
         let identity = OperationRunner.Identity.random(host: ProcessInfo.processInfo.hostName, pid: getpid())
         var settings = runnerSettings
@@ -192,12 +196,15 @@ extension Runtime {
         if configuration.environments.values.contains(where: { $0.router != nil }) {
             members.append(.init(service: RoutingRepairService(
                 reconciliation: RouterReconciliation(configuration: configuration, services: services),
-                interval: configuration.server.reconcileInterval, metrics: metrics)))
+                interval: configuration.server.reconcileInterval, channel: configuration.chat.noticesChannel,
+                metrics: metrics)))
         }
         members.append(.init(service: RunnerService(runner: runner)))
         if let chat {
             // The chat port ending (end of piped input, `/quit`, Ctrl-C) stops the daemon gracefully.
-            members.append(.init(service: chat, successTerminationBehavior: .gracefullyShutdownGroup))
+            // So does its failure (Slack disabled the app's link), after which the group's run throws it.
+            members.append(.init(service: chat, successTerminationBehavior: .gracefullyShutdownGroup,
+                                 failureTerminationBehavior: .gracefullyShutdownGroup))
         }
         var logger = Logger(label: "inferops.services")
         logger.logLevel = ProcessInfo.processInfo.environment["INFEROPS_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
@@ -222,12 +229,13 @@ struct RunnerService: Service {
 struct RoutingRepairService: Service {
     let reconciliation: RouterReconciliation
     let interval: Duration
+    let channel: String?
     let metrics: DaemonMetrics
 
     func run() async throws {
         let metrics = self.metrics
         await cancelWhenGracefulShutdown {
-            await reconciliation.run(every: interval, channel: "console") { passes in
+            await reconciliation.run(every: interval, channel: channel) { passes in
                 for pass in passes {
                     if pass.failure != nil {
                         metrics.recordReconciliation(.failed)

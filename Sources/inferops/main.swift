@@ -4,6 +4,7 @@ import InferOpsApp
 import InferOpsConsole
 import InferOpsCore
 import InferOpsSlack
+import Logging
 import ServiceLifecycle
 import Synchronization
 
@@ -73,6 +74,7 @@ struct Serve: AsyncParsableCommand {
 
     func run() async throws {
         let loaded = try options.load()
+        if loaded.configuration.chat.transport == "slack" { return try await serveSlack(loaded) }
         let interactive = isatty(STDIN_FILENO) != 0
         // At a terminal: a prompt with who is typing, line editing and a history kept between runs.
         let typing = TypingUser(UserID(loaded.configuration.chat.consoleUser))
@@ -127,6 +129,48 @@ struct Serve: AsyncParsableCommand {
         standardOutput("\n" + summary.description)
         if daemonFailed { throw ExitCode(1) }
         if summary.exitStatus != 0 { throw ExitCode(summary.exitStatus) }
+    }
+}
+
+extension Serve {
+    /// The daemon with Slack as its chat: it runs until SIGTERM or SIGINT (a graceful stop), or until
+    /// Slack ends the app's connection for good (`link_disabled`, a refused token: exit 1, saying why).
+    func serveSlack(_ loaded: ConfigurationLoader.Loaded) async throws {
+        var logger = Logger(label: "inferops.slack")
+        logger.logLevel = ProcessInfo.processInfo.environment["INFEROPS_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
+        let port: SlackPort
+        do {
+            port = try await SlackPort.connect(loaded.configuration.chat.slack, logger: logger)
+        } catch let refusal as Refusal {
+            printError("inferops: \(refusal.message)" + (refusal.hint.map { " \($0)" } ?? ""))
+            throw ExitCode(78)
+        }
+        printError("inferops: Slack: signed in as \(port.identity); connecting over Socket Mode")
+        let runtime: Runtime
+        do {
+            runtime = try await start(loaded, chat: port.chat, secrets: port.secrets)
+        } catch {
+            await port.shutdown()
+            throw error
+        }
+        let host = loaded.configuration.server.host
+        var failure: (any Error)?
+        do {
+            let group = try runtime.serviceGroup(chat: port.service(intake: runtime.intake)) { listening in
+                printError("inferops: listening on http://\(host):\(listening) (/healthz, /readyz, /metrics, deny backend)")
+            }
+            try await group.run()
+        } catch {
+            failure = error
+        }
+        await runtime.shutdown()
+        await port.shutdown()
+        let counts = port.counts
+        printError("inferops: stopped; Slack: \(counts.connections) connection(s), \(counts.envelopes) envelope(s)")
+        if let failure {
+            printError("inferops: \(failure)")
+            throw ExitCode(1)
+        }
     }
 }
 
@@ -301,10 +345,11 @@ struct SLO: AsyncParsableCommand {
 
 func start(
     _ loaded: ConfigurationLoader.Loaded, output: @escaping @Sendable (String) -> Void = standardOutput,
-    runnerSettings: OperationRunner.Settings = OperationRunner.Settings()
+    runnerSettings: OperationRunner.Settings = OperationRunner.Settings(), chat: (any ChatTransport)? = nil,
+    secrets: [String] = []
 ) async throws -> Runtime {
     do {
-        return try await Runtime.start(loaded, output: output, runnerSettings: runnerSettings)
+        return try await Runtime.start(loaded, output: output, runnerSettings: runnerSettings, chat: chat, secrets: secrets)
     } catch let refusal as Refusal {
         printError("inferops: \(refusal.message)" + (refusal.hint.map { " \($0)" } ?? ""))
         throw ExitCode(69)

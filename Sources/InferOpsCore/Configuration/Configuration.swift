@@ -34,14 +34,61 @@ public struct Configuration: Hashable, Sendable {
 }
 
 public struct ChatSettings: Hashable, Sendable {
-    /// `console` for now; Slack and Mattermost come later.
+    /// `console` or `slack`.
     public var transport: String
     /// The console's user at start; `/as <user>` switches.
     public var consoleUser: String
+    /// How to reach Slack, when `transport` is `slack`.
+    public var slack: SlackSettings
+    /// Where the daemon's own notices go (a router it cannot reconcile, a repair it made); the
+    /// console shows them by default, a chat platform only where one is set (they are logged anyway).
+    public var notices: String?
 
-    public init(transport: String = "console", consoleUser: String = "console") {
+    /// `notices`, or the console itself.
+    public var noticesChannel: String? { notices ?? (transport == "console" ? "console" : nil) }
+
+    public init(transport: String = "console", consoleUser: String = "console", slack: SlackSettings = SlackSettings()) {
         self.transport = transport
         self.consoleUser = consoleUser
+        self.slack = slack
+    }
+}
+
+/// Where a secret is read from when the daemon starts: an environment variable, or a file (a
+/// mounted Kubernetes Secret). Never the configuration file itself.
+public enum SecretSource: Hashable, Sendable, CustomStringConvertible {
+    case environment(String)
+    case file(String)
+
+    public var description: String {
+        switch self {
+        case .environment(let name): "the environment variable \(name)"
+        case .file(let path): "the file \(path)"
+        }
+    }
+}
+
+/// The Slack app InferOps runs as (Socket Mode: no public URL needed).
+public struct SlackSettings: Hashable, Sendable {
+    /// Slack's Web API; the emulator's in tests.
+    public var apiURL: String
+    /// The app-level token (`xapp-…`, scope `connections:write`) that opens Socket Mode connections.
+    public var appToken: SecretSource
+    /// The bot token (`xoxb-…`) that posts.
+    public var botToken: SecretSource
+    /// The slash command, as the app's manifest declares it.
+    public var command: String
+    /// A connection that carries no traffic (not even a pong) for this long is replaced.
+    public var watchdog: Duration
+
+    public init(apiURL: String = "https://slack.com/api/", appToken: SecretSource = .environment("SLACK_APP_TOKEN"),
+                botToken: SecretSource = .environment("SLACK_BOT_TOKEN"), command: String = "/infer",
+                watchdog: Duration = .seconds(30)) {
+        self.apiURL = apiURL
+        self.appToken = appToken
+        self.botToken = botToken
+        self.command = command
+        self.watchdog = watchdog
     }
 }
 

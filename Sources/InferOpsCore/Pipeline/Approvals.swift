@@ -54,7 +54,7 @@ extension Intake {
         do {
             let card = try await services.chat.post(StatusCard.reply(for: operation), in: conversation, operation: operation.id)
             operation.card = card
-            operation.thread = card.id
+            operation.thread = card.threadRoot
             try await services.store.update(operation, from: .awaitingApproval)
         } catch {
             services.logger.warning("status card not posted", metadata: ["operation": "\(operation.id)", "error": "\(error)"])

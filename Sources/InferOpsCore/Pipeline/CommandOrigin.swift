@@ -6,12 +6,15 @@
 /// the same origin as its `accepted` row.
 public struct CommandOrigin: Hashable, Sendable {
     public var channel: String
+    /// Who typed it; replies meant for them alone (refusals) go to them privately where the platform can.
+    public var user: UserID?
     /// Set only by the console and `inferops exec`; see `IncomingCommand.osUser`.
     public var osUser: String?
 
-    public init(channel: String, osUser: String?) {
+    public init(channel: String, osUser: String?, user: UserID? = nil) {
         self.channel = channel
         self.osUser = osUser
+        self.user = user
     }
 
     @TaskLocal public static var current: CommandOrigin?

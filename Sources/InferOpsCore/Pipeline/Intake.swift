@@ -50,7 +50,7 @@ public final class Intake: Sendable {
     public func accept(_ event: ChatEvent) async -> Acknowledgement {
         await runner.acknowledging.handling { acknowledgement in
             await Self.$acknowledgement.withValue(acknowledgement) {
-                await CommandOrigin.$current.withValue(CommandOrigin(channel: event.channel, osUser: event.osUser)) {
+                await CommandOrigin.$current.withValue(CommandOrigin(channel: event.channel, osUser: event.osUser, user: event.user)) {
                     await acceptEvent(event)
                 }
             }
@@ -163,7 +163,7 @@ public final class Intake: Sendable {
     {
         await answer(event) {
             try await self.audit(event.user, action, environment, subject, "denied", detail: denial.message)
-            try await self.services.chat.post(.error(denial), in: Conversation(channel: event.channel, thread: event.thread),
+            try await self.services.chat.post(Self.privately(.error(denial)), in: Conversation(channel: event.channel, thread: event.thread),
                                               operation: nil)
             return .refused(denial.message)
         }
@@ -185,13 +185,13 @@ public final class Intake: Sendable {
         switch error {
         case let error as any UserFacingError:
             // A port's own classified failure (e.g. the cluster is unreachable) is safe to show.
-            _ = try? await services.chat.post(.error(error), in: conversation, operation: nil)
+            _ = try? await services.chat.post(Self.privately(.error(error)), in: conversation, operation: nil)
             return .failed(nil, error.message)
         case is CancellationError:
             // The daemon (or `exec`) is stopping: not an internal error, and nothing more will run.
             _ = try? await services.chat.post(
-                Reply(.warning, "Stopped: InferOps is shutting down.",
-                      hint: "`/infer status` shows where things stand; an operation in its thread says how it ended."),
+                Self.privately(Reply(.warning, "Stopped: InferOps is shutting down.",
+                      hint: "`/infer status` shows where things stand; an operation in its thread says how it ended.")),
                 in: conversation, operation: nil)
             return .failed(nil, "cancelled")
         default:
@@ -199,8 +199,8 @@ public final class Intake: Sendable {
             let correlation = OperationID.random().rawValue.replacingOccurrences(of: "op-", with: "err-")
             services.logger.error("command failed", metadata: ["correlation": "\(correlation)", "error": "\(error)"])
             _ = try? await services.chat.post(
-                Reply(.failure, "Something went wrong inside InferOps (reference \(correlation)).",
-                      hint: "The daemon's log has the details under that reference."),
+                Self.privately(Reply(.failure, "Something went wrong inside InferOps (reference \(correlation)).",
+                      hint: "The daemon's log has the details under that reference.")),
                 in: conversation, operation: nil
             )
             return .failed(nil, "internal error \(correlation)")
@@ -590,8 +590,15 @@ public final class Intake: Sendable {
         if let subject {
             try await audit(subject.user, subject.action, subject.environment, subject.subject, "refused", detail: refusal.message)
         }
-        try await services.chat.post(.error(refusal), in: conversation, operation: nil)
+        try await services.chat.post(Self.privately(.error(refusal)), in: conversation, operation: nil)
         return .refused(refusal.message)
+    }
+
+    /// `reply`, to be shown only to the one whose command it answers (a refusal concerns nobody else).
+    static func privately(_ reply: Reply) -> Reply {
+        var reply = reply
+        reply.privateTo = CommandOrigin.current?.user
+        return reply
     }
 
     func audit(_ user: UserID, _ action: String, _ environment: String?, _ subject: String?, _ outcome: String,

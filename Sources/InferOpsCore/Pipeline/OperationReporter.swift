@@ -48,7 +48,7 @@ public actor OperationReporter {
             StatusCard.reply(for: operation), in: Conversation(channel: channel, thread: operation.request?.thread),
             operation: operation.id)
         operation.card = card
-        operation.thread = card.id
+        operation.thread = card.threadRoot
         try await write()
     }
 

@@ -239,7 +239,7 @@ public actor OperationRunner {
                 else { continue }
                 if let card, record.card == nil {
                     record.card = card
-                    record.thread = card.id
+                    record.thread = card.threadRoot
                     do {
                         try await services.store.update(record, from: record.state)
                     } catch {

@@ -93,8 +93,9 @@ public struct RouterReconciliation: Sendable {
         return passes
     }
 
-    /// Reconciles every `interval` until cancelled, reporting repairs and outages (once each) on `channel`.
-    public func run(every interval: Duration, channel: String, observe: @Sendable ([Pass]) -> Void = { _ in }) async {
+    /// Reconciles every `interval` until cancelled, reporting repairs and outages (once each) on
+    /// `channel`, or only in the log without one.
+    public func run(every interval: Duration, channel: String?, observe: @Sendable ([Pass]) -> Void = { _ in }) async {
         var failing: Set<String> = []
         while !Task.isCancelled {
             let passes = await reconcileOnce()
@@ -103,21 +104,25 @@ public struct RouterReconciliation: Sendable {
             for pass in passes {
                 if let failure = pass.failure {
                     if failing.insert(pass.environment).inserted {
-                        _ = try? await services.chat.post(
-                            Reply(.warning, "Router in \(pass.environment) cannot be reconciled: \(failure)",
-                                  hint: "InferOps keeps trying and reports when it has repaired it."),
-                            in: Conversation(channel: channel), operation: nil)
+                        await notice(Reply(.warning, "Router in \(pass.environment) cannot be reconciled: \(failure)",
+                                           hint: "InferOps keeps trying and reports when it has repaired it."),
+                                     on: channel)
                     }
                     continue
                 }
                 let recovered = failing.remove(pass.environment) != nil
                 guard !pass.actions.isEmpty || recovered else { continue }
                 let what = pass.actions.isEmpty ? "it matches the desired state again" : pass.actions.map(\.description).joined(separator: "; ")
-                _ = try? await services.chat.post(
-                    Reply(.warning, "Router in \(pass.environment) repaired: \(what)."),
-                    in: Conversation(channel: channel), operation: nil)
+                await notice(Reply(.warning, "Router in \(pass.environment) repaired: \(what)."), on: channel)
             }
             try? await services.time.sleep(for: interval)
         }
+    }
+
+    /// A notice for the operators: posted on `channel`, always logged.
+    func notice(_ reply: Reply, on channel: String?) async {
+        services.logger.warning("\(reply.title.plainText)")
+        guard let channel else { return }
+        _ = try? await services.chat.post(reply, in: Conversation(channel: channel), operation: nil)
     }
 }

@@ -24,6 +24,10 @@ public struct Reply: Hashable, Sendable {
     /// Buttons (Approve, Deny) for a platform that has them; each names the command that does the
     /// same, for one that has not.
     public var actions: [Action] = []
+    /// Shown only to this person where the platform can (Slack's ephemeral messages): refusals and
+    /// errors of a command concern the one who typed it. The console shows everything to whoever
+    /// sits at it.
+    public var privateTo: UserID?
 
     /// - Parameters:
     ///   - lines: `String`s are InferOps' own words; text from outside goes in as `RichText`.
@@ -121,10 +125,17 @@ public struct Conversation: Hashable, Sendable, Codable {
 public struct MessageRef: Hashable, Sendable, Codable {
     public var channel: String
     public var id: String
-    public init(channel: String, id: String) {
+    /// The thread the message was posted in, when it is a reply: replies to it belong there (Slack
+    /// wants a thread's first message, never a reply, as the thread of a new reply).
+    public var thread: String?
+    public init(channel: String, id: String, thread: String? = nil) {
         self.channel = channel
         self.id = id
+        self.thread = thread
     }
+
+    /// The thread that replies to this message go in: its own thread, or the message itself.
+    public var threadRoot: String { thread ?? id }
 }
 
 /// Posts replies to a chat platform (console, Slack, Mattermost).
