@@ -233,6 +233,8 @@ def control(st: State, verb: str, path: str, q: dict, req: dict) -> Any:
             if "type" not in req or not isinstance(req.get("payload"), dict):
                 raise ValueError("body needs 'type' and a 'payload' object")
             return _envelope_result(st.enqueue(req["type"], req["payload"], bool(req.get("accepts_response_payload"))))
+        if path == "redeliver":
+            return _envelope_result(st.redeliver(req["envelope_id"], int(req.get("count", 1))))
         if path == "disconnect":
             reason = req.get("reason", "refresh_requested")
             close_after = req.get("closeAfter", st.config.disconnect_close_delay)

@@ -264,6 +264,11 @@ class Emulator:
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "slackemu/1"
+    # TCP_NODELAY: a response goes out in two writes (headers, then body), and with Nagle's algorithm
+    # the body waits for the client's delayed ACK of the headers, about 40 ms on Linux, on every
+    # request of a kept-alive connection after the first few (libcurl keeps them alive; so does the
+    # bench's control client). Back-to-back WebSocket frames would wait the same way. Slack does not.
+    disable_nagle_algorithm = True
     server: "Server"
 
     def log_message(self, fmt: str, *args: Any) -> None:  # quiet by default

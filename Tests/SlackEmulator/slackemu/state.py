@@ -34,6 +34,7 @@ class Config:
     disconnect_close_delay: float = 0.2
     max_connections: int = 10
     debug_reconnect_interval: float = 30.0   # refresh_requested period for ?debug_reconnects=true
+    drop_every: int = 0               # drop the connection (no close frame) after every N deliveries; 0 never
 
     def public(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
@@ -41,7 +42,8 @@ class Config:
 
 SETTABLE = {"ack_timeout": "ackTimeout", "max_retries": "maxRetries", "ping_interval": "pingInterval",
             "disconnect_close_delay": "disconnectCloseDelay", "max_connections": "maxConnections",
-            "debug_reconnect_interval": "debugReconnectInterval", "redeliver_types": "redeliverTypes"}
+            "debug_reconnect_interval": "debugReconnectInterval", "redeliver_types": "redeliverTypes",
+            "drop_every": "dropEvery"}
 
 
 @dataclass
@@ -121,6 +123,8 @@ class State:
         self.connections: dict[str, Connection] = {}
         self._conn_seq = 0
         self._rr = 0
+        self._delivered = 0
+        self.drops = 0                           # connections dropped by `drop_every`
         self._last_ts_us = 0
         self.reset(connections=False, directory=True)
 
@@ -332,12 +336,34 @@ class State:
             if not live:
                 return
             for env in pending:
+                live = [c for c in live if c.open]
+                if not live:
+                    return
                 conn = live[self._rr % len(live)]
                 self._rr += 1
                 if conn.ws.send_text(json.dumps(env.frame())):
                     env.pending = False
                     env.deliveries.append({"connection": conn.id, "time": time.time(), "mono": time.monotonic(),
                                            "retry_attempt": env.retry_attempt, "retry_reason": env.retry_reason})
+                    self._delivered += 1
+                    if self.config.drop_every and self._delivered % self.config.drop_every == 0:
+                        # Acks of what this connection got last may be lost with it: Slack redelivers those.
+                        self.drops += 1
+                        self._close(conn, "dropped", frame=False)
+
+    def redeliver(self, envelope_id: str, count: int = 1) -> Envelope:
+        """Send an envelope again, acknowledged or not, as Slack does when an acknowledgement was lost:
+        the same envelope id, `retry_attempt` one higher each time, `retry_reason` "timeout"."""
+        with self.lock:
+            env = self.envelopes.get(envelope_id)
+            if env is None:
+                raise KeyError(envelope_id)
+            for _ in range(count):
+                env.retry_attempt += 1
+                env.retry_reason = "timeout"
+                env.pending = True
+                self.pump()
+            return env
 
     def on_client_text(self, conn: Connection, text: str) -> None:
         now = time.time()

@@ -102,6 +102,32 @@ class SocketModeTests(unittest.TestCase):
         ws2.send({"envelope_id": again["envelope_id"], "payload": {}})
         wait_until(lambda: self.emu.envelope(sent["envelope_id"])["acked"], message="the ack")
 
+    def test_redeliver_sends_an_acked_envelope_again_with_the_same_id(self):
+        ws, _ = self.open()
+        sent = self.emu.ctl("slash", {"text": "status"})
+        env = ws.recv()
+        ws.send({"envelope_id": env["envelope_id"]})
+        wait_until(lambda: self.emu.envelope(sent["envelope_id"])["acked"], message="the ack")
+        self.emu.ctl("redeliver", {"envelope_id": sent["envelope_id"], "count": 3})
+        again = [ws.recv() for _ in range(3)]
+        self.assertEqual({e["envelope_id"] for e in again}, {sent["envelope_id"]})
+        self.assertEqual([e["retry_attempt"] for e in again], [1, 2, 3])
+        self.assertEqual({e["retry_reason"] for e in again}, {"timeout"})
+
+    def test_drop_every_n_deliveries(self):
+        self.emu.ctl("config", {"dropEvery": 3})
+        try:
+            ws1, _ = self.open()
+            sent = [self.emu.ctl("slash", {"text": f"n{i}"}) for i in range(3)]
+            got = [ws1.recv() for _ in range(3)]
+            self.assertEqual([g["envelope_id"] for g in got], [s["envelope_id"] for s in sent])
+            self.assertIsNone(ws1.recv(timeout=2))   # dropped after the third
+            self.assertIsNone(ws1.close_code)
+            conns = self.emu.ctl("connections")["connections"]
+            self.assertEqual(conns[0]["closeReason"], "dropped")
+        finally:
+            self.emu.ctl("config", {"dropEvery": 0})
+
     def test_ack_with_and_without_payload(self):
         ws, _ = self.open()
         a = self.emu.ctl("slash", {"text": "one"})

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import http.client
 import json
+import statistics
+import time
 import unittest
 import urllib.parse
 
@@ -140,6 +143,24 @@ class WebApiTests(unittest.TestCase):
         self.assertEqual((posts[0]["channel"], posts[0]["text"]), (CH, "later"))
         status, _, _ = self.emu.request("POST", "/hooks/commands/T0EMU0001/999/nope", b"{}")
         self.assertEqual(status, 404)
+
+    def test_kept_alive_connection_answers_without_nagle_delay(self):
+        # Headers and body are two writes; without TCP_NODELAY the body of every later response on
+        # the connection waited ~40 ms for the client's delayed ACK (a 25-calls-a-second ceiling).
+        conn = http.client.HTTPConnection("127.0.0.1", self.emu.port, timeout=10)
+        body = json.dumps({"channel": CH, "text": "hi"}).encode()
+        headers = {"Authorization": f"Bearer {BOT}", "Content-Type": "application/json"}
+        took = []
+        try:
+            for _ in range(21):
+                started = time.monotonic()
+                conn.request("POST", "/api/chat.postMessage", body=body, headers=headers)
+                response = conn.getresponse()
+                self.assertTrue(json.loads(response.read())["ok"])
+                took.append(time.monotonic() - started)
+        finally:
+            conn.close()
+        self.assertLess(statistics.median(took), 0.020, [round(t * 1000, 1) for t in took])
 
     def test_reset_clears_records(self):
         self.ok("chat.postMessage", {"channel": CH, "text": "x"})
