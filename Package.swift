@@ -119,7 +119,12 @@ let package = Package(
         // The store contract runs against the in-memory fake too.
         .testTarget(name: "InferOpsStoreTests", dependencies: ["InferOpsStore", "InferOpsCore", "InferOpsTesting"]),
         .testTarget(name: "InferOpsConsoleTests", dependencies: ["InferOpsConsole", "InferOpsCore", "InferOpsTestSupport"]),
-        .testTarget(name: "InferOpsSlackTests", dependencies: ["InferOpsSlack", "InferOpsCore", "InferOpsHTTP", "InferOpsTestSupport"]),
+        .testTarget(
+            name: "InferOpsSlackTests",
+            dependencies: [
+                "InferOpsSlack", "InferOpsCore", "InferOpsHTTP", "InferOpsWebSocket", "InferOpsTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         .testTarget(
             name: "InferOpsWebSocketTests",
             dependencies: ["InferOpsWebSocket", "InferOpsTestSupport"]
