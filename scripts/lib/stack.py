@@ -1,6 +1,7 @@
 """The parts a scripted run of InferOps stands on, started the same way by every script that needs
-them (scripts/crash-test, scripts/bench-intake): the Kubernetes API emulator with a simulated GPU
-pool and the real vllm-router, each on a free port, with its log in the run's folder."""
+them (scripts/crash-test, scripts/bench-intake, scripts/bench-slack): the Kubernetes API emulator with
+a simulated GPU pool, the Slack emulator and the real vllm-router, each on a free port, with its log in
+the run's folder."""
 
 import os
 import socket
@@ -35,6 +36,25 @@ def start_emulator(folder, gpu_nodes, gpus_per_node, ready_after=1):
             raise StartFailure("the emulator did not start:\n" + tail(log))
         time.sleep(0.05)
     return process, kubeconfig
+
+
+def start_slack_emulator(folder, name="slackemu"):
+    """Starts the Slack emulator (Tests/SlackEmulator) and waits (30 s at most) for its port.
+    Its port file and log are `name`.port and `name`.log in `folder`. Returns (process, its URL)."""
+    port_file = f"{folder}/{name}.port"
+    log = f"{folder}/{name}.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "slackemu", "--port", "0", "--port-file", port_file],
+        env={**os.environ, "PYTHONPATH": f"{ROOT}/Tests/SlackEmulator", "PYTHONDONTWRITEBYTECODE": "1"},
+        stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+    deadline = time.monotonic() + 30
+    while not (os.path.exists(port_file) and os.path.getsize(port_file) > 0):
+        if time.monotonic() > deadline or process.poll() is not None:
+            process.kill()
+            raise StartFailure("the Slack emulator did not start:\n" + tail(log))
+        time.sleep(0.05)
+    with open(port_file) as f:
+        return process, f"http://127.0.0.1:{int(f.read().strip())}"
 
 
 def start_router(folder):
