@@ -41,6 +41,8 @@ public struct ApprovalRequest: Hashable, Sendable, Codable {
     public var expiresAt: Date
     /// Approvals of `digest`, in the order given; one per person.
     public var approvals: [Approval]
+    /// The posted request (with its buttons), edited to show the decision once there is one.
+    public var message: MessageRef?
 
     public init(digest: String, required: Int, requestedAt: Date, expiresAt: Date, approvals: [Approval] = []) {
         self.digest = digest

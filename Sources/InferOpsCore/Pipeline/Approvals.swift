@@ -55,15 +55,29 @@ extension Intake {
             let card = try await services.chat.post(StatusCard.reply(for: operation), in: conversation, operation: operation.id)
             operation.card = card
             operation.thread = card.threadRoot
-            try await services.store.update(operation, from: .awaitingApproval)
         } catch {
             services.logger.warning("status card not posted", metadata: ["operation": "\(operation.id)", "error": "\(error)"])
         }
         Self.acknowledgement?.end()
-        try await services.chat.post(
-            Self.approvalRequest(operation, plan: plan, running: await Self.running(operation, services: services),
-                                 configuration: configuration, redactor: services.redactor),
-            in: Conversation(channel: event.channel, thread: operation.thread ?? event.thread), operation: operation.id)
+        var failure: (any Error)?
+        do {
+            // Where the request is, so its buttons can be replaced by the decision.
+            let posted = try await services.chat.post(
+                Self.approvalRequest(operation, plan: plan, running: await Self.running(operation, services: services),
+                                     configuration: configuration, redactor: services.redactor),
+                in: Conversation(channel: event.channel, thread: operation.thread ?? event.thread), operation: operation.id)
+            operation.approval?.message = posted
+        } catch {
+            failure = error
+        }
+        if operation.card != nil {
+            do {
+                try await services.store.update(operation, from: .awaitingApproval)
+            } catch {
+                services.logger.warning("status card not recorded", metadata: ["operation": "\(operation.id)", "error": "\(error)"])
+            }
+        }
+        if let failure { throw failure }
         try await forgetOldEvents()
         return .awaitingApproval(operation.id)
     }
@@ -155,21 +169,28 @@ extension Intake {
         let approvers = configuration.policy.rolesGranting("approve", in: operation.environment)
         var reply = Reply(
             .warning, "Approval needed: \(operation.kind.rawValue) in \(operation.environment) (\(operation.id))",
-            lines: ["Nothing runs until \(request.required.counting("person", plural: "people")) other than the requester approve this exact plan."]
+            lines: ["Nothing runs until \(request.required.counting("person", plural: "people")) other than the requester "
+                + (request.required == 1 ? "approves" : "approve") + " this exact plan."]
                 + lines,
             fields: fields,
             hint: approvers.isEmpty
                 ? "No role grants `approve` in `\(operation.environment)`: ask an administrator to add one."
                 : "Anyone with the role " + approvers.map { "`\($0)`" }.joined(separator: ", ") + " may approve, except the requester."
         )
-        reply.actions = [
-            Reply.Action(name: "approve", label: "Approve", value: request.digest, style: .primary,
-                         confirmation: "Approve \(operation.kind.rawValue) in \(operation.environment), plan \(DeployPlan.short(request.digest))?",
+        reply.actions = approvalActions(operation)
+        return reply
+    }
+
+    /// Approve (confirmed first) and Deny, bound to the plan the request shows.
+    static func approvalActions(_ operation: OperationRecord) -> [Reply.Action] {
+        let digest = operation.approval?.digest ?? operation.planDigest ?? ""
+        return [
+            Reply.Action(name: "approve", label: "Approve", value: digest, style: .primary,
+                         confirmation: "Approve \(operation.kind.rawValue) in \(operation.environment), plan \(DeployPlan.short(digest))?",
                          command: "/infer approve \(operation.id)"),
-            Reply.Action(name: "deny", label: "Deny", value: request.digest, style: .danger,
+            Reply.Action(name: "deny", label: "Deny", value: digest, style: .danger,
                          command: "/infer deny \(operation.id) --reason \"…\""),
         ]
-        return reply
     }
 
     /// `approve` or `deny`, from a command (`digest` nil: the request as it stands) or a button
@@ -223,6 +244,8 @@ extension Intake {
                 return try await refuse(Refusal("\(id) was decided meanwhile."), in: conversation, audit: audited)
             }
             try await audit(user, "deny", operation.environment, id.rawValue, "succeeded", operation: id, detail: reason)
+            await services.closeApprovalRequest(
+                of: operation, .failure, "Denied by \(mention: user)" + (reason.map { ": \(user: $0)" } ?? "") + ".")
             try await services.chat.post(Reply(.success, "Denied \(id); it will not run."), in: conversation, operation: nil)
             return .completed(id)
         case .approve:
@@ -262,13 +285,15 @@ extension Intake {
         guard request.isSatisfied else {
             let missing = request.required - given
             try await reporter.report(Reply(.progress, said + " It waits for \(missing.counting("more approval"))."))
+            await services.noteApproval(of: record, said + " It waits for \(missing.counting("more approval")).")
             try await services.chat.post(
                 Reply(.success, "Approved \(record.id): \(given) of \(request.required); it waits for \(missing) more."),
                 in: conversation, operation: nil)
             return .completed(record.id)
         }
         do {
-            try await reporter.move(to: .approved, said.plainText + " It runs now.")
+            try await reporter.move(to: .approved, said + " It runs now.")
+            await services.closeApprovalRequest(of: record, .success, said)
         } catch is OperationStateConflict {
             // Another approver's satisfied request moved it first; that one starts it.
         } catch is OperationAlreadyEnded {
@@ -310,16 +335,18 @@ extension OperationRunner {
         let request = ApprovalRequest(
             digest: plan.digest, required: environment.approval.approvals, requestedAt: now,
             expiresAt: now.addingTimeInterval(environment.approval.validFor.seconds))
+        await services.closeApprovalRequest(of: record, .warning, "Superseded: the plan changed after this was approved.")
         try await reporter.askApprovalAgain(
             plan: plan.canonical, digest: plan.digest, request: request,
             "The plan changed after it was approved (digest \(old) is now \(plan.shortDigest)): nothing was applied, "
                 + "and it waits for approval of the new plan.")
         try await services.store.releaseOwnership(of: record.id, instance: identity.instance)
         let waiting = await reporter.operation
-        try await services.chat.post(
+        let message = try await services.chat.post(
             Intake.approvalRequest(waiting, plan: plan, running: await Intake.running(waiting, services: services),
                                    configuration: configuration, redactor: services.redactor),
             in: Conversation(channel: waiting.request?.channel ?? "console", thread: waiting.thread), operation: waiting.id)
+        await services.remember(message, ofRequestFor: waiting)
     }
 
     /// Ends every operation whose approval request has expired: `expired`, its thread told, nothing
@@ -330,6 +357,7 @@ extension OperationRunner {
                   let request = record.approval, request.isExpired(at: now)
             else { continue }
             let reporter = OperationReporter(operation: record, services: services, channel: record.request?.channel ?? "console")
+            await services.closeApprovalRequest(of: record, .failure, "Expired: it will not run.")
             do {
                 try await reporter.finish(.expired, Reply(
                     .failure,
@@ -349,5 +377,45 @@ extension OperationRunner {
     func wakeFullRound() {
         fullRoundDue = true
         wake.yield()
+    }
+}
+
+extension Services {
+    /// Keeps where an approval request was posted, so its buttons can be replaced by the decision.
+    /// Best effort: without it, pressing a button of a decided request is refused as before.
+    func remember(_ message: MessageRef, ofRequestFor operation: OperationRecord) async {
+        do {
+            guard var current = try await store.operation(operation.id), current.state == .awaitingApproval,
+                  current.approval?.digest == operation.approval?.digest else { return }
+            current.approval?.message = message
+            try await store.update(current, from: .awaitingApproval)
+        } catch {
+            logger.warning("approval request not remembered", metadata: ["operation": "\(operation.id)", "error": "\(error)"])
+        }
+    }
+
+    /// Edits a decided request: the decision and who made it instead of its buttons.
+    func closeApprovalRequest(of operation: OperationRecord, _ tone: Reply.Tone, _ decision: RichText) async {
+        await editApprovalRequest(of: operation, Reply(tone, decision + " " + Self.requestSubject(operation)))
+    }
+
+    /// Edits a request that still waits for more approvals: who has approved so far; the buttons stay.
+    func noteApproval(of operation: OperationRecord, _ progress: RichText) async {
+        var reply = Reply(.warning, progress + " " + Self.requestSubject(operation))
+        reply.actions = Intake.approvalActions(operation)
+        await editApprovalRequest(of: operation, reply)
+    }
+
+    static func requestSubject(_ operation: OperationRecord) -> RichText {
+        RichText("(\(operation.kind.rawValue) in \(operation.environment), \(operation.id), plan \(DeployPlan.short(operation.approval?.digest ?? operation.planDigest ?? "?")))")
+    }
+
+    func editApprovalRequest(of operation: OperationRecord, _ reply: Reply) async {
+        guard let message = (try? await store.operation(operation.id))?.approval?.message ?? operation.approval?.message else { return }
+        do {
+            try await chat.update(message, with: reply, operation: operation.id)
+        } catch {
+            logger.warning("approval request not edited", metadata: ["operation": "\(operation.id)", "error": "\(error)"])
+        }
     }
 }

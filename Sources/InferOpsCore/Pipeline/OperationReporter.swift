@@ -94,6 +94,11 @@ public actor OperationReporter {
 
     /// Moves to `state` (recorded first), then posts `message` in the thread.
     public func move(to state: OperationState, _ message: String, fields: [Reply.Field] = []) async throws {
+        try await move(to: state, RichText(message), fields: fields)
+    }
+
+    /// Moves to `state` (recorded first), then posts `message`, which may mention people, in the thread.
+    public func move(to state: OperationState, _ message: RichText, fields: [Reply.Field] = []) async throws {
         guard operation.state.canMove(to: state) || operation.state == state else {
             throw OperationStateError(from: operation.state, to: state)
         }
@@ -107,9 +112,9 @@ public actor OperationReporter {
             services.observer.stepFinished(kind: operation.kind, step: finishedStep, duration: stepStarted.duration(to: .now))
         }
         stepStarted = .now
-        try await journal(message)
+        try await journal(message.plainText)
         try await say(Reply(.progress, message, fields: fields))
-        await editCard(detail: RichText(message))
+        await editCard(detail: message)
     }
 
     /// Posts a reply in the thread and journals its title.

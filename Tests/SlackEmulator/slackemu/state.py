@@ -34,7 +34,7 @@ class Config:
     disconnect_close_delay: float = 0.2
     max_connections: int = 10
     debug_reconnect_interval: float = 30.0   # refresh_requested period for ?debug_reconnects=true
-    drop_every: int = 0               # drop the connection (no close frame) after every N deliveries; 0 never
+    drop_every: int = 0               # drop the connection (no close frame) after every N new envelopes; 0 never
 
     def public(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
@@ -345,8 +345,10 @@ class State:
                     env.pending = False
                     env.deliveries.append({"connection": conn.id, "time": time.time(), "mono": time.monotonic(),
                                            "retry_attempt": env.retry_attempt, "retry_reason": env.retry_reason})
-                    self._delivered += 1
-                    if self.config.drop_every and self._delivered % self.config.drop_every == 0:
+                    if env.retry_attempt == 0:
+                        self._delivered += 1
+                    if (env.retry_attempt == 0 and self.config.drop_every
+                            and self._delivered % self.config.drop_every == 0):
                         # Acks of what this connection got last may be lost with it: Slack redelivers those.
                         self.drops += 1
                         self._close(conn, "dropped", frame=False)
