@@ -376,6 +376,54 @@ struct ConfigurationCheckTests {
         #expect(!problems.contains { $0.description.contains("xoxb-123456") })
     }
 
+    @Test("Slack's settings are read, its tokens only as references, and its mistakes named at their line")
+    func slackSettings() throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("inferops-slack-\(UUID().uuidString.prefix(8)).yaml").path
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        func load(_ chat: String) throws -> ConfigurationLoader.Loaded {
+            try ("chat:\n" + chat + "environments: {}\npolicy: {roles: []}\n").write(toFile: file, atomically: true, encoding: .utf8)
+            return ConfigurationLoader(path: file).load()
+        }
+        let good = try load("""
+              transport: slack
+              notices: C0OPS
+              slack:
+                apiURL: http://127.0.0.1:9/api/
+                appToken: {file: /run/secrets/slack-app}
+                command: /deploybot
+                watchdog: 12s
+
+            """)
+        let slack = good.configuration.chat.slack
+        #expect(good.configuration.chat.transport == "slack")
+        #expect(good.configuration.chat.noticesChannel == "C0OPS")
+        #expect(slack.apiURL == "http://127.0.0.1:9/api/" && slack.command == "/deploybot" && slack.watchdog == .seconds(12))
+        #expect(slack.appToken == .file("/run/secrets/slack-app") && slack.botToken == .environment("SLACK_BOT_TOKEN"))
+        #expect(!good.problems.contains { $0.message.contains("chat") }, "\(good.problems)")
+
+        let bad = try load("""
+              transport: slak
+              slack:
+                apiURL: slack.com
+                appToken: xapp-1-A0-1-abcdef
+                botToken: {vault: x}
+                command: infer
+                watchdog: 1s
+
+            """)
+        func problem(_ text: String) -> ConfigurationProblem? { bad.problems.first { $0.message.contains(text) } }
+        #expect(problem("the chat transport `slak` is not available")?.line == 2)
+        #expect(problem("`chat.slack.apiURL` must be an http(s) URL")?.line == 4)
+        #expect(problem("`appToken` holds a secret")?.line == 5)
+        #expect(problem("`chat.slack.botToken` must be `{env: VARIABLE}` or `{file: /path/to/secret}`")?.line == 6)
+        #expect(problem("must be a slash command")?.line == 7)
+        #expect(problem("`chat.slack.watchdog` must be at least 2s")?.line == 8)
+        #expect(!bad.problems.contains { $0.description.contains("xapp-1-A0-1-abcdef") })
+        // Without notices, Slack's are only logged; the console prints its own.
+        #expect(try load("  transport: slack\n").configuration.chat.noticesChannel == nil)
+        #expect(try load("  transport: console\n").configuration.chat.noticesChannel == "console")
+    }
+
     @Test("The example binds loopback and states the listener's limits")
     func exampleListener() {
         let example = repositoryRoot.appendingPathComponent("config/inferops.example.yaml").path
