@@ -17,7 +17,7 @@ public final class SlackPort: Sendable {
     let websockets: WebSocketRuntime
     let inbound: SlackInbound
     /// Set once the runtime exists (it needs `chat` first).
-    let intake = IntakeSlot()
+    let intake = Slot<Intake>()
     let logger: Logger
     /// Who the bot is, from `auth.test`: `@inferops in Acme (T…)`.
     public let identity: String
@@ -76,17 +76,28 @@ public final class SlackPort: Sendable {
         self.identity = "@\(who["user"]?.stringValue ?? "?") (\(botUser ?? "?")) in \(who["team"]?.stringValue ?? "?") (\(who["team_id"]?.stringValue ?? "?"))"
         let intake = self.intake
         let inbound = self.inbound
+        let socketSlot = Slot<SocketModeClient>()
+        let chat = SlackChat(api: bot, logger: logger, connected: { socketSlot.current?.isConnected ?? false })
         let socket = SocketModeClient(api: app, websockets: websockets, logger: logger) { envelope in
             switch inbound.translate(envelope) {
             case .event(let event):
                 guard let intake = intake.current else { return }
+                // A mention has no acknowledgement a person can see: 👀 on it says it was heard.
+                let mention = envelope.payload["event"].flatMap { event -> (channel: String, ts: String)? in
+                    guard event["type"]?.stringValue == "app_mention", let channel = event["channel"]?.stringValue,
+                          let ts = event["ts"]?.stringValue else { return nil }
+                    return (channel, ts)
+                }
+                async let seen: Void = { if let mention { await chat.react("eyes", to: mention.ts, in: mention.channel) } }()
                 _ = await intake.accept(event)
+                await seen
             case .ignored(let why):
                 logger.debug("Slack: envelope ignored", metadata: ["type": "\(envelope.type)", "why": "\(why)"])
             }
         }
+        socketSlot.set(socket)
         self.socket = socket
-        self.chat = SlackChat(api: bot, logger: logger, connected: { socket.isConnected })
+        self.chat = chat
     }
 
     /// The inbound side as a service of the daemon's group, handing commands to `intake`.
@@ -104,10 +115,12 @@ public final class SlackPort: Sendable {
     public var counts: SocketModeClient.Counters { socket.counts }
 }
 
-final class IntakeSlot: Sendable {
-    let slot = Mutex<Intake?>(nil)
-    var current: Intake? { slot.withLock { $0 } }
-    func set(_ intake: Intake) { slot.withLock { $0 = intake } }
+/// A value set once after the closures that read it were made (the intake needs the chat first,
+/// the chat's readiness needs the socket made after it).
+final class Slot<Value: Sendable>: Sendable {
+    let slot = Mutex<Value?>(nil)
+    var current: Value? { slot.withLock { $0 } }
+    func set(_ value: Value) { slot.withLock { $0 = value } }
 }
 
 /// Socket Mode in the daemon's group: a graceful stop stops reading (open connections close and

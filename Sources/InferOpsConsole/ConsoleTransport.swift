@@ -155,6 +155,7 @@ public enum ConsoleRenderer {
             case .plain(let plain): plain
             case .mention(let user): "@" + literal(user.rawValue)
             case .userText(let untrusted): literal(untrusted)
+            case .channel(let channel): "`" + literal(channel) + "`"
             }
         }.joined()
     }

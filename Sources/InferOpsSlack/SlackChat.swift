@@ -64,6 +64,13 @@ public final class SlackChat: ChatTransport {
 
     public var isConnected: Bool { connected() }
 
+    /// Adds a reaction to a message (👀 on a mention: seen, the answer follows in its thread). Best
+    /// effort: a reaction that fails is logged, never reported.
+    public func react(_ name: String, to ts: String, in channel: String) async {
+        _ = try? await call("reactions.add", ["channel": .string(channel), "timestamp": .string(ts), "name": .string(name)],
+                            idempotent: true)
+    }
+
     func call(_ method: String, _ arguments: [String: JSONValue], idempotent: Bool) async throws -> JSONValue {
         do {
             return try await api.call(method, arguments, idempotent: idempotent)

@@ -3,10 +3,10 @@ import InferOpsCore
 /// The Slack app manifest, derived from the declared commands: Socket Mode (no public URL),
 /// interactivity for the approval buttons, the one `/infer` command with the verbs as its usage
 /// hint, the `app_mention` event, and the bot scopes the daemon's Web API calls need, no more:
-/// `chat:write` (post, update, ephemeral), `commands`, `app_mentions:read`, `reactions:write`,
-/// `users:read` (display names, only shown).
+/// `chat:write` (post, update, ephemeral), `commands`, `app_mentions:read`, `reactions:write` (👀 on
+/// a mention). Users are their ids and Slack shows their names in mentions, so no `users:read`.
 public enum SlackManifest {
-    public static let scopes = ["app_mentions:read", "chat:write", "commands", "reactions:write", "users:read"]
+    public static let scopes = ["app_mentions:read", "chat:write", "commands", "reactions:write"]
 
     /// Slack cuts a slash command's usage hint at 1,000 characters and its description at 2,000.
     static let usageHintLimit = 1000

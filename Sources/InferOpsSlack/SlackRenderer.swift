@@ -96,6 +96,7 @@ public enum SlackRenderer {
             case .plain(let words): escape(words)
             case .mention(let user): "<@\(user.rawValue)>"
             case .userText(let outside): userText(outside, bold: bold)
+            case .channel(let channel): channelLink(channel)
             }
         }.joined()
     }
@@ -212,8 +213,17 @@ public enum SlackRenderer {
             case .plain(let words): escape(words.replacingOccurrences(of: "`", with: ""))
             case .mention(let user): "<@\(user.rawValue)>"
             case .userText(let outside): userText(outside, bold: false)
+            case .channel(let channel): channelLink(channel)
             }
         }.joined()
+    }
+
+    /// A channel id (`C…`, `G…`) as Slack's link, which shows its current name; anything else (a
+    /// name from another platform's configuration) as `#name`, escaped.
+    static func channelLink(_ channel: String) -> String {
+        let isID = channel.count >= 9 && ["C", "G"].contains(channel.first)
+            && channel.unicodeScalars.allSatisfy { ("A"..."Z").contains($0) || ("0"..."9").contains($0) }
+        return isID ? "<#\(channel)>" : "#" + escape(channel)
     }
 
     static func button(_ action: Reply.Action) -> JSONValue {

@@ -151,6 +151,11 @@ struct SlackEndToEndTests {
             }
         }
 
+        // …and gets 👀 at once, as a mention has no acknowledgement a person can see.
+        try eventually("the reaction on the mention") {
+            try slack.posts("?kind=reaction").contains { "\($0)".contains("eyes") }
+        }
+
         daemon.signal(SIGTERM)
         #expect(daemon.waitForExit() == .exited(0), "\(daemon.text(of: .standardError))")
         let audit = try slack.sandbox.auditLines().map { "\($0["actor"] as? String ?? "") \($0["action"] as? String ?? "") \($0["outcome"] as? String ?? "")" }

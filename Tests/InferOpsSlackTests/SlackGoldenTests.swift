@@ -118,6 +118,13 @@ import Testing
         #expect(message.text.contains("<@U0CAROL>"))
     }
 
+    @Test func channelIdsAreLinksAndOtherNamesAreEscaped() {
+        let message = SlackRenderer.render(Reply(.failure, "Only in \(channel: "C0PROD0001") or \(channel: "prod-deploys"), not \(channel: "<!here>")."))
+        #expect(message.text.contains("<#C0PROD0001>"))
+        #expect(message.text.contains("#prod-deploys"))
+        #expect(message.text.contains("#&lt;!here&gt;") && !message.text.contains("<!here>"))
+    }
+
     @Test func longRepliesKeepSlacksLimits() throws {
         let lines = (1...400).map { "line \($0): " + String(repeating: "x", count: 60) }
         let fields = (1...25).map { Reply.Field("field \($0)", String(repeating: "v", count: 2500)) }
@@ -166,6 +173,6 @@ struct TestFailure: Error, CustomStringConvertible {
         #expect(manifest["settings"]?["socket_mode_enabled"] == .bool(true))
         #expect(manifest["settings"]?["interactivity"]?["is_enabled"] == .bool(true))
         #expect(manifest["oauth_config"]?["scopes"]?["bot"]
-                == .array(["app_mentions:read", "chat:write", "commands", "reactions:write", "users:read"].map(JSONValue.string)))
+                == .array(["app_mentions:read", "chat:write", "commands", "reactions:write"].map(JSONValue.string)))
     }
 }

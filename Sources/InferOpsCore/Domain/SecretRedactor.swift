@@ -307,7 +307,8 @@ public struct SecretRedactor: Sendable, Hashable {
         run.count == 64 && run.allSatisfy { $0.isHexDigit && !$0.isUppercase }
     }
 
-    /// The text with each of its parts redacted; mentions are ids, never secrets. A part is redacted
+    /// The text with each of its parts redacted; mentions are ids, never secrets (a channel, which
+    /// the console takes as typed, is redacted like user text). A part is redacted
     /// on its own, so a secret is caught within the part that carries it (a reason, an engine answer).
     public func redact(_ text: RichText) -> RichText {
         RichText(
@@ -315,6 +316,7 @@ public struct SecretRedactor: Sendable, Hashable {
                 switch segment {
                 case .plain(let words): .plain(redact(words))
                 case .userText(let words): .userText(redact(words))
+                case .channel(let name): .channel(redact(name))
                 case .mention: segment
                 }
             })

@@ -101,8 +101,11 @@ public struct WrongChannel: UserFacingError, Equatable {
     public var message: String { text.plainText }
 
     public var text: RichText {
-        "Changes to `\(environment)` are taken only in " + RichText(allowed.map { "`\($0)`" }.joined(separator: ", "))
-            + ", not in `\(user: channel)`."
+        var text: RichText = "Changes to `\(environment)` are taken only in "
+        for (index, name) in allowed.enumerated() {
+            text += (index == 0 ? "" : ", ") + "\(channel: name)"
+        }
+        return text + ", not in \(channel: channel)."
     }
 
     public var hint: String? {

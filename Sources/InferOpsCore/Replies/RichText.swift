@@ -14,6 +14,9 @@ public struct RichText: Hashable, Sendable, ExpressibleByStringInterpolation, Cu
         case mention(UserID)
         /// Text from outside InferOps; a renderer shows it literally, never as markup or control.
         case userText(String)
+        /// A chat channel as the configuration names it (a Slack channel id, a console channel);
+        /// each platform writes its own link.
+        case channel(String)
     }
 
     /// The parts in order; adjacent plain parts are merged, empty ones left out, so equal texts
@@ -42,12 +45,14 @@ public struct RichText: Hashable, Sendable, ExpressibleByStringInterpolation, Cu
         RichText([.userText(text)])
     }
 
-    /// For logs, the journal, tests and outcomes: mentions as `@id`, user text as it came.
+    /// For logs, the journal, tests and outcomes: mentions as `@id`, channels in backticks, user
+    /// text as it came.
     public var plainText: String {
         segments.map { segment in
             switch segment {
             case .plain(let text), .userText(let text): text
             case .mention(let user): "@\(user)"
+            case .channel(let channel): "`\(channel)`"
             }
         }.joined()
     }
@@ -60,7 +65,7 @@ public struct RichText: Hashable, Sendable, ExpressibleByStringInterpolation, Cu
         switch segment {
         case .plain(let text), .userText(let text):
             if text.isEmpty { return }
-        case .mention:
+        case .mention, .channel:
             break
         }
         if case .plain(let text) = segment, case .plain(let previous)? = segments.last {
@@ -104,6 +109,10 @@ public struct RichText: Hashable, Sendable, ExpressibleByStringInterpolation, Cu
 
         public mutating func appendInterpolation(mention user: UserID) {
             segments.append(.mention(user))
+        }
+
+        public mutating func appendInterpolation(channel: String) {
+            segments.append(.channel(channel))
         }
 
         /// Text from outside InferOps: a reason, an engine's answer, a Kubernetes event message.
