@@ -337,4 +337,24 @@ import Testing
         try await reporter.move(to: .planned, "Plan ready again.")
         #expect(await fakes.store.stateHistory(of: record.id) == [.requested, .planned])
     }
+
+    @Test func aCardEditHeldBackByTheOnceASecondLimitIsMadeWhenTheSecondIsUp() async throws {
+        let fakes = FakeServices()
+        let record = OperationRecord(
+            id: OperationID("op-0000000b"), kind: .deploy, requester: Fixtures.admin, environment: "staging",
+            command: "deploy llama-3-8b to staging", createdAt: fakes.time.now()
+        )
+        try await fakes.store.insert(record)
+        let reporter = OperationReporter(operation: record, services: fakes.services, channel: "C0OPS")
+        try await reporter.ensureCard()
+        try await reporter.move(to: .planned, "Plan ready.")
+        try await reporter.move(to: .queued, "Queued.")
+        try await reporter.move(to: .prechecking, "Checking capacity.")
+        // The first edit went out at once; the two after it within the second are held, and only
+        // the latest is made, when the second is up.
+        let chat = fakes.chat
+        try await chat.waitFor { events in events.filter { $0.kind == .update }.count == 2 }
+        #expect(chat.updates.last?.text.contains("Checking capacity.") == true, "\(chat.updates.map(\.text))")
+        #expect(chat.updates.first?.text.contains("Plan ready.") == true)
+    }
 }

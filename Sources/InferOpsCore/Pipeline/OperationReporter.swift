@@ -12,6 +12,9 @@ public actor OperationReporter {
     var stepStarted: ContinuousClock.Instant
     /// When the status card was last edited: edits come at most about once a second.
     var lastCardEdit: ContinuousClock.Instant?
+    /// An edit held back by that limit; made when the second is up, unless a newer one came first.
+    var heldCardEdit: RichText??
+    var heldCardEditDue: Task<Void, Never>?
     /// The state the store holds, which every write names as the one it expects. It runs ahead of
     /// `operation.state` once the store claimed the release (`releaseClaimed`).
     var storedState: OperationState
@@ -79,17 +82,39 @@ public actor OperationReporter {
         try await write()
     }
 
-    /// Edits the status card, at most about once a second unless `force`.
+    /// Edits the status card, at most about once a second unless `force`. An edit held back by the
+    /// limit is made when the second is up (the latest one only), so the card never stays behind
+    /// the thread.
     func editCard(detail: RichText?, force: Bool = false) async {
         guard let card = operation.card else { return }
         let now = ContinuousClock.now
-        if !force, let last = lastCardEdit, last.duration(to: now) < .seconds(1) { return }
+        if !force, let last = lastCardEdit, last.duration(to: now) < .seconds(1) {
+            heldCardEdit = .some(detail)
+            if heldCardEditDue == nil {
+                let wait = Duration.seconds(1) - last.duration(to: now)
+                heldCardEditDue = Task { [weak self] in
+                    try? await Task.sleep(for: wait)
+                    await self?.editHeldCard()
+                }
+            }
+            return
+        }
+        heldCardEdit = nil
+        heldCardEditDue?.cancel()
+        heldCardEditDue = nil
         lastCardEdit = now
         do {
             try await services.chat.update(card, with: StatusCard.reply(for: operation, detail: detail), operation: operation.id)
         } catch {
             services.logger.warning("status card not edited", metadata: ["operation": "\(operation.id)", "error": "\(error)"])
         }
+    }
+
+    /// Makes the edit the once-a-second limit held back, if no newer edit made it already.
+    func editHeldCard() async {
+        heldCardEditDue = nil
+        guard let held = heldCardEdit else { return }
+        await editCard(detail: held, force: true)
     }
 
     /// Moves to `state` (recorded first), then posts `message` in the thread.
