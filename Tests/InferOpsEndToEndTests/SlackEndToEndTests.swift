@@ -17,6 +17,8 @@ struct SlackEndToEndTests {
             sandbox = try Sandbox(helm: .helm4)
             slack = try SlackEmulator(extraArguments: emulator)
             sandbox.extraEnvironment = environmentExtra
+            // A listener port of its own: other suites' daemons may be serving beside it.
+            sandbox.extraTopLevel = "server:\n  port: 0"
             try sandbox.writeConfiguration()
             var yaml = try String(contentsOfFile: sandbox.config, encoding: .utf8)
             yaml = yaml.replacingOccurrences(
