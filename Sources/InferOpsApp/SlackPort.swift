@@ -82,6 +82,9 @@ public final class SlackPort: Sendable {
             switch inbound.translate(envelope) {
             case .event(let event):
                 guard let intake = intake.current else { return }
+                if envelope.type == "slash_commands", let url = envelope.payload["response_url"]?.stringValue {
+                    chat.noteSlashCommand(in: event.channel, responseURL: url)
+                }
                 // A mention has no acknowledgement a person can see: 👀 on it says it was heard.
                 let mention = envelope.payload["event"].flatMap { event -> (channel: String, ts: String)? in
                     guard event["type"]?.stringValue == "app_mention", let channel = event["channel"]?.stringValue,

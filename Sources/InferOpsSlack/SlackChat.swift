@@ -15,6 +15,9 @@ public final class SlackChat: ChatTransport {
     let logger: Logger
     let threads = InOrder()
     let connected: @Sendable () -> Bool
+    /// The `response_url` of recent slash commands per channel: where to say so when the bot may
+    /// not post in a channel someone typed `/infer` in.
+    let responseURLs = Mutex<[String: (url: String, at: ContinuousClock.Instant)]>([:])
 
     /// - Parameters:
     ///   - api: the Web API with the *bot* token (`xoxb-…`).
@@ -64,6 +67,34 @@ public final class SlackChat: ChatTransport {
 
     public var isConnected: Bool { connected() }
 
+    /// Remembers a slash command's `response_url` (Slack keeps one usable for 30 minutes).
+    public func noteSlashCommand(in channel: String, responseURL: String) {
+        let now = ContinuousClock.now
+        responseURLs.withLock { urls in
+            urls = urls.filter { $0.value.at.duration(to: now) < .seconds(25 * 60) }
+            urls[channel] = (responseURL, now)
+        }
+    }
+
+    /// Slack would not take a post in `channel` (the bot is not in it, it is archived or gone): the
+    /// person who typed the command there is told why, through their command's `response_url`,
+    /// which needs no membership.
+    func tellWhyNot(_ failure: SlackFailure, in channel: String) async {
+        guard case .destination(let code) = failure,
+              let url = responseURLs.withLock({ $0.removeValue(forKey: channel)?.url }) else { return }
+        let why = switch code {
+        case "not_in_channel", "channel_not_found":
+            "InferOps cannot post in this channel: it is not a member. Invite it with `/invite @inferops`, or use /infer in a channel it is in."
+        case "is_archived": "InferOps cannot post in this channel: it is archived."
+        default: "InferOps cannot post here (Slack said `\(code)`)."
+        }
+        do {
+            try await api.respond(to: url, ephemeral: ":warning: " + why)
+        } catch {
+            logger.warning("Slack: response_url not answered", metadata: ["error": "\(error)"])
+        }
+    }
+
     /// Adds a reaction to a message (👀 on a mention: seen, the answer follows in its thread). Best
     /// effort: a reaction that fails is logged, never reported.
     public func react(_ name: String, to ts: String, in channel: String) async {
@@ -75,10 +106,11 @@ public final class SlackChat: ChatTransport {
         do {
             return try await api.call(method, arguments, idempotent: idempotent)
         } catch let failure as SlackFailure {
+            let channel = arguments["channel"]?.stringValue ?? ""
             logger.error("Slack refused a call", metadata: [
-                "method": "\(method)", "error": "\(failure.code)",
-                "channel": "\(arguments["channel"]?.stringValue ?? "")",
+                "method": "\(method)", "error": "\(failure.code)", "channel": "\(channel)",
             ])
+            await tellWhyNot(failure, in: channel)
             throw failure
         }
     }

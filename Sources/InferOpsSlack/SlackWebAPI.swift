@@ -92,6 +92,17 @@ public struct SlackWebAPI: Sendable {
         }
     }
 
+    /// Answers a slash command through its `response_url` (no token: the URL is the credential,
+    /// good for a few uses within 30 minutes), which works even where the bot may not post.
+    /// Best effort, sent once.
+    public func respond(to responseURL: String, ephemeral text: String) async throws {
+        let body = JSONValue.object(["response_type": .string("ephemeral"), "text": .string(text)]).canonical
+        let response = try await http.send(HTTPRequest(
+            method: .post, url: responseURL, headers: ["Content-Type": "application/json; charset=utf-8"],
+            body: Array(body.utf8), timeout: settings.timeout))
+        guard response.status == 200 else { throw SlackFailure.unknown(code: "http_\(response.status)") }
+    }
+
     /// The JSON of an answer; a status other than 200 or a body that is not JSON is Slack's trouble.
     static func answer(of response: HTTPResponse, method: String) throws -> JSONValue {
         guard response.status == 200 else {

@@ -100,6 +100,13 @@ struct SlackEndToEndTests {
         #expect(refusal["kind"] as? String == "ephemeral" && refusal["user"] as? String == "U0BOB0001")
         #expect(Self.text(refusal).contains("taken only in"), "\(refusal)")
 
+        // A channel the bot is not in: the one who typed the command is told so, through the
+        // command's response_url (Slack takes no post there).
+        try slack.slash("help", as: "U0ALICE01", in: "C0ELSEWHR1")
+        try eventually("the answer through response_url") {
+            try slack.posts("?kind=response_url").contains { Self.text($0).contains("not a member") }
+        }
+
         // Alice's deploy: a status card at the top of a thread, the approval request in it.
         try slack.slash("deploy llama-3-8b to staging", as: "U0ALICE01")
         var request: [String: Any] = [:]
