@@ -55,10 +55,18 @@ import Testing
                       rows: [["llama-3-8b", "staging", "deployed rev 3", "1/1", "–"],
                              ["llama-3-8b", "production", "deployed rev 1", "2/2", "op-1234abcd deploy (queued)"]]))
         },
+        Fixture(name: "wrong-channel-refusal") {
+            var reply = Reply.error(WrongChannel(environment: "production", channel: "C0RANDOM01", allowed: ["C0PRODDEP1"]))
+            reply.privateTo = alice
+            return reply
+        },
+        Fixture(name: "approval-decided") {
+            Reply(.success, "Approved by \(mention: carol) (1 of 1). (promote in production, op-1234abcd, plan ebd8e79d9abf)")
+        },
         Fixture(name: "approval-request") {
             var reply = Reply(
                 .warning, "Approval needed: promote in production (op-1234abcd)",
-                lines: ["Nothing runs until 1 person other than the requester approve this exact plan."],
+                lines: ["Nothing runs until 1 person other than the requester approves this exact plan."],
                 fields: [Reply.Field("requested by", "\(mention: alice)" as RichText),
                          Reply.Field("promoted from", "op-0badf00d in staging, plan 27bbcce984d5"),
                          Reply.Field("plan digest", "sha256:ebd8e79d9abfeec96b1cfc516eac7743816d6a013b7bdba84820c6efc2929725"),

@@ -109,8 +109,7 @@ public struct WrongChannel: UserFacingError, Equatable {
     }
 
     public var hint: String? {
-        "Ask in " + (allowed.first.map { "`\($0)`" } ?? "its channel")
-            + " (in the console: `/in \(allowed.first ?? "<channel>")`); reading commands answer everywhere."
+        "Ask there (the console switches channel with `/in \(allowed.first ?? "<channel>")`); reading commands answer everywhere."
     }
 }
 
