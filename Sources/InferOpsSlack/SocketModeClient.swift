@@ -266,7 +266,6 @@ public final class SocketModeClient: Sendable {
                     continue
                 case .closed(let code, let reason):
                     let wasLive = greeted.withLock { $0 }
-                    if wasLive { state.withLock { $0.live -= 1 } }
                     if !asked {
                         counters.withLock { $0.reconnects += 1 }
                         logger.warning("Slack: connection closed", metadata: ["code": "\(code)", "reason": "\(reason)"])
@@ -275,7 +274,13 @@ public final class SocketModeClient: Sendable {
                 }
             }
         }
-        _ = state.withLock { $0.sessions.removeValue(forKey: id) }
+        // Counted live from its `hello` until here, however the reading ended (closed, or the task
+        // cancelled because `run()` is throwing).
+        let wasLive = greeted.withLock { $0 }
+        state.withLock { state in
+            state.sessions.removeValue(forKey: id)
+            if wasLive { state.live -= 1 }
+        }
     }
 }
 

@@ -165,6 +165,19 @@ struct SlackEndToEndTests {
             try slack.posts("?kind=reaction").contains { "\($0)".contains("eyes") }
         }
 
+        // /readyz says whether replies can be delivered: down while Slack refuses new connections.
+        let port = try #require(daemon.text(of: .standardError).firstMatch(of: /listening on http:\/\/127\.0\.0\.1:(\d+)/)?.1)
+        let readiness = "http://127.0.0.1:\(port)/readyz"
+        #expect(InferOpsTestSupport.request("GET", readiness).status == 200)
+        _ = try slack.json("POST", "link", #"{"enabled":false}"#)
+        _ = try slack.json("POST", "drop", "{}")
+        try eventually("/readyz to report the chat down") {
+            let answer = InferOpsTestSupport.request("GET", readiness)
+            return answer.status == 503 && answer.body.contains("chat")
+        }
+        _ = try slack.json("POST", "link", #"{"enabled":true}"#)
+        try eventually("/readyz ready again once reconnected") { InferOpsTestSupport.request("GET", readiness).status == 200 }
+
         daemon.signal(SIGTERM)
         #expect(daemon.waitForExit() == .exited(0), "\(daemon.text(of: .standardError))")
         let audit = try slack.sandbox.auditLines().map { "\($0["actor"] as? String ?? "") \($0["action"] as? String ?? "") \($0["outcome"] as? String ?? "")" }
