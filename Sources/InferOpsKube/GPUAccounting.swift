@@ -95,6 +95,7 @@ enum PodDiagnosis {
         let phase = pod.status?.phase ?? "Pending"
         let ready = pod.status?.conditions?.contains { $0.type == "Ready" && $0.status == "True" } ?? false
         let node = pod.spec?.nodeName.flatMap { $0.isEmpty ? nil : $0 }
+        let engine = pod.status?.containerStatuses?.first { $0.name == "vllm" } ?? pod.status?.containerStatuses?.first
         return PodSnapshot(
             name: pod.metadata.name,
             phase: phase,
@@ -103,7 +104,11 @@ enum PodDiagnosis {
             address: pod.status?.podIP.flatMap { $0.isEmpty ? nil : $0 },
             reason: ready ? nil : reason(pod, phase: phase),
             unschedulable: pod.metadata.deletionTimestamp == nil && node == nil
-                && pod.status?.conditions?.contains { $0.type == "PodScheduled" && $0.status == "False" } == true
+                && pod.status?.conditions?.contains { $0.type == "PodScheduled" && $0.status == "False" } == true,
+            terminating: pod.metadata.deletionTimestamp != nil,
+            waiting: engine?.state?.waiting?.reason,
+            lastExit: engine?.lastState?.terminated?.reason,
+            restarts: engine?.restartCount ?? 0
         )
     }
 

@@ -87,6 +87,7 @@ struct ContainerState: Decodable, Sendable {
 struct ContainerStatus: Decodable, Sendable {
     var name: String
     var ready: Bool?
+    var restartCount: Int?
     var state: ContainerState?
     var lastState: ContainerState?
 }

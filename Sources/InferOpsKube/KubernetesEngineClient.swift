@@ -33,8 +33,13 @@ public struct KubernetesEngineClient: EngineClient {
         try await send(.post, endpoint, path: path, body: Array(json), timeout: timeout)
     }
 
-    /// The URL a request for `path` goes to in direct mode.
+    /// The URL a request for `path` goes to in direct mode: the template for the service, the pod's
+    /// own address for one replica (a daemon that reaches services directly reaches pods too).
     public static func directURL(template: String, endpoint: EngineEndpoint, path: String) -> String {
+        if let pod = endpoint.pod {
+            let host = pod.address.contains(":") ? "[\(pod.address)]" : pod.address
+            return "http://\(host):\(endpoint.port)" + normalized(path)
+        }
         var base =
             template
             .replacingOccurrences(of: "{service}", with: endpoint.service)
@@ -45,10 +50,13 @@ public struct KubernetesEngineClient: EngineClient {
         return base + normalized(path)
     }
 
-    /// The API-server path of the service proxy for `path`.
+    /// The API-server path of the service proxy (or, for one replica, the pod proxy) for `path`.
     public static func proxyPath(endpoint: EngineEndpoint, path: String) -> String {
-        "/api/v1/namespaces/\(percentEncoded(endpoint.target.namespace))/services/"
-            + "\(percentEncoded(endpoint.service)):\(endpoint.port)/proxy\(normalized(path))"
+        let namespace = "/api/v1/namespaces/\(percentEncoded(endpoint.target.namespace))"
+        if let pod = endpoint.pod {
+            return namespace + "/pods/\(percentEncoded(pod.name)):\(endpoint.port)/proxy\(normalized(path))"
+        }
+        return namespace + "/services/\(percentEncoded(endpoint.service)):\(endpoint.port)/proxy\(normalized(path))"
     }
 
     private static func normalized(_ path: String) -> String {
@@ -114,8 +122,8 @@ public struct KubernetesEngineClient: EngineClient {
             status.kind == "Status"
         else { return nil }
         if response.status == 404 {
-            // Only "the service does not exist", not the engine's own 404 for an unknown path.
-            guard status.details?.kind == "services" else { return nil }
+            // Only "the service (or pod) does not exist", not the engine's own 404 for an unknown path.
+            guard status.details?.kind == "services" || status.details?.kind == "pods" else { return nil }
         }
         return status.message ?? "HTTP \(response.status)"
     }

@@ -103,16 +103,22 @@ public final class FakeEngineClient: EngineClient, Sendable {
         _ endpoint: EngineEndpoint, path: String, json: Data, timeout: Duration
     ) async throws -> EngineResponse {
         let response = try answer(endpoint, method: "POST", path: path, body: json)
-        if path == "/v1/completions", let time, let latency = observed.value.scripts[endpoint.service]?.latency {
+        if path == "/v1/completions", let time, let latency = observed.value.scripts[Self.key(endpoint, observed.value)]?.latency {
             time.advance(by: latency)
         }
         return response
     }
 
+    /// A replica answers from its own script (keyed by its pod's name) when it has one, else as its service.
+    static func key(_ endpoint: EngineEndpoint, _ state: State) -> String {
+        guard let pod = endpoint.pod, state.scripts[pod.name] != nil else { return endpoint.service }
+        return pod.name
+    }
+
     private func answer(_ endpoint: EngineEndpoint, method: String, path: String, body: Data?) throws -> EngineResponse
     {
-        let service = endpoint.service
         let answer = observed.update { state -> EngineAnswer in
+            let service = Self.key(endpoint, state)
             state.counts[service, default: [:]][path, default: 0] += 1
             if path == "/v1/completions" {
                 state.completionRequests.append(Request(service: service, method: method, path: path, body: body))

@@ -25,7 +25,8 @@ struct Registrar: Sendable {
     /// The router worker URLs of the replicas that are ready now, and how many replicas there should be.
     func servingEndpoints(model: String) async throws -> (urls: [String], ready: Int, desired: Int) {
         let workload = try await services.cluster.workload(environment.target(model: model))
-        let urls = workload.pods.filter(\.ready).compactMap(\.address).map(settings.workerURL(podIP:)).sorted()
+        // A stopping pod still reads Ready until its probe fails: it gets no new requests.
+        let urls = workload.pods.filter(\.serving).compactMap(\.address).map(settings.workerURL(podIP:)).sorted()
         return (urls, workload.readyReplicas, workload.desiredReplicas)
     }
 

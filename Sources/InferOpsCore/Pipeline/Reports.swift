@@ -213,9 +213,14 @@ struct Reports: Sendable {
         if rows.isEmpty {
             return Reply(.info, environments.isEmpty ? "You may not view any environment." : "Nothing is deployed yet.", lines: lockLines)
         }
+        // One model in one environment: each replica, and what to do about one that does not serve.
+        var replicas: [RichText] = []
+        if let model, let environment = environments.first, environments.count == 1, rows.count == 1 {
+            replicas = await replicaLines(model: model, environment: environment)
+        }
         return Reply(
             .info, "Status",
-            lines: lockLines,
+            lines: lockLines + replicas,
             table: Reply.Table(headers: ["model", "env", "helm", "chart / app", "ready", "last verified", "routing", "in flight"], rows: rows)
         )
     }
@@ -266,6 +271,52 @@ struct Reports: Sendable {
             [release.chart, release.appVersion].compactMap { $0 }.joined(separator: " / "), ready, verified, routing,
             inFlight.isEmpty ? "–" : inFlight.joined(separator: ", "),
         ])
+    }
+
+    /// Each replica of a model in an environment, diagnosed (`ReplicaDiagnosis`): Kubernetes' view of
+    /// its pod, a direct `/health` of each ready one, and whether the router has it.
+    func replicaLines(model: ModelSpec, environment env: EnvironmentSettings) async -> [RichText] {
+        let target = env.target(model: model.name)
+        guard let workload = try? await reads.read("workload|\(target.readKey)", { try await services.cluster.workload(target) }),
+              !workload.pods.isEmpty
+        else { return [] }
+        // Routing is only expected of a model registered and enabled where a router is configured.
+        var routedURLs: Set<String>?
+        if let router = services.routers.router(for: env),
+           let registration = try? await services.store.registration(model: model.name, environment: env.name),
+           registration.state == .enabled,
+           let workers = try? await reads.read("router-workers|\(env.name)", { try await router.workers() }) {
+            routedURLs = Set(workers.filter { $0.model == model.name }.map(\.url))
+        }
+        let endpoint = EngineEndpoint(target: target, service: target.release)
+        let engines = services.engines
+        let checks = await withTaskGroup(of: (String, ReplicaDiagnosis.EngineCheck).self) { group in
+            for pod in workload.pods where pod.serving {
+                guard let address = pod.address else { continue }
+                group.addTask {
+                    do {
+                        let health = try await engines.get(endpoint.replica(.init(name: pod.name, address: address)),
+                                                           path: "/health", timeout: .seconds(2))
+                        return (pod.name, health.status == 200 ? .answering : .notAnswering("/health answered \(health.status)"))
+                    } catch let unreachable as EngineUnreachable {
+                        return (pod.name, .notAnswering(unreachable.detail))
+                    } catch {
+                        return (pod.name, .notAnswering("\(error)"))
+                    }
+                }
+            }
+            var checks: [String: ReplicaDiagnosis.EngineCheck] = [:]
+            for await (pod, check) in group { checks[pod] = check }
+            return checks
+        }
+        let diagnoses = workload.pods.map { pod in
+            let routed = routedURLs.map { urls in pod.address.map { urls.contains(env.router!.workerURL(podIP: $0)) } ?? false }
+            return ReplicaDiagnosis.diagnose(
+                pod, engine: checks[pod.name], routed: routed, model: model.name, environment: env.name,
+                reconcileInterval: configuration.server.reconcileInterval)
+        }
+        return ["Replicas of \(target.release) (\(diagnoses.filter { $0.state == .serving }.count) of \(workload.desiredReplicas) serving):"]
+            + diagnoses.map { "• " + $0.line }
     }
 
     /// Enabled, disabled (with who and why), removed, or drifted when the router does not match.

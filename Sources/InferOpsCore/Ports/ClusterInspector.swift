@@ -57,10 +57,19 @@ public struct PodSnapshot: Hashable, Sendable, Codable {
     /// Of the revision being rolled out (the Deployment's current pod template); `false` for pods of
     /// an older ReplicaSet that still serve or are stopping during a rollout.
     public var current: Bool
+    /// Its deletion has begun (a `deletionTimestamp`): it may still read Ready while it stops, but it
+    /// must not be given new requests.
+    public var terminating: Bool
+    /// The engine container's waiting reason (`ImagePullBackOff`, `CrashLoopBackOff`, …), if waiting.
+    public var waiting: String?
+    /// Why the engine container last ended (`OOMKilled`, `Error`), if it has restarted.
+    public var lastExit: String?
+    public var restarts: Int
 
     public init(
         name: String, phase: String, ready: Bool, node: String? = nil, address: String? = nil, reason: String? = nil,
-        unschedulable: Bool = false, current: Bool = true
+        unschedulable: Bool = false, current: Bool = true, terminating: Bool = false, waiting: String? = nil,
+        lastExit: String? = nil, restarts: Int = 0
     ) {
         self.name = name
         self.phase = phase
@@ -70,7 +79,14 @@ public struct PodSnapshot: Hashable, Sendable, Codable {
         self.reason = reason
         self.unschedulable = unschedulable
         self.current = current
+        self.terminating = terminating
+        self.waiting = waiting
+        self.lastExit = lastExit
+        self.restarts = restarts
     }
+
+    /// Ready and not stopping: a replica that may be given requests.
+    public var serving: Bool { ready && !terminating }
 }
 
 public struct WorkloadSnapshot: Hashable, Sendable, Codable {
