@@ -59,7 +59,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="seconds from scheduling until a pod is Ready, unless its template says otherwise "
                         "(default 2)")
     p.add_argument("--engine-latency", type=float, default=0.0,
-                   help="seconds each fake completion takes (default 0; per pod: inferops.dev/simulate-latency-ms)")
+                   help="extra seconds before each fake completion's first token (default 0; per pod: "
+                        "inferops.dev/simulate-latency-ms)")
+    p.add_argument("--ttft-ms", type=float, default=0.0,
+                   help="milliseconds to a completion's first token (default 0; per pod: "
+                        "inferops.dev/simulate-ttft-ms)")
+    p.add_argument("--ms-per-token", type=float, default=0.0,
+                   help="milliseconds per further token (default 0; per pod: inferops.dev/simulate-ms-per-token)")
+    p.add_argument("--crash-backoff", type=float, default=10.0,
+                   help="seconds of a crash-looping container's first back-off, doubling up to 300 "
+                        "(default 10, as the kubelet; at least 0.1)")
     p.add_argument("--engine-port", type=int, default=8000,
                    help="port each fake engine listens on, on its pod's own IP (default 8000, as vLLM)")
     p.add_argument("--log", help="append a JSON line per API request to this file")
@@ -73,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         controller = Controller(store, ClusterConfig(gpu_nodes=args.gpu_nodes, gpus_per_node=args.gpus_per_node,
                                                      cpu_nodes=args.cpu_nodes, ready_after=args.ready_after,
                                                      engine_latency=args.engine_latency,
+                                                     ttft=args.ttft_ms / 1000.0,
+                                                     per_token=args.ms_per_token / 1000.0,
+                                                     crash_backoff=args.crash_backoff,
                                                      engine_port=args.engine_port))
     except PodNetworkError as e:
         print(f"kubeemu: {e}", file=sys.stderr, flush=True)

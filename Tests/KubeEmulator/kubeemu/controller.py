@@ -1,17 +1,21 @@
 """The simulated cluster: GPU nodes, a scheduler, Deployment and ReplicaSet controllers, a kubelet
-that runs one fake engine per bound pod (on the pod's own loopback IP, port 8000), an Endpoints
+that runs one fake engine per bound pod (on the pod's own loopback IP, port 8000) and stops it as a
+kubelet stops a container (preStop, SIGTERM, SIGKILL after the grace period), an Endpoints
 controller and Events.
 
-Everything runs in one thread that wakes on every store write, when a pod's ready time comes, and
-at least once a second, and reconciles the whole store. It only writes when something
+Everything runs in one thread that wakes on every store write, when something time-based is due (a
+pod's ready time, a readiness probe, a preStop hook's end, a grace period's end), when an engine
+exits, and at least once a second, and reconciles the whole store. It only writes when something
 differs, so a settled cluster makes no writes and no watch events.
 """
 
 from __future__ import annotations
 
+import collections
 import copy
 import dataclasses
 import hashlib
+import http.client
 import json
 import math
 import re
@@ -20,7 +24,7 @@ import time
 import uuid
 from typing import Any
 
-from .engine import Engine, parse_engine_args
+from .engine import Behaviour, Engine, parse_engine_args, parse_shutdown_timeout
 from .podnet import PodNetwork
 from .resources import lookup
 from .store import ApiError, Store, now_rfc3339, random_suffix
@@ -30,12 +34,21 @@ ANN_READY_AFTER = "inferops.dev/simulate-ready-after-seconds"
 ANN_FAILURE = "inferops.dev/simulate-failure"
 ANN_IMAGE_PULL_ERROR = "inferops.dev/simulate-image-pull-error"
 ANN_LATENCY_MS = "inferops.dev/simulate-latency-ms"
+ANN_TTFT_MS = "inferops.dev/simulate-ttft-ms"
+ANN_MS_PER_TOKEN = "inferops.dev/simulate-ms-per-token"
+ANN_UNREADY_AFTER = "inferops.dev/simulate-unready-after-seconds"
+ANN_HANG = "inferops.dev/simulate-hang"
 ANN_ENGINE_URL = "kubeemu.inferops.dev/engine-url"
 ANN_REVISION = "deployment.kubernetes.io/revision"
 HASH_LABEL = "pod-template-hash"
 HOST_IP = "127.0.0.1"
 ENGINE_BIND_ATTEMPTS = 32  # pod addresses tried when an unrelated process holds one
 PROBE_EVENT_AFTER = 1.0  # seconds a loading pod runs before its first failed-probe event
+PROBE_PERIOD, PROBE_FAILURE_THRESHOLD = 10.0, 3  # a readinessProbe's defaults
+MIN_KILL_GRACE = 2.0  # the kubelet's minimumGracePeriodInSeconds: SIGTERM always gets this long
+CRASH_RUN = 0.5  # seconds a restarted crash-looping container runs before it crashes again
+MAX_BACKOFF = 300.0  # the kubelet's crash back-off cap (5 minutes)
+FINISHED_KEPT = 1000  # removed pods whose last numbers /_emu/pods still reports
 
 R_POD = lookup("", "v1", "pods")
 R_NODE = lookup("", "v1", "nodes")
@@ -122,8 +135,98 @@ def _annotation(obj: dict, key: str) -> str | None:
     return ((obj.get("metadata") or {}).get("annotations") or {}).get(key)
 
 
+def failure_kind(annotations: dict | None) -> str | None:
+    """simulate-failure: "true" (exit 1, reason Error) or "oom" (exit 137, reason OOMKilled); None."""
+    value = str((annotations or {}).get(ANN_FAILURE, "")).strip().lower()
+    return {"true": "error", "error": "error", "oom": "oom", "oomkilled": "oom"}.get(value)
+
+
+def go_duration(seconds: float) -> str:
+    """A duration as Go prints it (the kubelet's back-off messages): 200ms, 10s, 1m20s, 5m0s."""
+    if seconds < 1:
+        return f"{round(seconds * 1000):d}ms"
+    minutes, rest = divmod(seconds, 60)
+    text = f"{rest:.3f}".rstrip("0").rstrip(".") + "s"
+    return f"{int(minutes)}m{text}" if minutes else text
+
+
+_SLEEP = re.compile(r"(?<![\w-])sleep\s+([0-9]+(?:\.[0-9]+)?)([smhd]?)(?![\w.])")
+
+
+def prestop_hook(container: dict) -> tuple[str, Any] | None:
+    """The container's lifecycle.preStop as ("sleep", seconds) or ("httpGet", action); None without one.
+
+    ``sleep.seconds`` is a sleep; an ``exec`` command sleeps as long as the ``sleep N`` words in it
+    add up to (``["sleep","5"]``, ``["/bin/sh","-c","sleep 5"]``), and does nothing else.
+    """
+    hook = (container.get("lifecycle") or {}).get("preStop") or {}
+    if isinstance(hook.get("sleep"), dict):
+        return "sleep", float(hook["sleep"].get("seconds") or 0)
+    if isinstance(hook.get("exec"), dict):
+        text = " ".join(str(a) for a in hook["exec"].get("command") or [])
+        unit = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+        return "sleep", sum(float(n) * unit[u] for n, u in _SLEEP.findall(text))
+    if isinstance(hook.get("httpGet"), dict):
+        return "httpGet", hook["httpGet"]
+    return None
+
+
 def human_join(reasons: dict[str, int]) -> str:
     return ", ".join(sorted(f"{n} {r}" for r, n in reasons.items()))
+
+
+@dataclasses.dataclass
+class Termination:
+    """The kubelet stopping a pod's container: preStop, SIGTERM, SIGKILL when the grace runs out."""
+
+    since: float  # when the kubelet saw the deletion
+    grace: float  # deletionGracePeriodSeconds (a second DELETE may shorten it)
+    hook: str | None = None  # "sleep" or "httpGet"
+    hook_until: float | None = None  # when a sleep hook ends
+    hook_done: bool = True  # an httpGet hook has returned
+    hook_failed: bool = False
+    hook_reported: bool = False
+    prestop_ended: float | None = None
+    sigterm_at: float | None = None
+    sigkill_at: float | None = None
+    exited_at: float | None = None
+
+    def deadline(self) -> float:
+        return self.since + self.grace
+
+    def kill_at(self) -> float | None:
+        """SIGKILL time: the grace period's end, but never less than 2 s after SIGTERM (a preStop
+        that used up the grace leaves the container the kubelet's minimum)."""
+        if self.sigterm_at is None:
+            return None
+        return max(self.deadline(), self.sigterm_at + MIN_KILL_GRACE)
+
+    def stage(self) -> str:
+        if self.exited_at is not None:
+            return "exited"
+        if self.sigkill_at is not None:
+            return "killed"
+        if self.sigterm_at is not None:
+            return "stopping"
+        return "preStop"
+
+    def info(self) -> dict:
+        return {"stage": self.stage(), "since": self.since, "gracePeriodSeconds": self.grace,
+                "deadline": self.deadline(), "preStop": self.hook, "preStopEnded": self.prestop_ended,
+                "preStopFailed": self.hook_failed, "sigtermAt": self.sigterm_at, "killAt": self.kill_at(),
+                "sigkillAt": self.sigkill_at, "exitedAt": self.exited_at}
+
+
+@dataclasses.dataclass
+class CrashState:
+    """Where a crash-looping container is: waiting out back-off ``backoff`` or running again."""
+
+    restarts: int
+    running_since: float | None
+    backoff: float
+    last_started: float
+    last_finished: float
+    until: float  # when this state ends
 
 
 @dataclasses.dataclass
@@ -134,16 +237,92 @@ class PodRuntime:
     node: str
     bound_at: float
     ready_at: float | None  # None: never ready
-    failing: bool = False
+    failure: str | None = None  # "error" or "oom": the container crash-loops
     image_pull_error: bool = False
     engine: Engine | None = None
     forced: bool = False
     ip: str = ""
+    probe: tuple[float, int] | None = None  # the readinessProbe's (periodSeconds, failureThreshold)
+    crash_backoff: float = 10.0
+    term: Termination | None = None
+
+    @property
+    def failing(self) -> bool:
+        return self.failure is not None
+
+    def loading(self, now: float) -> bool:
+        return self.ready_at is None or now < self.ready_at
+
+    def health_lost_at(self) -> float | None:
+        """When the engine's /health stopped answering 200 while it still runs (simulated
+        unreadiness, or a drain after SIGTERM)."""
+        if self.engine is None:
+            return None
+        times = [t for t in (self.engine.unready_at(), self.engine.draining_since) if t is not None]
+        return min(times) if times else None
+
+    def failed_probes(self) -> tuple[float, float] | None:
+        """(first failed readiness probe, the probe that turns Ready False) once /health fails.
+
+        Probes run every periodSeconds from the ready time; Ready turns False at the
+        failureThreshold-th failure in a row. None without a readinessProbe (nothing probes) or
+        while /health answers.
+        """
+        lost = self.health_lost_at()
+        if lost is None or self.probe is None or self.ready_at is None:
+            return None
+        period, threshold = self.probe
+        k = max(1, math.ceil((lost - self.ready_at) / period - 1e-9))
+        first = self.ready_at + k * period
+        return first, first + (threshold - 1) * period
 
     def is_ready(self, now: float | None = None) -> bool:
         if self.failing or self.image_pull_error or self.ready_at is None:
             return False
-        return (time.time() if now is None else now) >= self.ready_at
+        now = time.time() if now is None else now
+        if now < self.ready_at:
+            return False
+        lost = self.health_lost_at()
+        if lost is not None and lost <= self.ready_at:
+            return False  # /health never answered 200
+        probes = self.failed_probes()
+        return probes is None or now < probes[1]
+
+    def crash_loop(self, now: float) -> CrashState:
+        """The crash loop at ``now``. The container crashed twice at bind time (the kubelet restarts
+        the first crash at once), so it starts in back-off 1 with restartCount 1; after back-off k it
+        restarts (restartCount k+1), runs CRASH_RUN seconds and crashes into back-off k+1. Back-offs
+        start at --crash-backoff and double up to 5 minutes, as the kubelet's do."""
+        waiting, started, k = self.bound_at, self.bound_at, 1
+        base = max(0.1, self.crash_backoff)
+        while True:
+            backoff = min(base * 2 ** (k - 1), MAX_BACKOFF)
+            restart = waiting + backoff
+            if now < restart:
+                return CrashState(k, None, backoff, started, waiting, restart)
+            crash = restart + CRASH_RUN
+            if now < crash:
+                return CrashState(k + 1, restart, backoff, started, waiting, crash)
+            waiting, started, k = crash, restart, k + 1
+
+    def due(self, now: float) -> list[float]:
+        """Times something about this pod changes without a write: the controller wakes for them."""
+        out = []
+        if self.ready_at is not None and not self.failing:
+            out.append(self.ready_at)
+        out.append(self.bound_at + PROBE_EVENT_AFTER)
+        probes = self.failed_probes()
+        if probes:
+            out.extend(probes)
+        if self.failing:
+            out.append(self.crash_loop(now).until)
+        if self.term is not None:
+            out.append(self.term.deadline())
+            if self.term.hook_until is not None:
+                out.append(self.term.hook_until)
+            if self.term.kill_at() is not None:
+                out.append(self.term.kill_at())
+        return [t for t in out if t > now]
 
 
 @dataclasses.dataclass
@@ -153,6 +332,9 @@ class ClusterConfig:
     cpu_nodes: int = 1
     ready_after: float = 2.0
     engine_latency: float = 0.0
+    ttft: float = 0.0  # seconds to the first token (--ttft-ms)
+    per_token: float = 0.0  # seconds per further token (--ms-per-token)
+    crash_backoff: float = 10.0  # the first crash-loop back-off (--crash-backoff)
     engine_port: int = 8000
 
 
@@ -165,6 +347,7 @@ class Controller:
         self.progress: dict[str, tuple[str, float]] = {}  # deployment uid -> (progress key, since)
         self.warned: set[tuple[str, str]] = set()  # (pod uid, reason) events already recorded
         self.rr: dict[tuple[str, str], int] = {}
+        self.finished: collections.deque[dict] = collections.deque(maxlen=FINISHED_KEPT)
         self.stop_event = threading.Event()
         self.thread: threading.Thread | None = None
         self.ticks = 0
@@ -219,13 +402,11 @@ class Controller:
                 traceback.print_exc()
 
     def _next_wakeup(self) -> float:
-        """Seconds until something time-based is due (a pod's ready time); at most one second, which
-        is also how often progress deadlines are checked. Writes wake the loop at once."""
+        """Seconds until something time-based is due (see PodRuntime.due); at most one second, which
+        is also how often progress deadlines are checked. Writes and engine exits wake the loop at
+        once."""
         now = time.time()
-        due = [rt.ready_at - now for rt in list(self.runtime.values())
-               if rt.ready_at is not None and rt.ready_at > now and not rt.failing]
-        due += [rt.bound_at + PROBE_EVENT_AFTER - now for rt in list(self.runtime.values())
-                if rt.bound_at + PROBE_EVENT_AFTER > now and (rt.uid, "Unhealthy") not in self.warned]
+        due = [t - now for rt in list(self.runtime.values()) for t in rt.due(now)]
         if not due:
             return 1.0
         return min(1.0, max(0.005, min(due) + 0.001))
@@ -328,7 +509,7 @@ class Controller:
             self.store.delete(R_NODE, "", name)
             for pod in self.store.list_raw(R_POD):
                 if pod["spec"].get("nodeName") == name:
-                    self._delete_pod(pod)
+                    self._delete_pod(pod, grace_period=0)  # the pod garbage collector force-deletes
 
     # -----------------------------------------------------------------------------------------
     # test hooks
@@ -340,7 +521,7 @@ class Controller:
             if rt is None:
                 raise ApiError(409, "Conflict", f'pod "{name}" is not scheduled to a node yet')
             rt.forced = True
-            rt.failing = False
+            rt.failure = None
             rt.image_pull_error = False
             rt.ready_at = time.time() if ready else None
             if rt.engine:
@@ -357,14 +538,45 @@ class Controller:
                     info["node"] = rt.node
                     info["podIP"] = rt.ip
                     info["podReady"] = rt.is_ready()
+                    info["terminating"] = rt.term is not None
                     out.append(info)
             return out
+
+    def pods(self) -> dict:
+        """What /_emu/pods reports: every pod as its kubelet sees it, and the last numbers of the
+        pods that are gone (oldest first)."""
+        with self.store.lock:
+            now = time.time()
+            out = []
+            for pod in self.store.list_raw(R_POD):
+                meta, st = pod["metadata"], pod.get("status") or {}
+                rt = self.runtime.get(meta["uid"])
+                ready = next((c.get("status") == "True" for c in st.get("conditions") or []
+                              if c.get("type") == "Ready"), False)
+                out.append({"namespace": meta["namespace"], "name": meta["name"], "uid": meta["uid"],
+                            "node": pod["spec"].get("nodeName"), "podIP": st.get("podIP"),
+                            "phase": st.get("phase"), "ready": ready,
+                            "deletionTimestamp": meta.get("deletionTimestamp"),
+                            "deletionGracePeriodSeconds": meta.get("deletionGracePeriodSeconds"),
+                            "healthLostAt": rt.health_lost_at() if rt else None,
+                            "readyLostAt": (rt.failed_probes() or (None, None))[1] if rt else None,
+                            "termination": rt.term.info() if rt and rt.term else None,
+                            "engine": self._engine_info(rt) if rt and rt.engine else None})
+            return {"time": now, "pods": out, "gone": list(self.finished)}
+
+    @staticmethod
+    def _engine_info(rt: PodRuntime) -> dict:
+        info = rt.engine.info()
+        for k in ("namespace", "pod", "host", "port"):
+            info.pop(k, None)
+        return info
 
     def reset_counters(self) -> None:
         with self.store.lock:
             for rt in self.runtime.values():
                 if rt.engine:
                     rt.engine.reset_counters()
+            self.finished.clear()
 
     def pick_service_engine(self, ns: str, svc_name: str) -> Engine | None:
         """A ready pod's engine behind a Service's selector, round-robin."""
@@ -419,23 +631,37 @@ class Controller:
     # --- runtime ---------------------------------------------------------------------------------
 
     def _cleanup_runtime(self) -> None:
+        """Pods removed without their kubelet (force-deleted, their namespace or node deleted): the
+        container dies with them."""
         live = {p["metadata"]["uid"] for p in self.store.list_raw(R_POD)}
         for uid in [u for u in self.runtime if u not in live]:
             rt = self.runtime.pop(uid)
             if rt.engine:
                 rt.engine.stop()
+                self._finished(rt, time.time())
         for uid in [u for u in self.sched_msgs if u not in live]:
             del self.sched_msgs[uid]
         self.warned = {w for w in self.warned if w[0] in live}
 
-    def _delete_pod(self, pod: dict) -> None:
+    def _delete_pod(self, pod: dict, grace_period: int | None = None) -> None:
+        """DELETE as a controller sends it: graceful (the pod's own grace period) unless told 0."""
         try:
-            self.store.delete(R_POD, pod["metadata"]["namespace"], pod["metadata"]["name"])
+            self.store.delete(R_POD, pod["metadata"]["namespace"], pod["metadata"]["name"],
+                              grace_period=grace_period)
         except ApiError:
             pass
-        rt = self.runtime.pop(pod["metadata"]["uid"], None)
-        if rt and rt.engine:
-            rt.engine.stop()
+        if self.store.try_get(R_POD, pod["metadata"]["namespace"], pod["metadata"]["name"]) is None:
+            rt = self.runtime.pop(pod["metadata"]["uid"], None)
+            if rt and rt.engine:
+                rt.engine.stop()
+                self._finished(rt, time.time())
+
+    def _finished(self, rt: PodRuntime, now: float) -> None:
+        """Keep a removed pod's last numbers for /_emu/pods."""
+        engine = self._engine_info(rt) if rt.engine else None
+        self.finished.append({"namespace": rt.namespace, "name": rt.name, "uid": rt.uid, "node": rt.node,
+                              "podIP": rt.ip, "removedAt": now,
+                              "termination": rt.term.info() if rt.term else None, "engine": engine})
 
     def _event(self, obj: dict, kind: str, api_version: str, etype: str, reason: str, message: str,
                component: str) -> None:
@@ -463,7 +689,8 @@ class Controller:
         return [o for o in self.store.list_raw(res, ns) if controlled_by(o, uid)]
 
     def _pod_counts(self, rs: dict) -> tuple[int, int, int]:
-        """(pods, ready, available) of a ReplicaSet, from its live pods."""
+        """(pods, ready, available) of a ReplicaSet, from its live pods; a terminating pod no longer
+        counts (the ReplicaSet controller has already replaced it)."""
         pods = [p for p in self._owned(R_POD, rs["metadata"]["namespace"], rs["metadata"]["uid"])
                 if not p["metadata"].get("deletionTimestamp")]
         min_ready = int((rs.get("spec") or {}).get("minReadySeconds") or 0)
@@ -526,7 +753,8 @@ class Controller:
             active_old = [rs for rs in old_rss if rs["spec"].get("replicas", 1) > 0]
             for rs in active_old:
                 self._scale_rs(dep, rs, 0)
-            if active_old or any(self._pod_counts(rs)[0] for rs in old_rss):
+            # Recreate waits until the old pods are gone, terminating ones included.
+            if active_old or any(self._owned(R_POD, ns, rs["metadata"]["uid"]) for rs in old_rss):
                 return
             self._scale_rs(dep, new_rs, replicas)
         else:
@@ -755,10 +983,11 @@ class Controller:
         return False
 
     def _node_usage(self) -> dict[str, dict[str, float]]:
+        """What the pods bound to each node request; a terminating pod holds its GPUs until it is gone."""
         used: dict[str, dict[str, float]] = {}
         for p in self.store.list_raw(R_POD):
             node = p["spec"].get("nodeName")
-            if not node or p["metadata"].get("deletionTimestamp"):
+            if not node:
                 continue
             if (p.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
                 continue
@@ -876,7 +1105,7 @@ class Controller:
             return rt
         now = time.time()
         ann = pod["metadata"].get("annotations") or {}
-        failing = str(ann.get(ANN_FAILURE, "")).lower() == "true"
+        failure = failure_kind(ann)
         pull_error = str(ann.get(ANN_IMAGE_PULL_ERROR, "")).lower() == "true"
         raw = ann.get(ANN_READY_AFTER)
         delay: float | None = self.cfg.ready_after
@@ -893,28 +1122,59 @@ class Controller:
                     delay = self.cfg.ready_after
         rt = PodRuntime(uid=uid, namespace=pod["metadata"]["namespace"], name=pod["metadata"]["name"],
                         node=pod["spec"]["nodeName"], bound_at=now,
-                        ready_at=None if (delay is None or failing) else now + delay,
-                        failing=failing, image_pull_error=pull_error, ip=self.podnet.next_ip())
+                        ready_at=None if (delay is None or failure) else now + delay,
+                        failure=failure, image_pull_error=pull_error, ip=self.podnet.next_ip(),
+                        probe=self._readiness_probe(pod), crash_backoff=self.cfg.crash_backoff)
         self.runtime[uid] = rt
         return rt
 
-    def _start_engine(self, pod: dict, rt: PodRuntime) -> None:
+    @staticmethod
+    def _engine_container(pod: dict) -> dict | None:
+        """The container the fake engine stands for: the one named vllm, else the first."""
         containers = pod["spec"].get("containers") or []
-        if not containers:
-            return
-        container = next((c for c in containers if c.get("name") == "vllm"), containers[0])
-        served, model, max_len = parse_engine_args(container)
+        return next((c for c in containers if c.get("name") == "vllm"), containers[0] if containers else None)
+
+    def _readiness_probe(self, pod: dict) -> tuple[float, int] | None:
+        """(periodSeconds, failureThreshold) of the engine container's readinessProbe, whatever its
+        handler (the emulator answers every probe from the engine's /health)."""
+        probe = (self._engine_container(pod) or {}).get("readinessProbe")
+        if not isinstance(probe, dict):
+            return None
+        return (float(probe.get("periodSeconds") or PROBE_PERIOD),
+                int(probe.get("failureThreshold") or PROBE_FAILURE_THRESHOLD))
+
+    def _behaviour(self, pod: dict, container: dict) -> Behaviour:
         ann = pod["metadata"].get("annotations") or {}
-        latency = self.cfg.engine_latency
+
+        def millis(key: str, default: float) -> float:
+            try:
+                return float(ann[key]) / 1000.0 if ann.get(key) is not None else default
+            except ValueError:
+                return default
+
+        unready_after = None
         try:
-            if ann.get(ANN_LATENCY_MS) is not None:
-                latency = float(ann[ANN_LATENCY_MS]) / 1000.0
+            if ann.get(ANN_UNREADY_AFTER) is not None:
+                unready_after = max(0.0, float(ann[ANN_UNREADY_AFTER]))
         except ValueError:
             pass
+        return Behaviour(latency=millis(ANN_LATENCY_MS, self.cfg.engine_latency),
+                         ttft=millis(ANN_TTFT_MS, self.cfg.ttft),
+                         per_token=millis(ANN_MS_PER_TOKEN, self.cfg.per_token),
+                         shutdown_timeout=parse_shutdown_timeout(container), unready_after=unready_after,
+                         hang=str(ann.get(ANN_HANG, "")).strip().lower() == "true")
+
+    def _start_engine(self, pod: dict, rt: PodRuntime) -> None:
+        container = self._engine_container(pod)
+        if container is None:
+            return
+        served, model, max_len = parse_engine_args(container)
+        behaviour = self._behaviour(pod, container)
         for attempt in range(ENGINE_BIND_ATTEMPTS):
             try:
-                rt.engine = Engine(rt.namespace, rt.name, served, model, rt.ready_at, latency=latency,
-                                   max_model_len=max_len or 4096, host=rt.ip, port=self.cfg.engine_port)
+                rt.engine = Engine(rt.namespace, rt.name, served, model, rt.ready_at, max_model_len=max_len or 4096,
+                                   host=rt.ip, port=self.cfg.engine_port, behaviour=behaviour,
+                                   on_exit=self.store.changed.set)
                 return
             except OSError:
                 # Someone else listens on this address and port: the pod moves to the next address.
@@ -926,7 +1186,10 @@ class Controller:
         now = time.time()
         for pod in self.store.list_raw(R_POD):
             node = pod["spec"].get("nodeName")
-            if not node or pod["metadata"].get("deletionTimestamp"):
+            if not node:
+                continue
+            if pod["metadata"].get("deletionTimestamp"):
+                self._stop_pod(pod, now)
                 continue
             rt = self._runtime_for(pod)
             if rt.engine is None and not rt.failing and not rt.image_pull_error:
@@ -938,18 +1201,8 @@ class Controller:
                 new = copy.deepcopy(pod)
                 new["metadata"].setdefault("annotations", {})[ANN_ENGINE_URL] = rt.engine.url
                 pod = self.store.update(R_POD, rt.namespace, rt.name, new, check_rv=False)
-            status = self._pod_status(pod, rt, now)
-            if status != pod.get("status"):
-                new = copy.deepcopy(pod)
-                new["status"] = status
-                self.store.update(R_POD, rt.namespace, rt.name, new, subresource="status", check_rv=False)
-            probe = self._loading_probe(pod)
-            if (probe and not rt.failing and not rt.image_pull_error and not rt.is_ready(now)
-                    and now - rt.bound_at >= PROBE_EVENT_AFTER and (rt.uid, "Unhealthy") not in self.warned):
-                # What the kubelet reports while the engine loads its weights and /health answers 503.
-                self.warned.add((rt.uid, "Unhealthy"))
-                self._event(pod, "Pod", "v1", "Warning", "Unhealthy",
-                            f"{probe} probe failed: HTTP probe failed with statuscode: 503", "kubelet")
+            pod = self._write_status(pod, rt, now)
+            self._probe_events(pod, rt, now)
             if rt.failing and (rt.uid, "BackOff") not in self.warned:
                 self.warned.add((rt.uid, "BackOff"))
                 self._event(pod, "Pod", "v1", "Warning", "BackOff",
@@ -962,6 +1215,115 @@ class Controller:
                             f'Failed to pull image "{image}": rpc error: code = NotFound desc = failed to pull '
                             f'and unpack image "{image}": not found (simulated)', "kubelet")
                 self._event(pod, "Pod", "v1", "Normal", "BackOff", f'Back-off pulling image "{image}"', "kubelet")
+
+    def _write_status(self, pod: dict, rt: PodRuntime, now: float, exit_code: int | None = None) -> dict:
+        status = self._pod_status(pod, rt, now, exit_code)
+        if status == pod.get("status"):
+            return pod
+        new = copy.deepcopy(pod)
+        new["status"] = status
+        return self.store.update(R_POD, rt.namespace, rt.name, new, subresource="status", check_rv=False)
+
+    def _probe_events(self, pod: dict, rt: PodRuntime, now: float) -> None:
+        """Unhealthy events: once while the engine loads (after 1 s), once when readiness starts
+        failing after the pod was ready (its first failed readiness probe)."""
+        probe = self._loading_probe(pod)
+        if (probe and not rt.failing and not rt.image_pull_error and rt.loading(now) and rt.term is None
+                and now - rt.bound_at >= PROBE_EVENT_AFTER and (rt.uid, "Unhealthy") not in self.warned):
+            # What the kubelet reports while the engine loads its weights and /health answers 503.
+            self.warned.add((rt.uid, "Unhealthy"))
+            self._event(pod, "Pod", "v1", "Warning", "Unhealthy",
+                        f"{probe} probe failed: HTTP probe failed with statuscode: 503", "kubelet")
+        probes = rt.failed_probes()
+        if probes and now >= probes[0] and (rt.uid, "ReadinessFailed") not in self.warned:
+            self.warned.add((rt.uid, "ReadinessFailed"))
+            self._event(pod, "Pod", "v1", "Warning", "Unhealthy",
+                        "Readiness probe failed: HTTP probe failed with statuscode: 503", "kubelet")
+
+    def _stop_pod(self, pod: dict, now: float) -> None:
+        """The kubelet's side of a graceful deletion, one step per tick: a Killing event; the preStop
+        hook (the engine serves normally meanwhile), cut short when the grace period ends; SIGTERM;
+        SIGKILL when the grace period is over (at least 2 s after SIGTERM); once the engine has
+        exited, a last status (container terminated) and the DELETE with period 0 that removes the
+        pod object and frees its GPUs. A pod with no running engine goes at once."""
+        rt = self.runtime.get(pod["metadata"]["uid"])
+        grace = float(pod["metadata"].get("deletionGracePeriodSeconds") or 0)
+        if rt is None or rt.engine is None:
+            self._remove_pod(pod, rt, now, None)
+            return
+        engine, term = rt.engine, rt.term
+        if term is None:
+            term = rt.term = Termination(since=now, grace=grace)
+            self._event(pod, "Pod", "v1", "Normal", "Killing", f"Stopping container {self._main_container(pod)}",
+                        "kubelet")
+            self._run_prestop(pod, rt, now)
+        term.grace = min(term.grace, grace)
+        if term.hook_failed and not term.hook_reported:
+            term.hook_reported = True
+            self._event(pod, "Pod", "v1", "Warning", "FailedPreStopHook", "PreStopHook failed", "kubelet")
+        if term.sigterm_at is None:
+            hook_over = term.hook_done and (term.hook_until is None or now >= term.hook_until)
+            if hook_over or now >= term.deadline():
+                if term.hook:
+                    term.prestop_ended = now
+                term.sigterm_at = now
+                engine.sigterm()
+        kill_at = term.kill_at()
+        if kill_at is not None and term.sigkill_at is None and not engine.exited.is_set() and now >= kill_at:
+            term.sigkill_at = now
+            engine.sigkill()
+        if engine.exited.is_set():
+            term.exited_at = engine.exited_at
+            self._remove_pod(pod, rt, now, engine.exit_code)
+            return
+        pod = self._write_status(pod, rt, now)
+        self._probe_events(pod, rt, now)
+
+    def _run_prestop(self, pod: dict, rt: PodRuntime, now: float) -> None:
+        hook = prestop_hook(self._engine_container(pod) or {})
+        if hook is None:
+            return
+        term = rt.term
+        term.hook = hook[0]
+        if hook[0] == "sleep":
+            term.hook_until = now + hook[1]
+            return
+        term.hook_done = False
+        threading.Thread(target=self._http_hook, args=(rt.engine, term, hook[1]), name=f"prestop-{rt.name}",
+                         daemon=True).start()
+
+    def _http_hook(self, engine: Engine, term: Termination, action: dict) -> None:
+        """An httpGet preStop hook: a GET to the pod's engine (whatever port it names). As the
+        kubelet does, only a failed connection fails the hook, not the status code."""
+        path = str(action.get("path") or "/")
+        headers = {h["name"]: str(h.get("value", "")) for h in action.get("httpHeaders") or [] if h.get("name")}
+        try:
+            conn = http.client.HTTPConnection(engine.host, engine.port,
+                                              timeout=max(0.1, term.deadline() - time.time()))
+            try:
+                conn.request("GET", path if path.startswith("/") else "/" + path, headers=headers)
+                conn.getresponse().read()
+            finally:
+                conn.close()
+        except (OSError, http.client.HTTPException):
+            term.hook_failed = True
+        finally:
+            term.hook_done = True
+            self.store.changed.set()
+
+    def _remove_pod(self, pod: dict, rt: PodRuntime | None, now: float, exit_code: int | None) -> None:
+        ns, name, uid = pod["metadata"]["namespace"], pod["metadata"]["name"], pod["metadata"]["uid"]
+        if rt is not None and exit_code is not None:
+            self._write_status(pod, rt, now, exit_code)
+        try:
+            self.store.delete(R_POD, ns, name, grace_period=0, preconditions={"uid": uid})
+        except ApiError:
+            pass
+        rt = self.runtime.pop(uid, None)
+        if rt is not None:
+            if rt.engine is not None:
+                rt.engine.stop()  # already exited, unless the pod had none running
+            self._finished(rt, now)
 
     @staticmethod
     def _loading_probe(pod: dict) -> str | None:
@@ -983,17 +1345,21 @@ class Controller:
         cs = pod["spec"].get("containers") or [{}]
         return cs[0].get("image", "")
 
-    def _pod_status(self, pod: dict, rt: PodRuntime, now: float) -> dict:
+    def _pod_status(self, pod: dict, rt: PodRuntime, now: float, exit_code: int | None = None) -> dict:
+        """The status the kubelet reports. exit_code: the engine has exited (the last status before
+        the pod object goes: container terminated, phase Succeeded or Failed)."""
         old = pod.get("status") or {}
-        ready = rt.is_ready(now)
+        done = exit_code is not None
+        ready = not done and rt.is_ready(now)
         bound = now_rfc3339(rt.bound_at)
+        stamp = now_rfc3339(now)
         ready_t = now_rfc3339(rt.ready_at) if ready and rt.ready_at else None
 
         def cond(ctype: str, ok: bool, since: str | None, reason: str | None = None,
                  message: str | None = None) -> dict:
             prev = next((c for c in old.get("conditions") or [] if c.get("type") == ctype), None)
             status = "True" if ok else "False"
-            t = since or bound
+            t = since or (bound if prev is None else stamp)
             if prev and prev.get("status") == status:
                 t = prev.get("lastTransitionTime", t)
             c = {"type": ctype, "status": status, "lastProbeTime": None, "lastTransitionTime": t}
@@ -1014,27 +1380,36 @@ class Controller:
                 st["state"] = {"waiting": {"reason": "ImagePullBackOff",
                                            "message": f'Back-off pulling image "{c.get("image", "")}"'}}
             elif rt.failing:
-                st.update({"containerID": cid, "restartCount": 1,
-                           "state": {"waiting": {"reason": "CrashLoopBackOff",
-                                                 "message": f"back-off 10s restarting failed container="
-                                                            f"{c.get('name')} pod={rt.name}_{rt.namespace}"
-                                                            f"({rt.uid})"}},
-                           "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "startedAt": bound,
-                                                        "finishedAt": bound, "containerID": cid}}})
+                st.update(self._crash_loop_status(rt, c, cid, now))
+            elif done:
+                st.update({"containerID": cid, "imageID": f"docker.io/{c.get('image', '')}",
+                           "state": {"terminated": {"exitCode": exit_code,
+                                                    "reason": "Completed" if exit_code == 0 else "Error",
+                                                    "startedAt": bound, "finishedAt": stamp, "containerID": cid}}})
             else:
                 st.update({"containerID": cid, "started": True, "imageID": f"docker.io/{c.get('image', '')}",
                            "state": {"running": {"startedAt": bound}}})
             statuses.append(st)
-        msg = f"containers with unready status: [{' '.join(not_ready)}]" if not_ready else None
+        if done:
+            reason, msg = "PodCompleted", None
+        else:
+            reason = None if ready else "ContainersNotReady"
+            msg = f"containers with unready status: [{' '.join(not_ready)}]" if not_ready else None
         conditions = [
-            cond("PodReadyToStartContainers", True, bound),
+            cond("PodReadyToStartContainers", not done, bound),
             cond("Initialized", True, bound),
-            cond("Ready", ready, ready_t, None if ready else "ContainersNotReady", msg),
-            cond("ContainersReady", ready, ready_t, None if ready else "ContainersNotReady", msg),
+            cond("Ready", ready, ready_t, reason, msg),
+            cond("ContainersReady", ready, ready_t, reason, msg),
             cond("PodScheduled", True, bound),
         ]
+        if rt.image_pull_error:
+            phase = "Pending"
+        elif done:
+            phase = "Succeeded" if exit_code == 0 else "Failed"
+        else:
+            phase = "Running"
         status = {
-            "phase": "Pending" if rt.image_pull_error else "Running",
+            "phase": phase,
             "conditions": conditions,
             "hostIP": HOST_IP, "hostIPs": [{"ip": HOST_IP}],
             "podIP": rt.ip, "podIPs": [{"ip": rt.ip}],
@@ -1043,6 +1418,20 @@ class Controller:
             "qosClass": old.get("qosClass") or self._qos(pod),
         }
         return status
+
+    @staticmethod
+    def _crash_loop_status(rt: PodRuntime, c: dict, cid: str, now: float) -> dict:
+        state = rt.crash_loop(now)
+        code, reason = (137, "OOMKilled") if rt.failure == "oom" else (1, "Error")
+        last = {"terminated": {"exitCode": code, "reason": reason, "startedAt": now_rfc3339(state.last_started),
+                               "finishedAt": now_rfc3339(state.last_finished), "containerID": cid}}
+        if state.running_since is not None:
+            current = {"running": {"startedAt": now_rfc3339(state.running_since)}}
+        else:
+            current = {"waiting": {"reason": "CrashLoopBackOff",
+                                   "message": f"back-off {go_duration(state.backoff)} restarting failed container="
+                                              f"{c.get('name')} pod={rt.name}_{rt.namespace}({rt.uid})"}}
+        return {"containerID": cid, "restartCount": state.restarts, "state": current, "lastState": last}
 
     # --- status --------------------------------------------------------------------------------------
 
@@ -1100,9 +1489,8 @@ class Controller:
                            "Deployment does not have minimum availability.")
         rs_name = new_rs["metadata"]["name"] if new_rs else dep["metadata"]["name"]
         complete = new_rs is not None and updated == replicas and available >= replicas and total == replicas
-        failing = new_rs is not None and str(
-            ((new_rs["spec"].get("template") or {}).get("metadata") or {}).get("annotations", {}).get(
-                ANN_FAILURE, "")).lower() == "true"
+        failing = new_rs is not None and failure_kind(
+            ((new_rs["spec"].get("template") or {}).get("metadata") or {}).get("annotations")) is not None
         # Progress deadline: measured from the last change in the rollout's counts.
         progress_key = f"{rs_name}/{updated}/{ready}/{available}/{total}"
         mark = self.progress.get(uid)

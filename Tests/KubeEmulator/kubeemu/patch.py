@@ -283,7 +283,7 @@ def _smp_list(field: str, orig: Any, patch: list) -> list:
 
 # Fields the API server owns; an applied configuration never sets or removes them.
 _SYSTEM_META = {"uid", "resourceVersion", "generation", "creationTimestamp", "deletionTimestamp",
-                "managedFields", "selfLink"}
+                "deletionGracePeriodSeconds", "managedFields", "selfLink"}
 
 
 def apply_patch(current: dict | None, applied: dict, last_applied: dict | None) -> dict:

@@ -280,7 +280,9 @@ class Handler(BaseHTTPRequestHandler):
         if sub == "scale":
             return self._scale(res, ns or "", name)
         if sub == "eviction" and self.command == "POST":
-            self.server.store.delete(res, ns or "", name)
+            body = self._decode_body(self.raw_body) if self.raw_body else None
+            opts = (body.get("deleteOptions") or {}) if isinstance(body, dict) else {}
+            self.server.store.delete(res, ns or "", name, grace_period=opts.get("gracePeriodSeconds"))
             return self._send_json(201, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                                          "code": 201})
         if sub not in (None, "status"):
@@ -329,7 +331,7 @@ class Handler(BaseHTTPRequestHandler):
         if m == "DELETE":
             opts = self._delete_options()
             gone = store.delete_collection(res, ns, self.query.get("labelSelector"), self.query.get("fieldSelector"),
-                                           opts.get("propagationPolicy"))
+                                           opts.get("propagationPolicy"), opts.get("gracePeriodSeconds"))
             return self._send_json(200, {"kind": res.list_kind, "apiVersion": res.api_version,
                                          "metadata": {"resourceVersion": str(store.rv)}, "items": gone})
         raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
@@ -345,6 +347,13 @@ class Handler(BaseHTTPRequestHandler):
             opts["propagationPolicy"] = "Orphan"
         if opts.get("orphanDependents") is True and "propagationPolicy" not in opts:
             opts["propagationPolicy"] = "Orphan"
+        if self.query.get("gracePeriodSeconds") not in (None, ""):
+            opts["gracePeriodSeconds"] = self.query["gracePeriodSeconds"]
+        if opts.get("gracePeriodSeconds") is not None:
+            try:
+                opts["gracePeriodSeconds"] = int(opts["gracePeriodSeconds"])
+            except (TypeError, ValueError):
+                raise bad_request(f"invalid gracePeriodSeconds {opts['gracePeriodSeconds']!r}")
         return opts
 
     def _item(self, res: Resource, ns: str, name: str, sub: str | None) -> None:
@@ -384,7 +393,7 @@ class Handler(BaseHTTPRequestHandler):
             if sub:
                 raise ApiError(405, "MethodNotAllowed", "the server does not allow this method")
             gone = store.delete(res, ns, name, opts.get("propagationPolicy"), dry_run=self._dry_run(),
-                                preconditions=opts.get("preconditions"))
+                                preconditions=opts.get("preconditions"), grace_period=opts.get("gracePeriodSeconds"))
             return self._send_json(200, gone)
         raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
 
@@ -633,6 +642,8 @@ class Handler(BaseHTTPRequestHandler):
             return self._send_json(200, snap)
         if segs == ["engines"] and m == "GET":
             return self._send_json(200, {"engines": ctl.engines()})
+        if segs == ["pods"] and m == "GET":
+            return self._send_json(200, ctl.pods())
         if segs == ["reset-counters"] and m == "POST":
             ctl.reset_counters()
             return self._send_json(200, {"ok": True})

@@ -324,7 +324,8 @@ class Store:
         meta = obj.setdefault("metadata", {})
         if old is not None:
             ometa = old["metadata"]
-            for k in ("uid", "creationTimestamp", "generation", "namespace", "name", "deletionTimestamp"):
+            for k in ("uid", "creationTimestamp", "generation", "namespace", "name", "deletionTimestamp",
+                      "deletionGracePeriodSeconds"):
                 if k in ometa:
                     meta[k] = ometa[k]
                 else:
@@ -492,7 +493,10 @@ class Store:
             return self.update(res, ns, name, merged, subresource=subresource, dry_run=dry_run), False
 
     def delete(self, res: Resource, ns: str, name: str, propagation: str | None = None,
-               dry_run: bool = False, preconditions: dict | None = None) -> dict:
+               dry_run: bool = False, preconditions: dict | None = None,
+               grace_period: int | None = None) -> dict:
+        """Delete an object, or, for a pod on a node, start its graceful deletion (see
+        ``_graceful_pod_delete``); returns the deleted or terminating object."""
         with self.lock:
             ns = ns if res.namespaced else ""
             old = self._bucket(res).get((ns, name))
@@ -504,6 +508,10 @@ class Store:
                 if preconditions.get("resourceVersion") and preconditions["resourceVersion"] != old["metadata"][
                         "resourceVersion"]:
                     raise conflict(res, name)
+            if res.kind == "Pod":
+                terminating = self._graceful_pod_delete(res, ns, name, old, grace_period, dry_run)
+                if terminating is not None:
+                    return terminating
             if dry_run:
                 return self._with_type(res, old)
             if res.kind == "Namespace":
@@ -528,12 +536,62 @@ class Store:
                 self._cascade(uid)
             return gone
 
+    @staticmethod
+    def pod_grace_period(pod: dict, requested: int | None) -> int:
+        """The API server's pod strategy (CheckGracefulDelete): the DeleteOptions' gracePeriodSeconds,
+        else the pod's terminationGracePeriodSeconds; 0 (at once) for a pod on no node or one that
+        has finished; a negative period becomes 1."""
+        if requested is not None:
+            period = int(requested)
+        else:
+            period = int((pod.get("spec") or {}).get("terminationGracePeriodSeconds") or 0)
+        if not (pod.get("spec") or {}).get("nodeName"):
+            period = 0
+        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            period = 0
+        return 1 if period < 0 else period
+
+    def _graceful_pod_delete(self, res: Resource, ns: str, name: str, old: dict, requested: int | None,
+                             dry_run: bool) -> dict | None:
+        """A pod deleted with a grace period is not removed: it gets ``deletionTimestamp`` (the time
+        the grace period ends, as the API server sets it) and ``deletionGracePeriodSeconds`` and
+        stays until its kubelet (the controller) has stopped it and deletes it with period 0.
+        Deleting a terminating pod again may only shorten the period. None: delete it now."""
+        meta = old["metadata"]
+        current = meta.get("deletionGracePeriodSeconds")
+        if meta.get("deletionTimestamp"):
+            if not current:
+                return None
+            if requested is None or int(requested) >= current:
+                return self._with_type(res, old)  # graceful deletion already pending
+            period = max(0, int(requested))
+            ends = (parse_time(meta["deletionTimestamp"]) or time.time()) - current + period
+        else:
+            period = self.pod_grace_period(old, requested)
+            ends = time.time() + period
+        if period == 0:
+            return None
+        new = copy.deepcopy(old)
+        new["metadata"]["deletionTimestamp"] = now_rfc3339(ends)
+        new["metadata"]["deletionGracePeriodSeconds"] = period
+        if dry_run:
+            return self._with_type(res, new)
+        new["metadata"]["resourceVersion"] = str(self._bump())
+        self._bucket(res)[(ns, name)] = new
+        self._record("MODIFIED", res, ns, new, old)
+        return self._with_type(res, new)
+
     def _cascade(self, uid: str) -> None:
+        """Background garbage collection of dependents; pods are deleted gracefully, as the garbage
+        collector's DELETE (with no grace period) does."""
         for dres, dep in self.dependents(uid):
-            dns = dep["metadata"].get("namespace", "")
-            if (dns, dep["metadata"]["name"]) in self._bucket(dres):
-                self._delete_one(dres, dns, dep["metadata"]["name"])
-                self._cascade(dep["metadata"].get("uid"))
+            dns, dname = dep["metadata"].get("namespace", ""), dep["metadata"]["name"]
+            if (dns, dname) not in self._bucket(dres):
+                continue
+            if dres.kind == "Pod" and self._graceful_pod_delete(dres, dns, dname, dep, None, False) is not None:
+                continue
+            self._delete_one(dres, dns, dname)
+            self._cascade(dep["metadata"].get("uid"))
 
     def _delete_one(self, res: Resource, ns: str, name: str) -> dict:
         old = self._bucket(res).pop((ns, name))
@@ -547,13 +605,14 @@ class Store:
         return self._with_type(res, gone)
 
     def delete_collection(self, res: Resource, ns: str | None, label_selector: str | None,
-                          field_selector: str | None, propagation: str | None = None) -> list[dict]:
+                          field_selector: str | None, propagation: str | None = None,
+                          grace_period: int | None = None) -> list[dict]:
         with self.lock:
             items, _ = self.list(res, ns, label_selector, field_selector)
             out = []
             for o in items:
                 out.append(self.delete(res, o["metadata"].get("namespace", ""), o["metadata"]["name"],
-                                       propagation))
+                                       propagation, grace_period=grace_period))
             return out
 
     # -----------------------------------------------------------------------------------------

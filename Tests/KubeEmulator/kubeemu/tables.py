@@ -59,8 +59,11 @@ def _pod_row(p: dict) -> list:
     reason = st.get("reason") or st.get("phase") or "Pending"
     for c in cs:
         w = (c.get("state") or {}).get("waiting")
+        t = (c.get("state") or {}).get("terminated")
         if w and w.get("reason"):
             reason = w["reason"]
+        elif t:
+            reason = t.get("reason") or f"ExitCode:{t.get('exitCode', 0)}"
     if p["metadata"].get("deletionTimestamp"):
         reason = "Terminating"
     restarts = sum(int(c.get("restartCount") or 0) for c in cs)

@@ -6,9 +6,11 @@ import http.client
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -94,6 +96,49 @@ class Emulator(EmulatorProcess):
     def log_entries(self) -> list[dict]:
         with open(self.log) as f:
             return [json.loads(line) for line in f if line.strip()]
+
+
+class Watch:
+    """A watch on a collection from now on, read on a thread of its own: every event with the time it
+    arrived, and waiting (with a deadline) for the first that matches."""
+
+    def __init__(self, emu: Emulator, path: str) -> None:
+        rv = emu.get(path)["metadata"]["resourceVersion"]
+        sep = "&" if "?" in path else "?"
+        self.conn = http.client.HTTPConnection("127.0.0.1", emu.port, timeout=120)
+        self.conn.request("GET", f"{path}{sep}watch=true&timeoutSeconds=120&resourceVersion={rv}")
+        self.sock = self.conn.sock
+        self.resp = self.conn.getresponse()
+        self.lock = threading.Lock()
+        self.events: list[tuple[float, str, dict]] = []  # (monotonic arrival, type, object)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            for line in self.resp:
+                if line.strip():
+                    ev = json.loads(line)
+                    with self.lock:
+                        self.events.append((time.monotonic(), ev["type"], ev["object"]))
+        except (OSError, ValueError, AttributeError, http.client.HTTPException):
+            pass  # closed (AttributeError: http.client's response after close)
+
+    def of(self, name: str) -> list[tuple[float, str, dict]]:
+        """The events of the object called name so far."""
+        with self.lock:
+            return [e for e in self.events if e[2]["metadata"]["name"] == name]
+
+    def wait_for(self, name: str, predicate: Callable[[str, dict], bool], timeout: float = 10,
+                 message: str = "a watch event") -> tuple[float, str, dict]:
+        return wait_until(lambda: next((e for e in self.of(name) if predicate(e[1], e[2])), None),
+                          timeout=timeout, message=message)
+
+    def close(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the reader, which holds the response's lock
+        except OSError:
+            pass
+        self.conn.close()
 
 
 def deployment(name: str, *, replicas: int = 1, gpus: int = 1, annotations: dict | None = None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import random
+import time
 import unittest
 
 import tests.support  # noqa: F401  (puts kubeemu on sys.path)
@@ -12,7 +13,7 @@ from kubeemu import patch, protobuf, selectors
 from kubeemu.engine import Engine
 from kubeemu.podnet import PodNetwork
 from kubeemu.resources import lookup
-from kubeemu.store import ApiError, Store
+from kubeemu.store import ApiError, Store, parse_time
 
 SECRETS = lookup("", "v1", "secrets")
 CONFIGMAPS = lookup("", "v1", "configmaps")
@@ -268,6 +269,70 @@ class StoreTests(unittest.TestCase):
         self.store.delete(DEPLOYMENTS, "default", "d", "Background")
         self.assertEqual(self.store.list(REPLICASETS, "default")[0], [])
         self.assertEqual(self.store.list(PODS, "default")[0], [])
+
+    def pod(self, name, node="gpu-node-1", grace=None, owner=None):
+        spec = {"containers": [{"name": "c"}]}
+        if node:
+            spec["nodeName"] = node
+        if grace is not None:
+            spec["terminationGracePeriodSeconds"] = grace
+        meta = {"name": name}
+        if owner:
+            meta["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": owner["metadata"][
+                "name"], "uid": owner["metadata"]["uid"], "controller": True}]
+        return self.store.create(PODS, "default", {"metadata": meta, "spec": spec})
+
+    def test_a_pod_on_a_node_is_deleted_gracefully_as_the_api_server_does(self):
+        self.pod("p")  # terminationGracePeriodSeconds defaults to 30
+        start = self.store.rv
+        before = time.time()
+        out = self.store.delete(PODS, "default", "p")
+        meta = out["metadata"]
+        self.assertEqual(meta["deletionGracePeriodSeconds"], 30)
+        ends = parse_time(meta["deletionTimestamp"])
+        self.assertTrue(before + 29 <= ends <= time.time() + 30, "deletionTimestamp: when the grace period ends")
+        self.assertEqual([e.type for e in self.store.events_after(start)], ["MODIFIED"])
+        stored = self.store.get(PODS, "default", "p")["metadata"]
+        self.assertEqual(stored["deletionTimestamp"], meta["deletionTimestamp"])
+        # Deleting again with a longer or no period changes nothing; a shorter one moves the end earlier.
+        self.assertEqual(self.store.delete(PODS, "default", "p", grace_period=60)["metadata"], meta)
+        self.assertEqual(self.store.delete(PODS, "default", "p")["metadata"], meta)
+        shorter = self.store.delete(PODS, "default", "p", grace_period=10)["metadata"]
+        self.assertEqual(shorter["deletionGracePeriodSeconds"], 10)
+        self.assertAlmostEqual(parse_time(shorter["deletionTimestamp"]), ends - 20, delta=1)
+        # An update keeps both fields (clients cannot set or clear them).
+        upd = self.store.update(PODS, "default", "p", {"metadata": {"name": "p", "labels": {"x": "y"}},
+                                                       "spec": {"containers": [{"name": "c"}]}}, check_rv=False)
+        self.assertEqual(upd["metadata"]["deletionGracePeriodSeconds"], 10)
+        # Period 0 (the kubelet's last DELETE, or --force --grace-period=0) removes it.
+        self.store.delete(PODS, "default", "p", grace_period=0)
+        self.assertIsNone(self.store.try_get(PODS, "default", "p"))
+
+    def test_a_pod_goes_at_once_when_unscheduled_finished_or_told_zero(self):
+        self.pod("unscheduled", node=None)
+        self.pod("zero")
+        self.pod("nograce", grace=0)
+        done = self.pod("done")
+        self.store.update(PODS, "default", "done", dict(done, status={"phase": "Succeeded"}), subresource="status")
+        self.store.delete(PODS, "default", "unscheduled")
+        self.store.delete(PODS, "default", "zero", grace_period=0)
+        self.store.delete(PODS, "default", "nograce")
+        self.store.delete(PODS, "default", "done")
+        self.assertEqual(self.store.list(PODS, "default")[0], [])
+        self.pod("dry")
+        out = self.store.delete(PODS, "default", "dry", dry_run=True)
+        self.assertIn("deletionTimestamp", out["metadata"])
+        self.assertNotIn("deletionTimestamp", self.store.get(PODS, "default", "dry")["metadata"])
+
+    def test_garbage_collection_deletes_pods_gracefully(self):
+        rs = self.store.create(REPLICASETS, "default", {"metadata": {"name": "d-1"}, "spec": {
+            "selector": {"matchLabels": {"a": "b"}}}})
+        self.pod("bound", owner=rs)
+        self.pod("pending", node=None, owner=rs)
+        self.store.delete(REPLICASETS, "default", "d-1", "Background")
+        pods = self.store.list(PODS, "default")[0]
+        self.assertEqual([(p["metadata"]["name"], p["metadata"]["deletionGracePeriodSeconds"]) for p in pods],
+                         [("bound", 30)])
 
     def test_watch_history(self):
         start = self.store.rv
