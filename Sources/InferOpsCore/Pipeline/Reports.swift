@@ -274,7 +274,8 @@ struct Reports: Sendable {
     }
 
     /// Each replica of a model in an environment, diagnosed (`ReplicaDiagnosis`): Kubernetes' view of
-    /// its pod, a direct `/health` of each ready one, and whether the router has it.
+    /// its pod, a direct check of each ready one's engine (`/health`, then a one-token completion: an
+    /// engine can answer its health check and still hang on work), and whether the router has it.
     func replicaLines(model: ModelSpec, environment env: EnvironmentSettings) async -> [RichText] {
         let target = env.target(model: model.name)
         guard let workload = try? await reads.read("workload|\(target.readKey)", { try await services.cluster.workload(target) }),
@@ -294,10 +295,18 @@ struct Reports: Sendable {
             for pod in workload.pods where pod.serving {
                 guard let address = pod.address else { continue }
                 group.addTask {
+                    let replica = endpoint.replica(.init(name: pod.name, address: address))
                     do {
-                        let health = try await engines.get(endpoint.replica(.init(name: pod.name, address: address)),
-                                                           path: "/health", timeout: .seconds(2))
-                        return (pod.name, health.status == 200 ? .answering : .notAnswering("/health answered \(health.status)"))
+                        let health = try await engines.get(replica, path: "/health", timeout: .seconds(2))
+                        guard health.status == 200 else { return (pod.name, .notAnswering("/health answered \(health.status)")) }
+                        let ping = JSONValue.object([
+                            "model": .string(model.name), "prompt": .string("ping"), "max_tokens": .number(1),
+                            "temperature": .number(0),
+                        ])
+                        let completion = try await engines.post(replica, path: "/v1/completions",
+                                                                json: Data(ping.canonical.utf8), timeout: .seconds(5))
+                        return (pod.name, completion.status == 200
+                                ? .answering : .notAnswering("a one-token completion answered \(completion.status)"))
                     } catch let unreachable as EngineUnreachable {
                         return (pod.name, .notAnswering(unreachable.detail))
                     } catch {
