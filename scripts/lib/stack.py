@@ -1,9 +1,10 @@
 """The parts a scripted run of InferOps stands on, started the same way by every script that needs
 them (scripts/crash-test, scripts/bench-intake, scripts/bench-slack): the Kubernetes API emulator with
 a simulated GPU pool, the Slack emulator and the real vllm-router, each on a free port, with its log in
-the run's folder."""
+the run's folder (scripts/bench-rollout also restarts a router on its own port)."""
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -18,16 +19,20 @@ class StartFailure(Exception):
     """A part did not start; the message ends with the tail of its log."""
 
 
-def start_emulator(folder, gpu_nodes, gpus_per_node, ready_after=1):
-    """Starts the emulator and waits (30 s at most) for its kubeconfig.
+EMULATOR = f"{ROOT}/Tests/KubeEmulator"
+
+
+def start_emulator(folder, gpu_nodes, gpus_per_node, ready_after=1, package=EMULATOR, extra_args=()):
+    """Starts the emulator and waits (30 s at most) for its kubeconfig. `package` is the folder
+    holding the `kubeemu` package (another checkout's, say); `extra_args` go on its command line.
     Returns (process, kubeconfig path)."""
     kubeconfig = f"{folder}/kubeconfig"
     log = f"{folder}/emulator.log"
     process = subprocess.Popen(
         [sys.executable, "-m", "kubeemu", "--port", "0", "--port-file", f"{folder}/port",
          "--kubeconfig-out", kubeconfig, "--gpu-nodes", str(gpu_nodes), "--gpus-per-node", str(gpus_per_node),
-         "--ready-after", str(ready_after)],
-        env={**os.environ, "PYTHONPATH": f"{ROOT}/Tests/KubeEmulator"},
+         "--ready-after", str(ready_after), *extra_args],
+        env={**os.environ, "PYTHONPATH": package},
         stdout=subprocess.DEVNULL, stderr=open(log, "w"))
     deadline = time.monotonic() + 30
     while not (os.path.exists(f"{folder}/port") and os.path.exists(kubeconfig) and os.path.getsize(kubeconfig) > 0):
@@ -36,6 +41,14 @@ def start_emulator(folder, gpu_nodes, gpus_per_node, ready_after=1):
             raise StartFailure("the emulator did not start:\n" + tail(log))
         time.sleep(0.05)
     return process, kubeconfig
+
+
+def emulator_flags(package=EMULATOR):
+    """The command-line flags the emulator in `package` knows (from its `--help`), so a script can
+    use a flag only where the emulator has it."""
+    result = subprocess.run([sys.executable, "-m", "kubeemu", "--help"], env={**os.environ, "PYTHONPATH": package},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60)
+    return set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", result.stdout))
 
 
 def start_slack_emulator(folder, name="slackemu"):
@@ -57,12 +70,14 @@ def start_slack_emulator(folder, name="slackemu"):
         return process, f"http://127.0.0.1:{int(f.read().strip())}"
 
 
-def start_router(folder):
-    """Starts vllm-router on a free port and waits (60 s at most) until it is live.
+def start_router(folder, port=None, metrics_port=None, log_name="router.log"):
+    """Starts vllm-router and waits (60 s at most) until it is live: on free ports, or on the ones
+    given (a restart on the same address), with its log `log_name` in `folder`.
     Returns (process, its URL)."""
-    port, metrics_port = free_ports(2)
+    if port is None or metrics_port is None:
+        port, metrics_port = free_ports(2)
     url = f"http://127.0.0.1:{port}"
-    log = f"{folder}/router.log"
+    log = f"{folder}/{log_name}"
     process = subprocess.Popen(
         [f"{ROOT}/.tools/router/bin/vllm-router", "--enable-igw", "--policy", "round_robin",
          "--host", "127.0.0.1", "--port", str(port), "--prometheus-port", str(metrics_port)],
