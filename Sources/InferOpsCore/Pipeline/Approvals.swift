@@ -411,8 +411,7 @@ extension Services {
     }
 
     func editApprovalRequest(of operation: OperationRecord, _ reply: Reply) async {
-        // Every caller holds the record as stored, with the message the request was posted as.
-        guard let message = operation.approval?.message else { return }
+        guard let message = (try? await store.operation(operation.id))?.approval?.message ?? operation.approval?.message else { return }
         do {
             try await chat.update(message, with: reply, operation: operation.id)
         } catch {
