@@ -12,12 +12,9 @@ public actor OperationReporter {
     var stepStarted: ContinuousClock.Instant
     /// When the status card was last edited: edits come at most about once a second.
     var lastCardEdit: ContinuousClock.Instant?
-    /// An edit held back by that limit; `keepCardCurrent` makes it when the second is up, unless a
-    /// newer edit made it first.
+    /// An edit held back by that limit; made when the second is up, unless a newer one came first.
     var heldCardEdit: RichText??
-    /// Says `keepCardCurrent` has an edit to make.
-    let held: AsyncStream<Void>
-    let heldContinuation: AsyncStream<Void>.Continuation
+    var heldCardEditDue: Task<Void, Never>?
     /// The state the store holds, which every write names as the one it expects. It runs ahead of
     /// `operation.state` once the store claimed the release (`releaseClaimed`).
     var storedState: OperationState
@@ -32,7 +29,6 @@ public actor OperationReporter {
         self.shouldSuspend = shouldSuspend
         self.stepStarted = .now
         self.storedState = operation.state
-        (held, heldContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
 
     /// The store moved the operation to `prechecking` when it claimed the release for it.
@@ -87,16 +83,25 @@ public actor OperationReporter {
     }
 
     /// Edits the status card, at most about once a second unless `force`. An edit held back by the
-    /// limit is left to `keepCardCurrent` (the latest one only).
+    /// limit is made when the second is up (the latest one only), so the card never stays behind
+    /// the thread.
     func editCard(detail: RichText?, force: Bool = false) async {
         guard let card = operation.card else { return }
         let now = ContinuousClock.now
         if !force, let last = lastCardEdit, last.duration(to: now) < .seconds(1) {
             heldCardEdit = .some(detail)
-            heldContinuation.yield()
+            if heldCardEditDue == nil {
+                let wait = Duration.seconds(1) - last.duration(to: now)
+                heldCardEditDue = Task { [weak self] in
+                    try? await Task.sleep(for: wait)
+                    await self?.editHeldCard()
+                }
+            }
             return
         }
         heldCardEdit = nil
+        heldCardEditDue?.cancel()
+        heldCardEditDue = nil
         lastCardEdit = now
         do {
             try await services.chat.update(card, with: StatusCard.reply(for: operation, detail: detail), operation: operation.id)
@@ -105,17 +110,11 @@ public actor OperationReporter {
         }
     }
 
-    /// Makes each edit the once-a-second limit held back when its second is up, so the card never
-    /// stays behind the thread. Runs beside the operation's steps until its task is cancelled.
-    public func keepCardCurrent() async {
-        for await _ in held {
-            if let last = lastCardEdit {
-                try? await Task.sleep(for: .seconds(1) - last.duration(to: .now))
-            }
-            if Task.isCancelled { return }
-            guard let edit = heldCardEdit else { continue }
-            await editCard(detail: edit, force: true)
-        }
+    /// Makes the edit the once-a-second limit held back, if no newer edit made it already.
+    func editHeldCard() async {
+        heldCardEditDue = nil
+        guard let held = heldCardEdit else { return }
+        await editCard(detail: held, force: true)
     }
 
     /// Moves to `state` (recorded first), then posts `message` in the thread.
