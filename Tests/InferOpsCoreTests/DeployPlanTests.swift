@@ -346,6 +346,8 @@ import Testing
         )
         try await fakes.store.insert(record)
         let reporter = OperationReporter(operation: record, services: fakes.services, channel: "C0OPS")
+        // What the runner runs beside an operation's steps.
+        async let _ = reporter.keepCardCurrent()
         try await reporter.ensureCard()
         try await reporter.move(to: .planned, "Plan ready.")
         try await reporter.move(to: .queued, "Queued.")

@@ -26,8 +26,10 @@ import Testing
         let received = Received()
         let task: Task<Result<Void, any Error>, Never>
 
-        /// - Parameter watchdog: the silence after which a connection is hung up.
-        init(emulator: [String] = ["--ack-timeout", "1", "--ping-interval", "1"], watchdog: Int = 3) async throws {
+        /// - Parameter watchdog: the silence after which a connection is hung up. Long by default:
+        ///   a test run on a loaded machine can starve the process for seconds, and only the
+        ///   watchdog's own test should see a connection hung up for silence.
+        init(emulator: [String] = ["--ack-timeout", "1", "--ping-interval", "1"], watchdog: Int = 20) async throws {
             slack = try await offThePool { try SlackEmulator(extraArguments: emulator) }
             http = try CurlHTTPClient()
             websockets = try WebSocketRuntime(configuration: .init(

@@ -411,7 +411,8 @@ extension Services {
     }
 
     func editApprovalRequest(of operation: OperationRecord, _ reply: Reply) async {
-        guard let message = (try? await store.operation(operation.id))?.approval?.message ?? operation.approval?.message else { return }
+        // Every caller holds the record as stored, with the message the request was posted as.
+        guard let message = operation.approval?.message else { return }
         do {
             try await chat.update(message, with: reply, operation: operation.id)
         } catch {

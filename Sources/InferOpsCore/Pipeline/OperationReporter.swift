@@ -12,9 +12,12 @@ public actor OperationReporter {
     var stepStarted: ContinuousClock.Instant
     /// When the status card was last edited: edits come at most about once a second.
     var lastCardEdit: ContinuousClock.Instant?
-    /// An edit held back by that limit; made when the second is up, unless a newer one came first.
+    /// An edit held back by that limit; `keepCardCurrent` makes it when the second is up, unless a
+    /// newer edit made it first.
     var heldCardEdit: RichText??
-    var heldCardEditDue: Task<Void, Never>?
+    /// Says `keepCardCurrent` has an edit to make.
+    let held: AsyncStream<Void>
+    let heldContinuation: AsyncStream<Void>.Continuation
     /// The state the store holds, which every write names as the one it expects. It runs ahead of
     /// `operation.state` once the store claimed the release (`releaseClaimed`).
     var storedState: OperationState
@@ -29,6 +32,7 @@ public actor OperationReporter {
         self.shouldSuspend = shouldSuspend
         self.stepStarted = .now
         self.storedState = operation.state
+        (held, heldContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
 
     /// The store moved the operation to `prechecking` when it claimed the release for it.
@@ -83,25 +87,16 @@ public actor OperationReporter {
     }
 
     /// Edits the status card, at most about once a second unless `force`. An edit held back by the
-    /// limit is made when the second is up (the latest one only), so the card never stays behind
-    /// the thread.
+    /// limit is left to `keepCardCurrent` (the latest one only).
     func editCard(detail: RichText?, force: Bool = false) async {
         guard let card = operation.card else { return }
         let now = ContinuousClock.now
         if !force, let last = lastCardEdit, last.duration(to: now) < .seconds(1) {
             heldCardEdit = .some(detail)
-            if heldCardEditDue == nil {
-                let wait = Duration.seconds(1) - last.duration(to: now)
-                heldCardEditDue = Task { [weak self] in
-                    try? await Task.sleep(for: wait)
-                    await self?.editHeldCard()
-                }
-            }
+            heldContinuation.yield()
             return
         }
         heldCardEdit = nil
-        heldCardEditDue?.cancel()
-        heldCardEditDue = nil
         lastCardEdit = now
         do {
             try await services.chat.update(card, with: StatusCard.reply(for: operation, detail: detail), operation: operation.id)
@@ -110,11 +105,17 @@ public actor OperationReporter {
         }
     }
 
-    /// Makes the edit the once-a-second limit held back, if no newer edit made it already.
-    func editHeldCard() async {
-        heldCardEditDue = nil
-        guard let held = heldCardEdit else { return }
-        await editCard(detail: held, force: true)
+    /// Makes each edit the once-a-second limit held back when its second is up, so the card never
+    /// stays behind the thread. Runs beside the operation's steps until its task is cancelled.
+    public func keepCardCurrent() async {
+        for await _ in held {
+            if let last = lastCardEdit {
+                try? await Task.sleep(for: .seconds(1) - last.duration(to: .now))
+            }
+            if Task.isCancelled { return }
+            guard let edit = heldCardEdit else { continue }
+            await editCard(detail: edit, force: true)
+        }
     }
 
     /// Moves to `state` (recorded first), then posts `message` in the thread.

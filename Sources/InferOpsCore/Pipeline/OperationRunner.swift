@@ -376,6 +376,18 @@ public actor OperationRunner {
         let reporter = OperationReporter(operation: claimed, services: services,
                                          channel: claimed.request?.channel ?? "console",
                                          shouldSuspend: { signal.isSuspending || signal.reason != nil })
+        // The card's edits held back by the once-a-second limit are made beside the steps.
+        return await withTaskGroup(of: Void.self) { group in
+            group.addTask { await reporter.keepCardCurrent() }
+            let execution = await steps(claimed, reporter: reporter, takenOver: takenOver, signal: signal)
+            group.cancelAll()
+            return execution
+        }
+    }
+
+    nonisolated func steps(
+        _ claimed: OperationRecord, reporter: OperationReporter, takenOver: Bool, signal: StopSignal
+    ) async -> Execution {
         let id = claimed.id
         var holding: String?
         do {

@@ -282,12 +282,15 @@ struct Reports: Sendable {
               !workload.pods.isEmpty
         else { return [] }
         // Routing is only expected of a model registered and enabled where a router is configured.
-        var routedURLs: Set<String>?
-        if let router = services.routers.router(for: env),
-           let registration = try? await services.store.registration(model: model.name, environment: env.name),
+        // Read the way the status line read them, so the report shares those reads.
+        var routing: (settings: RouterSettings, urls: Set<String>)?
+        if let settings = env.router, let router = services.routers.router(for: env),
+           let registration = try? await reads.read("registration|\(env.name)|\(model.name)", {
+               try await services.store.registration(model: model.name, environment: env.name)
+           }),
            registration.state == .enabled,
            let workers = try? await reads.read("router-workers|\(env.name)", { try await router.workers() }) {
-            routedURLs = Set(workers.filter { $0.model == model.name }.map(\.url))
+            routing = (settings, Set(workers.filter { $0.model == model.name }.map(\.url)))
         }
         let endpoint = EngineEndpoint(target: target, service: target.release)
         let engines = services.engines
@@ -319,7 +322,7 @@ struct Reports: Sendable {
             return checks
         }
         let diagnoses = workload.pods.map { pod in
-            let routed = routedURLs.map { urls in pod.address.map { urls.contains(env.router!.workerURL(podIP: $0)) } ?? false }
+            let routed = routing.map { routing in pod.address.map { routing.urls.contains(routing.settings.workerURL(podIP: $0)) } ?? false }
             return ReplicaDiagnosis.diagnose(
                 pod, engine: checks[pod.name], routed: routed, model: model.name, environment: env.name,
                 reconcileInterval: configuration.server.reconcileInterval)
