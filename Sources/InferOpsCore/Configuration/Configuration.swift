@@ -127,7 +127,8 @@ public struct ServerSettings: Hashable, Sendable {
     public var port: Int
     /// How routers reach this daemon; `http://{host}:{port}` when not set.
     public var publicURL: String?
-    /// How often every router is compared with the desired state and repaired.
+    /// How often the replicas of every routed model are followed and every router is compared with
+    /// the desired state and repaired; well under a chart's preStop time.
     public var reconcileInterval: Duration
     /// How long a connection may stay open with no request in it before the listener closes it.
     public var idleTimeout: Duration
@@ -141,7 +142,7 @@ public struct ServerSettings: Hashable, Sendable {
 
     public init(
         host: String = "127.0.0.1", port: Int = ServerSettings.defaultPort, publicURL: String? = nil,
-        reconcileInterval: Duration = .seconds(2), idleTimeout: Duration = ServerSettings.defaultIdleTimeout,
+        reconcileInterval: Duration = .milliseconds(500), idleTimeout: Duration = ServerSettings.defaultIdleTimeout,
         readTimeout: Duration = ServerSettings.defaultReadTimeout,
         maxConnections: Int = ServerSettings.defaultMaxConnections
     ) {

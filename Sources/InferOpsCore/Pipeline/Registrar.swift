@@ -22,12 +22,48 @@ struct Registrar: Sendable {
         self.router = router
     }
 
-    /// The router worker URLs of the replicas that are ready now, and how many replicas there should be.
-    func servingEndpoints(model: String) async throws -> (urls: [String], ready: Int, desired: Int) {
-        let workload = try await services.cluster.workload(environment.target(model: model))
+    /// The router worker URLs of the replicas that serve now and answered a direct test completion
+    /// (verify, then route), how many replicas are ready, and how many there should be.
+    /// - Parameter checkNew: check replicas never checked before (a warm-up and a completion each);
+    ///   without it only replicas already checked count, which answers at once.
+    func servingEndpoints(model: String, checkNew: Bool = true) async throws -> (urls: [String], ready: Int, desired: Int) {
+        let target = environment.target(model: model)
+        let workload = try await services.cluster.workload(target)
         // A stopping pod still reads Ready until its probe fails: it gets no new requests.
-        let urls = workload.pods.filter(\.serving).compactMap(\.address).map(settings.workerURL(podIP:)).sorted()
+        let serving = workload.pods.filter(\.serving)
+        let verifier = EngineVerifier(engines: services.engines, time: services.time, settings: replicaCheckSettings)
+        let endpoint = EngineEndpoint(target: target, service: target.release)
+        let logger = services.logger
+        let environment = environment.name
+        let checked = await services.replicaChecks.passed(
+            serving, model: model, environment: environment, checkNew: checkNew, now: services.time.now(),
+            check: { _, replica in
+                do {
+                    let pod = endpoint.replica(replica)
+                    _ = try await verifier.warmUp(pod, servedName: model)
+                    _ = try await verifier.verify(pod, servedName: model)
+                    return nil
+                } catch let failure as VerificationFailure {
+                    return failure.message
+                } catch {
+                    return "\(error)"
+                }
+            },
+            failed: { pod, problem in
+                logger.warning("a replica failed its check before routing", metadata: [
+                    "environment": "\(environment)", "model": "\(model)", "pod": "\(pod.name)", "problem": "\(problem)",
+                ])
+            })
+        let urls = checked.compactMap(\.address).map(settings.workerURL(podIP:)).sorted()
         return (urls, workload.readyReplicas, workload.desiredReplicas)
+    }
+
+    /// A replica's check before routing is bounded tighter than a deploy's verification: a replica
+    /// that cannot answer in 10 s is not one to give traffic to, and the follower must move on.
+    var replicaCheckSettings: VerificationSettings {
+        var settings = environment.verification
+        settings.requestTimeout = min(settings.requestTimeout, .seconds(10))
+        return settings
     }
 
     /// Records `registration` in place of `previous` (the row the caller decided from) and applies it

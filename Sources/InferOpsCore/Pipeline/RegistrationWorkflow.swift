@@ -237,7 +237,22 @@ struct RoutingRefresh: Sendable {
     }
 
     /// `nil` when there was nothing to do, or nothing this requester may do (said in the thread).
+    /// The replica follower may move the routing between this read and its write (it follows the
+    /// rollout this ends); that is read again, up to three times, rather than reported as a conflict.
     func run(model: String, register: Bool, denial: Denial?) async throws -> RegistrationStep.Outcome? {
+        for round in 1...3 {
+            let outcome = try await attempt(model: model, register: register, denial: denial)
+            if case .failed(let changed as RegistrationChanged)? = outcome, round < 3 {
+                registrar.services.logger.info("routing moved under the refresh; reading it again",
+                                               metadata: ["model": "\(changed.model)", "environment": "\(changed.environment)"])
+                continue
+            }
+            return outcome
+        }
+        return nil
+    }
+
+    func attempt(model: String, register: Bool, denial: Denial?) async throws -> RegistrationStep.Outcome? {
         let services = registrar.services
         let environment = registrar.environment.name
         let previous = try await services.store.registration(model: model, environment: environment)

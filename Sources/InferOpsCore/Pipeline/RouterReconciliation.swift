@@ -1,13 +1,23 @@
-/// The background repair of every router: compares each router's workers with the desired state
-/// and fixes drift (a restarted router has an empty registry; a rollout changes pod addresses).
+/// The background work on every router, each pass: follows the replicas of every enabled model
+/// (a replica that stops serving leaves the router at once; a new one is routed once it answered a
+/// direct test completion), then repairs drift between the router and the recorded routing (a
+/// restarted router has an empty registry). Both go on while a deploy, rollback or promotion runs:
+/// that is when replicas come and go. Only a change of the routing itself (`register`, `enable`,
+/// `disable`, `deregister`, `remove`, a deploy's own routing step) is left to its operation.
 public struct RouterReconciliation: Sendable {
     public struct Pass: Hashable, Sendable {
         public var environment: String
-        /// What was changed; empty when the router matched.
+        /// Repairs: what was changed because the router did not match the recorded routing.
         public var actions: [RouterReconciler.Action]
+        /// What was changed to follow the serving replicas (a rollout, a scale, a replica stopping
+        /// or failing its check): routine, so not announced as a repair.
+        public var followed: [RouterReconciler.Action] = []
         /// Set when the router could not be read or changed.
         public var failure: String?
     }
+
+    /// Operations that change a model's routing themselves; the passes leave that model to them.
+    static let changingRouting: Set<OperationKind> = [.register, .deregister, .enable, .disable, .remove]
 
     let configuration: Configuration
     let services: Services
@@ -32,28 +42,23 @@ public struct RouterReconciliation: Sendable {
             let router = registrar.router
             let settings = registrar.settings
             do {
-                // A model an operation is changing now (a deploy, an enable, a disable) is that
-                // operation's to route: repairing it halfway would race the operation and announce its
-                // change as drift. The first pass after the operation ends repairs what is still off.
+                // A model whose routing an operation is changing now (an enable, a disable, a deploy's
+                // routing step) is that operation's to route: repairing it halfway would race it and
+                // announce its change as drift. The first pass after it ends repairs what is still off.
                 let changingNow = { @Sendable () async throws -> Set<String> in
                     Set(try await services.store.unfinishedSummaries()
-                        .filter { $0.environment == name && $0.id != operation && OperationState.holdingRelease.contains($0.state) }
+                        .filter {
+                            $0.environment == name && $0.id != operation && OperationState.holdingRelease.contains($0.state)
+                                && (Self.changingRouting.contains($0.kind) || $0.state == .registering)
+                        }
                         .compactMap(\.model))
                 }
                 let changing = try await changingNow()
                 let ours = { (model: String) in !changing.contains(model) }
-                // Follow the replicas that serve now. Each write names the version it was read at, so
-                // a row changed while the cluster was asked (a `disable`) is left as that change made it.
-                let enabled = try await services.store.registrations()
-                    .filter { $0.environment == name && $0.state == .enabled && ours($0.model) }
-                for registration in enabled {
-                    let serving = try await registrar.servingEndpoints(model: registration.model)
-                    // With no replica ready (mid-rollout), keep routing where it was rather than nowhere.
-                    guard !serving.urls.isEmpty, serving.urls != registration.endpoints else { continue }
-                    var moved = registration
-                    moved.endpoints = serving.urls
-                    _ = try await services.store.updateRegistration(moved, expectedVersion: registration.version)
-                }
+                // Follow the replicas: first without checking new ones, so a replica that stopped
+                // serving leaves the router without waiting on another's check; then with the checks.
+                var followed = try await follow(registrar, environment: name, models: ours, checkNew: false)
+                followed += try await follow(registrar, environment: name, models: ours, checkNew: true)
                 // Act on the router from a fresh read, and read again afterwards: a change recorded
                 // while the router was being changed gets another round (up to `maximumRounds`; the
                 // next pass takes over after), rather than waiting a whole interval on a replaced state.
@@ -74,7 +79,7 @@ public struct RouterReconciliation: Sendable {
                     if now == desired { break }
                     desired = now
                 }
-                passes.append(Pass(environment: name, actions: actions, failure: nil))
+                passes.append(Pass(environment: name, actions: actions, followed: followed, failure: nil))
             } catch let error as any UserFacingError {
                 passes.append(Pass(environment: name, actions: [], failure: error.message))
             } catch is CancellationError {
@@ -93,11 +98,48 @@ public struct RouterReconciliation: Sendable {
         return passes
     }
 
+    /// Points every enabled registration of `environment` at its serving, checked replicas, and the
+    /// router with it at once. Each write names the version it was read at, so a row changed while
+    /// the cluster was asked (a `disable`) is left as that change made it. With no replica serving
+    /// (mid-rollout, or the only one stopping), the routing stays where it was rather than nowhere:
+    /// a stopping replica still serves until its preStop hook ends.
+    /// - Returns: what was changed in the router.
+    func follow(
+        _ registrar: Registrar, environment name: String, models ours: (String) -> Bool, checkNew: Bool
+    ) async throws -> [RouterReconciler.Action] {
+        var followed: [RouterReconciler.Action] = []
+        let enabled = try await services.store.registrations()
+            .filter { $0.environment == name && $0.state == .enabled && ours($0.model) }
+        for registration in enabled {
+            let serving = try await registrar.servingEndpoints(model: registration.model, checkNew: checkNew)
+            guard !serving.urls.isEmpty, serving.urls != registration.endpoints else { continue }
+            var moved = registration
+            moved.endpoints = serving.urls
+            guard let recorded = try await services.store.updateRegistration(moved, expectedVersion: registration.version)
+            else { continue }
+            let actual = try await registrar.router.workers()
+                .filter { $0.model == recorded.model || registrar.isDenyWorker($0, model: recorded.model) }
+            // New workers first, then the old ones out: the model never has fewer workers in between.
+            let actions = RouterReconciler.plan(desired: [recorded], actual: actual, settings: registrar.settings)
+                .sorted { if case .add = $0, case .remove = $1 { true } else { false } }
+            for action in actions { try await registrar.perform(action) }
+            followed += actions
+            services.logger.info("following the replicas", metadata: [
+                "environment": "\(name)", "model": "\(recorded.model)",
+                "changes": "\(actions.map(\.description).joined(separator: "; "))",
+            ])
+        }
+        return followed
+    }
+
     /// Reconciles every `interval` until cancelled, reporting repairs and outages (once each) on
     /// `channel`, or only in the log without one.
     public func run(every interval: Duration, channel: String?, observe: @Sendable ([Pass]) -> Void = { _ in }) async {
         var failing: Set<String> = []
         while !Task.isCancelled {
+            // Passes start `interval` apart (a pass that checked new replicas took part of it), so a
+            // replica's deletion is seen within about one interval of the pass before.
+            let started = ContinuousClock.now
             let passes = await reconcileOnce()
             if Task.isCancelled { break }
             observe(passes)
@@ -115,7 +157,8 @@ public struct RouterReconciliation: Sendable {
                 let what = pass.actions.isEmpty ? "it matches the desired state again" : pass.actions.map(\.description).joined(separator: "; ")
                 await notice(Reply(.warning, "Router in \(pass.environment) repaired: \(what)."), on: channel)
             }
-            try? await services.time.sleep(for: interval)
+            let elapsed = started.duration(to: .now)
+            try? await services.time.sleep(for: max(interval - elapsed, interval / 10))
         }
     }
 

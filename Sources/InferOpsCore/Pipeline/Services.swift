@@ -18,6 +18,8 @@ public struct Services: Sendable {
     /// Removes secrets from the journal and the audit log; `redacting(for:)` also puts it in front
     /// of the chat and the log, so every text that leaves the daemon passes it.
     public var redactor = SecretRedactor()
+    /// Which replicas passed their check before routing; shared by every path that routes.
+    public var replicaChecks = ReplicaChecks()
 
     public init(
         store: any OperationStore, releases: any ReleaseEngine, cluster: any ClusterInspector,
