@@ -16,6 +16,10 @@ public final class FakeRouter: ModelRouter, RouterDirectory, Sendable {
         /// Completions asked for, by model.
         public var completions: [String] = []
         var turn = 0
+        /// Set: every call throws it (the router is down).
+        public var down: RouterUnavailable?
+        /// Workers that stay registered whatever is asked (a removal answered 200 but not made).
+        public var stuck: Set<String> = []
     }
 
     private let observed = Observed(State())
@@ -40,6 +44,16 @@ public final class FakeRouter: ModelRouter, RouterDirectory, Sendable {
         observed.update { $0.workers = workers }
     }
 
+    /// Takes the router down (`nil`: up again).
+    public func goDown(_ failure: RouterUnavailable?) {
+        observed.update { $0.down = failure }
+    }
+
+    /// Makes the router keep the worker at `url` whatever removals say.
+    public func keep(_ url: String) {
+        observed.update { _ = $0.stuck.insert(url) }
+    }
+
     public func waitFor(_ condition: @escaping @Sendable (State) -> Bool) async throws {
         try await observed.wait(until: condition)
     }
@@ -54,10 +68,14 @@ public final class FakeRouter: ModelRouter, RouterDirectory, Sendable {
 
     // MARK: ModelRouter
 
-    public func workers() async throws -> [RouterWorker] { observed.value.workers }
+    public func workers() async throws -> [RouterWorker] {
+        if let down = observed.value.down { throw down }
+        return observed.value.workers
+    }
 
     /// Like vllm-router, a URL is one worker: adding it again replaces it.
     public func add(_ worker: RouterWorker) async throws {
+        if let down = observed.value.down { throw down }
         observed.update { state in
             state.workers.removeAll { $0.url == worker.url }
             state.workers.append(worker)
@@ -66,8 +84,9 @@ public final class FakeRouter: ModelRouter, RouterDirectory, Sendable {
     }
 
     public func remove(url: String) async throws {
+        if let down = observed.value.down { throw down }
         observed.update { state in
-            state.workers.removeAll { $0.url == url }
+            if !state.stuck.contains(url) { state.workers.removeAll { $0.url == url } }
             state.changes.append("remove \(url)")
         }
     }
@@ -75,6 +94,7 @@ public final class FakeRouter: ModelRouter, RouterDirectory, Sendable {
     public func complete(
         model: String, prompt: String, maxTokens: Int, timeout: Duration
     ) async throws -> EngineResponse {
+        if let down = observed.value.down { throw down }
         let worker = observed.update { state -> RouterWorker? in
             state.completions.append(model)
             let workers = state.workers.filter { $0.model == model }

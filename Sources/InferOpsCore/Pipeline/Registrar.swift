@@ -66,6 +66,47 @@ struct Registrar: Sendable {
         return settings
     }
 
+    /// Honest success: the router's workers for `model` are exactly the replicas of the current
+    /// revision that serve, each of them checked, and the stored routing says the same.
+    /// - Returns: `nil` when so; otherwise what differs, in words.
+    func routingMismatch(model: String) async throws -> String? {
+        let workload = try await services.cluster.workload(environment.target(model: model))
+        let current = workload.pods.filter { $0.serving && $0.current }.compactMap(\.address).map(settings.workerURL(podIP:))
+        let checked = Set(try await servingEndpoints(model: model).urls)
+        let routed = Set(try await router.workers().filter { $0.model == model }.map(\.url))
+        let recorded = Set(try await services.store.registration(model: model, environment: environment.name)?.endpoints ?? [])
+        let expected = Set(current)
+        if expected.isEmpty { return "no replica of the new revision serves" }
+        let unchecked = expected.subtracting(checked)
+        if !unchecked.isEmpty { return "\(Self.list(unchecked)) \(unchecked.count == 1 ? "has" : "have") not answered a test completion" }
+        let missing = expected.subtracting(routed)
+        let extra = routed.subtracting(expected)
+        if !missing.isEmpty || !extra.isEmpty {
+            return "the router routes \(routed.isEmpty ? "nothing" : Self.list(routed)), not the new replicas \(Self.list(expected))"
+        }
+        if recorded != expected { return "the recorded routing (\(Self.list(recorded))) is not the new replicas" }
+        return nil
+    }
+
+    /// Waits up to `budget` for `routingMismatch` to clear (the follower routes a replica within a
+    /// pass or two of it serving).
+    /// - Returns: the last mismatch, or `nil` once the router routes exactly the new replicas.
+    func waitRoutedAsPlanned(model: String, budget: Duration) async throws -> String? {
+        let deadline = services.time.now().addingTimeInterval(budget.seconds)
+        let poll = Duration.milliseconds(250)
+        // Counted as well as timed: a clock that does not move on its own still ends the wait.
+        for _ in 0..<max(1, Int(budget.seconds / poll.seconds)) {
+            guard let mismatch = try await routingMismatch(model: model) else { return nil }
+            if services.time.now() >= deadline { return mismatch }
+            try await services.time.sleep(for: poll)
+        }
+        return try await routingMismatch(model: model)
+    }
+
+    static func list(_ urls: Set<String>) -> String {
+        urls.isEmpty ? "none" : urls.sorted().joined(separator: ", ")
+    }
+
     /// Records `registration` in place of `previous` (the row the caller decided from) and applies it
     /// to the router (only this model's workers change).
     /// - Returns: the registration as recorded (with its version) and what was changed in the router.

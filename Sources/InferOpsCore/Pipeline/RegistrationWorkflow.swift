@@ -231,9 +231,28 @@ struct RoutingRefresh: Sendable {
             case nil:
                 break
             }
+            // Success only when the router routes what was deployed: every new replica, checked, and
+            // no old one. (A requester without `register` was told the routing is left to the
+            // daemon's follower; the deploy is theirs, the routing is not.)
+            let stored = try await registrar.services.store.registration(model: model, environment: registrar.environment.name)
+            if denial == nil, stored?.state == .enabled,
+               let mismatch = try await registrar.waitRoutedAsPlanned(model: model, budget: routingBudget(registrar)) {
+                let failure = Refusal(
+                    "The router does not route the new replicas: \(mismatch).",
+                    hint: "`/infer status \(model) in \(registrar.environment.name)` shows each replica and what it needs.")
+                try await reporter.finish(
+                    .failed, Reply(.failure, success.title + " But " + RichText(failure.message), hint: failure.hint))
+                return .failed(id, failure.message)
+            }
         }
         try await reporter.finish(.succeeded, reply)
         return .completed(id)
+    }
+
+    /// How long a deploy waits for the router to route exactly its replicas: a few passes of the
+    /// follower, plus a replica's check.
+    static func routingBudget(_ registrar: Registrar) -> Duration {
+        registrar.replicaCheckSettings.requestTimeout * (registrar.environment.verification.warmupRequests + 1) + .seconds(5)
     }
 
     /// `nil` when there was nothing to do, or nothing this requester may do (said in the thread).
@@ -279,6 +298,14 @@ struct RoutingRefresh: Sendable {
                     : "A running daemon's router repair follows the new replicas; or someone with `register` runs "
                         + "`/infer register \(model) in \(environment)`."))
             return nil
+        }
+        // Never route a model to nothing: with no replica serving and checked, the router keeps
+        // what it has, and the operation says why.
+        guard !serving.urls.isEmpty else {
+            return .failed(Refusal(
+                "No replica of \(model) in \(environment) serves and answered a test completion straight to its pod "
+                    + "(\(serving.ready) of \(serving.desired) ready), so the router keeps its current workers.",
+                hint: "`/infer status \(model) in \(environment)` shows each replica and what it needs."))
         }
         let requester = await reporter.operation.requester
         let next = Registration(
