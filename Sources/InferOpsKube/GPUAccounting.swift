@@ -1,3 +1,4 @@
+import Foundation
 import InferOpsCore
 
 /// The GPU arithmetic of the scheduler, done on lists the API returned: pure, so fixtures can test it.
@@ -108,8 +109,22 @@ enum PodDiagnosis {
             terminating: pod.metadata.deletionTimestamp != nil,
             waiting: engine?.state?.waiting?.reason,
             lastExit: engine?.lastState?.terminated?.reason,
-            restarts: engine?.restartCount ?? 0
+            restarts: engine?.restartCount ?? 0,
+            timeline: timeline(pod, engine: engine)
         )
+    }
+
+    /// When the pod was created, scheduled, its engine started, and it became ready (seconds, as
+    /// the API gives them).
+    static func timeline(_ pod: KubePod, engine: ContainerStatus?) -> PodTimeline? {
+        func when(_ text: String?) -> Date? { text.flatMap { try? Date($0, strategy: .iso8601) } }
+        func since(_ type: String) -> Date? {
+            pod.status?.conditions?.first { $0.type == type && $0.status == "True" }.flatMap { when($0.lastTransitionTime) }
+        }
+        let timeline = PodTimeline(
+            created: when(pod.metadata.creationTimestamp), scheduled: since("PodScheduled"),
+            started: when(engine?.state?.running?.startedAt), ready: since("Ready"))
+        return timeline == PodTimeline() ? nil : timeline
     }
 
     /// The most useful single explanation, in the order a person would look:

@@ -8,6 +8,7 @@ struct ObjectMeta: Decodable, Sendable {
     var namespace: String?
     var labels: [String: String]?
     var deletionTimestamp: String?
+    var creationTimestamp: String?
 }
 
 /// A resource quantity: the API writes `"4"`, but hand-written manifests may say `4` or `4.0`.
@@ -71,6 +72,7 @@ struct PodCondition: Decodable, Sendable {
     var status: String
     var reason: String?
     var message: String?
+    var lastTransitionTime: String?
 }
 
 struct ContainerStateDetail: Decodable, Sendable {
@@ -80,7 +82,11 @@ struct ContainerStateDetail: Decodable, Sendable {
 }
 
 struct ContainerState: Decodable, Sendable {
+    struct Running: Decodable, Sendable {
+        var startedAt: String?
+    }
     var waiting: ContainerStateDetail?
+    var running: Running?
     var terminated: ContainerStateDetail?
 }
 

@@ -205,21 +205,20 @@ public final class SocketModeClient: Sendable {
     /// Reads one connection until it ends: acknowledges and hands on envelopes, and asks for the
     /// next connection when this one is told to go, goes quiet before `hello`, or ends.
     func serve(_ session: any WebSocketSession, id: Int) async {
-        let greeted = Greeting()
+        let greeted = Mutex(false)
         var asked = false
         func ask(_ signal: Signal) {
             guard !asked else { return }
             asked = true
             self.signal(signal)
         }
-        // Envelopes being handled finish (the outer group waits for them); the timers end with the
-        // reading (the inner group is cancelled once the connection's events end).
+        // Timers end with the connection; envelopes being handled do not.
+        var timers = [Task { [settings] in
+            try? await Task.sleep(for: settings.helloTimeout)
+            if !greeted.withLock({ $0 }) { session.close(code: 4000, reason: "no hello") }
+        }]
+        defer { for timer in timers { timer.cancel() } }
         await withDiscardingTaskGroup { handlers in
-          await withDiscardingTaskGroup { timers in
-            timers.addTask { [settings] in
-                try? await Task.sleep(for: settings.helloTimeout)
-                if !greeted.said.withLock({ $0 }) { session.close(code: 4000, reason: "no hello") }
-            }
             for await event in session.events {
                 switch event {
                 case .text(let text):
@@ -242,7 +241,7 @@ public final class SocketModeClient: Sendable {
                         counters.withLock { $0.envelopes += 1 }
                         handlers.addTask { await self.handle(envelope) }
                     case .hello:
-                        if !greeted.said.withLock({ flag in defer { flag = true }; return flag }) {
+                        if !greeted.withLock({ flag in defer { flag = true }; return flag }) {
                             state.withLock { $0.live += 1 }
                         }
                     case .disconnect(let reason):
@@ -255,10 +254,10 @@ public final class SocketModeClient: Sendable {
                             logger.info("Slack: asked to reconnect", metadata: ["reason": "\(reason)"])
                             counters.withLock { $0.reconnects += 1 }
                             ask(.replace)
-                            timers.addTask { [settings] in
+                            timers.append(Task { [settings] in
                                 try? await Task.sleep(for: settings.drainTimeout)
-                                if !Task.isCancelled { session.close(code: 1000, reason: "replaced") }
-                            }
+                                session.close(code: 1000, reason: "replaced")
+                            })
                         }
                     case .other(let type):
                         logger.debug("Slack: ignored a message", metadata: ["type": "\(type)"])
@@ -266,7 +265,7 @@ public final class SocketModeClient: Sendable {
                 case .binary:
                     continue
                 case .closed(let code, let reason):
-                    let wasLive = greeted.said.withLock { $0 }
+                    let wasLive = greeted.withLock { $0 }
                     if !asked {
                         counters.withLock { $0.reconnects += 1 }
                         logger.warning("Slack: connection closed", metadata: ["code": "\(code)", "reason": "\(reason)"])
@@ -274,22 +273,15 @@ public final class SocketModeClient: Sendable {
                     ask(.ended(healthy: wasLive))
                 }
             }
-            timers.cancelAll()
-          }
         }
         // Counted live from its `hello` until here, however the reading ended (closed, or the task
         // cancelled because `run()` is throwing).
-        let wasLive = greeted.said.withLock { $0 }
+        let wasLive = greeted.withLock { $0 }
         state.withLock { state in
             state.sessions.removeValue(forKey: id)
             if wasLive { state.live -= 1 }
         }
     }
-}
-
-/// Whether a connection has said `hello`: read by its hello timer, set by its reading.
-final class Greeting: Sendable {
-    let said = Mutex(false)
 }
 
 /// Socket Mode cannot go on, and reconnecting will not help.

@@ -26,6 +26,13 @@ import Testing
         let outcome = await h.run("/infer deploy llama-3-8b to staging")
         #expect(outcome.succeeded, "\(outcome)")
         #expect(h.router.workers(of: Self.model) == [Self.new])
+        // Where the time went, in the last reply and in the operation's record.
+        let reply = try #require(h.chat.posts.last).reply
+        let time = try #require(reply.fields.first { $0.label == "time" }?.value.plainText)
+        #expect(time.contains("checks") && time.contains("loading until ready") && time.contains("verification")
+                && time.contains("routing"), "\(time)")
+        let record = try #require(await h.store.allOperations().first)
+        #expect(await h.store.journal(of: record.id).contains { $0.message == "Time: " + time })
     }
 
     @Test func aNewReplicaThatDoesNotAnswerItsCheckFailsTheDeployAndKeepsTheRouterServing() async throws {

@@ -153,6 +153,20 @@ struct PodDiagnosisTests {
         )
     }
 
+    @Test func aServingPodsTimelineIsReadFromItsConditionsAndContainer() throws {
+        let pod = try Self.snapshot(
+            """
+            {"metadata":{"name":"p","creationTimestamp":"2026-12-03T07:00:00Z"},"spec":{"nodeName":"n"},
+             "status":{"phase":"Running","conditions":[
+               {"type":"PodScheduled","status":"True","lastTransitionTime":"2026-12-03T07:00:04Z"},
+               {"type":"Ready","status":"True","lastTransitionTime":"2026-12-03T07:01:10Z"}],
+               "containerStatuses":[{"name":"vllm","ready":true,"state":{"running":{"startedAt":"2026-12-03T07:00:30Z"}}}]}}
+            """
+        )
+        let at = { (seconds: Double) in Date(timeIntervalSince1970: 1_796_281_200 + seconds) }
+        #expect(pod.timeline == PodTimeline(created: at(0), scheduled: at(4), started: at(30), ready: at(70)))
+    }
+
     @Test func imagePullBackOffGivesReasonAndMessage() throws {
         let pod = try Self.snapshot(
             """

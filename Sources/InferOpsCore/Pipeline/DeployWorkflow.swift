@@ -83,7 +83,7 @@ struct DeployWorkflow: Sendable {
         let summary = "Deployed \(plan.model.name) to \(plan.environment): revision \(applied.revision)\(verified)"
             + (slow ? " (over the \(environment.verification.latencyTarget.spoken) target)." : ".") + note
         return try await RoutingRefresh.finish(
-            registrar: registrar, reporter: reporter, model: plan.model.name, register: registers,
+            registrar: registrar, reporter: reporter, model: plan.model.name, target: plan.target, register: registers,
             denial: routingDenial,
             success: Reply(
                 slow ? .warning : .success, summary,

@@ -10,6 +10,10 @@ public actor OperationReporter {
     /// then stops at the safe point before it.
     let shouldSuspend: @Sendable () -> Bool
     var stepStarted: ContinuousClock.Instant
+    /// Time spent in each state this reporter moved through (since this daemon took the operation).
+    var spent: [OperationState: Duration] = [:]
+    /// When this reporter took the operation, on the services' clock.
+    let began: Date
     /// When the status card was last edited: edits come at most about once a second.
     var lastCardEdit: ContinuousClock.Instant?
     /// An edit held back by that limit; `keepCardCurrent` makes it when the second is up, unless a
@@ -31,6 +35,7 @@ public actor OperationReporter {
         self.channel = channel
         self.shouldSuspend = shouldSuspend
         self.stepStarted = .now
+        self.began = services.time.now()
         self.storedState = operation.state
         (held, heldContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
@@ -136,6 +141,7 @@ public actor OperationReporter {
         try await write()
         if finishedStep != state {
             services.observer.stepFinished(kind: operation.kind, step: finishedStep, duration: stepStarted.duration(to: .now))
+            spent[finishedStep, default: .zero] += stepStarted.duration(to: .now)
         }
         stepStarted = .now
         try await journal(message.plainText)
@@ -151,6 +157,13 @@ public actor OperationReporter {
 
     /// Seconds since the current state began, for "took 2.1 s".
     public func stepDuration() -> Duration { stepStarted.duration(to: .now) }
+
+    /// Time spent in each state so far, the current one included.
+    public func timeSpent() -> [OperationState: Duration] {
+        var spent = spent
+        spent[operation.state, default: .zero] += stepStarted.duration(to: .now)
+        return spent
+    }
 
     /// Back to `awaiting_approval` with a new plan and a fresh request (no approvals): the plan
     /// changed after it was approved.

@@ -210,11 +210,12 @@ struct RoutingRefresh: Sendable {
     /// Ends a deploy or rollback that Helm and the engine verified: with `success`, plus what the
     /// routing did; or failed, when the routing failed.
     static func finish(
-        registrar: Registrar?, reporter: OperationReporter, model: String, register: Bool, denial: Denial?,
-        success: Reply
+        registrar: Registrar?, reporter: OperationReporter, model: String, target: ReleaseTarget, register: Bool,
+        denial: Denial?, success: Reply
     ) async throws -> CommandOutcome {
         let id = await reporter.operation.id
         var reply = success
+        var routing = Duration.zero
         if let registrar {
             let refresh = RoutingRefresh(registrar: registrar, reporter: reporter)
             switch try await refresh.run(model: model, register: register, denial: denial) {
@@ -235,8 +236,11 @@ struct RoutingRefresh: Sendable {
             // no old one. (A requester without `register` was told the routing is left to the
             // daemon's follower; the deploy is theirs, the routing is not.)
             let stored = try await registrar.services.store.registration(model: model, environment: registrar.environment.name)
-            if denial == nil, stored?.state == .enabled,
-               let mismatch = try await registrar.waitRoutedAsPlanned(model: model, budget: routingBudget(registrar)) {
+            let waitStarted = ContinuousClock.now
+            let mismatch = denial == nil && stored?.state == .enabled
+                ? try await registrar.waitRoutedAsPlanned(model: model, budget: routingBudget(registrar)) : nil
+            routing = waitStarted.duration(to: .now)
+            if let mismatch {
                 let failure = Refusal(
                     "The router does not route the new replicas: \(mismatch).",
                     hint: "`/infer status \(model) in \(registrar.environment.name)` shows each replica and what it needs.")
@@ -245,6 +249,13 @@ struct RoutingRefresh: Sendable {
                 return .failed(id, failure.message)
             }
         }
+        // Where the time went, in the last reply and in the record.
+        let services = reporter.services
+        let pods = (try? await services.cluster.workload(target).pods) ?? []
+        let breakdown = TimeBreakdown.make(
+            steps: await reporter.timeSpent(), routing: routing, pods: pods, from: reporter.began, to: services.time.now())
+        try await reporter.journal("Time: " + breakdown.text)
+        reply.fields.append(Reply.Field("time", breakdown.text))
         try await reporter.finish(.succeeded, reply)
         return .completed(id)
     }

@@ -104,7 +104,8 @@ struct RollbackWorkflow: Sendable {
             try await reporter.report(Reply(.progress, "Test completion answered in \(latency.spoken): “\(user: text)”"))
             let summary = "Rolled \(model.name) in \(environment.name) back to revision \(revision) (now revision \(restored.revision)), verified in \(latency.spoken)." + note
             return try await RoutingRefresh.finish(
-                registrar: registrar, reporter: reporter, model: model.name, register: false, denial: routingDenial,
+                registrar: registrar, reporter: reporter, model: model.name, target: endpoint.target, register: false,
+                denial: routingDenial,
                 success: Reply(.success, summary, fields: [Reply.Field("endpoint", endpoint.description)]))
         } catch let failure as VerificationFailure {
             return try await fail(failure)

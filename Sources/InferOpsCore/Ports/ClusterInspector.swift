@@ -1,3 +1,5 @@
+import Foundation
+
 /// Reads what the cluster says: GPU capacity, and how a release's pods are doing.
 public protocol ClusterInspector: Sendable {
     /// GPUs per node: allocatable `nvidia.com/gpu` and what bound, unfinished pods already request.
@@ -65,12 +67,15 @@ public struct PodSnapshot: Hashable, Sendable, Codable {
     /// Why the engine container last ended (`OOMKilled`, `Error`), if it has restarted.
     public var lastExit: String?
     public var restarts: Int
+    /// When it was created, scheduled, started and became ready, as far as it got.
+    public var timeline: PodTimeline?
 
     public init(
         name: String, phase: String, ready: Bool, node: String? = nil, address: String? = nil, reason: String? = nil,
         unschedulable: Bool = false, current: Bool = true, terminating: Bool = false, waiting: String? = nil,
-        lastExit: String? = nil, restarts: Int = 0
+        lastExit: String? = nil, restarts: Int = 0, timeline: PodTimeline? = nil
     ) {
+        self.timeline = timeline
         self.name = name
         self.phase = phase
         self.ready = ready
@@ -87,6 +92,22 @@ public struct PodSnapshot: Hashable, Sendable, Codable {
 
     /// Ready and not stopping: a replica that may be given requests.
     public var serving: Bool { ready && !terminating }
+}
+
+/// A pod's way to serving: created, given a node (after waiting for free GPUs, if it had to), its
+/// engine container started (the image pulled), ready (the weights loaded, readiness passed).
+public struct PodTimeline: Hashable, Sendable, Codable {
+    public var created: Date?
+    public var scheduled: Date?
+    public var started: Date?
+    public var ready: Date?
+
+    public init(created: Date? = nil, scheduled: Date? = nil, started: Date? = nil, ready: Date? = nil) {
+        self.created = created
+        self.scheduled = scheduled
+        self.started = started
+        self.ready = ready
+    }
 }
 
 public struct WorkloadSnapshot: Hashable, Sendable, Codable {
