@@ -222,7 +222,8 @@ import Testing
     @Test func waitsForGPUsWhenTheEnvironmentAllows() async throws {
         let h = Harness { $0.environments["staging"]!.capacity = .wait(.seconds(600)) }
         let tight = FakeCluster.nodes(("gpu-a", 8, 5), ("gpu-b", 8, 5))
-        h.cluster.setCapacities([tight, tight, tight, FakeCluster.nodes(("gpu-a", 8, 0), ("gpu-b", 8, 5))])
+        let tighter = FakeCluster.nodes(("gpu-a", 8, 6), ("gpu-b", 8, 5))
+        h.cluster.setCapacities([tight, tight, tighter, FakeCluster.nodes(("gpu-a", 8, 0), ("gpu-b", 8, 5))])
 
         let outcome = await h.run("deploy qwen-2-72b to staging")
 
@@ -233,12 +234,15 @@ import Testing
                 journal,
                 prefixes: [
                     "Waiting up to 10 min for GPUs: needs 1 × 4 = 4 nvidia.com/gpu; free 6 of 16",
+                    // Said again only when the numbers change.
+                    "Still waiting for GPUs: needs 1 × 4 = 4 nvidia.com/gpu; free 5 of 16",
                     "GPUs are free now: needs 1 × 4 = 4 nvidia.com/gpu; free 11 of 16",
                     "Running helm upgrade --install",
                 ]
             )
         )
         #expect(h.cluster.capacityCalls == 4)
+        #expect(journal.filter { $0.hasPrefix("Still waiting for GPUs") }.count == 1)
         #expect(h.releases.upgrades.count == 1)
     }
 

@@ -185,6 +185,7 @@ struct DeployWorkflow: Sendable {
         }
         try await reporter.report(Reply(.warning, "Waiting up to \(patience.spoken) for GPUs: \(verdict.summary)."))
         let deadline = services.time.now().addingTimeInterval(patience.seconds)
+        var waitingFor = verdict.summary
         while services.time.now() < deadline {
             try await services.time.sleep(for: .seconds(2))
             capacity = try await services.cluster.gpuCapacity(kubeContext: plan.target.kubeContext)
@@ -192,6 +193,11 @@ struct DeployWorkflow: Sendable {
             if verdict.fits {
                 try await reporter.report(Reply(.progress, "GPUs are free now: \(verdict.summary)."))
                 return nil
+            }
+            // The numbers as they change (GPUs freed or taken by others), so the thread shows what it waits for.
+            if verdict.summary != waitingFor {
+                waitingFor = verdict.summary
+                try await reporter.report(Reply(.progress, "Still waiting for GPUs: \(verdict.summary)."))
             }
         }
         return Refusal("Still not enough free GPUs after \(patience.spoken): \(verdict.summary).")
@@ -203,6 +209,7 @@ struct DeployWorkflow: Sendable {
             group.addTask { try await body() }
             group.addTask {
                 var last = ""
+                var pending = PendingPods()
                 while !Task.isCancelled {
                     try? await services.time.sleep(for: .seconds(2))
                     guard !Task.isCancelled, let workload = try? await services.cluster.workload(plan.target) else { continue }
@@ -210,6 +217,13 @@ struct DeployWorkflow: Sendable {
                     if summary != last {
                         last = summary
                         try? await reporter.report(Reply(.progress, "\(user: summary)"), journal: true)
+                    }
+                    for pod in pending.overdue(workload.pods, now: services.time.now()) {
+                        try? await reporter.report(Reply(
+                            .warning,
+                            "\(pod.name) has waited over \(PendingPods.patience.spoken) for a node: \(user: pod.reason ?? "unschedulable")",
+                            hint: "It starts when a node has room (free GPUs with `/infer remove <model> from \(environment.name)`, "
+                                + "or add nodes); the deploy fails if it is not ready within \(plan.readinessBudget.spoken)."))
                     }
                 }
                 return nil
@@ -287,6 +301,28 @@ struct DeployWorkflow: Sendable {
 
 /// Turns the pods' state into one line: "1 of 2 replicas ready; llama-…-x7k Pending: 0/3 nodes…", and
 /// during a rollout "1 of 2 new replicas ready; 1 old still serving": old pods never count as progress.
+/// Pods the scheduler has found no node for, and since when: each is reported once it has waited
+/// longer than `patience`, with the scheduler's message.
+struct PendingPods {
+    static let patience = Duration.seconds(60)
+    var firstSeen: [String: Date] = [:]
+    var reported: Set<String> = []
+
+    /// The unschedulable pods of `pods` that have now waited longer than `patience` and were not
+    /// reported yet.
+    mutating func overdue(_ pods: [PodSnapshot], now: Date) -> [PodSnapshot] {
+        var overdue: [PodSnapshot] = []
+        for pod in pods where pod.unschedulable {
+            let since = pod.timeline?.created ?? firstSeen[pod.name] ?? now
+            firstSeen[pod.name] = since
+            if now.timeIntervalSince(since) > Self.patience.seconds, reported.insert(pod.name).inserted {
+                overdue.append(pod)
+            }
+        }
+        return overdue
+    }
+}
+
 public enum ProgressSummary {
     public static func describe(_ workload: WorkloadSnapshot) -> String {
         let old = workload.oldPods
