@@ -283,13 +283,14 @@ import Testing
             reply.lines == [
                 "Usage:",
                 "    `/infer deploy <model> to <environment> [--chart-version \"…\"] [--set key=value …]`",
-                "        `[--dry-run] [--register]`",
+                "        `[--dry-run] [--register] [--wait-for-gpus \"…\"]`",
                 "  <model>: The model's name in the catalog (config/models).",
                 "  <environment>: The environment to deploy to.",
                 "  --chart-version: Deploy this version of the engine chart instead of the environment's default.",
                 "  --set (repeatable): Override a chart value; only the keys the environment allows.",
                 "  --dry-run: Show the plan and the rendered change without applying anything.",
                 "  --register: Once verified, route the model by name through the environment's router.",
+                "  --wait-for-gpus: Wait up to this long (10m, 2h) for free GPUs instead of being refused.",
                 "Needs the permission `deploy`.",
                 "Models: llama-3-8b (1 GPU each), qwen-2-72b (4 GPUs each).",
                 "You may deploy to: dev, production, staging.",
@@ -302,6 +303,7 @@ import Testing
                 "  /infer deploy llama-3-8b to staging --set replicaCount=2",
                 "  /infer deploy llama-3-8b to staging --dry-run",
                 "  /infer deploy llama-3-8b to staging --register",
+                "  /infer deploy llama-3-8b to staging --wait-for-gpus 15m",
             ]
         )
         #expect(await h.run("help deplyo") == .refused("There is no command `deplyo`. Did you mean `deploy`?"))

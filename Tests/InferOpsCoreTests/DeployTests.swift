@@ -246,6 +246,35 @@ import Testing
         #expect(h.releases.upgrades.count == 1)
     }
 
+    /// Where the environment refuses a deploy that does not fit, the requester may ask it to wait.
+    @Test func waitsForGPUsWhenAsked() async throws {
+        let h = Harness()
+        let tight = FakeCluster.nodes(("gpu-a", 8, 5), ("gpu-b", 8, 5))
+        h.cluster.setCapacities([tight, tight, FakeCluster.nodes(("gpu-a", 8, 0), ("gpu-b", 8, 5))])
+
+        let outcome = await h.run("deploy qwen-2-72b to staging --wait-for-gpus 15m")
+
+        #expect(outcome.succeeded, "\(outcome)")
+        let journal = await h.store.journal(of: outcome.operation!).map(\.message)
+        #expect(containsInOrder(journal, prefixes: [
+            "Waiting up to 15 min for GPUs: needs 1 × 4 = 4 nvidia.com/gpu; free 6 of 16",
+            "GPUs are free now: needs 1 × 4 = 4 nvidia.com/gpu; free 11 of 16",
+        ]))
+    }
+
+    @Test(arguments: ["soon", "10", "0m", "7h", "99999999999999999999h", "1d"])
+    func aWaitThatIsNotATimeIsRefusedAndChangesNothing(_ text: String) async throws {
+        let h = Harness()
+        let outcome = await h.run("deploy qwen-2-72b to staging --wait-for-gpus \(text)")
+        guard case .refused(let message) = outcome else {
+            Issue.record("outcome: \(outcome)")
+            return
+        }
+        #expect(message.contains("is not a time to wait: say minutes or hours, like `10m`, `90s` or `2h`, up to 6 h"), "\(message)")
+        #expect(h.releases.changingCalls.isEmpty)
+        #expect(await h.store.allOperations().isEmpty)
+    }
+
     @Test func helmReadinessTimeoutWithoutAutoRollbackFails() async throws {
         let h = Harness()
         let target = h.target("llama-3-8b", in: "staging")

@@ -48,12 +48,17 @@ enum Fixtures {
                     name: "register", kind: .flag,
                     summary: "Once verified, route the model by name through the environment's router."
                 ),
+                OptionSpec(
+                    name: "wait-for-gpus", kind: .string,
+                    summary: "Wait up to this long (10m, 2h) for free GPUs instead of being refused."
+                ),
             ],
             examples: [
                 "/infer deploy llama-3-8b to staging",
                 "/infer deploy llama-3-8b to staging --set replicaCount=2",
                 "/infer deploy llama-3-8b to staging --dry-run",
                 "/infer deploy llama-3-8b to staging --register",
+                "/infer deploy llama-3-8b to staging --wait-for-gpus 15m",
             ]
         ),
         decision(

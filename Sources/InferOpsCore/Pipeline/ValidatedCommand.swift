@@ -50,7 +50,16 @@ public struct CommandValidator: Sendable {
         switch command.verb {
         case "deploy":
             let model = try model(command.argument("model"))
-            let environment = try environment(command.argument("environment"))
+            var environment = try environment(command.argument("environment"))
+            if let text = command.option("wait-for-gpus") {
+                // The deploy waits in its turn, saying what it waits for, instead of being refused.
+                guard let patience = Self.patience(text) else {
+                    throw Refusal(
+                        "`--wait-for-gpus \(user: CommandParser.excerpt(text))` is not a time to wait: say minutes or hours, "
+                            + "like `10m`, `90s` or `2h`, up to \(Self.longestWait.spoken).")
+                }
+                environment.capacity = .wait(patience)
+            }
             if let version = command.option("chart-version") {
                 guard version.count <= 64, version.unicodeScalars.allSatisfy({ $0.properties.isAlphabetic || ("0"..."9").contains($0) || ".-+_".unicodeScalars.contains($0) }) else {
                     throw Refusal("`\(user: CommandParser.excerpt(version))` is not a chart version (like `0.1.0`).")
@@ -174,5 +183,19 @@ public struct CommandValidator: Sendable {
             )
         }
         return environment
+    }
+}
+
+extension CommandValidator {
+    /// The longest `--wait-for-gpus`: a deploy waiting longer than this is better planned again.
+    static let longestWait = Duration.seconds(6 * 3600)
+
+    /// `90s`, `10m`, `2h` → that duration, from 1 s up to `longestWait`; `nil` for anything else.
+    static func patience(_ text: String) -> Duration? {
+        let units: [Character: Int] = ["s": 1, "m": 60, "h": 3600]
+        guard let unit = text.last, let scale = units[unit], let count = Int(text.dropLast()), count > 0 else { return nil }
+        let (seconds, overflow) = count.multipliedReportingOverflow(by: scale)
+        guard !overflow, seconds <= Int(longestWait.components.seconds) else { return nil }
+        return .seconds(seconds)
     }
 }
