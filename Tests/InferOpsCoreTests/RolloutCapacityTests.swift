@@ -487,3 +487,24 @@ import Testing
         #expect(await task.value.succeeded)
     }
 }
+
+/// What the deploy's thread says about how the running replicas will be replaced.
+@Suite struct RolloutReplacementTests {
+    static func rollout(_ strategy: Rollout.Strategy, templateChanges: Bool = true, running: Bool = true) -> Rollout {
+        Rollout(strategy: strategy, running: running ? .init(replicas: 2, gpusPerReplica: 1) : nil, templateChanges: templateChanges)
+    }
+
+    @Test func saysSurgeOrOneAtATimeOrAllAtOnce() {
+        #expect(Self.rollout(.kubernetesDefault).replacement(replicas: 2, gpusPerReplica: 2)
+            == "Replacing the replicas by surge: up to 1 new beside the old ones (2 extra GPUs while it runs), never fewer than 2 serving.")
+        #expect(Self.rollout(.rollingUpdate(maxSurge: .count(0), maxUnavailable: .count(1))).replacement(replicas: 2, gpusPerReplica: 1)
+            == "Replacing the replicas one at a time without extra GPUs (maxSurge 0): up to 1 fewer than 2 serving.")
+        #expect(Self.rollout(.recreate).replacement(replicas: 2, gpusPerReplica: 1)
+            == "Replacing the replicas all at once (strategy Recreate): the model serves nothing until a new one is ready.")
+    }
+
+    @Test func saysNothingWhenNoRunningPodIsReplaced() {
+        #expect(Self.rollout(.kubernetesDefault, templateChanges: false).replacement(replicas: 3, gpusPerReplica: 1) == nil)
+        #expect(Self.rollout(.kubernetesDefault, running: false).replacement(replicas: 3, gpusPerReplica: 1) == nil)
+    }
+}

@@ -173,6 +173,9 @@ struct DeployWorkflow: Sendable {
         var verdict = CapacityCheck.evaluate(plan, capacity: capacity, rollout: rollout)
         if verdict.fits {
             try await reporter.report(Reply(.progress, "GPU capacity is enough: \(verdict.summary)."))
+            if let replacement = rollout?.replacement(replicas: plan.replicas, gpusPerReplica: plan.gpusPerReplica) {
+                try await reporter.report(Reply(.progress, RichText(replacement)))
+            }
             return nil
         }
         guard case .wait(let patience) = environment.capacity else {

@@ -40,6 +40,29 @@ public struct Rollout: Hashable, Sendable {
     }
 }
 
+extension Rollout {
+    /// How replacing the running pods with `replicas` new ones will go, for the deploy's thread:
+    /// with extra GPUs (surge) or one replica less (no extra GPUs), or everything stopped first.
+    /// `nil` when no running pod is replaced (a first install, or only the count changes).
+    public func replacement(replicas: Int, gpusPerReplica: Int) -> String? {
+        guard templateChanges, running != nil else { return nil }
+        switch strategy {
+        case .recreate:
+            return "Replacing the replicas all at once (strategy Recreate): the model serves nothing until a new one is ready."
+        case .rollingUpdate(let maxSurge, let maxUnavailable):
+            let surge = maxSurge.resolve(replicas: replicas, roundUp: true)
+            let unavailable = maxUnavailable.resolve(replicas: replicas, roundUp: false)
+            let fewer = unavailable == 0 ? "never fewer than \(replicas) serving"
+                : "up to \(unavailable) fewer than \(replicas) serving"
+            if surge > 0 {
+                return "Replacing the replicas by surge: up to \(surge) new beside the old ones "
+                    + "(\(surge * gpusPerReplica) extra GPU\(surge * gpusPerReplica == 1 ? "" : "s") while it runs), \(fewer)."
+            }
+            return "Replacing the replicas one at a time without extra GPUs (maxSurge 0): \(fewer)."
+        }
+    }
+}
+
 /// Kubernetes' `IntOrString` for `maxSurge` and `maxUnavailable`: a pod count or a percentage.
 public enum IntOrPercent: Hashable, Sendable, CustomStringConvertible {
     case count(Int)
