@@ -27,8 +27,14 @@ struct Registrar: Sendable {
     /// - Parameter checkNew: check replicas never checked before (a warm-up and a completion each);
     ///   without it only replicas already checked count, which answers at once.
     func servingEndpoints(model: String, checkNew: Bool = true) async throws -> (urls: [String], ready: Int, desired: Int) {
+        let workload = try await services.cluster.workload(environment.target(model: model))
+        let urls = await checkedURLs(of: workload, model: model, checkNew: checkNew)
+        return (urls, workload.readyReplicas, workload.desiredReplicas)
+    }
+
+    /// The worker URLs of `workload`'s serving replicas that passed their check (see `servingEndpoints`).
+    func checkedURLs(of workload: WorkloadSnapshot, model: String, checkNew: Bool) async -> [String] {
         let target = environment.target(model: model)
-        let workload = try await services.cluster.workload(target)
         // A stopping pod still reads Ready until its probe fails: it gets no new requests.
         let serving = workload.pods.filter(\.serving)
         let verifier = EngineVerifier(engines: services.engines, time: services.time, settings: replicaCheckSettings)
@@ -54,8 +60,7 @@ struct Registrar: Sendable {
                     "environment": "\(environment)", "model": "\(model)", "pod": "\(pod.name)", "problem": "\(problem)",
                 ])
             })
-        let urls = checked.compactMap(\.address).map(settings.workerURL(podIP:)).sorted()
-        return (urls, workload.readyReplicas, workload.desiredReplicas)
+        return checked.compactMap(\.address).map(settings.workerURL(podIP:)).sorted()
     }
 
     /// A replica's check before routing is bounded tighter than a deploy's verification: a replica
@@ -72,7 +77,7 @@ struct Registrar: Sendable {
     func routingMismatch(model: String) async throws -> String? {
         let workload = try await services.cluster.workload(environment.target(model: model))
         let current = workload.pods.filter { $0.serving && $0.current }.compactMap(\.address).map(settings.workerURL(podIP:))
-        let checked = Set(try await servingEndpoints(model: model).urls)
+        let checked = Set(await checkedURLs(of: workload, model: model, checkNew: true))
         let routed = Set(try await router.workers().filter { $0.model == model }.map(\.url))
         let recorded = Set(try await services.store.registration(model: model, environment: environment.name)?.endpoints ?? [])
         let expected = Set(current)
@@ -121,7 +126,7 @@ struct Registrar: Sendable {
         }
         var applied: [RouterReconciler.Action] = []
         do {
-            let actual = try await router.workers().filter { $0.model == registration.model || isDenyWorker($0, model: registration.model) }
+            let actual = try await workers(of: registration.model)
             let actions = RouterReconciler.plan(desired: [recorded], actual: actual, settings: settings)
             for action in actions {
                 try await perform(action)
@@ -163,6 +168,11 @@ struct Registrar: Sendable {
         case .add(let worker): try await router.add(worker)
         case .remove(let worker): try await router.remove(url: worker.url)
         }
+    }
+
+    /// The router's workers for `model`: its engines, or its deny backend.
+    func workers(of model: String) async throws -> [RouterWorker] {
+        try await router.workers().filter { $0.model == model || isDenyWorker($0, model: model) }
     }
 
     func isDenyWorker(_ worker: RouterWorker, model: String) -> Bool {

@@ -117,8 +117,7 @@ public struct RouterReconciliation: Sendable {
             moved.endpoints = serving.urls
             guard let recorded = try await services.store.updateRegistration(moved, expectedVersion: registration.version)
             else { continue }
-            let actual = try await registrar.router.workers()
-                .filter { $0.model == recorded.model || registrar.isDenyWorker($0, model: recorded.model) }
+            let actual = try await registrar.workers(of: recorded.model)
             // New workers first, then the old ones out: the model never has fewer workers in between.
             let actions = RouterReconciler.plan(desired: [recorded], actual: actual, settings: registrar.settings)
                 .sorted { if case .add = $0, case .remove = $1 { true } else { false } }
