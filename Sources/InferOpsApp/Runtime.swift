@@ -199,7 +199,10 @@ extension Runtime {
                 interval: configuration.server.reconcileInterval, channel: configuration.chat.noticesChannel,
                 metrics: metrics)))
         }
-        members.append(.init(service: RunnerService(runner: runner)))
+        // The chat port's graceful stop asks the runner to stop too (so a line waiting for its
+        // operation is answered as it pauses); the runner may then end before the group reaches it,
+        // which continues the graceful stop rather than failing it.
+        members.append(.init(service: RunnerService(runner: runner), successTerminationBehavior: .gracefullyShutdownGroup))
         if let chat {
             // The chat port ending (end of piped input, `/quit`, Ctrl-C) stops the daemon gracefully.
             // So does its failure (Slack disabled the app's link), after which the group's run throws it.
