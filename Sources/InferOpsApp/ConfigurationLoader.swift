@@ -327,7 +327,7 @@ public struct ConfigurationLoader {
         }
         reader.checkKeys(node, known: ["kubeContext", "namespace", "chart", "chartVersion", "valuesFiles", "replicas", "readinessBudget",
                                        "verification", "allowedSetKeys", "autoRollback", "capacity", "engineAccess", "router",
-                                       "approval", "promotion", "channels", "whenLocked", "breakGlass"], in: section)
+                                       "approval", "promotion", "channels", "whenLocked", "breakGlass", "keepPrevious"], in: section)
         guard let namespace = reader.string(node, "namespace", in: section, required: true),
               let chart = reader.string(node, "chart", in: section, required: true)
         else { return nil }
@@ -446,6 +446,19 @@ public struct ConfigurationLoader {
                     enginePort: reader.int(router, "enginePort", in: sub, range: 1...65535, suggested: 8000) ?? 8000,
                     denyBackendURL: reader.string(router, "denyBackendURL", in: sub)
                         ?? server.publicURL ?? "http://\(server.host):\(server.port)")
+            }
+        }
+        if node["keepPrevious"] != nil,
+           let keep = reader.duration(node, "keepPrevious", in: section, suggested: .seconds(1800)) {
+            if environment.router == nil {
+                reader.problem(node["keepPrevious"], "`keepPrevious` keeps the previous revision for a rollback that only switches "
+                               + "the router, and `\(name)` has no router.",
+                               fix: "add a `router:` section, or remove `keepPrevious`")
+            } else if keep > .seconds(7 * 24 * 3600) {
+                reader.problem(node["keepPrevious"], "`keepPrevious: \(keep.spoken)` would hold the previous revision's GPUs for "
+                               + "over a week.", fix: "use at most `168h`, e.g. `keepPrevious: 30m`")
+            } else {
+                environment.keepPrevious = keep
             }
         }
         if let access = node["engineAccess"] {

@@ -87,11 +87,13 @@ public struct Runtime: Sendable {
             routers: configuration.environments.compactMapValues { environment in
                 environment.router.map { VLLMRouter(baseURL: $0.url, http: kube.http) }
             })
-        let services = Services(
+        var services = Services(
             store: store, releases: releases, cluster: kube.clusterInspector(), engines: engines,
             chat: chat ?? ConsoleTransport(output: output), routers: routers, observer: MetricsObserver(metrics: metrics),
             logger: logger, planContents: ChartContents()
-        ).redacting(for: configuration, extra: kube.credentialLiterals + secrets)
+        )
+        services.warmPools = KubernetesWarmPools(contexts: kube.contexts)
+        services = services.redacting(for: configuration, extra: kube.credentialLiterals + secrets)
         started = true
         let identity = OperationRunner.Identity.random(host: ProcessInfo.processInfo.hostName, pid: getpid())
         var settings = runnerSettings

@@ -56,8 +56,8 @@ public struct HelmCommand: Sendable, Hashable {
 
     /// `rollback … -- RELEASE [N]`; without a revision helm rolls back to the previous one, which
     /// is also the documented way out of `pending-upgrade`.
-    public func rollback(_ target: ReleaseTarget, to revision: Int?, timeout: Duration) -> [String] {
-        var argv = ["rollback"] + cluster(target) + ["--wait", Self.timeoutFlag(timeout), "--", target.release]
+    public func rollback(_ target: ReleaseTarget, to revision: Int?, timeout: Duration, wait: Bool = true) -> [String] {
+        var argv = ["rollback"] + cluster(target) + (wait ? ["--wait"] : []) + [Self.timeoutFlag(timeout), "--", target.release]
         if let revision { argv.append(String(revision)) }
         return argv
     }

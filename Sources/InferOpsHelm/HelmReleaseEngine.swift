@@ -134,10 +134,10 @@ public final class HelmReleaseEngine: ReleaseEngine {
         return String(decoding: output.stdout, as: UTF8.self)
     }
 
-    public func rollback(_ target: ReleaseTarget, to revision: Int?, timeout: Duration) async throws -> ReleaseStatus {
+    public func rollback(_ target: ReleaseTarget, to revision: Int?, timeout: Duration, wait: Bool) async throws -> ReleaseStatus {
         let command = try await command()
         let output = try await run(
-            command.rollback(target, to: revision, timeout: timeout),
+            command.rollback(target, to: revision, timeout: timeout, wait: wait),
             deadline: waitDeadline(timeout)
         )
         guard output.succeeded else { throw classify(output) }

@@ -79,6 +79,8 @@ public final class FakeReleaseEngine: ReleaseEngine, Sendable {
         public var events: [Event] = []
         /// Calls that have begun and not ended.
         public var inFlight: [Call] = []
+        /// Rollbacks asked not to wait for readiness (warm rollbacks).
+        public var unwaitedRollbacks = 0
         var scripts: [Method: [Behaviour]] = [:]
     }
 
@@ -185,9 +187,10 @@ public final class FakeReleaseEngine: ReleaseEngine, Sendable {
         try await perform(.render(request)) { _ in .success(Self.manifest(request)) }
     }
 
-    public func rollback(_ target: ReleaseTarget, to revision: Int?, timeout: Duration) async throws -> ReleaseStatus {
+    public func rollback(_ target: ReleaseTarget, to revision: Int?, timeout: Duration, wait: Bool) async throws -> ReleaseStatus {
         let key = Self.key(target)
         let now = time.now()
+        if !wait { observed.update { $0.unwaitedRollbacks += 1 } }
         return try await perform(
             .rollback(target, revision: revision, timeout: timeout),
             success: { state in

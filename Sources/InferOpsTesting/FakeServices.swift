@@ -14,6 +14,7 @@ public struct FakeServices: Sendable {
     public let planContents: FakePlanContents
     /// With `separateRouters`, each router URL's own fake router (and `router` is not used).
     public let routers: FakeRouterDirectory?
+    public let warmPools: FakeWarmPools
 
     public init(time: ManualTime = ManualTime(), separateRouters: Bool = false) {
         self.time = time
@@ -25,11 +26,14 @@ public struct FakeServices: Sendable {
         router = FakeRouter()
         planContents = FakePlanContents()
         routers = separateRouters ? FakeRouterDirectory() : nil
+        warmPools = FakeWarmPools()
     }
 
     public var services: Services {
-        Services(
+        var services = Services(
             store: store, releases: releases, cluster: cluster, engines: engines, chat: chat, routers: routers ?? router,
             time: time, planContents: planContents)
+        services.warmPools = warmPools
+        return services
     }
 }

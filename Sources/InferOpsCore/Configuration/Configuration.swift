@@ -232,6 +232,9 @@ public struct EnvironmentSettings: Hashable, Sendable {
     public var whenLocked: LockedEnvironmentPolicy = .refuse
     /// The emergency path: `rollback --break-glass` without a second approver, for one role.
     public var breakGlass: BreakGlassSettings?
+    /// How long a deploy keeps the revision it replaced running, unrouted, so a rollback to it within
+    /// that time only switches the router (warm rollback); `nil`: not kept. Needs a router.
+    public var keepPrevious: Duration?
 
     public init(
         name: String, kubeContext: String? = nil, namespace: String, chart: String, chartVersion: String? = nil,

@@ -33,6 +33,15 @@ struct DeployWorkflow: Sendable {
             return .refused(refusal.message)
         }
 
+        // What runs now, to keep warm for a rollback once the upgrade has replaced it (`keepPrevious`).
+        var previous: KeptRevision?
+        if environment.keepPrevious != nil, let current, current.state == .deployed {
+            do {
+                previous = try await services.warmPools.capture(plan.target).map { KeptRevision(template: $0, revision: current.revision) }
+            } catch let failure as any UserFacingError {
+                try await reporter.report(Reply(.warning, "Revision \(current.revision) will not be kept warm: reading it failed (\(failure.text))."))
+            }
+        }
         // Recorded before helm runs: a resumed deploy compares the release with it.
         var checkpoint = await reporter.operation.checkpoint
         checkpoint.revisionBefore = current?.revision
@@ -57,11 +66,12 @@ struct DeployWorkflow: Sendable {
         try await reporter.report(
             Reply(.progress, "Helm finished: revision \(applied.revision) \(applied.state), after \(await reporter.stepDuration().spoken).")
         )
-        return try await afterApply(applied, lastGood: lastGood, before: current?.revision)
+        return try await afterApply(applied, lastGood: lastGood, before: current?.revision, previous: previous)
     }
 
     /// From a deployed revision: readiness, warm-up, the test completion, the router.
-    func afterApply(_ applied: ReleaseStatus, lastGood: Int?, before: Int?) async throws -> CommandOutcome {
+    /// - Parameter previous: the revision the upgrade replaced, to keep warm (`keepPrevious`).
+    func afterApply(_ applied: ReleaseStatus, lastGood: Int?, before: Int?, previous: KeptRevision? = nil) async throws -> CommandOutcome {
         let id = await reporter.operation.id
         do {
             let latency = try await verify()
@@ -71,6 +81,7 @@ struct DeployWorkflow: Sendable {
                     latency: latency, revision: applied.revision
                 )
             )
+            if let previous { try await keepWarm(previous) }
             return try await finishVerified(applied, latency: latency)
         } catch let failure as VerificationFailure {
             return try await recover(from: failure, lastGood: lastGood, before: before)
@@ -143,6 +154,40 @@ struct DeployWorkflow: Sendable {
             return try await afterApply(now, lastGood: checkpoint.lastGood, before: checkpoint.revisionBefore)
         default:
             return try await run()
+        }
+    }
+
+    /// The revision an upgrade replaced, as it ran.
+    struct KeptRevision: Sendable {
+        var template: WarmTemplate
+        var revision: Int
+    }
+
+    /// Keeps the replaced revision running, unrouted, for `keepPrevious` (see `WarmPools`), when the
+    /// cluster has the GPUs for it; says in the thread what it holds and until when, or why not.
+    func keepWarm(_ previous: KeptRevision) async throws {
+        guard let keep = environment.keepPrevious else { return }
+        let replicas = previous.template.replicas
+        let needed = replicas * previous.template.gpusPerReplica
+        do {
+            // A pool kept from an earlier deploy is replaced: its GPUs come back.
+            let held = try await services.warmPools.pool(plan.target)?.gpusHeld ?? 0
+            let free = try await services.cluster.gpuCapacity(kubeContext: plan.target.kubeContext).free + held
+            guard free >= needed else {
+                try await reporter.report(Reply(
+                    .warning, "Not keeping revision \(previous.revision) warm: its \(replicas) replica\(replicas == 1 ? " needs" : "s need") "
+                        + "\(needed) GPU\(needed == 1 ? "" : "s") and \(free) \(free == 1 ? "is" : "are") free. A rollback to it starts it cold."))
+                return
+            }
+            let until = services.time.now().addingTimeInterval(keep.seconds)
+            guard try await services.warmPools.keep(previous.template, revision: previous.revision, until: until, for: plan.target)
+            else { return }
+            try await reporter.report(Reply(
+                .progress, "Keeping revision \(previous.revision) warm until \(Reports.timestamp(until)) (keepPrevious \(keep.spoken)): "
+                    + "\(replicas) replica\(replicas == 1 ? "" : "s"), \(needed) GPU\(needed == 1 ? "" : "s"), unrouted. "
+                    + "`/infer rollback \(plan.model.name) in \(environment.name)` before then only switches the router."))
+        } catch let failure as any UserFacingError {
+            try await reporter.report(Reply(.warning, "Revision \(previous.revision) is not kept warm: \(failure.text)"))
         }
     }
 

@@ -27,13 +27,31 @@ struct Registrar: Sendable {
     /// - Parameter checkNew: check replicas never checked before (a warm-up and a completion each);
     ///   without it only replicas already checked count, which answers at once.
     func servingEndpoints(model: String, checkNew: Bool = true) async throws -> (urls: [String], ready: Int, desired: Int) {
-        let workload = try await services.cluster.workload(environment.target(model: model))
-        let urls = await checkedURLs(of: workload, model: model, checkNew: checkNew)
-        return (urls, workload.readyReplicas, workload.desiredReplicas)
+        let replicas = try await routable(model: model)
+        let urls = await checkedURLs(of: replicas.workload, model: model, checkNew: checkNew, standby: replicas.standby)
+        return (urls, replicas.workload.readyReplicas, replicas.workload.desiredReplicas)
+    }
+
+    /// The replicas that may be routed for `model`: the release's pods, or, while a warm rollback's
+    /// pool stands in for them, the pool's pods with the release's pods of the current revision (the
+    /// replicas of the revision being left are not routed again). `standby`: a pool kept unrouted,
+    /// whose replicas are checked ahead of a rollback but not routed.
+    func routable(model: String) async throws -> (workload: WorkloadSnapshot, standby: [PodSnapshot]) {
+        let target = environment.target(model: model)
+        let release = try await services.cluster.workload(target)
+        guard let pool = try await services.warmPools.pool(target) else { return (release, []) }
+        guard pool.serving else { return (release, pool.pods) }
+        let standIns = pool.pods.map { pod in
+            var pod = pod
+            pod.current = true
+            return pod
+        }
+        return (WorkloadSnapshot(desiredReplicas: release.desiredReplicas, pods: release.pods.filter(\.current) + standIns), [])
     }
 
     /// The worker URLs of `workload`'s serving replicas that passed their check (see `servingEndpoints`).
-    func checkedURLs(of workload: WorkloadSnapshot, model: String, checkNew: Bool) async -> [String] {
+    /// - Parameter standby: replicas checked along (when `checkNew`) and remembered, but not returned.
+    func checkedURLs(of workload: WorkloadSnapshot, model: String, checkNew: Bool, standby: [PodSnapshot] = []) async -> [String] {
         let target = environment.target(model: model)
         // A stopping pod still reads Ready until its probe fails: it gets no new requests.
         let serving = workload.pods.filter(\.serving)
@@ -42,7 +60,7 @@ struct Registrar: Sendable {
         let logger = services.logger
         let environment = environment.name
         let checked = await services.replicaChecks.passed(
-            serving, model: model, environment: environment, checkNew: checkNew, now: services.time.now(),
+            serving + standby.filter(\.serving), model: model, environment: environment, checkNew: checkNew, now: services.time.now(),
             check: { _, replica in
                 do {
                     let pod = endpoint.replica(replica)
@@ -60,7 +78,8 @@ struct Registrar: Sendable {
                     "environment": "\(environment)", "model": "\(model)", "pod": "\(pod.name)", "problem": "\(problem)",
                 ])
             })
-        return checked.compactMap(\.address).map(settings.workerURL(podIP:)).sorted()
+        let wanted = Set(serving.map(\.name))
+        return checked.filter { wanted.contains($0.name) }.compactMap(\.address).map(settings.workerURL(podIP:)).sorted()
     }
 
     /// A replica's check before routing is bounded tighter than a deploy's verification: a replica
@@ -75,9 +94,9 @@ struct Registrar: Sendable {
     /// revision that serve, each of them checked, and the stored routing says the same.
     /// - Returns: `nil` when so; otherwise what differs, in words.
     func routingMismatch(model: String) async throws -> String? {
-        let workload = try await services.cluster.workload(environment.target(model: model))
+        let (workload, standby) = try await routable(model: model)
         let current = workload.pods.filter { $0.serving && $0.current }.compactMap(\.address).map(settings.workerURL(podIP:))
-        let checked = Set(await checkedURLs(of: workload, model: model, checkNew: true))
+        let checked = Set(await checkedURLs(of: workload, model: model, checkNew: true, standby: standby))
         let routed = Set(try await router.workers().filter { $0.model == model }.map(\.url))
         let recorded = Set(try await services.store.registration(model: model, environment: environment.name)?.endpoints ?? [])
         let expected = Set(current)

@@ -278,6 +278,26 @@ struct Reports: Sendable {
     /// engine can answer its health check and still hang on work), and whether the router has it.
     func replicaLines(model: ModelSpec, environment env: EnvironmentSettings) async -> [RichText] {
         let target = env.target(model: model.name)
+        let pool = (try? await services.warmPools.pool(target)).flatMap { $0 }
+        return await releaseReplicaLines(model: model, environment: env) + (pool.map { [warmLine($0, model: model.name, environment: env)] } ?? [])
+    }
+
+    /// The warm pool's line: what it holds, whether it serves, when it is released.
+    func warmLine(_ pool: WarmPool, model: String, environment env: EnvironmentSettings) -> RichText {
+        let gpus = "\(pool.gpusHeld) GPU\(pool.gpusHeld == 1 ? "" : "s")"
+        let ready = "\(pool.servingReplicas) of \(pool.desiredReplicas) ready"
+        if pool.serving {
+            return "Warm: revision \(pool.revision) (\(ready), \(gpus)) serves in place of the release since a warm rollback; "
+                + "released once the release's own replicas serve and are routed."
+        }
+        let now = services.time.now()
+        let left = pool.until > now ? " (in \(Duration.seconds(pool.until.timeIntervalSince(now).rounded()).spoken))" : " (due now)"
+        return "Warm: revision \(pool.revision) kept unrouted (\(ready)), holding \(gpus) until \(Self.timestamp(pool.until))\(left); "
+            + "`/infer rollback \(model) in \(env.name)` to it only switches the router."
+    }
+
+    func releaseReplicaLines(model: ModelSpec, environment env: EnvironmentSettings) async -> [RichText] {
+        let target = env.target(model: model.name)
         guard let workload = try? await reads.read("workload|\(target.readKey)", { try await services.cluster.workload(target) }),
               !workload.pods.isEmpty
         else { return [] }

@@ -68,6 +68,9 @@ struct RollbackWorkflow: Sendable {
         checkpoint.rollbackTarget = revision
         checkpoint.rollbackFrom = current.revision
         try await reporter.setCheckpoint(checkpoint)
+        if current.state == .deployed, let outcome = try await warmRollback(to: revision, from: current) {
+            return outcome
+        }
         try await reporter.move(
             to: .applying, "Running helm rollback to revision \(revision)\(stuck).",
             fields: [Reply.Field("release", target.release), Reply.Field("from revision", "\(current.revision)")]
@@ -110,6 +113,81 @@ struct RollbackWorkflow: Sendable {
         } catch let failure as VerificationFailure {
             return try await fail(failure)
         }
+    }
+
+    /// Warm rollback: when the deploy that replaced `revision` kept it running (`keepPrevious`), its
+    /// replicas are checked and routed in place of the release's, and Helm rolls the release back
+    /// without waiting; the release's own replicas of `revision` take over when ready and the pool
+    /// is released then (by the routing repair's passes).
+    /// - Returns: `nil` when there is no usable pool: the rollback goes on cold.
+    func warmRollback(to revision: Int, from current: ReleaseStatus) async throws -> CommandOutcome? {
+        let target = environment.target(model: model.name)
+        guard environment.keepPrevious != nil, routingDenial == nil, let registrar,
+              try await services.store.registration(model: model.name, environment: environment.name)?.state == .enabled
+        else { return nil }
+        let pool: WarmPool
+        do {
+            guard let found = try await services.warmPools.pool(target) else { return nil }
+            pool = found
+        } catch let failure as any UserFacingError {
+            try await reporter.report(Reply(.warning, "The warm replicas could not be read (\(failure.text)); rolling back cold."))
+            return nil
+        }
+        guard pool.revision == revision, !pool.serving, pool.until > services.time.now() else {
+            if pool.revision == revision, pool.until <= services.time.now() {
+                try await reporter.report(Reply(.progress, "Revision \(revision)'s warm replicas were kept until \(Reports.timestamp(pool.until)); rolling back cold."))
+            }
+            return nil
+        }
+        // Checked with the release's replicas listed too, so the checks of those are kept.
+        let release = try await services.cluster.workload(target)
+        let standIns = WorkloadSnapshot(desiredReplicas: pool.desiredReplicas, pods: pool.pods)
+        let checked = await registrar.checkedURLs(of: standIns, model: model.name, checkNew: true, standby: release.pods)
+        guard let first = pool.pods.first(where: { pod in pod.serving && pod.address.map { checked.contains(registrar.settings.workerURL(podIP: $0)) } == true }),
+              let address = first.address
+        else {
+            try await reporter.report(Reply(
+                .warning, "Revision \(revision) is kept warm, but none of its \(pool.desiredReplicas) replicas serves and "
+                    + "answered a test completion (\(pool.servingReplicas) ready); rolling back cold."))
+            return nil
+        }
+        try await reporter.move(
+            to: .applying,
+            "Revision \(revision) is kept warm (\(checked.count) of \(pool.desiredReplicas) replicas serving and checked): "
+                + "switching the router to them, and running helm rollback without waiting.",
+            fields: [Reply.Field("release", target.release), Reply.Field("from revision", "\(current.revision)")])
+        try await services.warmPools.serve(target)
+        let restored: ReleaseStatus
+        do {
+            restored = try await services.releases.rollback(target, to: revision, timeout: environment.readinessBudget, wait: false)
+        } catch let failure as ReleaseFailure where failure != .cancelled {
+            // The release stays as it was: the pool stops standing in, the router follows the release again.
+            try? await services.warmPools.release(target)
+            if let now = try? await services.releases.status(target), now.revision > current.revision {
+                try await reporter.recordFailedRevision(now.revision)
+            }
+            return try await fail(failure)
+        }
+        try await reporter.setRevision(restored.revision)
+        try await reporter.move(to: .verifying, "Helm rolled back (revision \(restored.revision)). Sending a test completion to a warm replica.")
+        let verifier = EngineVerifier(engines: services.engines, time: services.time, settings: environment.verification)
+        let endpoint = EngineEndpoint(target: target, service: target.release)
+        let latency: Duration
+        do {
+            (latency, _) = try await verifier.verify(endpoint.replica(.init(name: first.name, address: address)), servedName: model.name)
+        } catch let failure as VerificationFailure {
+            return try await fail(failure)
+        }
+        try await services.store.recordVerification(
+            Verification(model: model.name, environment: environment.name, operation: await reporter.operation.id,
+                         at: services.time.now(), latency: latency, revision: restored.revision))
+        let summary = "Rolled \(model.name) in \(environment.name) back to revision \(revision) (now revision \(restored.revision)) "
+            + "by routing its \(checked.count) warm replica\(checked.count == 1 ? "" : "s"), verified in \(latency.spoken). "
+            + "The release's own replicas of revision \(revision) are starting; they take over once ready and checked, "
+            + "and the warm ones are released then."
+        return try await RoutingRefresh.finish(
+            registrar: registrar, reporter: reporter, model: model.name, target: target, register: false, denial: nil,
+            success: Reply(.success, RichText(summary), fields: [Reply.Field("endpoint", endpoint.description)]))
     }
 
     /// Goes on from where a stopped daemon left the rollback: a rollback Helm finished is not run

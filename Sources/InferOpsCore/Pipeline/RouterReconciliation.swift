@@ -53,6 +53,7 @@ public struct RouterReconciliation: Sendable {
                         }
                         .compactMap(\.model))
                 }
+                try await tendWarmPools(registrar, environment: environment)
                 let changing = try await changingNow()
                 let ours = { (model: String) in !changing.contains(model) }
                 // Follow the replicas: first without checking new ones, so a replica that stopped
@@ -129,6 +130,41 @@ public struct RouterReconciliation: Sendable {
             ])
         }
         return followed
+    }
+
+    /// Releases the warm pools of `environment` that are done: one kept past its time and never
+    /// routed; one standing in after a warm rollback once the release's own replicas of the current
+    /// revision all serve and are routed (its replicas then leave the router at the follower's next
+    /// pass, while their preStop keeps them serving); one whose release is gone.
+    func tendWarmPools(_ registrar: Registrar, environment: EnvironmentSettings) async throws {
+        let pools = try await services.warmPools.pools(namespace: environment.namespace, kubeContext: environment.kubeContext)
+        guard !pools.isEmpty else { return }
+        let registrations = try await services.store.registrations().filter { $0.environment == environment.name }
+        // Environments may share a namespace: each tends the pools of its own releases.
+        let ours = Set(configuration.modelNames.map { environment.target(model: $0).release })
+        for (release, pool) in pools.sorted(by: { $0.key < $1.key }) where ours.contains(release) {
+            let target = ReleaseTarget(release: release, namespace: environment.namespace, kubeContext: environment.kubeContext)
+            let why: String
+            if !pool.serving {
+                guard pool.until <= services.time.now() else { continue }
+                why = "kept until \(Reports.timestamp(pool.until))"
+            } else {
+                let workload = try await services.cluster.workload(target)
+                let own = workload.pods.filter { $0.current && $0.serving }.compactMap(\.address).map(registrar.settings.workerURL(podIP:))
+                if workload.desiredReplicas > 0 {
+                    guard own.count >= workload.desiredReplicas else { continue }
+                    let registration = registrations.first { environment.target(model: $0.model).release == release }
+                    if let registration, registration.state == .enabled, !Set(own).isSubset(of: Set(registration.endpoints)) { continue }
+                    why = "the release's own \(own.count) replica\(own.count == 1 ? "" : "s") of the current revision serve and are routed"
+                } else {
+                    why = "its release is gone"
+                }
+            }
+            try await services.warmPools.release(target)
+            services.logger.info("released a warm pool", metadata: [
+                "environment": "\(environment.name)", "release": "\(release)", "revision": "\(pool.revision)", "why": "\(why)",
+            ])
+        }
     }
 
     /// Reconciles every `interval` until cancelled, reporting repairs and outages (once each) on

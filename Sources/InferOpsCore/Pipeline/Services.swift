@@ -20,6 +20,8 @@ public struct Services: Sendable {
     public var redactor = SecretRedactor()
     /// Which replicas passed their check before routing; shared by every path that routes.
     public var replicaChecks = ReplicaChecks()
+    /// Previous revisions kept running for a warm rollback (`keepPrevious`).
+    public var warmPools: any WarmPools = NoWarmPools()
 
     public init(
         store: any OperationStore, releases: any ReleaseEngine, cluster: any ClusterInspector,

@@ -7,8 +7,10 @@ public protocol ReleaseEngine: Sendable {
     func upgrade(_ request: ReleaseUpgrade) async throws -> ReleaseStatus
     /// Renders the manifests the upgrade would apply, without touching the cluster.
     func render(_ request: ReleaseUpgrade) async throws -> String
-    /// `rollback --wait` to `revision`, or to the previous revision when `nil`.
-    func rollback(_ target: ReleaseTarget, to revision: Int?, timeout: Duration) async throws -> ReleaseStatus
+    /// `rollback` to `revision`, or to the previous revision when `nil`; with `wait`, returns when
+    /// every replica is ready, without it once the objects are applied (a warm rollback, whose
+    /// stand-ins serve meanwhile).
+    func rollback(_ target: ReleaseTarget, to revision: Int?, timeout: Duration, wait: Bool) async throws -> ReleaseStatus
     /// The release's current state, or `nil` when there is no such release.
     func status(_ target: ReleaseTarget) async throws -> ReleaseStatus?
     /// Every revision still kept, oldest first; empty when there is no such release.
@@ -228,6 +230,11 @@ public enum ReleaseFailure: UserFacingError, Equatable {
 }
 
 extension ReleaseEngine {
+    /// `rollback --wait`.
+    public func rollback(_ target: ReleaseTarget, to revision: Int?, timeout: Duration) async throws -> ReleaseStatus {
+        try await rollback(target, to: revision, timeout: timeout, wait: true)
+    }
+
     /// Engines that start no processes have none to stop.
     public func stopAbandonedProcesses(for target: ReleaseTarget) async -> Int { 0 }
 }
