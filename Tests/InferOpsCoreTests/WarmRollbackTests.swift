@@ -136,6 +136,18 @@ import Testing
 
         #expect(h.releases.state.unwaitedRollbacks == 0)
         #expect(h.chat.transcript.contains("none of its 1 replicas serves"), "\(h.chat.transcript)")
+        // The release runs revision 1 again: its pool holds GPUs for nothing and goes.
+        #expect(h.fakes.warmPools.state.released == [Self.release])
+    }
+
+    @Test func aPoolWhoseReleaseIsGoneIsReleased() async throws {
+        let h = try await Self.keptWarm()
+        let reconciliation = RouterReconciliation(configuration: h.configuration, services: h.fakes.services)
+        h.cluster.setWorkload(WorkloadSnapshot(desiredReplicas: 0, pods: []), for: Self.release)
+
+        _ = await reconciliation.reconcileOnce()
+
+        #expect(h.fakes.warmPools.state.released == [Self.release])
     }
 
     // MARK: releasing

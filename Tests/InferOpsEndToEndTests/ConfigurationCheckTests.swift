@@ -315,6 +315,33 @@ struct ConfigurationCheckTests {
         #expect(problems.contains { $0.contains("`staging` and `production` share the router http://router:30000") })
     }
 
+    @Test("keepPrevious is read per environment; without a router, or over a week, it is an error")
+    func keepPreviousSettings() throws {
+        let folder = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let chart = repositoryRoot.appendingPathComponent("deploy/charts/vllm-engine").path
+        let file = try writeConfiguration(
+            models: ["m"],
+            environments: """
+                  staging: {namespace: s, chart: \(chart), router: {url: "http://router-s:30000"}, keepPrevious: 30m}
+                  production: {namespace: p, chart: \(chart), router: {url: "http://router-p:30000"}, keepPrevious: 200h}
+                  dev: {namespace: d, chart: \(chart), keepPrevious: 10m}
+                  qa: {namespace: q, chart: \(chart), router: {url: "http://router-q:30000"}, keepPrevious: soon}
+                """,
+            in: folder)
+        let loaded = ConfigurationLoader(path: file).load()
+        #expect(loaded.configuration.environments["staging"]?.keepPrevious == .seconds(1800))
+        #expect(loaded.configuration.environments["production"]?.keepPrevious == nil)
+        #expect(loaded.configuration.environments["dev"]?.keepPrevious == nil)
+        let problems = loaded.problems.map(\.message)
+        #expect(problems.contains { $0.contains("`keepPrevious` keeps the previous revision for a rollback that only switches the router, and `dev` has no router.") },
+                "\(problems)")
+        #expect(problems.contains { $0.contains("`keepPrevious: 8 d 8 h` would hold") || $0.contains("would hold the previous revision's GPUs for over a week") },
+                "\(problems)")
+        #expect(problems.contains { $0.contains("`keepPrevious` in environments.qa must be a duration like `90s`, `10m` or `1h`.") },
+                "\(problems)")
+    }
+
     @Test("A model's values that the chart does not have are an error at their line")
     func modelValuesMatchTheChart() throws {
         let folder = try temporaryFolder()

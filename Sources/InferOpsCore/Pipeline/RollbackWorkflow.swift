@@ -86,6 +86,11 @@ struct RollbackWorkflow: Sendable {
             return try await fail(failure)
         }
         try await reporter.setRevision(restored.revision)
+        // The release runs the kept revision again: a pool of it holds GPUs for nothing.
+        if environment.keepPrevious != nil, let pool = try? await services.warmPools.pool(target), pool.revision == revision,
+           !pool.serving {
+            try? await services.warmPools.release(target)
+        }
         return try await afterRollback(restored: restored, revision: revision)
     }
 

@@ -145,20 +145,18 @@ public struct RouterReconciliation: Sendable {
         for (release, pool) in pools.sorted(by: { $0.key < $1.key }) where ours.contains(release) {
             let target = ReleaseTarget(release: release, namespace: environment.namespace, kubeContext: environment.kubeContext)
             let why: String
-            if !pool.serving {
+            let workload = try await services.cluster.workload(target)
+            if workload.desiredReplicas == 0, workload.pods.isEmpty {
+                why = "its release is gone"
+            } else if !pool.serving {
                 guard pool.until <= services.time.now() else { continue }
                 why = "kept until \(Reports.timestamp(pool.until))"
             } else {
-                let workload = try await services.cluster.workload(target)
                 let own = workload.pods.filter { $0.current && $0.serving }.compactMap(\.address).map(registrar.settings.workerURL(podIP:))
-                if workload.desiredReplicas > 0 {
-                    guard own.count >= workload.desiredReplicas else { continue }
-                    let registration = registrations.first { environment.target(model: $0.model).release == release }
-                    if let registration, registration.state == .enabled, !Set(own).isSubset(of: Set(registration.endpoints)) { continue }
-                    why = "the release's own \(own.count) replica\(own.count == 1 ? "" : "s") of the current revision serve and are routed"
-                } else {
-                    why = "its release is gone"
-                }
+                guard own.count >= max(1, workload.desiredReplicas) else { continue }
+                let registration = registrations.first { environment.target(model: $0.model).release == release }
+                if let registration, registration.state == .enabled, !Set(own).isSubset(of: Set(registration.endpoints)) { continue }
+                why = "the release's own \(own.count) replica\(own.count == 1 ? "" : "s") of the current revision serve and are routed"
             }
             try await services.warmPools.release(target)
             services.logger.info("released a warm pool", metadata: [
