@@ -17,7 +17,8 @@ final class RoutedSandbox {
 
     /// - Parameter reconcileInterval: How often the daemon repairs the router; a test that runs its
     ///   own reconciler passes makes it long, so the daemon's passes do not interfere.
-    init(autoRegister: Bool = false, reconcileInterval: String = "1s") throws {
+    /// - Parameter keepPrevious: the environments' `keepPrevious`, when set.
+    init(autoRegister: Bool = false, reconcileInterval: String = "1s", keepPrevious: String? = nil) throws {
         sandbox = try Sandbox(helm: .helm4)
         router = try VLLMRouterProcess()
         serverPort = try freePort()
@@ -31,6 +32,7 @@ final class RoutedSandbox {
             router:
                   url: http://127.0.0.1:\(router.port)
                   autoRegister: \(autoRegister)
+                \(keepPrevious.map { "keepPrevious: \($0)" } ?? "")
             """
         try sandbox.writeConfiguration()
         daemon = try InferOpsDaemon.serve(config: sandbox.config)
