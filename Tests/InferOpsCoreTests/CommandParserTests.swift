@@ -138,7 +138,7 @@ import Testing
     }
 
     static let deployUsage =
-        "Usage: `/infer deploy <model> to <environment> [--chart-version \"…\"] [--set key=value …] [--dry-run] [--register] [--wait-for-gpus \"…\"]`"
+        "Usage: `/infer deploy <model> to <environment> [--chart-version \"…\"] [--set key=value …] [--dry-run] [--register] [--wait-for-gpus \"…\"] [--min-replicas \"…\"]`"
     static let rollbackUsage = "Usage: `/infer rollback <model> in <environment> [--to N] [--reason \"…\"] [--break-glass]`"
 
     static let errors: [Invalid] = [

@@ -172,7 +172,7 @@ import Testing
         }
         let parsed = try Fixtures.parser.parse("deploy llama-3-8b to staging --set replicaCount=$(id)")
         let validated = try Fixtures.validator.validate(parsed)
-        guard case .deploy(let model, let environment, let chartVersion, let overrides, _, _) = validated else {
+        guard case .deploy(let model, let environment, let chartVersion, let overrides, _, _, _) = validated else {
             Issue.record("validated: \(validated)")
             return
         }
@@ -283,7 +283,7 @@ import Testing
             reply.lines == [
                 "Usage:",
                 "    `/infer deploy <model> to <environment> [--chart-version \"…\"] [--set key=value …]`",
-                "        `[--dry-run] [--register] [--wait-for-gpus \"…\"]`",
+                "        `[--dry-run] [--register] [--wait-for-gpus \"…\"] [--min-replicas \"…\"]`",
                 "  <model>: The model's name in the catalog (config/models).",
                 "  <environment>: The environment to deploy to.",
                 "  --chart-version: Deploy this version of the engine chart instead of the environment's default.",
@@ -291,6 +291,7 @@ import Testing
                 "  --dry-run: Show the plan and the rendered change without applying anything.",
                 "  --register: Once verified, route the model by name through the environment's router.",
                 "  --wait-for-gpus: Wait up to this long (10m, 2h) for free GPUs instead of being refused.",
+                "  --min-replicas: If the GPUs are short, deploy fewer replicas, down to this many.",
                 "Needs the permission `deploy`.",
                 "Models: llama-3-8b (1 GPU each), qwen-2-72b (4 GPUs each).",
                 "You may deploy to: dev, production, staging.",
@@ -304,6 +305,7 @@ import Testing
                 "  /infer deploy llama-3-8b to staging --dry-run",
                 "  /infer deploy llama-3-8b to staging --register",
                 "  /infer deploy llama-3-8b to staging --wait-for-gpus 15m",
+                "  /infer deploy llama-3-8b to staging --set replicaCount=4 --min-replicas 2",
             ]
         )
         #expect(await h.run("help deplyo") == .refused("There is no command `deplyo`. Did you mean `deploy`?"))

@@ -52,6 +52,10 @@ enum Fixtures {
                     name: "wait-for-gpus", kind: .string,
                     summary: "Wait up to this long (10m, 2h) for free GPUs instead of being refused."
                 ),
+                OptionSpec(
+                    name: "min-replicas", kind: .string,
+                    summary: "If the GPUs are short, deploy fewer replicas, down to this many."
+                ),
             ],
             examples: [
                 "/infer deploy llama-3-8b to staging",
@@ -59,6 +63,7 @@ enum Fixtures {
                 "/infer deploy llama-3-8b to staging --dry-run",
                 "/infer deploy llama-3-8b to staging --register",
                 "/infer deploy llama-3-8b to staging --wait-for-gpus 15m",
+                "/infer deploy llama-3-8b to staging --set replicaCount=4 --min-replicas 2",
             ]
         ),
         decision(

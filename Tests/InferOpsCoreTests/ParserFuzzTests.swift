@@ -174,7 +174,7 @@ struct CommandLineGenerator {
                 case .success(let validCommand):
                     validated += 1
                     // Deploys go on to the planner, the last stage before any port.
-                    guard case .deploy(let model, let environment, let chartVersion, let overrides, _, _) = validCommand
+                    guard case .deploy(let model, let environment, let chartVersion, let overrides, _, _, _) = validCommand
                     else {
                         continue
                     }

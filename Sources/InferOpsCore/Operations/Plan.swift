@@ -22,6 +22,9 @@ public struct DeployPlan: Hashable, Sendable {
     /// The success criteria when they are not the environment's own (a promotion's are the
     /// stricter of the source's and the target's).
     public var verification: VerificationSettings?
+    /// The fewest replicas the requester accepts when the GPUs are short (`--min-replicas`); `nil`:
+    /// exactly `replicas` or nothing.
+    public var minReplicas: Int?
 
     /// The plan in canonical JSON: what is hashed and stored. It covers the chart's and the values
     /// files' contents once they are read, so a changed file changes the digest.
@@ -41,6 +44,7 @@ public struct DeployPlan: Hashable, Sendable {
             "readinessBudgetSeconds": .number(Double(readinessBudget.components.seconds)),
         ]
         if let context = target.kubeContext { object["kubeContext"] = .string(context) }
+        if let minReplicas { object["minReplicas"] = .number(Double(minReplicas)) }
         if let chartVersion { object["chartVersion"] = .string(chartVersion) }
         if let contents {
             if let version = contents.chartVersion { object["chartVersionResolved"] = .string(version) }
@@ -82,7 +86,7 @@ public enum DeployPlanner {
 
     /// - Throws: `Refusal` for a `--set` key outside the environment's whitelist or a bad value.
     public static func plan(
-        model: ModelSpec, environment: EnvironmentSettings, chartVersion: String?, overrides: [String]
+        model: ModelSpec, environment: EnvironmentSettings, chartVersion: String?, overrides: [String], minReplicas: Int? = nil
     ) throws(Refusal) -> DeployPlan {
         let target = environment.target(model: model.name)
         let (repository, tag) = splitImage(model.image)
@@ -114,13 +118,20 @@ public enum DeployPlanner {
                 "`replicaCount` must be a whole number from 0 to \(maximumReplicas), not `\(user: CommandParser.excerpt(values["replicaCount"]!.description))`."
             )
         }
-        return DeployPlan(
+        if let minReplicas, minReplicas > replicas {
+            throw Refusal(
+                "`--min-replicas \(minReplicas)` is more than the \(replicas.counting("replica")) this deploy asks for.",
+                hint: "Ask for more with `--set replicaCount=N`, or a lower `--min-replicas`.")
+        }
+        var plan = DeployPlan(
             model: model, environment: environment.name, target: target,
             endpoint: EngineEndpoint(target: target, service: target.release),
             chart: environment.chart, chartVersion: chartVersion ?? environment.chartVersion,
             valuesFiles: environment.valuesFiles, values: values, replicas: replicas,
             gpusPerReplica: model.gpusPerReplica, readinessBudget: environment.readinessBudget
         )
+        plan.minReplicas = minReplicas.flatMap { $0 < replicas ? $0 : nil }
+        return plan
     }
 
     static func parseOverride(_ text: String, allowed: [String], environment: String) throws(Refusal) -> ([String], JSONValue) {

@@ -149,7 +149,11 @@ extension Intake {
                 fields.append(Reply.Field("image", "\(repository):\(tag)"))
             }
             fields.append(Reply.Field("model", "\(plan.model.modelID)@\(plan.model.revision)"))
-            fields.append(Reply.Field("replicas", "\(plan.replicas) × \(plan.gpusPerReplica.counting("GPU"))"))
+            // What the run may adapt when the GPUs are short (`CapacityCheck.adapt`), approved with the rest.
+            var replicas = "\(plan.replicas) × \(plan.gpusPerReplica.counting("GPU"))"
+            if let fewest = plan.minReplicas { replicas += ", down to \(fewest) if the GPUs are short" }
+            if plan.replicas >= 2 { replicas += "; running replicas replaced one at a time if no GPU is spare for a surge" }
+            fields.append(Reply.Field("replicas", replicas))
             fields.append(Reply.Field("values files", plan.valuesFiles.isEmpty ? "none" : plan.valuesFiles.joined(separator: ", ")))
         }
         if let target = operation.target { fields.append(Reply.Field("release", target.release)) }

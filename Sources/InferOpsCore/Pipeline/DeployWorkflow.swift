@@ -3,7 +3,7 @@ import Foundation
 /// Runs a deploy from plan to verification (DESIGN §3), and rolls back when the environment says so.
 struct DeployWorkflow: Sendable {
     let services: Services
-    let plan: DeployPlan
+    var plan: DeployPlan
     let environment: EnvironmentSettings
     let reporter: OperationReporter
     /// The environment's router side, when it has a router.
@@ -27,11 +27,23 @@ struct DeployWorkflow: Sendable {
             return try await fail(ReleaseFailure.stuckPending(current.state))
         }
         let lastGood = try await lastGoodRevision()
-        if let refusal = try await checkCapacity() {
+        let fitted: DeployPlan
+        switch try await checkCapacity() {
+        case .refused(let refusal):
             // Nothing was applied: a refusal, recorded as a failed operation with the numbers.
             _ = try await fail(refusal)
             return .refused(refusal.message)
+        case .fits(let plan):
+            fitted = plan
         }
+        // From here on, the plan as it fits: fewer replicas, or one at a time, when the GPUs said so.
+        var workflow = self
+        workflow.plan = fitted
+        return try await workflow.apply(current: current, lastGood: lastGood)
+    }
+
+    /// Helm, then the rest, from a plan that fits.
+    func apply(current: ReleaseStatus?, lastGood: Int?) async throws -> CommandOutcome {
 
         // What runs now, to keep warm for a rollback once the upgrade has replaced it (`keepPrevious`).
         var previous: KeptRevision?
@@ -211,8 +223,16 @@ struct DeployWorkflow: Sendable {
         return history.last { $0.state == .deployed || $0.state == .superseded }?.revision
     }
 
-    /// Refuses, or waits for GPUs when the environment allows, before Helm runs.
-    func checkCapacity() async throws -> Refusal? {
+    enum CapacityOutcome {
+        /// Go on with this plan: the one asked for, or as adapted to the free GPUs.
+        case fits(DeployPlan)
+        case refused(Refusal)
+    }
+
+    /// Refuses, or waits for GPUs when the environment allows, before Helm runs. When the plan does
+    /// not fit as asked, an upgrade replaces its replicas one at a time instead of by surge, and a
+    /// deploy with `--min-replicas` runs fewer replicas, whichever fits first (`CapacityCheck.adapt`).
+    func checkCapacity() async throws -> CapacityOutcome {
         let rollout = try await plannedRollout()
         var capacity = try await services.cluster.gpuCapacity(kubeContext: plan.target.kubeContext)
         var verdict = CapacityCheck.evaluate(plan, capacity: capacity, rollout: rollout)
@@ -221,15 +241,16 @@ struct DeployWorkflow: Sendable {
             if let replacement = rollout?.replacement(replicas: plan.replicas, gpusPerReplica: plan.gpusPerReplica) {
                 try await reporter.report(Reply(.progress, RichText(replacement)))
             }
-            return nil
+            return .fits(plan)
         }
+        if let adapted = try await adapted(capacity: capacity, rollout: rollout, asked: verdict) { return .fits(adapted) }
         guard case .wait(let patience) = environment.capacity else {
-            return Refusal(
+            return .refused(Refusal(
                 "Not enough free GPUs for \(plan.target.release): \(verdict.summary).",
                 hint: verdict.hint
                     ?? (verdict.suggestion ?? "Free GPUs, or ask for the deploy to wait.")
                     + " `/infer remove <model> from \(environment.name)` uninstalls a model and frees its GPUs."
-            )
+            ))
         }
         try await reporter.report(Reply(.warning, "Waiting up to \(patience.spoken) for GPUs: \(verdict.summary)."))
         let deadline = services.time.now().addingTimeInterval(patience.seconds)
@@ -240,15 +261,35 @@ struct DeployWorkflow: Sendable {
             verdict = CapacityCheck.evaluate(plan, capacity: capacity, rollout: rollout)
             if verdict.fits {
                 try await reporter.report(Reply(.progress, "GPUs are free now: \(verdict.summary)."))
-                return nil
+                return .fits(plan)
             }
+            if let adapted = try await adapted(capacity: capacity, rollout: rollout, asked: verdict) { return .fits(adapted) }
             // The numbers as they change (GPUs freed or taken by others), so the thread shows what it waits for.
             if verdict.summary != waitingFor {
                 waitingFor = verdict.summary
                 try await reporter.report(Reply(.progress, "Still waiting for GPUs: \(verdict.summary)."))
             }
         }
-        return Refusal("Still not enough free GPUs after \(patience.spoken): \(verdict.summary).")
+        return .refused(Refusal("Still not enough free GPUs after \(patience.spoken): \(verdict.summary)."))
+    }
+
+    /// The plan adapted to `capacity` when it does not fit as asked, said in the thread; `nil` when
+    /// no adaptation allowed fits either.
+    func adapted(capacity: GPUCapacity, rollout: Rollout?, asked: CapacityCheck.Verdict) async throws -> DeployPlan? {
+        guard let fit = CapacityCheck.adapt(plan, capacity: capacity, rollout: rollout) else { return nil }
+        var changes: [String] = []
+        if fit.plan.replicas < plan.replicas {
+            changes.append("deploying \(fit.plan.replicas) of the \(plan.replicas) replicas asked for "
+                           + "(`--min-replicas \(plan.minReplicas ?? fit.plan.replicas)` allows down to \(plan.minReplicas ?? fit.plan.replicas))")
+        }
+        if fit.oneAtATime {
+            changes.append("replacing the running replicas one at a time instead of by surge: no extra GPUs, one replica "
+                           + "fewer serving while each is replaced")
+        }
+        try await reporter.report(Reply(
+            .warning, "Not enough free GPUs for the deploy as asked (\(asked.summary)); "
+                + changes.joined(separator: ", and ") + ": \(fit.verdict.summary)."))
+        return fit.plan
     }
 
     /// Runs `body` while reporting what the cluster says about the release's pods, on change only.

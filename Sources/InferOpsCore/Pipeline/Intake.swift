@@ -222,7 +222,7 @@ public final class Intake: Sendable {
             }
         case .help:
             break
-        case .deploy(_, let environment, _, _, _, true):
+        case .deploy(_, let environment, _, _, _, true, _):
             // `--register` changes the router too, which takes the register permission.
             try configuration.policy.authorize(user, spec.permission, in: environment.name, verb: spec.name)
             try configuration.policy.authorize(user, "register", in: environment.name, verb: "deploy --register")
@@ -325,7 +325,7 @@ public final class Intake: Sendable {
             }
             if case .answered(.completed(let id?)) = acknowledgement, await runner.isStarting(id) { return .accepted(id) }
             return acknowledgement
-        case .deploy(let model, let environment, _, _, true, _):
+        case .deploy(let model, let environment, _, _, true, _, _):
             return await answer(event) {
                 let plan: DeployPlan
                 do {
@@ -335,7 +335,7 @@ public final class Intake: Sendable {
                 }
                 return try await self.dryRunDeploy(plan, user: user, conversation: conversation)
             }
-        case .deploy(let model, let environment, _, _, _, _), .rollback(let model, let environment, _),
+        case .deploy(let model, let environment, _, _, _, _, _), .rollback(let model, let environment, _),
             .routing(_, let model, let environment, _), .remove(let model, let environment, _),
             .promote(let model, _, let environment):
             let kind = OperationPlanning.kind(of: command)!
@@ -615,7 +615,7 @@ public final class Intake: Sendable {
 
     func subject(of command: ValidatedCommand) -> String? {
         switch command {
-        case .deploy(let model, _, _, _, _, _), .rollback(let model, _, _), .history(let model, _),
+        case .deploy(let model, _, _, _, _, _, _), .rollback(let model, _, _), .history(let model, _),
             .routing(_, let model, _, _), .remove(let model, _, _), .promote(let model, _, _):
             model.name
         case .status(let model, _): model?.name

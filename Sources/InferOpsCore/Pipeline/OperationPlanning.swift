@@ -6,7 +6,7 @@ enum OperationPlanning {
     /// The kind of operation a command starts; `nil` for commands that only answer.
     static func kind(of command: ValidatedCommand) -> OperationKind? {
         switch command {
-        case .deploy(_, _, _, _, false, _): .deploy
+        case .deploy(_, _, _, _, false, _, _): .deploy
         case .promote: .promote
         case .rollback: .rollback
         case .remove: .remove
@@ -16,10 +16,11 @@ enum OperationPlanning {
     }
 
     static func deployPlan(_ command: ValidatedCommand) throws(Refusal) -> DeployPlan {
-        guard case .deploy(let model, let environment, let chartVersion, let overrides, _, _) = command else {
+        guard case .deploy(let model, let environment, let chartVersion, let overrides, _, _, let minReplicas) = command else {
             preconditionFailure("not a deploy: \(command)")
         }
-        return try DeployPlanner.plan(model: model, environment: environment, chartVersion: chartVersion, overrides: overrides)
+        return try DeployPlanner.plan(model: model, environment: environment, chartVersion: chartVersion, overrides: overrides,
+                                      minReplicas: minReplicas)
     }
 
     /// The deploy plan with what its chart and values files contain now, so its digest binds to them.

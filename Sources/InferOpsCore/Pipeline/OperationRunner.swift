@@ -583,9 +583,9 @@ public actor OperationRunner {
         let services = self.services
         let resuming = !Self.notStarted.contains(record.state)
         switch validated {
-        case .deploy(_, let environment, _, _, _, _), .promote(_, _, let environment):
+        case .deploy(_, let environment, _, _, _, _, _), .promote(_, _, let environment):
             var register = false
-            if case .deploy(_, _, _, _, _, let flag) = validated { register = flag }
+            if case .deploy(_, _, _, _, _, let flag, _) = validated { register = flag }
             let plan: DeployPlan
             do {
                 if case .promote = validated {

@@ -160,6 +160,49 @@ public enum CapacityCheck {
         return Verdict(fits: false, summary: summary, hint: hint, suggestion: placing.suggestion)
     }
 
+    /// The plan made to fit `capacity`, when it does not as asked, in this order: replacing the
+    /// running replicas one at a time instead of by surge (an upgrade of at least 2 replicas, so one
+    /// still serves while another is replaced); then fewer replicas, down to `plan.minReplicas`,
+    /// each count by surge first. `nil` when nothing allowed fits.
+    public static func adapt(
+        _ plan: DeployPlan, capacity: GPUCapacity, rollout: Rollout?
+    ) -> (plan: DeployPlan, rollout: Rollout?, verdict: Verdict, oneAtATime: Bool)? {
+        let fewest = plan.minReplicas ?? plan.replicas
+        for replicas in stride(from: plan.replicas, through: max(1, fewest), by: -1) {
+            var sized = plan
+            if replicas != plan.replicas {
+                sized.replicas = replicas
+                sized.values = sized.values.setting(path: ["replicaCount"], to: .number(Double(replicas)))
+                let verdict = evaluate(sized, capacity: capacity, rollout: rollout)
+                if verdict.fits { return (sized, rollout, verdict, false) }
+            }
+            if let rollout, let oneByOne = oneAtATime(rollout, replicas: replicas) {
+                var stepped = sized
+                stepped.values = stepped.values.setting(path: ["strategy"], to: oneAtATimeStrategy)
+                let verdict = evaluate(stepped, capacity: capacity, rollout: oneByOne)
+                if verdict.fits { return (stepped, oneByOne, verdict, true) }
+            }
+        }
+        return nil
+    }
+
+    /// The chart's `strategy` value for one replica at a time: none added, one stopped first.
+    static let oneAtATimeStrategy = JSONValue.object([
+        "type": .string("RollingUpdate"),
+        "rollingUpdate": .object(["maxSurge": .number(0), "maxUnavailable": .number(1)]),
+    ])
+
+    /// `rollout` replacing one replica at a time, when that is a different way that keeps one serving:
+    /// an upgrade of running replicas by surge, to at least 2 replicas with at least 2 running.
+    static func oneAtATime(_ rollout: Rollout, replicas: Int) -> Rollout? {
+        guard rollout.templateChanges, let running = rollout.running, running.replicas >= 2, replicas >= 2,
+              case .rollingUpdate(let maxSurge, _) = rollout.strategy, maxSurge.resolve(replicas: replicas, roundUp: true) > 0
+        else { return nil }
+        var stepped = rollout
+        stepped.strategy = .rollingUpdate(maxSurge: .count(0), maxUnavailable: .count(1))
+        return stepped
+    }
+
     /// Why `needed` of the plan's `replicas`, `perReplica` GPUs each, do not fit in `blocks` (free
     /// GPUs per node), in terms a reader can check against the numbers: free GPUs split over nodes do
     /// not add up to a replica. And what to do about it, only what applies. `nil` when they fit.

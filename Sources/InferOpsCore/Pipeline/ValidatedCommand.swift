@@ -1,6 +1,8 @@
 /// A command checked against the configuration: every name it uses exists.
 public enum ValidatedCommand: Hashable, Sendable {
-    case deploy(model: ModelSpec, environment: EnvironmentSettings, chartVersion: String?, overrides: [String], dryRun: Bool, register: Bool)
+    /// `minReplicas`: the fewest replicas the requester accepts when the GPUs are short (`--min-replicas`).
+    case deploy(model: ModelSpec, environment: EnvironmentSettings, chartVersion: String?, overrides: [String], dryRun: Bool, register: Bool,
+                minReplicas: Int? = nil)
     case rollback(model: ModelSpec, environment: EnvironmentSettings, revision: Int?)
     /// Deploy to `environment` what was verified in `source`.
     case promote(model: ModelSpec, source: EnvironmentSettings, environment: EnvironmentSettings)
@@ -24,7 +26,7 @@ public enum ValidatedCommand: Hashable, Sendable {
     /// The environment the command acts in, when it names one.
     public var environment: EnvironmentSettings? {
         switch self {
-        case .deploy(_, let environment, _, _, _, _), .rollback(_, let environment, _), .history(_, let environment),
+        case .deploy(_, let environment, _, _, _, _, _), .rollback(_, let environment, _), .history(_, let environment),
             .lock(let environment, _), .unlock(let environment, _), .routing(_, _, let environment, _),
             .remove(_, let environment, _), .promote(_, _, let environment), .decideWaiting(_, _, let environment, _):
             environment
@@ -69,9 +71,20 @@ public struct CommandValidator: Sendable {
                 throw Refusal("`\(environment.name)` has no router configured, so `--register` cannot be done.",
                               hint: "Add `router:` to the environment in the configuration, or deploy without `--register`.")
             }
+            var minReplicas: Int?
+            if let text = command.option("min-replicas") {
+                guard let count = Int(text), (1...DeployPlanner.maximumReplicas).contains(count) else {
+                    throw Refusal(
+                        "`--min-replicas \(user: CommandParser.excerpt(text))` is not a number of replicas: say how many the deploy may "
+                            + "go down to when the GPUs are short, from 1 to \(DeployPlanner.maximumReplicas).",
+                        hint: "For example `/infer deploy \(model.name) to \(environment.name) --set replicaCount=4 --min-replicas 2`.")
+                }
+                minReplicas = count
+            }
             return .deploy(
                 model: model, environment: environment, chartVersion: command.option("chart-version"),
-                overrides: command.values("set"), dryRun: command.flag("dry-run"), register: command.flag("register")
+                overrides: command.values("set"), dryRun: command.flag("dry-run"), register: command.flag("register"),
+                minReplicas: minReplicas
             )
         case "rollback":
             if command.flag("break-glass"), (command.option("reason") ?? "").trimmingCharacters(in: .whitespaces).isEmpty {
