@@ -432,7 +432,7 @@ public struct ConfigurationLoader {
         }
         if let router = reader.mapping(node, "router", in: section) {
             let sub = section + ".router"
-            reader.checkKeys(router, known: ["url", "autoRegister", "workerURL", "enginePort", "denyBackendURL"], in: sub)
+            reader.checkKeys(router, known: ["url", "autoRegister", "workerURL", "enginePort", "denyBackendURL", "replicas"], in: sub)
             if let url = reader.string(router, "url", in: sub, required: true) {
                 if !(url.hasPrefix("http://") || url.hasPrefix("https://")) {
                     reader.problem(router["url"], "the router URL `\(url)` is not an http(s) URL.", fix: "write e.g. `url: http://vllm-router:30000`")
@@ -446,6 +446,17 @@ public struct ConfigurationLoader {
                     enginePort: reader.int(router, "enginePort", in: sub, range: 1...65535, suggested: 8000) ?? 8000,
                     denyBackendURL: reader.string(router, "denyBackendURL", in: sub)
                         ?? server.publicURL ?? "http://\(server.host):\(server.port)")
+                let replicas = reader.strings(router, "replicas", in: sub) ?? []
+                for (index, replica) in replicas.enumerated() where !(replica.hasPrefix("http://") || replica.hasPrefix("https://")) {
+                    reader.problem(router["replicas"]?.sequence?[index], "the router replica `\(replica)` is not an http(s) URL.",
+                                   fix: "list each router process's own address, e.g. `http://vllm-router-0.vllm-router:30000`")
+                }
+                if replicas.count == 1 {
+                    reader.problem(router["replicas"], "one router replica is the router itself.",
+                                   fix: "list every replica behind `url` (two or more), or remove `replicas`")
+                } else if replicas.count > 1 {
+                    environment.router?.replicas = replicas
+                }
             }
         }
         if node["keepPrevious"] != nil,

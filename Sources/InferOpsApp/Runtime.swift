@@ -84,8 +84,21 @@ public struct Runtime: Sendable {
         let engines = kube.engineClient(access: access)
         let metrics = DaemonMetrics()
         let routers = ConfiguredRouters(
-            routers: configuration.environments.compactMapValues { environment in
-                environment.router.map { VLLMRouter(baseURL: $0.url, http: kube.http) }
+            routers: configuration.environments.compactMapValues { environment -> (any ModelRouter)? in
+                guard let settings = environment.router else { return nil }
+                let front = VLLMRouter(baseURL: settings.url, http: kube.http)
+                guard !settings.replicas.isEmpty else { return front }
+                // A replica that is restarting is left to the repair's next pass: retried briefly only.
+                let members = settings.replicas.map {
+                    VLLMRouter(baseURL: $0, http: kube.http, retry: .init(attempts: 2, initialBackoff: .milliseconds(100)))
+                }
+                let name = environment.name
+                let log = logger
+                return ReplicatedRouter(front: front, members: members) { index, error in
+                    log.warning("a router replica did not answer; the repair fills it when it is back", metadata: [
+                        "environment": "\(name)", "replica": "\(settings.replicas[index])", "error": "\(error)",
+                    ])
+                }
             })
         var services = Services(
             store: store, releases: releases, cluster: kube.clusterInspector(), engines: engines,
@@ -136,7 +149,7 @@ public struct Runtime: Sendable {
 
 /// The router client of each environment that configures one.
 struct ConfiguredRouters: RouterDirectory {
-    let routers: [String: VLLMRouter]
+    let routers: [String: any ModelRouter]
     func router(for environment: EnvironmentSettings) -> (any ModelRouter)? { routers[environment.name] }
 }
 

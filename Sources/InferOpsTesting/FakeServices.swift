@@ -15,6 +15,8 @@ public struct FakeServices: Sendable {
     /// With `separateRouters`, each router URL's own fake router (and `router` is not used).
     public let routers: FakeRouterDirectory?
     public let warmPools: FakeWarmPools
+    /// Routers found some other way (a `ReplicatedRouter` over fakes), in place of `router`/`routers`.
+    public var directory: (any RouterDirectory)?
 
     public init(time: ManualTime = ManualTime(), separateRouters: Bool = false) {
         self.time = time
@@ -31,7 +33,7 @@ public struct FakeServices: Sendable {
 
     public var services: Services {
         var services = Services(
-            store: store, releases: releases, cluster: cluster, engines: engines, chat: chat, routers: routers ?? router,
+            store: store, releases: releases, cluster: cluster, engines: engines, chat: chat, routers: directory ?? routers ?? router,
             time: time, planContents: planContents)
         services.warmPools = warmPools
         return services

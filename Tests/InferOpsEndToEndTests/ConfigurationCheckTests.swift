@@ -342,6 +342,30 @@ struct ConfigurationCheckTests {
                 "\(problems)")
     }
 
+    @Test("A replicated router lists each replica's own address; one replica, or one that is not a URL, is an error")
+    func routerReplicas() throws {
+        let folder = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let chart = repositoryRoot.appendingPathComponent("deploy/charts/vllm-engine").path
+        let file = try writeConfiguration(
+            models: ["m"],
+            environments: """
+                  staging:
+                    namespace: s
+                    chart: \(chart)
+                    router: {url: "http://router-s:30000", replicas: ["http://router-s-0:30000", "http://router-s-1:30000"]}
+                  production: {namespace: p, chart: \(chart), router: {url: "http://router-p:30000", replicas: ["http://router-p-0:30000"]}}
+                  dev: {namespace: d, chart: \(chart), router: {url: "http://router-d:30000", replicas: ["router-d-0:30000", "http://router-d-1:30000"]}}
+                """,
+            in: folder)
+        let loaded = ConfigurationLoader(path: file).load()
+        #expect(loaded.configuration.environments["staging"]?.router?.replicas == ["http://router-s-0:30000", "http://router-s-1:30000"])
+        #expect(loaded.configuration.environments["production"]?.router?.replicas == [])
+        let problems = loaded.problems.map(\.message)
+        #expect(problems.contains { $0.contains("one router replica is the router itself.") }, "\(problems)")
+        #expect(problems.contains { $0.contains("the router replica `router-d-0:30000` is not an http(s) URL.") }, "\(problems)")
+    }
+
     @Test("A model's values that the chart does not have are an error at their line")
     func modelValuesMatchTheChart() throws {
         let folder = try temporaryFolder()

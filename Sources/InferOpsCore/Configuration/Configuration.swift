@@ -321,6 +321,10 @@ public struct RouterSettings: Hashable, Sendable {
     /// The base URL of this daemon's deny backend as the router reaches it; each denied model gets
     /// its own worker URL under it.
     public var denyBackendURL: String
+    /// Each router process's own address, when several serve behind `url` (a Kubernetes Service over
+    /// a router StatefulSet): each has its own registry, and each is kept filled. Empty: `url` is
+    /// the one router.
+    public var replicas: [String] = []
 
     public init(
         url: String, autoRegister: Bool = false, workerURLTemplate: String = "http://{podIP}:{port}", enginePort: Int = 8000,

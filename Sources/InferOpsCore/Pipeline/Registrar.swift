@@ -98,6 +98,14 @@ struct Registrar: Sendable {
         let current = workload.pods.filter { $0.serving && $0.current }.compactMap(\.address).map(settings.workerURL(podIP:))
         let checked = Set(await checkedURLs(of: workload, model: model, checkNew: true, standby: standby))
         let routed = Set(try await router.workers().filter { $0.model == model }.map(\.url))
+        // A replicated router: every replica that answers routes the same (a restarted one is
+        // refilled by the repair within a pass; one that does not answer serves no client either).
+        if router.replicas.count > 1 {
+            for (index, (_, registry)) in try await RouterReconciliation.registries(of: router).enumerated() {
+                let own = Set(registry.filter { $0.model == model }.map(\.url))
+                if own != routed { return "a router replica (\(index + 1) of those answering) routes \(Self.list(own)), not \(Self.list(routed))" }
+            }
+        }
         let recorded = Set(try await services.store.registration(model: model, environment: environment.name)?.endpoints ?? [])
         let expected = Set(current)
         if expected.isEmpty { return "no replica of the new revision serves" }
@@ -183,6 +191,11 @@ struct Registrar: Sendable {
     }
 
     func perform(_ action: RouterReconciler.Action) async throws {
+        try await perform(action, on: router)
+    }
+
+    /// `action` on one router process (a replica of a replicated router).
+    func perform(_ action: RouterReconciler.Action, on router: any ModelRouter) async throws {
         switch action {
         case .add(let worker): try await router.add(worker)
         case .remove(let worker): try await router.remove(url: worker.url)

@@ -66,16 +66,20 @@ public struct RouterReconciliation: Sendable {
                 var actions: [RouterReconciler.Action] = []
                 var desired = try await services.store.registrations().filter { $0.environment == name && ours($0.model) }
                 for _ in 0..<Self.maximumRounds {
-                    let actual = try await router.workers()
+                    // Each router process on its own (a replicated router's replicas each have their
+                    // own registry: a restarted one is empty while the others are full).
+                    let actuals = try await Self.registries(of: router)
                     // Asked again after both reads: an operation that began meanwhile may have recorded
                     // its change (read above as desired) and not yet made it in the router. One that
                     // begins after this records its change after the read of the desired state.
                     let busy = try await changingNow()
-                    let round = RouterReconciler.plan(
-                        desired: desired.filter { !busy.contains($0.model) },
-                        actual: actual.filter { ours($0.model) && !busy.contains($0.model) }, settings: settings)
-                    for action in round { try await registrar.perform(action) }
-                    actions += round
+                    for (member, actual) in actuals {
+                        let round = RouterReconciler.plan(
+                            desired: desired.filter { !busy.contains($0.model) },
+                            actual: actual.filter { ours($0.model) && !busy.contains($0.model) }, settings: settings)
+                        for action in round { try await registrar.perform(action, on: member) }
+                        actions += round.filter { !actions.contains($0) }
+                    }
                     let now = try await services.store.registrations().filter { $0.environment == name && ours($0.model) }
                     if now == desired { break }
                     desired = now
@@ -130,6 +134,24 @@ public struct RouterReconciliation: Sendable {
             ])
         }
         return followed
+    }
+
+    /// The registry of each of `router`'s processes that answers. A replica that does not (it is
+    /// restarting) is filled by a later pass; only when none answers is that a failure.
+    static func registries(of router: any ModelRouter) async throws -> [(any ModelRouter, [RouterWorker])] {
+        var found: [(any ModelRouter, [RouterWorker])] = []
+        var firstError: (any Error)?
+        for member in router.replicas {
+            do {
+                found.append((member, try await member.workers()))
+            } catch let error as CancellationError {
+                throw error
+            } catch {
+                firstError = firstError ?? error
+            }
+        }
+        if found.isEmpty, let firstError { throw firstError }
+        return found
     }
 
     /// Releases the warm pools of `environment` that are done: one kept past its time and never

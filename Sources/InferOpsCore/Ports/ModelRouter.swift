@@ -14,6 +14,84 @@ public protocol ModelRouter: Sendable {
     func remove(url: String) async throws
     /// A completion through the router, by model name, as a client would send it.
     func complete(model: String, prompt: String, maxTokens: Int, timeout: Duration) async throws -> EngineResponse
+    /// The router processes whose registries are kept each on its own: one for a single router;
+    /// each replica of a replicated one (`ReplicatedRouter`), which the routing repair fills one by one.
+    var replicas: [any ModelRouter] { get }
+}
+
+extension ModelRouter {
+    public var replicas: [any ModelRouter] { [self] }
+}
+
+/// Several router processes behind one address (a Kubernetes Service over the router's pods, each
+/// with its own in-memory registry): changes go to every replica, reads see what any replica has,
+/// completions go through the shared address as a client's would. A replica that does not answer
+/// (restarting) is left out of a change and filled by the routing repair once it is back; the
+/// change fails only when no replica answers.
+public struct ReplicatedRouter: ModelRouter {
+    /// The address clients use, for completions.
+    public let front: any ModelRouter
+    public let members: [any ModelRouter]
+    /// Told of each replica left out of a change.
+    let unreachable: @Sendable (Int, any Error) -> Void
+
+    public init(front: any ModelRouter, members: [any ModelRouter], unreachable: @escaping @Sendable (Int, any Error) -> Void = { _, _ in }) {
+        self.front = front
+        self.members = members
+        self.unreachable = unreachable
+    }
+
+    public var replicas: [any ModelRouter] { members }
+
+    /// Every worker some replica has (a worker one replica lacks is the repair's to add there).
+    public func workers() async throws -> [RouterWorker] {
+        var seen = Set<RouterWorker>()
+        var all: [RouterWorker] = []
+        for list in try await eachReachable({ try await $0.workers() }) {
+            for worker in list where seen.insert(worker).inserted { all.append(worker) }
+        }
+        return all
+    }
+
+    public func add(_ worker: RouterWorker) async throws {
+        _ = try await eachReachable { try await $0.add(worker) }
+    }
+
+    public func remove(url: String) async throws {
+        _ = try await eachReachable { try await $0.remove(url: url) }
+    }
+
+    public func complete(model: String, prompt: String, maxTokens: Int, timeout: Duration) async throws -> EngineResponse {
+        try await front.complete(model: model, prompt: prompt, maxTokens: maxTokens, timeout: timeout)
+    }
+
+    /// `body` on every replica side by side; the answers of those that answered.
+    /// - Throws: the first replica's error when none answered.
+    func eachReachable<T: Sendable>(_ body: @escaping @Sendable (any ModelRouter) async throws -> T) async throws -> [T] {
+        let results = await withTaskGroup(of: (Int, Result<T, any Error>).self) { group in
+            for (index, member) in members.enumerated() {
+                group.addTask {
+                    do { return (index, .success(try await body(member))) } catch { return (index, .failure(error)) }
+                }
+            }
+            var results: [(Int, Result<T, any Error>)] = []
+            for await result in group { results.append(result) }
+            return results.sorted { $0.0 < $1.0 }
+        }
+        var answers: [T] = []
+        var firstError: (any Error)?
+        for (index, result) in results {
+            switch result {
+            case .success(let answer): answers.append(answer)
+            case .failure(let error as CancellationError): throw error
+            case .failure(let error):
+                firstError = firstError ?? error
+                unreachable(index, error)
+            }
+        }
+        if answers.isEmpty, let firstError { throw firstError }
+        return answers
+    }
 }
 
 /// One router worker: an engine replica, or the daemon's deny backend standing in for a model.
