@@ -34,10 +34,16 @@ public struct ReplicatedRouter: ModelRouter {
     public let members: [any ModelRouter]
     /// Told of each replica left out of a change.
     let unreachable: @Sendable (Int, any Error) -> Void
+    /// How long a completion through the shared address may find no replica taking traffic: a
+    /// replica joins the Service only once its readiness probe sees it filled, so right after the
+    /// first registration into empty routers none does for up to a probe period.
+    let propagation: Duration
 
-    public init(front: any ModelRouter, members: [any ModelRouter], unreachable: @escaping @Sendable (Int, any Error) -> Void = { _, _ in }) {
+    public init(front: any ModelRouter, members: [any ModelRouter], propagation: Duration = .seconds(5),
+                unreachable: @escaping @Sendable (Int, any Error) -> Void = { _, _ in }) {
         self.front = front
         self.members = members
+        self.propagation = propagation
         self.unreachable = unreachable
     }
 
@@ -61,8 +67,20 @@ public struct ReplicatedRouter: ModelRouter {
         _ = try await eachReachable { try await $0.remove(url: url) }
     }
 
+    /// Through the shared address; while no replica takes traffic there (no answer, or 503), asked
+    /// again every 250 ms for up to `propagation`.
     public func complete(model: String, prompt: String, maxTokens: Int, timeout: Duration) async throws -> EngineResponse {
-        try await front.complete(model: model, prompt: prompt, maxTokens: maxTokens, timeout: timeout)
+        let clock = ContinuousClock()
+        let deadline = clock.now + propagation
+        while true {
+            do {
+                let answer = try await front.complete(model: model, prompt: prompt, maxTokens: maxTokens, timeout: timeout)
+                if answer.status != 503 || clock.now >= deadline { return answer }
+            } catch let unavailable as RouterUnavailable {
+                if clock.now >= deadline { throw unavailable }
+            }
+            try await Task.sleep(for: .milliseconds(250))
+        }
     }
 
     /// `body` on every replica side by side; the answers of those that answered.
