@@ -260,6 +260,9 @@ import Testing
             "Waiting up to 15 min for GPUs: needs 1 × 4 = 4 nvidia.com/gpu; free 6 of 16",
             "GPUs are free now: needs 1 × 4 = 4 nvidia.com/gpu; free 11 of 16",
         ]))
+        // Where the time went says the wait apart from the checks.
+        let time = try #require(h.chat.posts.last?.reply.fields.first { $0.label == "time" }?.value.plainText)
+        #expect(time.contains("waiting for GPUs"), "\(time)")
     }
 
     @Test(arguments: ["soon", "10", "0m", "7h", "99999999999999999999h", "1d"])

@@ -25,9 +25,24 @@ import Testing
                     .verifying: .milliseconds(400), .registering: .milliseconds(100)],
             routing: .milliseconds(500), pods: pods, from: Self.at(0), to: Self.at(50))
 
-        #expect(breakdown.text == "47.5 s: checks 200 ms, helm and the rollout 46.0 s (scheduling, waiting for GPUs "
-            + "included 20.0 s, image pull and start 4.0 s, loading until ready 20.0 s), warm-up 300 ms, "
+        #expect(breakdown.text == "47.5 s: checks 200 ms, helm and the rollout 46.0 s (scheduling 20.0 s, "
+            + "image pull and start 4.0 s, loading until ready 20.0 s), warm-up 300 ms, "
             + "verification 400 ms, routing 600 ms")
+    }
+
+    /// The deploy waited 30 s in the daemon for GPUs, then replica b had no node for 20 s: both are
+    /// waiting for GPUs, said apart from the checks and from scheduling.
+    @Test func waitingForGPUsIsSaidApart() {
+        let pods = [
+            Self.pod("a", created: 31, scheduled: 31, started: 33, ready: 43),
+            Self.pod("b", created: 43, scheduled: 63, started: 65, ready: 75),
+        ]
+        let breakdown = TimeBreakdown.make(
+            steps: [.prechecking: .milliseconds(30_200), .applying: .seconds(46), .verifying: .milliseconds(400)],
+            gpuWait: .seconds(30), pods: pods, unschedulable: ["b"], from: Self.at(0), to: Self.at(80))
+
+        #expect(breakdown.text == "1 min 17 s: waiting for GPUs 30.0 s, checks 200 ms, helm and the rollout 46.0 s (waiting for "
+            + "GPUs 20.0 s, scheduling 0 ms, image pull and start 4.0 s, loading until ready 20.0 s), verification 400 ms")
     }
 
     @Test func overlappingReplicasAreCountedOnce() {

@@ -234,8 +234,8 @@ struct DeployWorkflow: Sendable {
     /// deploy with `--min-replicas` runs fewer replicas, whichever fits first (`CapacityCheck.adapt`).
     func checkCapacity() async throws -> CapacityOutcome {
         let rollout = try await plannedRollout()
-        var capacity = try await services.cluster.gpuCapacity(kubeContext: plan.target.kubeContext)
-        var verdict = CapacityCheck.evaluate(plan, capacity: capacity, rollout: rollout)
+        let capacity = try await services.cluster.gpuCapacity(kubeContext: plan.target.kubeContext)
+        let verdict = CapacityCheck.evaluate(plan, capacity: capacity, rollout: rollout)
         if verdict.fits {
             try await reporter.report(Reply(.progress, "GPU capacity is enough: \(verdict.summary)."))
             if let replacement = rollout?.replacement(replicas: plan.replicas, gpusPerReplica: plan.gpusPerReplica) {
@@ -253,11 +253,21 @@ struct DeployWorkflow: Sendable {
             ))
         }
         try await reporter.report(Reply(.warning, "Waiting up to \(patience.spoken) for GPUs: \(verdict.summary)."))
+        // On the clock the steps are timed with, so it is said apart from the checks it is part of.
+        let waitStarted = ContinuousClock.now
+        let outcome = try await waitForGPUs(patience: patience, rollout: rollout, verdict: verdict)
+        await reporter.waitedForGPUs(waitStarted.duration(to: .now))
+        return outcome
+    }
+
+    /// Checks the capacity again every 2 s for up to `patience`, saying the numbers when they change.
+    func waitForGPUs(patience: Duration, rollout: Rollout?, verdict first: CapacityCheck.Verdict) async throws -> CapacityOutcome {
         let deadline = services.time.now().addingTimeInterval(patience.seconds)
+        var verdict = first
         var waitingFor = verdict.summary
         while services.time.now() < deadline {
             try await services.time.sleep(for: .seconds(2))
-            capacity = try await services.cluster.gpuCapacity(kubeContext: plan.target.kubeContext)
+            let capacity = try await services.cluster.gpuCapacity(kubeContext: plan.target.kubeContext)
             verdict = CapacityCheck.evaluate(plan, capacity: capacity, rollout: rollout)
             if verdict.fits {
                 try await reporter.report(Reply(.progress, "GPUs are free now: \(verdict.summary)."))
@@ -307,6 +317,8 @@ struct DeployWorkflow: Sendable {
                         last = summary
                         try? await reporter.report(Reply(.progress, "\(user: summary)"), journal: true)
                     }
+                    let waiting = workload.pods.filter { $0.current && $0.unschedulable }.map(\.name)
+                    if !waiting.isEmpty { await reporter.sawUnschedulable(waiting) }
                     for pod in pending.overdue(workload.pods, now: services.time.now()) {
                         try? await reporter.report(Reply(
                             .warning,

@@ -12,6 +12,10 @@ public actor OperationReporter {
     var stepStarted: ContinuousClock.Instant
     /// Time spent in each state this reporter moved through (since this daemon took the operation).
     var spent: [OperationState: Duration] = [:]
+    /// Time the operation waited for free GPUs before Helm ran, and the pods seen waiting for a
+    /// node with free GPUs: where the time went says them apart (`TimeBreakdown`).
+    public private(set) var gpuWait: Duration = .zero
+    public private(set) var unschedulablePods: Set<String> = []
     /// When this reporter took the operation, on the services' clock.
     let began: Date
     /// When the status card was last edited: edits come at most about once a second.
@@ -153,6 +157,14 @@ public actor OperationReporter {
     public func report(_ reply: Reply, journal shouldJournal: Bool = true) async throws {
         if shouldJournal { try await journal(reply.title.plainText, duration: stepStarted.duration(to: .now)) }
         try await say(reply)
+    }
+
+    func waitedForGPUs(_ duration: Duration) {
+        gpuWait += duration
+    }
+
+    func sawUnschedulable(_ pods: [String]) {
+        unschedulablePods.formUnion(pods)
     }
 
     /// Seconds since the current state began, for "took 2.1 s".

@@ -253,7 +253,8 @@ struct RoutingRefresh: Sendable {
         let services = reporter.services
         let pods = (try? await services.cluster.workload(target).pods) ?? []
         let breakdown = TimeBreakdown.make(
-            steps: await reporter.timeSpent(), routing: routing, pods: pods, from: reporter.began, to: services.time.now())
+            steps: await reporter.timeSpent(), routing: routing, gpuWait: await reporter.gpuWait, pods: pods,
+            unschedulable: await reporter.unschedulablePods, from: reporter.began, to: services.time.now())
         try await reporter.journal("Time: " + breakdown.text)
         reply.fields.append(Reply.Field("time", breakdown.text))
         try await reporter.finish(.succeeded, reply)

@@ -17,14 +17,23 @@ public struct TimeBreakdown: Hashable, Sendable {
     ///   - steps: time spent in each state of the operation.
     ///   - routing: time spent routing beyond the `registering` state (the wait for the router to
     ///     route exactly the new replicas).
+    ///   - gpuWait: time the deploy waited in the daemon for free GPUs before Helm ran (part of its
+    ///     checks, said apart).
     ///   - pods: the release's pods of the current revision; only what happened between `from` and
     ///     `to` counts (a scale-up's existing replicas started long before).
+    ///   - unschedulable: the pods seen without a node for want of GPUs: their time from creation to
+    ///     a node is waiting for GPUs; the others' is scheduling.
     public static func make(
-        steps: [OperationState: Duration], routing: Duration = .zero, pods: [PodSnapshot], from: Date, to: Date
+        steps: [OperationState: Duration], routing: Duration = .zero, gpuWait: Duration = .zero, pods: [PodSnapshot],
+        unschedulable: Set<String> = [], from: Date, to: Date
     ) -> TimeBreakdown {
         func spent(_ states: OperationState...) -> Duration { states.reduce(.zero) { $0 + (steps[$1] ?? .zero) } }
-        let timelines = pods.filter(\.current).compactMap(\.timeline)
-        func phase(_ name: String, _ start: (PodTimeline) -> Date?, _ end: (PodTimeline) -> Date?) -> Part {
+        let current = pods.filter { $0.current && $0.timeline != nil }
+        let waited = current.filter { unschedulable.contains($0.name) }.compactMap(\.timeline)
+        let placed = current.filter { !unschedulable.contains($0.name) }.compactMap(\.timeline)
+        let timelines = current.compactMap(\.timeline)
+        func phase(_ name: String, _ start: (PodTimeline) -> Date?, _ end: (PodTimeline) -> Date?,
+                   of timelines: [PodTimeline] = timelines) -> Part {
             let intervals = timelines.compactMap { timeline -> (Date, Date)? in
                 guard let start = start(timeline), let end = end(timeline) else { return nil }
                 let clipped = (max(start, from), min(end, to))
@@ -34,13 +43,16 @@ public struct TimeBreakdown: Hashable, Sendable {
         }
         var rollout = Part(name: "helm and the rollout", duration: spent(.applying, .waitingReady))
         rollout.within = [
-            phase("scheduling, waiting for GPUs included", \.created, \.scheduled),
+            phase("waiting for GPUs", \.created, \.scheduled, of: waited),
+            phase("scheduling", \.created, \.scheduled, of: placed),
             phase("image pull and start", \.scheduled, \.started),
             phase("loading until ready", \.started, \.ready),
-        ]
+        ].filter { $0.duration > .zero || $0.name != "waiting for GPUs" }
+        let checks = spent(.prechecking)
         let parts = [
             Part(name: "queue", duration: spent(.queued)),
-            Part(name: "checks", duration: spent(.prechecking)),
+            Part(name: "waiting for GPUs", duration: min(gpuWait, checks)),
+            Part(name: "checks", duration: checks - min(gpuWait, checks)),
             rollout,
             Part(name: "warm-up", duration: spent(.warming)),
             Part(name: "verification", duration: spent(.verifying)),
