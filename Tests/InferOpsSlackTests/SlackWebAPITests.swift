@@ -113,7 +113,7 @@ let lost: Result<HTTPResponse, HTTPTransportError> = .failure(HTTPTransportError
 /// published Web API schema.
 @Suite(.serialized) struct SlackWebAPIEmulatorTests {
     @Test func postsInAThreadUpdatesAndReadsThroughTheEmulator() async throws {
-        let slack = try SlackEmulator()
+        let slack = try await offThePool { try SlackEmulator() }
         defer { slack.stop() }
         let http = try CurlHTTPClient()
         let api = SlackWebAPI(http: http, token: Secret(SlackEmulator.botToken),
@@ -143,7 +143,7 @@ let lost: Result<HTTPResponse, HTTPTransportError> = .failure(HTTPTransportError
     }
 
     @Test func aRateLimitFromTheEmulatorIsWaitedOut() async throws {
-        let slack = try SlackEmulator()
+        let slack = try await offThePool { try SlackEmulator() }
         defer { slack.stop() }
         let http = try CurlHTTPClient()
         let api = SlackWebAPI(http: http, token: Secret(SlackEmulator.botToken),

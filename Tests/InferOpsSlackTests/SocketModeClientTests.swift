@@ -56,10 +56,22 @@ import Testing
 
         var ids: [String] { received.all.map(\.id) }
 
-        func slash(_ text: String) throws -> String {
-            let answer = slack.control("POST", "slash", json: #"{"text":"\#(text)","user_id":"U0ALICE01","channel_id":"C0DEPLOY01"}"#)
+        /// A slash command typed in Slack. The emulator's control call waits on the emulator, so it runs
+        /// off the concurrency pool: on two cores a blocked pool thread would starve the client under
+        /// test, whose reading needs that pool.
+        func slash(_ text: String) async throws -> String {
+            let slack = slack
+            let answer = try await offThePool {
+                slack.control("POST", "slash", json: #"{"text":"\#(text)","user_id":"U0ALICE01","channel_id":"C0DEPLOY01"}"#)
+            }
             let json = try JSONValue(parsing: answer.body)
             return try #require(json["envelope_id"]?.stringValue)
+        }
+
+        func slashes(_ texts: [String]) async throws -> [String] {
+            var ids: [String] = []
+            for text in texts { ids.append(try await slash(text)) }
+            return ids
         }
 
         func connections() throws -> [JSONValue] {
@@ -84,7 +96,7 @@ import Testing
 
     @Test func everyEnvelopeIsAcknowledgedAndHandedOnOnce() async throws {
         let connected = try await Connected()
-        let sent = try (0..<20).map { try connected.slash("status n\($0)") }
+        let sent = try await connected.slashes((0..<20).map { "status n\($0)" })
         try await waitUntil("20 envelopes handed on") { connected.ids.count == 20 }
         #expect(connected.ids == sent)
         for id in sent {
@@ -99,11 +111,11 @@ import Testing
     @Test(arguments: ["refresh_requested", "warning", "socket_mode_disabled_soon"])
     func aDisconnectOpensTheNextConnectionFirstAndLosesNothing(reason: String) async throws {
         let connected = try await Connected()
-        let before = try connected.slash("before")
+        let before = try await connected.slash("before")
         try await waitUntil("the first envelope") { connected.ids == [before] }
         connected.slack.control("POST", "disconnect", json: #"{"reason":"\#(reason)"}"#)
         // Envelopes sent while the old connection winds down go to the new one.
-        let during = try (0..<5).map { try connected.slash("during \($0)") }
+        let during = try await connected.slashes((0..<5).map { "during \($0)" })
         try await waitUntil("a second connection") { try connected.connections().count == 2 }
         try await waitUntil("everything handed on") { Set(connected.ids) == Set([before] + during) }
         #expect(connected.ids.count == 6)
@@ -133,14 +145,14 @@ import Testing
             try connected.connections().filter { $0["open"] == .bool(true) }.count == 1 && connected.client.isConnected
                 && (try connected.connections().count) == 2
         }
-        let after = try connected.slash("after the drop")
+        let after = try await connected.slash("after the drop")
         try await waitUntil("the envelope after the drop") { connected.ids == [after] }
         try await connected.stop().get()
     }
 
     @Test func aRedeliveredEnvelopeIsHandedOnAgainWithItsIdForTheIntakeToDrop() async throws {
         let connected = try await Connected()
-        let id = try connected.slash("once")
+        let id = try await connected.slash("once")
         connected.slack.control("POST", "redeliver", json: #"{"envelope_id":"\#(id)","count":3}"#)
         try await waitUntil("the three redeliveries") { connected.ids.count == 4 }
         #expect(connected.ids == [id, id, id, id])
@@ -159,7 +171,7 @@ import Testing
         let replacedAfter = ContinuousClock.now - started
         // The watchdog (3 s) plus lws's once-a-second check and the reconnect.
         #expect(replacedAfter < .seconds(8), "replaced after \(replacedAfter)")
-        let after = try connected.slash("after the silence")
+        let after = try await connected.slash("after the silence")
         try await waitUntil("the envelope on the new connection") { connected.ids.contains(after) }
         try await connected.stop().get()
     }
