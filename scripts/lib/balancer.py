@@ -15,8 +15,8 @@ What it does is what kube-proxy and the endpoints controller do together, in min
 import socket
 import threading
 import time
-import urllib.error
-import urllib.request
+
+from stack import http_status
 
 
 class Balancer:
@@ -66,7 +66,7 @@ class Balancer:
     def probe(self):
         while not self.stopping.is_set():
             for name, (host, port) in self.backends.items():
-                ready = status(f"http://{host}:{port}{self.probe_path}") == 200
+                ready = http_status(f"http://{host}:{port}{self.probe_path}") == 200
                 with self.lock:
                     self.ready[name] = ready
             with self.lock:
@@ -152,12 +152,3 @@ def pipe(source, sink):
     except OSError:
         pass
 
-
-def status(url):
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return response.status
-    except urllib.error.HTTPError as error:
-        return error.code
-    except (urllib.error.URLError, OSError):
-        return None
