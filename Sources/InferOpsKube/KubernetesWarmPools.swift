@@ -16,6 +16,7 @@ public struct KubernetesWarmPools: WarmPools {
     static let revisionLabel = "inferops.dev/warm-revision"
     static let untilAnnotation = "inferops.dev/keep-until"
     static let servingAnnotation = "inferops.dev/serving"
+    static let servingSinceAnnotation = "inferops.dev/serving-since"
 
     static func name(_ target: ReleaseTarget) -> String { "\(target.release)-warm" }
 
@@ -114,14 +115,17 @@ public struct KubernetesWarmPools: WarmPools {
                 gpusPerReplica: RolloutReading.gpus(ofTemplate: template),
                 until: annotations?[Self.untilAnnotation]?.stringValue.flatMap { try? Date($0, strategy: .iso8601) } ?? .distantPast,
                 serving: annotations?[Self.servingAnnotation]?.stringValue == "true",
+                servingSince: annotations?[Self.servingSinceAnnotation]?.stringValue.flatMap { try? Date($0, strategy: .iso8601) },
                 pods: members.map(PodDiagnosis.snapshot).sorted { $0.name < $1.name })
         }
         return pools
     }
 
-    public func serve(_ target: ReleaseTarget) async throws {
+    public func serve(_ target: ReleaseTarget, since: Date) async throws {
         let api = try await contexts.context(target.kubeContext)
-        let patch = JSONValue.object(["metadata": .object(["annotations": .object([Self.servingAnnotation: .string("true")])])])
+        let patch = JSONValue.object(["metadata": .object(["annotations": .object([
+            Self.servingAnnotation: .string("true"), Self.servingSinceAnnotation: .string(since.formatted(.iso8601)),
+        ])])])
         let path = "\(deployments(target))/\(percentEncoded(Self.name(target)))"
         let response = try await api.send(.patch, path, body: Array(patch.canonical.utf8), contentType: "application/merge-patch+json")
         try api.checkStatus(response, path: path)

@@ -56,10 +56,11 @@ public final class FakeWarmPools: WarmPools, Sendable {
         observed.value.pools[target.release]
     }
 
-    public func serve(_ target: ReleaseTarget) async throws {
+    public func serve(_ target: ReleaseTarget, since: Date) async throws {
         observed.update { state in
             state.served.append(target.release)
             state.pools[target.release]?.serving = true
+            state.pools[target.release]?.servingSince = since
         }
     }
 

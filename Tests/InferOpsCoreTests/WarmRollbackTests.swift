@@ -163,13 +163,32 @@ import Testing
         #expect(h.router.workers(of: Self.model).map(\.url) == [Self.url(3)])
 
         // Ready: routed beside the warm one first; the pool goes only once it is routed.
-        h.cluster.setWorkload(WorkloadSnapshot(desiredReplicas: 1, pods: [Self.pod("rev1-new", 4)]), for: Self.release)
+        var started = Self.pod("rev1-new", 4)
+        started.timeline = PodTimeline(created: h.time.now())
+        h.cluster.setWorkload(WorkloadSnapshot(desiredReplicas: 1, pods: [started]), for: Self.release)
         _ = await reconciliation.reconcileOnce()
         #expect(h.fakes.warmPools.state.released.isEmpty)
         #expect(h.router.workers(of: Self.model).map(\.url) == [Self.url(3), Self.url(4)])
         _ = await reconciliation.reconcileOnce()
         #expect(h.fakes.warmPools.state.released == [Self.release])
         #expect(h.router.workers(of: Self.model).map(\.url) == [Self.url(4)])
+    }
+
+    /// Between the pool starting to serve and Helm applying the rollback, the release's current
+    /// replicas are still those of the revision being left: serving and routed, but not a reason to
+    /// release the pool (a pass in that window once took the warm replicas away).
+    @Test func theReplicasOfTheRevisionBeingLeftDoNotReleaseAServingPool() async throws {
+        let h = try await Self.keptWarm()
+        var leaving = Self.pod("rev2", 2)
+        leaving.timeline = PodTimeline(created: h.time.now().addingTimeInterval(-120))
+        h.cluster.setWorkload(WorkloadSnapshot(desiredReplicas: 1, pods: [leaving]), for: Self.release)
+        try await h.fakes.warmPools.serve(h.target(Self.model, in: "staging"), since: h.time.now())
+        let reconciliation = RouterReconciliation(configuration: h.configuration, services: h.fakes.services)
+
+        _ = await reconciliation.reconcileOnce()
+        _ = await reconciliation.reconcileOnce()
+
+        #expect(h.fakes.warmPools.state.released.isEmpty)
     }
 
     @Test func anUnroutedPoolIsReleasedWhenItsTimeIsUpAndNotBefore() async throws {

@@ -211,11 +211,14 @@ struct RoutingRefresh: Sendable {
     /// routing did; or failed, when the routing failed.
     static func finish(
         registrar: Registrar?, reporter: OperationReporter, model: String, target: ReleaseTarget, register: Bool,
-        denial: Denial?, success: Reply
+        denial: Denial?, success: Reply, replicasWaitedFor: Bool = true
     ) async throws -> CommandOutcome {
         let id = await reporter.operation.id
         var reply = success
         var routing = Duration.zero
+        // The steps as they were before the wait for the router: the wait is said as routing, not
+        // again as the state it happens in.
+        var steps = await reporter.timeSpent()
         if let registrar {
             let refresh = RoutingRefresh(registrar: registrar, reporter: reporter)
             switch try await refresh.run(model: model, register: register, denial: denial) {
@@ -236,6 +239,7 @@ struct RoutingRefresh: Sendable {
             // no old one. (A requester without `register` was told the routing is left to the
             // daemon's follower; the deploy is theirs, the routing is not.)
             let stored = try await registrar.services.store.registration(model: model, environment: registrar.environment.name)
+            steps = await reporter.timeSpent()
             let waitStarted = ContinuousClock.now
             let mismatch = denial == nil && stored?.state == .enabled
                 ? try await registrar.waitRoutedAsPlanned(model: model, budget: routingBudget(registrar)) : nil
@@ -251,9 +255,10 @@ struct RoutingRefresh: Sendable {
         }
         // Where the time went, in the last reply and in the record.
         let services = reporter.services
-        let pods = (try? await services.cluster.workload(target).pods) ?? []
+        // A warm rollback did not wait for the release's replicas: their loading is not its time.
+        let pods = replicasWaitedFor ? (try? await services.cluster.workload(target).pods) ?? [] : []
         let breakdown = TimeBreakdown.make(
-            steps: await reporter.timeSpent(), routing: routing, gpuWait: await reporter.gpuWait, pods: pods,
+            steps: steps, routing: routing, gpuWait: await reporter.gpuWait, pods: pods,
             unschedulable: await reporter.unschedulablePods, from: reporter.began, to: services.time.now())
         try await reporter.journal("Time: " + breakdown.text)
         reply.fields.append(Reply.Field("time", breakdown.text))

@@ -161,7 +161,7 @@ struct RollbackWorkflow: Sendable {
             "Revision \(revision) is kept warm (\(checked.count) of \(pool.desiredReplicas) replicas serving and checked): "
                 + "switching the router to them, and running helm rollback without waiting.",
             fields: [Reply.Field("release", target.release), Reply.Field("from revision", "\(current.revision)")])
-        try await services.warmPools.serve(target)
+        try await services.warmPools.serve(target, since: services.time.now())
         let restored: ReleaseStatus
         do {
             restored = try await services.releases.rollback(target, to: revision, timeout: environment.readinessBudget, wait: false)
@@ -192,7 +192,8 @@ struct RollbackWorkflow: Sendable {
             + "and the warm ones are released then."
         return try await RoutingRefresh.finish(
             registrar: registrar, reporter: reporter, model: model.name, target: target, register: false, denial: nil,
-            success: Reply(.success, RichText(summary), fields: [Reply.Field("endpoint", endpoint.description)]))
+            success: Reply(.success, RichText(summary), fields: [Reply.Field("endpoint", endpoint.description)]),
+            replicasWaitedFor: false)
     }
 
     /// Goes on from where a stopped daemon left the rollback: a rollback Helm finished is not run

@@ -174,7 +174,11 @@ public struct RouterReconciliation: Sendable {
                 guard pool.until <= services.time.now() else { continue }
                 why = "kept until \(Reports.timestamp(pool.until))"
             } else {
-                let own = workload.pods.filter { $0.current && $0.serving }.compactMap(\.address).map(registrar.settings.workerURL(podIP:))
+                // The release's replicas started by the rollback, not those of the revision it leaves
+                // (still current until Helm has applied the rollback). Creation times are whole seconds.
+                let since = (pool.servingSince ?? .distantFuture).addingTimeInterval(-1)
+                let own = workload.pods.filter { $0.current && $0.serving && ($0.timeline?.created).map { $0 >= since } == true }
+                    .compactMap(\.address).map(registrar.settings.workerURL(podIP:))
                 guard own.count >= max(1, workload.desiredReplicas) else { continue }
                 let registration = registrations.first { environment.target(model: $0.model).release == release }
                 if let registration, registration.state == .enabled, !Set(own).isSubset(of: Set(registration.endpoints)) { continue }

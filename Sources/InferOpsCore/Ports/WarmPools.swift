@@ -15,8 +15,9 @@ public protocol WarmPools: Sendable {
     func keep(_ template: WarmTemplate, revision: Int, until: Date, for target: ReleaseTarget) async throws -> Bool
     /// The pool of `target`, with its pods, or `nil`.
     func pool(_ target: ReleaseTarget) async throws -> WarmPool?
-    /// Marks the pool as serving: its replicas stand in for the release's until those are back.
-    func serve(_ target: ReleaseTarget) async throws
+    /// Marks the pool as serving from `since`: its replicas stand in for the release's until the
+    /// release's own replicas started after that are back.
+    func serve(_ target: ReleaseTarget, since: Date) async throws
     /// Deletes the pool; its pods stop as any pod does (preStop first).
     func release(_ target: ReleaseTarget) async throws
     /// Every pool in `namespace`, by the release it belongs to.
@@ -47,10 +48,15 @@ public struct WarmPool: Hashable, Sendable {
     public var until: Date
     /// A rollback routed it: it serves until the release's own replicas of that revision are ready.
     public var serving: Bool
+    /// When the rollback made it serve: only the release's replicas created after it are the ones
+    /// that take over (those before are the revision being left).
+    public var servingSince: Date?
     /// Its pods; `current` is true for all of them (they run the revision the pool stands for).
     public var pods: [PodSnapshot]
 
-    public init(revision: Int, desiredReplicas: Int, gpusPerReplica: Int, until: Date, serving: Bool, pods: [PodSnapshot]) {
+    public init(revision: Int, desiredReplicas: Int, gpusPerReplica: Int, until: Date, serving: Bool, servingSince: Date? = nil,
+                pods: [PodSnapshot]) {
+        self.servingSince = servingSince
         self.revision = revision
         self.desiredReplicas = desiredReplicas
         self.gpusPerReplica = gpusPerReplica
@@ -71,7 +77,7 @@ public struct NoWarmPools: WarmPools {
     public func capture(_ target: ReleaseTarget) async throws -> WarmTemplate? { nil }
     public func keep(_ template: WarmTemplate, revision: Int, until: Date, for target: ReleaseTarget) async throws -> Bool { false }
     public func pool(_ target: ReleaseTarget) async throws -> WarmPool? { nil }
-    public func serve(_ target: ReleaseTarget) async throws {}
+    public func serve(_ target: ReleaseTarget, since: Date) async throws {}
     public func release(_ target: ReleaseTarget) async throws {}
     public func pools(namespace: String, kubeContext: String?) async throws -> [String: WarmPool] { [:] }
 }
